@@ -1,0 +1,1 @@
+"""cardio: the card layer of shebao-pos (APDUs, the emulated card, readers). Never imports textual."""

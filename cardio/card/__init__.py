@@ -1,0 +1,1 @@
+"""The emulated social security card (card-apdu.md)."""

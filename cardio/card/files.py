@@ -1,0 +1,85 @@
+"""The card's file tree (card-apdu.md §2), built from its state.
+
+Records are addressed by record number = tag and read back as tag(1) len(1) value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from cardio.card.state import CardState
+
+MF_FID = 0x3F00
+SSSE_NAME = "sx1.sh.社会保障".encode("gbk")
+NAME_FIELD_LENGTH = 30
+
+
+@dataclass(frozen=True)
+class Ef:
+    fid: int
+    sfi: int
+    records: dict[int, bytes]  # tag -> value
+
+    def record(self, tag: int) -> bytes | None:
+        value = self.records.get(tag)
+        return None if value is None else bytes((tag, len(value))) + value
+
+
+@dataclass(frozen=True)
+class Df:
+    fid: int | None
+    name: bytes | None
+    children: tuple[Ef | Df, ...] = field(default=())
+
+    def child_by_fid(self, fid: int) -> Ef | Df | None:
+        return next((c for c in self.children if c.fid == fid), None)
+
+    def ef_by_sfi(self, sfi: int) -> Ef | None:
+        return next((c for c in self.children if isinstance(c, Ef) and c.sfi == sfi), None)
+
+    def df_by_name(self, name: bytes) -> Df | None:
+        if self.name == name:
+            return self
+        for child in self.children:
+            if isinstance(child, Df) and (found := child.df_by_name(name)):
+                return found
+        return None
+
+    def fci(self) -> bytes:
+        """A minimal FCI template: 6F { 83 FID, 84 DF name }."""
+        body = b""
+        if self.fid is not None:
+            body += b"\x83\x02" + self.fid.to_bytes(2, "big")
+        if self.name is not None:
+            body += bytes((0x84, len(self.name))) + self.name
+        return bytes((0x6F, len(body))) + body
+
+
+def _bcd_date(day: dt.date) -> bytes:
+    return bytes.fromhex(day.strftime("%Y%m%d"))
+
+
+def build(state: CardState) -> Df:
+    """MF 3F00 / SSSE (by name) / EF05, EF06, DF04 / EF05."""
+    c, h = state.card, state.holder
+    card_data = Ef(0xEF05, 0x05, {
+        0x01: c.identification_code,
+        0x02: c.category.encode("ascii"),
+        0x03: c.spec_version.encode("ascii"),
+        0x04: c.issuer_id,
+        0x05: _bcd_date(c.issue_date),
+        0x06: _bcd_date(c.expiry_date),
+        0x07: c.card_number.encode("ascii"),
+    })
+    holder = Ef(0xEF06, 0x06, {
+        0x08: h.ssn.encode("ascii"),
+        0x09: h.name.encode("gbk").ljust(NAME_FIELD_LENGTH, b"\x00"),
+        0x0A: h.sex.encode("ascii"),
+        0x0B: bytes.fromhex(h.ethnic),
+        0x0C: bytes.fromhex(h.birthplace),
+        0x0D: _bcd_date(h.birth_date),
+    })
+    medical = Df(0xDF04, None, (Ef(0xEF05, 0x05, {0x01: state.scheme.encode("ascii")}),))
+    ssse = Df(None, SSSE_NAME, (card_data, holder, medical))
+    return Df(MF_FID, None, (ssse,))

@@ -1,0 +1,289 @@
+"""The durable state of one emulated card, and its JSON form.
+
+The JSON is meant to be read (and, carefully, edited) by a person. It never holds
+the PIN digits: only a salted SHA-256. The hash is cheap on purpose: a 6-digit PIN
+cannot be shielded by a slow hash from whoever holds the file, so the file's mode
+(0600) is the protection.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+FORMAT = "shebao-pos/card"
+VERSION = 1
+MAX_TRY_LIMIT = 15  # 63Cx has one nibble for the tries left
+
+
+class LifeCycle(StrEnum):
+    NOT_ACTIVATED = "NOT_ACTIVATED"
+    ACTIVE = "ACTIVE"
+
+
+class PinState(StrEnum):
+    INITIAL = "INITIAL"
+    ENABLED = "ENABLED"
+    DISABLED = "DISABLED"
+
+
+class CardFileError(ValueError):
+    """A card file that cannot be used; the message is one line naming file and field."""
+
+    def __init__(self, path: str, where: str, reason: str) -> None:
+        self.path = path
+        self.where = where
+        self.reason = reason
+        super().__init__(
+            f"{path}: {where} {reason}; fix the file or make a new one with 'cardio card new'"
+        )
+
+
+@dataclass(frozen=True)
+class PinHash:
+    salt: bytes
+    digest: bytes
+
+    @classmethod
+    def of(cls, pin: str, salt: bytes | None = None) -> PinHash:
+        salt = salt if salt is not None else secrets.token_bytes(16)
+        return cls(salt, _digest(salt, pin))
+
+    def matches(self, pin: str) -> bool:
+        return hmac.compare_digest(self.digest, _digest(self.salt, pin))
+
+
+def _digest(salt: bytes, pin: str) -> bytes:
+    return hashlib.sha256(salt + pin.encode("ascii")).digest()
+
+
+@dataclass(frozen=True)
+class CardData:
+    """SSSE/EF05."""
+
+    identification_code: bytes  # 16 bytes, first 3 BCD region code
+    category: str  # '1' social security card, 'L' old city medical insurance card
+    spec_version: str  # '1.00' / '2.00' / '3.00'
+    issuer_id: bytes  # 12 bytes
+    issue_date: dt.date
+    expiry_date: dt.date
+    card_number: str  # 9 ASCII characters
+
+
+@dataclass(frozen=True)
+class Holder:
+    """SSSE/EF06."""
+
+    ssn: str  # the 18-character resident ID
+    name: str  # GBK, at most 30 bytes
+    sex: str  # '1' male, '2' female
+    ethnic: str  # 2 BCD digits, '01' = Han
+    birthplace: str  # 6-digit region code
+    birth_date: dt.date
+
+
+@dataclass(frozen=True)
+class CardState:
+    profile: str
+    life_cycle: LifeCycle
+    pin_state: PinState
+    tries_left: int
+    try_limit: int
+    pin: PinHash
+    card_key: bytes  # SM4 key for service-outlet MACs (§7)
+    t0_style: bool
+    historical: bytes  # 13 historical ATR bytes
+    card: CardData
+    holder: Holder
+    scheme: str  # national insurance scheme code, DF04/EF05
+
+    @property
+    def blocked(self) -> bool:
+        return self.tries_left == 0
+
+    def with_(self, **changes: Any) -> CardState:
+        return replace(self, **changes)
+
+    # --- JSON ---------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        c, h = self.card, self.holder
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "profile": self.profile,
+            "life_cycle": self.life_cycle.value,
+            "pin_state": self.pin_state.value,
+            "tries_left": self.tries_left,
+            "try_limit": self.try_limit,
+            "t0_style": self.t0_style,
+            "atr_historical": self.historical.hex().upper(),
+            "card": {
+                "identification_code": c.identification_code.hex().upper(),
+                "category": c.category,
+                "spec_version": c.spec_version,
+                "issuer_id": c.issuer_id.hex().upper(),
+                "issue_date": c.issue_date.isoformat(),
+                "expiry_date": c.expiry_date.isoformat(),
+                "card_number": c.card_number,
+            },
+            "holder": {
+                "ssn": h.ssn,
+                "name": h.name,
+                "sex": h.sex,
+                "ethnic": h.ethnic,
+                "birthplace": h.birthplace,
+                "birth_date": h.birth_date.isoformat(),
+            },
+            "medical": {"scheme": self.scheme},
+            "secrets": {
+                "pin_salt": self.pin.salt.hex(),
+                "pin_sha256": self.pin.digest.hex(),
+                "card_key": self.card_key.hex().upper(),
+            },
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any, path: str) -> CardState:
+        r = _Fields(doc, path, "")
+        if r.text("format") != FORMAT:
+            raise CardFileError(path, "field 'format'", f"must be {FORMAT!r}")
+        r.integer("version", VERSION, VERSION)
+        try_limit = r.integer("try_limit", 1, MAX_TRY_LIMIT)
+        tries_left = r.integer("tries_left", 0, try_limit)
+        c = r.section("card")
+        h = r.section("holder")
+        m = r.section("medical")
+        s = r.section("secrets")
+        card = CardData(
+            identification_code=c.hexbytes("identification_code", 16),
+            category=c.choice("category", ("1", "L")),
+            spec_version=c.choice("spec_version", ("1.00", "2.00", "3.00")),
+            issuer_id=c.hexbytes("issuer_id", 12),
+            issue_date=c.date("issue_date"),
+            expiry_date=c.date("expiry_date"),
+            card_number=c.ascii("card_number", 9),
+        )
+        holder = Holder(
+            ssn=h.ssn("ssn"),
+            name=h.gbk("name", 30),
+            sex=h.choice("sex", ("1", "2")),
+            ethnic=h.digits("ethnic", 2),
+            birthplace=h.digits("birthplace", 6),
+            birth_date=h.date("birth_date"),
+        )
+        return cls(
+            profile=r.text("profile"),
+            life_cycle=LifeCycle(r.choice("life_cycle", tuple(LifeCycle))),
+            pin_state=PinState(r.choice("pin_state", tuple(PinState))),
+            tries_left=tries_left,
+            try_limit=try_limit,
+            pin=PinHash(s.hexbytes("pin_salt", None), s.hexbytes("pin_sha256", 32)),
+            card_key=s.hexbytes("card_key", 16),
+            t0_style=r.boolean("t0_style"),
+            historical=r.hexbytes("atr_historical", 13),
+            card=card,
+            holder=holder,
+            scheme=m.digits("scheme", 3),
+        )
+
+
+@dataclass
+class _Fields:
+    """Typed reads from a JSON object, each failure naming its field."""
+
+    doc: Any
+    path: str
+    prefix: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.doc, dict):
+            where = f"section '{self.prefix[:-1]}'" if self.prefix else "the top level"
+            raise CardFileError(self.path, where, "must be a JSON object")
+
+    def _fail(self, key: str, reason: str) -> CardFileError:
+        return CardFileError(self.path, f"field '{self.prefix}{key}'", reason)
+
+    def _get(self, key: str) -> Any:
+        if key not in self.doc:
+            raise self._fail(key, "is missing")
+        return self.doc[key]
+
+    def section(self, key: str) -> _Fields:
+        return _Fields(self._get(key), self.path, f"{self.prefix}{key}.")
+
+    def text(self, key: str) -> str:
+        value = self._get(key)
+        if not isinstance(value, str):
+            raise self._fail(key, "must be a string")
+        return value
+
+    def choice(self, key: str, options: tuple[str, ...]) -> str:
+        value = self.text(key)
+        if value not in options:
+            raise self._fail(key, "must be one of " + ", ".join(options))
+        return value
+
+    def integer(self, key: str, low: int, high: int) -> int:
+        value = self._get(key)
+        if type(value) is not int or not low <= value <= high:
+            raise self._fail(key, f"must be a whole number from {low} to {high}")
+        return value
+
+    def boolean(self, key: str) -> bool:
+        value = self._get(key)
+        if not isinstance(value, bool):
+            raise self._fail(key, "must be true or false")
+        return value
+
+    def hexbytes(self, key: str, length: int | None) -> bytes:
+        value = self.text(key)
+        try:
+            data = bytes.fromhex(value)
+        except ValueError:
+            raise self._fail(key, "must be hex digits") from None
+        if length is not None and len(data) != length:
+            raise self._fail(key, f"must be {length} bytes ({2 * length} hex digits)")
+        if length is None and not data:
+            raise self._fail(key, "must not be empty")
+        return data
+
+    def digits(self, key: str, length: int) -> str:
+        value = self.text(key)
+        if len(value) != length or not (value.isascii() and value.isdigit()):
+            raise self._fail(key, f"must be {length} digits")
+        return value
+
+    def ascii(self, key: str, length: int) -> str:
+        value = self.text(key)
+        if len(value) != length or not value.isascii() or not value.isprintable():
+            raise self._fail(key, f"must be {length} printable ASCII characters")
+        return value
+
+    def ssn(self, key: str) -> str:
+        value = self.text(key)
+        if len(value) != 18 or not value[:17].isdigit() or not (value[17].isdigit() or value[17] == "X"):
+            raise self._fail(key, "must be 17 digits and a digit or X")
+        return value
+
+    def gbk(self, key: str, max_bytes: int) -> str:
+        value = self.text(key)
+        try:
+            size = len(value.encode("gbk"))
+        except UnicodeEncodeError:
+            raise self._fail(key, "must be written in characters GBK can encode") from None
+        if not 0 < size <= max_bytes:
+            raise self._fail(key, f"must take 1 to {max_bytes} bytes in GBK")
+        return value
+
+    def date(self, key: str) -> dt.date:
+        value = self.text(key)
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            raise self._fail(key, "must be a date written YYYY-MM-DD") from None

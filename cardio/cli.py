@@ -1,0 +1,220 @@
+"""The `cardio` command: make and inspect card files, send APDUs to a card."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from cardio import identity
+from cardio.apdu import HexError, parse_hex, to_hex
+from cardio.card import profiles, store
+from cardio.card.card import VirtualCard
+from cardio.card.state import CardFileError, CardState
+from cardio.trace import command_line, response_line
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+SCHEMES = {
+    "310": "urban employee basic medical insurance",
+    "390": "urban-rural resident medical insurance",
+    "170": "urban-rural resident pension",
+}
+CATEGORIES = {"1": "social security card", "L": "old city medical insurance card"}
+
+
+class UsageError(Exception):
+    """Bad input from the command line or a script: exit 2, nothing sent."""
+
+
+# --- card ---------------------------------------------------------------------
+
+
+def summary(state: CardState) -> dict[str, object]:
+    """What `card show` tells: never the PIN, holder data masked."""
+    return {
+        "profile": state.profile,
+        "card_number": state.card.card_number,
+        "category": state.card.category,
+        "scheme": state.scheme,
+        "life_cycle": state.life_cycle.value,
+        "pin_state": state.pin_state.value,
+        "tries_left": state.tries_left,
+        "try_limit": state.try_limit,
+        "blocked": state.blocked,
+        "t0_style": state.t0_style,
+        "holder": {
+            "name": identity.mask_name(state.holder.name),
+            "ssn": identity.mask_id(state.holder.ssn),
+        },
+    }
+
+
+def cmd_list_profiles(args: argparse.Namespace, out: TextIO) -> int:
+    names = profiles.names()
+    width = max(map(len, names), default=0)
+    for name in names:
+        print(f"{name:<{width}}  {profiles.describe(name)}", file=out)
+    return EXIT_OK
+
+
+def cmd_new(args: argparse.Namespace, out: TextIO) -> int:
+    state = profiles.new_card(args.profile, Path(args.path), force=args.force)
+    print(f"made {args.path} from profile {args.profile} "
+          f"({state.pin_state.value}, {state.tries_left}/{state.try_limit} tries)", file=out)
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
+    info = summary(store.read(Path(args.path)))
+    if args.json:
+        print(json.dumps(info, ensure_ascii=False), file=out)
+        return EXIT_OK
+    holder = info["holder"]
+    assert isinstance(holder, dict)
+    rows = [
+        ("profile", info["profile"]),
+        ("card number", info["card_number"]),
+        ("category", f"{info['category']} ({CATEGORIES.get(str(info['category']), '?')})"),
+        ("scheme", f"{info['scheme']} ({SCHEMES.get(str(info['scheme']), 'unknown scheme')})"),
+        ("life cycle", info["life_cycle"]),
+        ("PIN state", info["pin_state"]),
+        ("tries left", f"{info['tries_left']} of {info['try_limit']}"
+                       + (" (blocked)" if info["blocked"] else "")),
+        ("holder", f"{holder['name']}  {holder['ssn']}"),
+    ]
+    for label, value in rows:
+        print(f"{label:<12} {value}", file=out)
+    return EXIT_OK
+
+
+# --- send / script --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One line of work: an APDU to send, or a reset."""
+
+    apdu: bytes | None  # None = reset
+    where: str
+
+
+@contextmanager
+def open_card(path: Path) -> Iterator[VirtualCard]:
+    """The card file locked for this process, powered on, powered off after."""
+    with store.FileStore(path) as file_store:
+        card = VirtualCard(file_store.open(), file_store)
+        card.power_on()
+        try:
+            yield card
+        finally:
+            card.power_off()
+
+
+def run_steps(card: VirtualCard, steps: Sequence[Step], out: TextIO) -> int:
+    for step in steps:
+        if step.apdu is None:
+            print("> reset", file=out)
+            print("< " + to_hex(card.reset()), file=out)
+            continue
+        print(command_line(step.apdu), file=out)
+        print(response_line(card.execute(step.apdu)), file=out)
+    return EXIT_OK
+
+
+def parse_apdu(text: str, where: str) -> bytes:
+    try:
+        return parse_hex(text)
+    except HexError as e:
+        raise UsageError(f"{where}: {e}; write an APDU as hex bytes, e.g. '00 A4 04 00'") from None
+
+
+def parse_script(path: Path) -> list[Step]:
+    """pcsc-tools `scriptor` format: one hex APDU a line, '#' comments, 'reset', 'exit'."""
+    try:
+        text = path.read_text("utf-8")
+    except OSError as e:
+        raise UsageError(f"{path}: cannot be read ({e.strerror})") from None
+    steps: list[Step] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        body = line.split("#", 1)[0].strip()
+        where = f"{path}:{number}"
+        if not body:
+            continue
+        if body.lower() == "reset":
+            steps.append(Step(None, where))
+        elif body.lower() in ("exit", "quit"):
+            break
+        else:
+            steps.append(Step(parse_apdu(body, where), where))
+    return steps
+
+
+def cmd_send(args: argparse.Namespace, out: TextIO) -> int:
+    steps = [Step(parse_apdu(t, f"APDU {i}"), f"APDU {i}") for i, t in enumerate(args.apdu, 1)]
+    with open_card(Path(args.card)) as card:
+        return run_steps(card, steps, out)
+
+
+def cmd_script(args: argparse.Namespace, out: TextIO) -> int:
+    steps = parse_script(Path(args.file))
+    with open_card(Path(args.card)) as card:
+        return run_steps(card, steps, out)
+
+
+# --- wiring ---------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cardio", description="The card layer of shebao-pos: card files and APDUs."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    card = sub.add_parser("card", help="make and inspect card files")
+    card_sub = card.add_subparsers(dest="card_command", required=True, metavar="ACTION")
+    p = card_sub.add_parser("list-profiles", help="list the card profiles")
+    p.set_defaults(func=cmd_list_profiles)
+    p = card_sub.add_parser("new", help="make a card file from a profile")
+    p.add_argument("--profile", required=True, help="profile name (see list-profiles)")
+    p.add_argument("path", help="the card file to write")
+    p.add_argument("--force", action="store_true", help="replace an existing file")
+    p.set_defaults(func=cmd_new)
+    p = card_sub.add_parser("show", help="show a card's state (never its PIN)")
+    p.add_argument("path", help="the card file")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("send", help="send APDUs to a card")
+    p.add_argument("--card", required=True, metavar="PATH", help="card file")
+    p.add_argument("apdu", nargs="+", help="APDU in hex, spaces allowed ('00 84 00 00 08')")
+    p.set_defaults(func=cmd_send)
+
+    p = sub.add_parser("script", help="run a scriptor-style APDU script")
+    p.add_argument("--card", required=True, metavar="PATH", help="card file")
+    p.add_argument("file", help="one hex APDU a line, '#' comments, 'reset'")
+    p.set_defaults(func=cmd_script)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace, TextIO], int] = args.func
+    try:
+        return func(args, out)
+    except (UsageError, CardFileError, profiles.UnknownProfileError) as e:
+        print(f"cardio: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except store.StoreError as e:
+        print(f"cardio: {e}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""pos-terminal: the Textual PIN pad of shebao-pos."""
