@@ -1,1 +1,4 @@
-"""cardio: the card layer of shebao-pos (APDUs, the emulated card, readers). Never imports textual."""
+"""cardio: the card layer of shebao-pos: APDUs, the emulated card, readers.
+
+Never imports textual: the card layer knows no screen.
+"""

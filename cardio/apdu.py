@@ -83,7 +83,9 @@ class Apdu:
         return bytes(out)
 
 
-def command(cla: int, ins: int, p1: int, p2: int, data: bytes = b"", le: int | None = None) -> bytes:
+def command(
+    cla: int, ins: int, p1: int, p2: int, data: bytes = b"", le: int | None = None
+) -> bytes:
     """Build a short APDU's bytes."""
     if len(data) > 255:
         raise ValueError("short APDU data is at most 255 bytes")

@@ -267,7 +267,7 @@ class _Fields:
 
     def ssn(self, key: str) -> str:
         value = self.text(key)
-        if len(value) != 18 or not value[:17].isdigit() or not (value[17].isdigit() or value[17] == "X"):
+        if len(value) != 18 or not value[:17].isdigit() or value[17] not in "0123456789X":
             raise self._fail(key, "must be 17 digits and a digit or X")
         return value
 

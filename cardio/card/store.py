@@ -91,7 +91,8 @@ def decode(raw: bytes, name: str) -> CardState:
     except UnicodeDecodeError:
         raise CardFileError(name, "the file", "is not UTF-8 text") from None
     except json.JSONDecodeError as e:
-        raise CardFileError(name, f"line {e.lineno} column {e.colno}", "is not valid JSON") from None
+        where = f"line {e.lineno} column {e.colno}"
+        raise CardFileError(name, where, "is not valid JSON") from None
     return CardState.from_json(doc, name)
 
 
