@@ -1,7 +1,9 @@
 """APDU lines for people: hex with every PIN byte shown as `**`.
 
 Used by the CLI, the vpcd bridge log and the terminal's trace, so one rule decides
-what is masked. Responses never carry PINs; commands that do are listed here.
+what is masked. Responses never carry PINs; the commands that may are listed here.
+When such a command is malformed (a forgotten Lc, say), everything after the header
+is masked: its bytes may be PIN digits in the wrong place.
 """
 
 from __future__ import annotations
@@ -9,31 +11,37 @@ from __future__ import annotations
 from cardio.apdu import to_hex
 
 MASK = "**"
-_HEADER = 5  # CLA INS P1 P2 Lc
+PIN_INS = frozenset((0x20, 0x24, 0x2C, 0x5E))  # VERIFY, CHANGE REFERENCE, RESET RETRY, PBOC
+_LC = 4
+_DATA = 5
+_MAC = 4
 
 
-def _pin_positions(command: bytes) -> range | list[int]:
-    """Indexes into the data field that may hold PIN digits."""
-    if len(command) <= _HEADER:
-        return []
-    cla, ins = command[0], command[1]
-    n = len(command) - _HEADER
-    if ins == 0x20:  # VERIFY: all data is PIN
-        return range(n)
-    if ins == 0x5E and cla == 0x84:  # outlet reset: new PIN(3) || MAC(4): the MAC is public
-        return range(max(0, n - 4)) if n > 4 else range(n)
-    if ins in (0x5E, 0x24, 0x2C):  # CHANGE PIN and friends: keep only the FF separator
-        data = command[_HEADER:]
-        return [i for i in range(n) if not (i == 3 and data[i] == 0xFF)]
-    return []
+def _masked(command: bytes) -> set[int]:
+    """Indexes of the bytes to hide."""
+    n = len(command)
+    if n <= _LC or command[1] not in PIN_INS:
+        return set()
+    cla, ins, p2, lc = command[0], command[1], command[3], command[_LC]
+    if n == _DATA:  # a lone byte: Le 00 of a status query is harmless, anything else is not
+        return set() if lc == 0 else {_LC}
+    if lc == 0 or lc not in (n - _DATA, n - _DATA - 1):
+        return set(range(_LC, n))
+    if cla == 0x84 and ins == 0x5E:  # outlet: only reset (P2 00) carries a PIN; MACs are public
+        if p2 != 0x00:
+            return set()
+        return set(range(_DATA, _DATA + lc - _MAC)) if lc > _MAC else set(range(_DATA, n))
+    rest = set(range(_DATA, n))  # a trailing Le too: a mistyped PIN may sit there
+    if ins != 0x20 and lc == 7 and command[_DATA + 3] == 0xFF:  # old || FF || new
+        return rest - {_DATA + 3}
+    return rest
 
 
 def mask_command(command: bytes) -> str:
     """Hex of a command APDU with PIN bytes replaced by `**`."""
-    cells = to_hex(command).split(" ") if command else []
-    for i in _pin_positions(command):
-        cells[_HEADER + i] = MASK
-    return " ".join(cells)
+    hidden = _masked(command)
+    return " ".join(MASK if i in hidden else cell
+                    for i, cell in enumerate(to_hex(command).split(" ")) if cell)
 
 
 def command_line(command: bytes) -> str:

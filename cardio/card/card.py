@@ -96,8 +96,10 @@ class VirtualCard:
         pending, session.pending = session.pending, b""
         challenge = session.challenge
         t0 = self._state.t0_style
-        if not (t0 and raw[:2] == GET_RESPONSE):
-            session.challenge = None  # spent by the next command, whatever it is
+        if not (t0 and pending and raw[:2] == GET_RESPONSE):
+            # Spent by the next command, whatever it is; but the GET RESPONSE that
+            # fetches a T=0 answer is transport, not a command of its own.
+            session.challenge = None
         apdu = Apdu.parse(raw)
         if apdu.cla not in (0x00, 0x80, 0x84):
             raise CardError(sw.CLA_NOT_SUPPORTED)

@@ -90,6 +90,8 @@ def decode(raw: bytes, name: str) -> CardState:
         doc = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise CardFileError(name, "the file", "is not UTF-8 text") from None
+    except RecursionError:
+        raise CardFileError(name, "the file", "is nested too deeply to be a card file") from None
     except json.JSONDecodeError as e:
         where = f"line {e.lineno} column {e.colno}"
         raise CardFileError(name, where, "is not valid JSON") from None
@@ -130,9 +132,11 @@ class CardLock:
 
     def _remove_stale_temps(self) -> None:
         """Temp files left by a killed writer; only the lock holder may remove them."""
-        for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
-            with contextlib.suppress(FileNotFoundError):
-                stale.unlink()
+        prefix = f".{self.path.name}.tmp-"
+        for stale in self.path.parent.iterdir():
+            if stale.name.startswith(prefix) and stale.name[len(prefix):].isdigit():
+                with contextlib.suppress(FileNotFoundError):
+                    stale.unlink()
 
     def release(self) -> None:
         if self._fd is not None:

@@ -1,0 +1,112 @@
+"""One Reader interface for the in-process virtual card and for PC/SC readers."""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from cardio.readers.transport import exchange
+from cardio.trace import command_line, response_line
+
+Trace = Callable[[str], None]
+
+
+class EventKind(StrEnum):
+    INSERTED = "inserted"
+    REMOVED = "removed"
+    READER_GONE = "reader-gone"
+    SERVICE_LOST = "service-lost"
+    SERVICE_BACK = "service-back"
+
+
+@dataclass(frozen=True)
+class CardEvent:
+    kind: EventKind
+    reader: str
+    atr: bytes | None = None
+
+
+Listener = Callable[[CardEvent], None]
+
+
+@dataclass(frozen=True)
+class ReaderInfo:
+    name: str
+    card_present: bool
+    atr: bytes | None
+
+
+class Reader(ABC):
+    """A slot that may hold a card. One connection at a time; `transmit` handles T=0 habits."""
+
+    name: str
+
+    def __init__(self, trace: Trace | None = None) -> None:
+        self.trace = trace
+        self._listeners: list[Listener] = []
+        self._listeners_lock = threading.Lock()
+
+    # --- what each reader implements ------------------------------------------
+
+    @abstractmethod
+    def card_present(self) -> bool: ...
+
+    @abstractmethod
+    def connect(self) -> bytes:
+        """Power the card up and connect; returns the ATR. Raises NoCardError etc."""
+
+    @abstractmethod
+    def reset(self) -> bytes:
+        """Warm reset: the card's session is cleared; returns the ATR."""
+
+    @abstractmethod
+    def disconnect(self) -> None:
+        """Power the card off and let it go (its session is cleared)."""
+
+    @abstractmethod
+    def _exchange(self, apdu: bytes) -> bytes:
+        """One raw APDU, one raw response."""
+
+    # --- shared ---------------------------------------------------------------
+
+    def info(self) -> ReaderInfo:
+        present = self.card_present()
+        return ReaderInfo(self.name, present, self.peek_atr() if present else None)
+
+    def peek_atr(self) -> bytes | None:
+        return None
+
+    def transmit_raw(self, apdu: bytes) -> bytes:
+        """Exactly one exchange, traced with PIN bytes masked."""
+        if self.trace:
+            self.trace(command_line(apdu))
+        response = self._exchange(apdu)
+        if self.trace:
+            self.trace(response_line(response))
+        return response
+
+    def transmit(self, apdu: bytes) -> bytes:
+        """One command, following 61xx and 6Cxx: all data || the final SW."""
+        return exchange(self.transmit_raw, apdu)
+
+    def subscribe(self, listener: Listener) -> None:
+        with self._listeners_lock:
+            self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        with self._listeners_lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def _emit(self, event: CardEvent) -> None:
+        with self._listeners_lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(event)
+
+    def close(self) -> None:
+        """Stop watching and let the card go."""
+        self.disconnect()

@@ -1,0 +1,40 @@
+"""Reader errors: typed, each with one sentence a person can act on."""
+
+from __future__ import annotations
+
+
+class ReaderError(Exception):
+    """Base class; str(e) is the sentence to show."""
+
+    default = "the card reader failed; try again"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.default)
+
+
+class NoServiceError(ReaderError):
+    default = "the PC/SC service is not running; start pcscd (sudo systemctl start pcscd)"
+
+
+class NoReaderError(ReaderError):
+    default = "no card reader found; plug in a reader or start 'cardio serve' for a virtual card"
+
+
+class NoCardError(ReaderError):
+    default = "no card in the reader; insert the card"
+
+
+class CardRemovedError(ReaderError):
+    default = "the card was removed during the command; insert it again and retry"
+
+
+class ReaderGoneError(ReaderError):
+    default = "the card reader was unplugged; plug it in again"
+
+
+class SharingViolationError(ReaderError):
+    default = "another program is using the card; close it and retry"
+
+
+class ProtocolError(ReaderError):
+    default = "the card kept answering 61xx/6Cxx without end; remove the card and try again"

@@ -1,0 +1,1332 @@
+"""The emulated card against its APDU contract, ../shared/spec/card-apdu.md.
+
+Every test names the section (s1..s8) it proves. Expected bytes are written out from
+the spec and from fixtures/cards/*.json, not computed with the card's own code.
+"""
+
+from __future__ import annotations
+
+import pytest
+from card_helpers import (
+    ENABLED_PIN,
+    INITIAL_PIN,
+    OK,
+    SELECT_SSSE,
+    RecordingStore,
+    change_pin,
+    data_of,
+    get_challenge,
+    h,
+    identification_code,
+    new_card,
+    outlet,
+    outlet_key,
+    pin_status,
+    select_ssse,
+    send,
+    status_query,
+    sw_hex,
+    sw_of,
+    transmit,
+    tries_left,
+    verify,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cardio import mac
+from cardio.card.profiles import load
+from cardio.card.state import LifeCycle, PinState
+from cardio.resources import test_master_key as master_key
+
+HISTORICAL = bytes.fromhex("73686562616F2D706F732D7631")  # "shebao-pos-v1", every profile
+
+# ---------------------------------------------------------------------------
+# §1 Answer to reset
+# ---------------------------------------------------------------------------
+
+
+def test_s1_atr_from_power_on_is_3b6d0000_and_13_historical_bytes():
+    card = new_card()
+    atr = card.power_on()
+    assert atr == bytes.fromhex("3B6D0000") + HISTORICAL
+    assert len(atr) == 4 + 13
+
+
+def test_s1_atr_from_reset_is_the_same():
+    card = new_card()
+    assert card.reset() == bytes.fromhex("3B6D0000") + HISTORICAL
+
+
+def test_s1_t0_byte_announces_tb1_tc1_and_13_historical_bytes():
+    atr = new_card().power_on()
+    t0 = atr[1]
+    assert t0 & 0xF0 == 0x60  # TB1 and TC1 present, TA1 and TD1 absent (T=0 implied)
+    assert t0 & 0x0F == 13 == len(atr[4:])
+
+
+def test_s1_historical_bytes_come_from_the_profile():
+    state = load("employee-new").with_(historical=b"ABCDEFGHIJKLM")
+    card = new_card(state=state)
+    assert card.power_on() == bytes.fromhex("3B6D0000") + b"ABCDEFGHIJKLM"
+    assert card.reset() == bytes.fromhex("3B6D0000") + b"ABCDEFGHIJKLM"
+
+
+# ---------------------------------------------------------------------------
+# §2 Files
+# ---------------------------------------------------------------------------
+
+# employee-new, written out from fixtures/cards/employee-new.json and the §2 table.
+EF05_RECORDS = {
+    0x01: "01 10 310000D156000005372A9FA8AB97D317",
+    0x02: "02 01 31",  # '1'
+    0x03: "03 04 33 2E 30 30",  # '3.00'
+    0x04: "04 0C 310000000000B20BDA572799",
+    0x05: "05 04 20 19 01 01",  # BCD 2019-01-01
+    0x06: "06 04 20 29 01 01",  # BCD 2029-01-01
+    0x07: "07 09 " + b"A93230742".hex(),
+}
+EF06_RECORDS = {
+    0x08: "08 12 " + b"310104198503122174".hex(),
+    0x09: "09 1E D5 C5 CE B0" + " 00" * 26,  # 张伟 in GBK, right-padded with 00 to 30
+    0x0A: "0A 01 31",  # '1' male
+    0x0B: "0B 01 01",  # BCD 01 = Han
+    0x0C: "0C 03 31 01 04",  # BCD region 310104
+    0x0D: "0D 04 19 85 03 12",  # BCD 1985-03-12
+}
+DF04_EF05_RECORDS = {0x01: "01 03 33 31 30"}  # '310'
+
+ALL_RECORDS = (
+    [("EF05", 0x05, tag, rec) for tag, rec in EF05_RECORDS.items()]
+    + [("EF06", 0x06, tag, rec) for tag, rec in EF06_RECORDS.items()]
+)
+
+
+def test_s2_ssse_df_name_is_gbk_of_sx1_sh_shehuibaozhang():
+    assert h(SELECT_SSSE)[5:] == "sx1.sh.社会保障".encode("gbk")
+
+
+def test_s2_select_ssse_by_gbk_df_name():
+    card = new_card()
+    resp = send(card, SELECT_SSSE)
+    assert sw_of(resp) == OK  # with or without FCI
+
+
+def test_s2_select_by_wrong_df_name_is_6a82():
+    card = new_card()
+    assert send(card, "00 A4 04 00 07 " + b"sx1.sh.".hex()) == h("6A 82")
+    assert send(card, "00 A4 04 00 05 A0 00 00 00 03") == h("6A 82")
+
+
+@pytest.mark.parametrize(("ef", "sfi", "tag", "record"), ALL_RECORDS)
+def test_s2_read_each_record_by_sfi(ef, sfi, tag, record):
+    card = new_card()
+    select_ssse(card)
+    resp = send(card, bytes((0x00, 0xB2, tag, (sfi << 3) | 4, 0x00)))
+    assert resp == h(record) + h("90 00"), f"{ef} record {tag:02X}"
+
+
+@pytest.mark.parametrize(("ef", "sfi", "tag", "record"), ALL_RECORDS)
+def test_s2_read_each_record_via_current_ef_selected_by_fid(ef, sfi, tag, record):
+    card = new_card()
+    select_ssse(card)
+    assert send(card, f"00 A4 00 00 02 EF {sfi:02X}") == h("90 00")
+    resp = send(card, bytes((0x00, 0xB2, tag, 0x04, 0x00)))
+    assert resp == h(record) + h("90 00"), f"{ef} record {tag:02X}"
+
+
+@pytest.mark.parametrize(("ef", "sfi", "tag", "record"), ALL_RECORDS)
+def test_s2_read_record_with_le_exactly_len_plus_2(ef, sfi, tag, record):
+    card = new_card()
+    select_ssse(card)
+    expected = h(record)
+    resp = send(card, bytes((0x00, 0xB2, tag, (sfi << 3) | 4, len(expected))))
+    assert resp == expected + h("90 00")
+
+
+def test_s2_read_df04_ef05_by_sfi():
+    card = new_card()
+    select_ssse(card)
+    assert send(card, "00 A4 00 00 02 DF 04") == h("90 00")
+    assert send(card, "00 B2 01 2C 00") == h(DF04_EF05_RECORDS[1]) + h("90 00")
+    assert send(card, "00 B2 01 2C 05") == h(DF04_EF05_RECORDS[1]) + h("90 00")
+
+
+def test_s2_read_df04_ef05_via_current_ef():
+    card = new_card()
+    select_ssse(card)
+    assert send(card, "00 A4 00 00 02 DF 04") == h("90 00")
+    assert send(card, "00 A4 00 00 02 EF 05") == h("90 00")
+    assert send(card, "00 B2 01 04 00") == h(DF04_EF05_RECORDS[1]) + h("90 00")
+
+
+def test_s2_select_mf_by_fid_3f00():
+    card = new_card()
+    assert sw_of(send(card, "00 A4 00 00 02 3F 00")) == OK
+    select_ssse(card)
+    assert sw_of(send(card, "00 A4 00 00 02 3F 00")) == OK
+    # after selecting the MF there is no current EF any more
+    assert send(card, "00 B2 01 04 00") == h("69 86")
+
+
+def test_s2_name_is_gbk_right_padded_with_00_to_30_bytes():
+    card = new_card()
+    select_ssse(card)
+    rec = data_of(send(card, "00 B2 09 34 00"))
+    assert rec[:2] == h("09 1E")
+    value = rec[2:]
+    assert len(value) == 30
+    assert value.rstrip(b"\x00").decode("gbk") == "张伟"
+    assert value[4:] == bytes(26)
+
+
+@pytest.mark.parametrize(
+    ("profile", "name_gbk"),
+    [
+        ("employee-enabled", "C0 EE D0 E3 D3 A2"),  # 李秀英
+        ("legacy-medical", "D5 D4 BD A8 B9 FA"),  # 赵建国
+        ("pension-new", "B3 C2 B9 F0 C0 BC"),  # 陈桂兰
+    ],
+)
+def test_s2_three_character_names_padded_to_30(profile, name_gbk):
+    card = new_card(profile)
+    select_ssse(card)
+    rec = data_of(send(card, "00 B2 09 34 00"))
+    assert rec == h("09 1E " + name_gbk) + bytes(24)
+
+
+@pytest.mark.parametrize(
+    ("profile", "issue", "expiry", "birth"),
+    [
+        ("employee-new", "20 19 01 01", "20 29 01 01", "19 85 03 12"),
+        ("not-activated", "20 19 06 06", "20 29 06 06", "20 01 04 08"),
+        ("pension-new", "20 19 04 04", "20 29 04 04", "19 56 01 30"),
+    ],
+)
+def test_s2_dates_are_bcd_yyyymmdd(profile, issue, expiry, birth):
+    card = new_card(profile)
+    select_ssse(card)
+    assert send(card, "00 B2 05 2C 00") == h("05 04 " + issue + " 90 00")
+    assert send(card, "00 B2 06 2C 00") == h("06 04 " + expiry + " 90 00")
+    assert send(card, "00 B2 0D 34 00") == h("0D 04 " + birth + " 90 00")
+
+
+@pytest.mark.parametrize(
+    ("profile", "scheme", "category", "version"),
+    [
+        ("employee-new", "310", "1", "3.00"),
+        ("resident-new", "390", "1", "3.00"),
+        ("pension-new", "170", "1", "3.00"),
+        ("legacy-medical", "310", "L", "1.00"),
+    ],
+)
+def test_s2_scheme_category_and_version_per_profile(profile, scheme, category, version):
+    card = new_card(profile)
+    select_ssse(card)
+    assert send(card, "00 B2 02 2C 00") == b"\x02\x01" + category.encode() + h("90 00")
+    assert send(card, "00 B2 03 2C 00") == b"\x03\x04" + version.encode() + h("90 00")
+    assert send(card, "00 A4 00 00 02 DF 04") == h("90 00")
+    assert send(card, "00 B2 01 2C 00") == b"\x01\x03" + scheme.encode() + h("90 00")
+
+
+def test_s2_ssn_with_check_digit_is_18_ascii_characters():
+    card = new_card("employee-enabled")
+    select_ssse(card)
+    assert send(card, "00 B2 08 34 00") == h("08 12") + b"310101197911020480" + h("90 00")
+
+
+@pytest.mark.parametrize("le", [0x01, 0x1F, 0x21, 0x7F, 0xFF])
+def test_s2_wrong_le_is_6cxx_with_the_exact_length(le):
+    card = new_card()
+    select_ssse(card)
+    # record 09 of EF06: 09 1E + 30 bytes = 32 = 0x20 bytes
+    assert send(card, bytes((0x00, 0xB2, 0x09, 0x34, le))) == h("6C 20")
+    resp = send(card, "00 B2 09 34 20")
+    assert resp == h(EF06_RECORDS[0x09]) + h("90 00")
+
+
+def test_s2_wrong_le_6cxx_for_each_record_length():
+    card = new_card()
+    select_ssse(card)
+    for tag, record in EF05_RECORDS.items():
+        length = len(h(record))
+        resp = send(card, bytes((0x00, 0xB2, tag, 0x2C, length + 1)))
+        assert resp == bytes((0x6C, length)), f"record {tag:02X}"
+
+
+def test_s2_wrong_le_via_current_ef_is_6cxx():
+    card = new_card()
+    select_ssse(card)
+    send(card, "00 A4 00 00 02 EF 05")
+    assert send(card, "00 B2 02 04 01") == h("6C 03")
+    assert send(card, "00 B2 02 04 03") == h("02 01 31 90 00")
+
+
+def test_s2_le_00_accepted():
+    card = new_card()
+    select_ssse(card)
+    assert send(card, "00 B2 07 2C 00") == h(EF05_RECORDS[0x07]) + h("90 00")
+
+
+def test_s2_missing_record_is_6a83():
+    card = new_card()
+    select_ssse(card)
+    assert send(card, "00 B2 08 2C 00") == h("6A 83")  # tag 08 lives in EF06
+    assert send(card, "00 B2 01 34 00") == h("6A 83")  # tag 01 lives in EF05
+    assert send(card, "00 B2 0E 34 00") == h("6A 83")
+    assert send(card, "00 B2 FF 2C 00") == h("6A 83")
+    send(card, "00 A4 00 00 02 DF 04")
+    assert send(card, "00 B2 02 2C 00") == h("6A 83")
+
+
+def test_s2_read_record_without_current_ef_is_6986():
+    card = new_card()
+    assert send(card, "00 B2 01 04 00") == h("69 86")
+    select_ssse(card)
+    assert send(card, "00 B2 01 04 00") == h("69 86")
+    send(card, "00 A4 00 00 02 DF 04")
+    assert send(card, "00 B2 01 04 00") == h("69 86")
+
+
+def test_s2_unknown_fid_is_6a82():
+    card = new_card()
+    select_ssse(card)
+    assert send(card, "00 A4 00 00 02 EF 07") == h("6A 82")
+    assert send(card, "00 A4 00 00 02 12 34") == h("6A 82")
+    # FIDs are looked up in the current DF: DF04 is not a child of the MF
+    assert send(card, "00 A4 00 00 02 3F 00") == h("90 00")
+    assert send(card, "00 A4 00 00 02 DF 04") == h("6A 82")
+
+
+def test_s2_unknown_sfi_is_6a82():
+    card = new_card()
+    select_ssse(card)
+    assert send(card, "00 B2 01 3C 00") == h("6A 82")  # SFI 07
+    assert send(card, "00 B2 01 0C 00") == h("6A 82")  # SFI 01
+    send(card, "00 A4 00 00 02 DF 04")
+    assert send(card, "00 B2 08 34 00") == h("6A 82")  # SFI 06 is not in DF04
+
+
+@pytest.mark.parametrize(
+    "apdu",
+    [
+        "00 A4 02 00 02 EF 05",  # SELECT P1 neither 00 nor 04
+        "00 A4 01 00 02 EF 05",
+        "00 A4 04 05 0F 73 78 31 2E 73 68 2E C9 E7 BB E1 B1 A3 D5 CF",  # SELECT P2
+        "00 B2 00 2C 00",  # READ RECORD P1 = 00 is no record number
+        "00 B2 01 28 00",  # P2 low bits 000, not 100
+        "00 B2 01 2D 00",  # P2 low bits 101
+        "00 B2 01 05 00",
+    ],
+)
+def test_s2_wrong_p1_p2_is_6a86(apdu):
+    card = new_card()
+    select_ssse(card)
+    assert send(card, apdu) == h("6A 86")
+
+
+# ---------------------------------------------------------------------------
+# §3 Commands (each row of the table)
+# ---------------------------------------------------------------------------
+
+
+def test_s3_select_by_name_answers_9000_with_or_without_fci():
+    card = new_card()
+    for apdu in (SELECT_SSSE, SELECT_SSSE + " 00"):
+        resp = send(card, apdu)
+        assert sw_of(resp) == OK
+
+
+def test_s3_select_by_fid_mf_then_children_of_the_current_df():
+    card = new_card()
+    assert sw_of(send(card, "00 A4 00 00 02 3F 00")) == OK
+    select_ssse(card)
+    assert send(card, "00 A4 00 00 02 EF 05") == h("90 00")
+    assert send(card, "00 A4 00 00 02 EF 06") == h("90 00")
+    assert sw_of(send(card, "00 A4 00 00 02 DF 04")) == OK
+    assert send(card, "00 A4 00 00 02 EF 05") == h("90 00")
+    assert send(card, "00 B2 01 04 00") == h("01 03 33 31 30 90 00")
+
+
+def test_s3_read_record_by_sfi_and_by_current_ef():
+    card = new_card()
+    select_ssse(card)
+    assert send(card, "00 B2 08 34 00") == h(EF06_RECORDS[0x08]) + h("90 00")
+    send(card, "00 A4 00 00 02 EF 06")
+    assert send(card, "00 B2 0A 04 00") == h("0A 01 31 90 00")
+
+
+def test_s3_verify_right_pin_is_9000():
+    card = new_card()
+    assert send(card, "00 20 00 00 03 12 34 56") == h("90 00")
+
+
+def test_s3_verify_status_query_is_a_4_byte_apdu():
+    card = new_card()
+    assert send(card, "00 20 00 00") == h("63 C6")
+
+
+def test_s3_change_pin_80_5e_01_00():
+    card = new_card()
+    assert send(card, "80 5E 01 00 07 12 34 56 FF 65 43 21") == h("90 00")
+    assert verify(card, "654321") == OK
+
+
+def test_s3_get_data_pin_status():
+    card = new_card()
+    assert send(card, "80 CA 00 C1 00") == h("C1 04 01 00 06 06 90 00")
+
+
+def test_s3_get_challenge_answers_8_bytes():
+    card = new_card()
+    resp = send(card, "00 84 00 00 08")
+    assert sw_of(resp) == OK
+    assert len(data_of(resp)) == 8
+    other = send(card, "00 84 00 00 08")
+    assert sw_of(other) == OK
+    assert data_of(other) != data_of(resp)  # random: equal with probability 2**-64
+
+
+def test_s3_get_challenge_bytes_come_from_the_random_source():
+    card = new_card(random=lambda n: bytes(range(0xA0, 0xA0 + n)))
+    assert send(card, "00 84 00 00 08") == h("A0 A1 A2 A3 A4 A5 A6 A7 90 00")
+
+
+def test_s3_get_response_is_only_for_t0_style():
+    assert send(new_card("employee-new"), "00 C0 00 00 08") == h("6D 00")
+    t0 = new_card("t0-employee-new")
+    assert send(t0, "80 CA 00 C1 00") == h("61 06")
+    assert send(t0, "00 C0 00 00 06") == h("C1 04 01 00 06 06 90 00")
+
+
+def test_s3_service_outlet_commands_use_cla_84():
+    card = new_card("not-activated")
+    assert outlet(card, 0x18, 0x00, 0x00) == h("90 00")
+    assert pin_status(card)[0] == 0x01
+
+
+# ---------------------------------------------------------------------------
+# §4 PIN rules
+# ---------------------------------------------------------------------------
+
+
+def test_s4_initial_pin_is_123456_and_limit_6():
+    card = new_card()
+    assert pin_status(card) == (0x01, 0x00, 6, 6)
+    assert verify(card, INITIAL_PIN) == OK
+
+
+def test_s4_six_wrong_verifies_count_down_then_6983_even_for_the_right_pin():
+    card = new_card()
+    for left in (5, 4, 3, 2, 1, 0):
+        assert verify(card, "000000") == 0x63C0 | left
+        # GET DATA C1 and the status query agree at each step
+        assert pin_status(card) == (0x01, 0x00, left, 6)
+        expected_query = 0x63C0 | left if left else 0x6983
+        assert status_query(card) == expected_query
+    assert verify(card, INITIAL_PIN) == 0x6983
+    assert verify(card, "000000") == 0x6983
+    assert pin_status(card) == (0x01, 0x00, 0, 6)
+    assert status_query(card) == 0x6983
+
+
+def test_s4_last_wrong_try_is_63c0():
+    card = new_card()
+    for _ in range(5):
+        verify(card, "999999")
+    assert send(card, "00 20 00 00 03 99 99 99") == h("63 C0")
+
+
+def test_s4_blocked_card_answers_6983_at_once_without_comparing():
+    store = RecordingStore()
+    card = new_card("locked", store)
+    assert verify(card, ENABLED_PIN) == 0x6983
+    assert verify(card, "000000") == 0x6983
+    assert status_query(card) == 0x6983
+    assert store.saved == []  # no try counter written: nothing was compared
+    assert pin_status(card) == (0x01, 0x01, 0, 6)
+
+
+def test_s4_correct_pin_restores_the_counter_and_sets_verified():
+    card = new_card()
+    assert verify(card, "111111") == 0x63C5
+    assert verify(card, "222222") == 0x63C4
+    assert status_query(card) == 0x63C4
+    assert not card.verified
+    assert verify(card, INITIAL_PIN) == OK
+    assert card.verified
+    assert status_query(card) == OK
+    assert pin_status(card) == (0x01, 0x00, 6, 6)
+
+
+def test_s4_correct_pin_after_five_wrong_tries_still_works():
+    card = new_card()
+    for _ in range(5):
+        verify(card, "000000")
+    assert tries_left(card) == 1
+    assert verify(card, INITIAL_PIN) == OK
+    assert tries_left(card) == 6
+
+
+def test_s4_status_query_never_costs_a_try():
+    store = RecordingStore()
+    card = new_card("employee-new", store)
+    for _ in range(20):
+        assert status_query(card) == 0x63C6
+    assert tries_left(card) == 6
+    verify(card, "000000")
+    for _ in range(20):
+        assert status_query(card) == 0x63C5
+    assert tries_left(card) == 5
+    assert len(store.saved) == 1  # the one wrong VERIFY
+
+
+def test_s4_status_query_after_verified_is_9000_and_still_costs_nothing():
+    card = new_card()
+    verify(card, INITIAL_PIN)
+    for _ in range(3):
+        assert status_query(card) == OK
+    assert tries_left(card) == 6
+
+
+def test_s4_reset_clears_verified():
+    card = new_card()
+    assert verify(card, INITIAL_PIN) == OK
+    assert status_query(card) == OK
+    card.reset()
+    assert not card.verified
+    assert status_query(card) == 0x63C6
+
+
+def test_s4_power_off_clears_verified():
+    card = new_card()
+    assert verify(card, INITIAL_PIN) == OK
+    card.power_off()
+    card.power_on()
+    assert not card.verified
+    assert status_query(card) == 0x63C6
+
+
+def test_s4_profile_may_set_another_try_limit():
+    state = load("employee-new").with_(try_limit=3, tries_left=3)
+    card = new_card(state=state)
+    assert pin_status(card) == (0x01, 0x00, 3, 3)
+    assert verify(card, "000000") == 0x63C2
+    assert verify(card, INITIAL_PIN) == OK
+    assert pin_status(card) == (0x01, 0x00, 3, 3)
+    assert [verify(card, "000000") for _ in range(4)] == [0x63C2, 0x63C1, 0x63C0, 0x6983]
+
+
+@pytest.mark.parametrize("profile", ["employee-new", "employee-enabled"])
+def test_s4_verify_compares_in_initial_and_enabled_states(profile):
+    card = new_card(profile)
+    right = INITIAL_PIN if profile == "employee-new" else ENABLED_PIN
+    assert verify(card, "000000") == 0x63C5
+    assert verify(card, right) == OK
+
+
+def test_s4_verify_compares_in_disabled_state():
+    card = new_card("employee-enabled")
+    assert outlet(card, 0x5E, 0x00, 0x02) == h("90 00")  # cancel -> DISABLED
+    assert pin_status(card)[1] == 0x02
+    assert verify(card, "000000") == 0x63C5
+    assert verify(card, ENABLED_PIN) == OK
+    assert status_query(card) == OK
+
+
+def test_s4_disabled_profile_still_counts_wrong_pins():
+    card = new_card("disabled")
+    assert verify(card, "000000") == 0x63C5
+    assert pin_status(card) == (0x01, 0x02, 5, 6)
+
+
+def test_s4_anti_tearing_wrong_pin_persists_the_decrement():
+    store = RecordingStore()
+    card = new_card("employee-new", store)
+    before = card.state
+    assert verify(card, "000000") == 0x63C5
+    assert [s.tries_left for s in store.saved] == [5]
+    assert store.saved[0] == before.with_(tries_left=5)
+
+
+def test_s4_anti_tearing_right_pin_persists_decrement_then_restore():
+    store = RecordingStore()
+    card = new_card("employee-new", store)
+    before = card.state
+    assert verify(card, INITIAL_PIN) == OK
+    assert store.saved == [before.with_(tries_left=5), before]
+
+
+class _Killed(BaseException):
+    """The process dies (not an Exception: nothing in the card may catch it)."""
+
+
+class _DiesOnSecondWrite(RecordingStore):
+    def save(self, state):
+        if len(self.saved) == 1:
+            raise _Killed
+        super().save(state)
+
+
+def test_s4_anti_tearing_killed_between_decrement_and_restore_never_gains_a_try():
+    store = _DiesOnSecondWrite()
+    card = new_card("employee-new", store)
+    with pytest.raises(_Killed):
+        verify(card, INITIAL_PIN)
+    # the process died before the restore: the disk says one try fewer, never more
+    assert [s.tries_left for s in store.saved] == [5]
+
+
+def test_s4_change_pin_success_sets_enabled_counter_at_limit_new_pin_works_old_does_not():
+    store = RecordingStore()
+    card = new_card("employee-new", store)
+    assert verify(card, "000000") == 0x63C5
+    before = card.state
+    assert send(card, "80 5E 01 00 07 12 34 56 FF 65 43 21") == h("90 00")
+    assert pin_status(card) == (0x01, 0x01, 6, 6)
+    # one atomic write holds the new PIN, the full counter and ENABLED together
+    last = store.saved[-1]
+    assert (last.pin_state, last.tries_left) == (PinState.ENABLED, 6)
+    assert last.pin.matches("654321")
+    assert last == before.with_(pin=last.pin, tries_left=6, pin_state=PinState.ENABLED)
+    card.reset()
+    assert verify(card, INITIAL_PIN) == 0x63C5
+    assert verify(card, "654321") == OK
+
+
+def test_s4_change_pin_on_enabled_card_keeps_enabled():
+    card = new_card("employee-enabled")
+    assert change_pin(card, ENABLED_PIN, "135790") == OK
+    assert pin_status(card) == (0x01, 0x01, 6, 6)
+    assert verify(card, "135790") == OK
+
+
+@pytest.mark.parametrize(
+    "apdu",
+    [
+        "80 5E 01 00",  # no data
+        "80 5E 01 00 06 12 34 56 FF 65 43",  # Lc 06
+        "80 5E 01 00 08 12 34 56 FF 65 43 21 00",  # Lc 08
+        "80 5E 01 00 03 12 34 56",  # only the old PIN
+    ],
+)
+def test_s4_change_pin_bad_lc_is_6700_no_try_spent(apdu):
+    store = RecordingStore()
+    card = new_card("employee-new", store)
+    assert send(card, apdu) == h("67 00")
+    assert store.saved == []
+    assert pin_status(card) == (0x01, 0x00, 6, 6)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "12 34 5A FF 65 43 21",  # non-digit nibble in the old PIN
+        "F2 34 56 FF 65 43 21",
+        "12 34 56 FF 65 43 2F",  # non-digit nibble in the new PIN
+        "12 34 56 FF AB CD EF",
+        "12 34 56 00 65 43 21",  # no FF separator
+        "12 34 56 FE 65 43 21",
+        "12 34 56 65 43 21 FF",  # separator in the wrong place
+    ],
+)
+def test_s4_change_pin_bad_format_is_6a80_no_try_spent(data):
+    store = RecordingStore()
+    card = new_card("employee-new", store)
+    assert send(card, "80 5E 01 00 07 " + data) == h("6A 80")
+    assert store.saved == []
+    assert pin_status(card) == (0x01, 0x00, 6, 6)
+    assert verify(card, INITIAL_PIN) == OK  # the PIN did not change either
+
+
+def test_s4_change_pin_wrong_old_pin_counts_a_try():
+    card = new_card()
+    assert change_pin(card, "000000", "654321") == 0x63C5
+    assert pin_status(card) == (0x01, 0x00, 5, 6)
+    assert change_pin(card, "000000", "654321") == 0x63C4
+    assert verify(card, "654321") == 0x63C3  # not changed
+    assert verify(card, INITIAL_PIN) == OK
+
+
+def test_s4_change_pin_wrong_old_pin_blocks_like_verify():
+    card = new_card()
+    codes = [change_pin(card, "000000", "654321") for _ in range(7)]
+    assert codes == [0x63C5, 0x63C4, 0x63C3, 0x63C2, 0x63C1, 0x63C0, 0x6983]
+    assert change_pin(card, INITIAL_PIN, "654321") == 0x6983
+    assert pin_status(card) == (0x01, 0x00, 0, 6)
+
+
+def test_s4_change_pin_on_blocked_card_is_6983_without_comparing():
+    store = RecordingStore()
+    card = new_card("locked", store)
+    assert change_pin(card, ENABLED_PIN, "654321") == 0x6983
+    assert store.saved == []
+
+
+def test_s4_not_activated_verify_is_6985_no_try_spent():
+    store = RecordingStore()
+    card = new_card("not-activated", store)
+    assert verify(card, INITIAL_PIN) == 0x6985
+    assert verify(card, "000000") == 0x6985
+    assert not card.verified
+    assert store.saved == []
+    assert pin_status(card) == (0x00, 0x00, 6, 6)
+
+
+def test_s4_not_activated_change_pin_is_6985_no_try_spent():
+    store = RecordingStore()
+    card = new_card("not-activated", store)
+    assert change_pin(card, INITIAL_PIN, "654321") == 0x6985
+    assert change_pin(card, "000000", "654321") == 0x6985
+    assert store.saved == []
+    assert pin_status(card) == (0x00, 0x00, 6, 6)
+
+
+def test_s4_not_activated_reading_files_works():
+    card = new_card("not-activated")
+    assert sw_of(send(card, SELECT_SSSE)) == OK
+    assert send(card, "00 B2 08 34 00") == h("08 12") + b"310112200104080624" + h("90 00")
+    assert send(card, "00 B2 02 2C 00") == h("02 01 31 90 00")
+    send(card, "00 A4 00 00 02 DF 04")
+    assert send(card, "00 B2 01 2C 00") == h("01 03 33 31 30 90 00")
+
+
+# ---------------------------------------------------------------------------
+# §5 GET DATA 80 CA 00 C1
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("profile", "values"),
+    [
+        ("employee-new", "01 00 06 06"),
+        ("employee-enabled", "01 01 06 06"),
+        ("resident-new", "01 00 06 06"),
+        ("pension-new", "01 00 06 06"),
+        ("legacy-medical", "01 00 06 06"),
+        ("not-activated", "00 00 06 06"),
+        ("locked", "01 01 00 06"),
+        ("disabled", "01 02 06 06"),
+    ],
+)
+def test_s5_get_data_ll_ss_tt_mm_for_each_profile(profile, values):
+    card = new_card(profile)
+    assert send(card, "80 CA 00 C1 00") == h("C1 04 " + values + " 90 00")
+    assert send(card, "80 CA 00 C1 06") == h("C1 04 " + values + " 90 00")
+
+
+def test_s5_get_data_t0_profile_through_get_response():
+    card = new_card("t0-employee-new")
+    assert send(card, "80 CA 00 C1 06") == h("61 06")
+    assert send(card, "00 C0 00 00 06") == h("C1 04 01 00 06 06 90 00")
+
+
+@pytest.mark.parametrize("le", ["01", "04", "05", "07", "08", "FF", ""])
+def test_s5_get_data_other_le_is_6c06(le):
+    card = new_card()
+    assert send(card, "80 CA 00 C1 " + le) == h("6C 06")
+
+
+def test_s5_get_data_other_tag_is_6a88():
+    card = new_card()
+    assert send(card, "80 CA 00 C2 00") == h("6A 88")
+    assert send(card, "80 CA 9F 7F 00") == h("6A 88")
+
+
+def test_s5_get_data_follows_the_state():
+    card = new_card()
+    verify(card, "000000")
+    assert send(card, "80 CA 00 C1 00") == h("C1 04 01 00 05 06 90 00")
+    change_pin(card, INITIAL_PIN, "654321")
+    assert send(card, "80 CA 00 C1 00") == h("C1 04 01 01 06 06 90 00")
+
+
+# ---------------------------------------------------------------------------
+# §6 Status words: every row of the table at least once
+# ---------------------------------------------------------------------------
+
+
+def test_s6_sw_9000_success():
+    assert send(new_card(), "00 A4 00 00 02 3F 00")[-2:] == h("90 00")
+
+
+def test_s6_sw_61xx_only_on_t0_style_profile():
+    assert send(new_card("t0-employee-new"), "00 84 00 00 08") == h("61 08")
+    assert sw_of(send(new_card("employee-new"), "00 84 00 00 08")) == OK
+
+
+def test_s6_sw_63cx_wrong_pin():
+    assert send(new_card(), "00 20 00 00 03 65 43 21") == h("63 C5")
+
+
+@pytest.mark.parametrize("apdu", ["", "00", "00 A4", "00 A4 04"])
+def test_s6_sw_6700_shorter_than_4_bytes(apdu):
+    assert send(new_card(), apdu) == h("67 00")
+
+
+@pytest.mark.parametrize(
+    "apdu",
+    [
+        "00 B2 01 2C 00 00 20",  # extended Le
+        "80 CA 00 C1 00 00 06",
+        "00 B2 01 2C 00 20",  # Lc 00 opens an extended field, cut short
+        "00 A4 04 00 00 00 0F 73 78 31 2E 73 68 2E C9 E7 BB E1 B1 A3 D5 CF",  # extended Lc
+        "00 20 00 00 00 00 03 12 34 56",
+    ],
+)
+def test_s6_sw_6700_extended_length(apdu):
+    store = RecordingStore()
+    card = new_card("employee-new", store)
+    assert send(card, apdu) == h("67 00")
+    assert store.saved == []
+
+
+@pytest.mark.parametrize(
+    "apdu",
+    [
+        "00 A4 00 00 03 3F 00",  # Lc says 3, 2 bytes follow
+        "00 A4 00 00 01 3F 00 00 00",  # Lc says 1, 4 bytes follow
+        "00 A4 00 00 01 3F",  # a FID is 2 bytes
+        "00 20 00 00 02 12 34",  # a PIN block is 3 bytes
+        "00 20 00 00 04 12 34 56 FF",
+    ],
+)
+def test_s6_sw_6700_wrong_length(apdu):
+    card = new_card()
+    assert send(card, apdu) == h("67 00")
+    assert tries_left(card) == 6
+
+
+def test_s6_sw_6cxx_wrong_le():
+    card = new_card()
+    select_ssse(card)
+    assert send(card, "00 B2 0A 34 01") == h("6C 03")
+
+
+def test_s6_sw_6983_pin_blocked():
+    assert send(new_card("locked"), "00 20 00 00 03 80 26 13") == h("69 83")
+
+
+def test_s6_sw_6984_no_challenge():
+    card = new_card("not-activated")
+    key = outlet_key(card)
+    apdu = mac.protect(key, bytes(8), 0x84, 0x18, 0x00, 0x00, b"")
+    assert card.execute(apdu) == h("69 84")
+
+
+def test_s6_sw_6985_not_activated():
+    assert send(new_card("not-activated"), "00 20 00 00 03 12 34 56") == h("69 85")
+
+
+def test_s6_sw_6986_no_current_ef():
+    assert send(new_card(), "00 B2 01 04 00") == h("69 86")
+
+
+def test_s6_sw_6987_mac_missing():
+    card = new_card("not-activated")
+    get_challenge(card)
+    assert send(card, "84 18 00 00 02 AB CD") == h("69 87")
+
+
+def test_s6_sw_6988_mac_wrong():
+    card = new_card("not-activated")
+    get_challenge(card)
+    assert send(card, "84 18 00 00 04 00 00 00 00") == h("69 88")
+
+
+def test_s6_sw_6a80_wrong_data():
+    assert send(new_card(), "80 5E 01 00 07 12 34 56 00 65 43 21") == h("6A 80")
+
+
+def test_s6_sw_6a82_file_not_found():
+    assert send(new_card(), "00 A4 00 00 02 AB CD") == h("6A 82")
+
+
+def test_s6_sw_6a83_record_not_found():
+    card = new_card()
+    select_ssse(card)
+    assert send(card, "00 B2 20 2C 00") == h("6A 83")
+
+
+@pytest.mark.parametrize(
+    "apdu",
+    [
+        "00 20 00 01 03 12 34 56",  # VERIFY P2
+        "00 20 01 00 03 12 34 56",  # VERIFY P1
+        "80 5E 00 00 07 12 34 56 FF 65 43 21",  # CHANGE PIN P1
+        "80 5E 01 01 07 12 34 56 FF 65 43 21",  # CHANGE PIN P2
+        "00 84 00 01 08",  # GET CHALLENGE P2
+        "00 A4 08 00 02 3F 00",  # SELECT P1
+    ],
+)
+def test_s6_sw_6a86_wrong_p1_p2(apdu):
+    card = new_card()
+    assert send(card, apdu) == h("6A 86")
+    assert tries_left(card) == 6
+
+
+def test_s6_sw_6a88_referenced_data_not_found():
+    assert send(new_card(), "80 CA 00 C5 00") == h("6A 88")
+
+
+@pytest.mark.parametrize(
+    "apdu",
+    ["00 FF 00 00", "00 12 00 00 00", "80 FF 00 00", "80 20 00 00 03 12 34 56", "00 CA 00 C1 00"],
+)
+def test_s6_sw_6d00_ins_not_supported(apdu):
+    card = new_card()
+    assert send(card, apdu) == h("6D 00")
+    assert tries_left(card) == 6
+
+
+def test_s6_sw_6d00_unknown_outlet_ins_even_with_a_good_mac():
+    card = new_card()
+    key = outlet_key(card)
+    challenge = get_challenge(card)
+    assert card.execute(mac.protect(key, challenge, 0x84, 0xFF, 0, 0, b"")) == h("6D 00")
+
+
+def test_s6_sw_6e00_every_cla_but_00_80_84():
+    card = new_card()
+    for cla in range(256):
+        if cla in (0x00, 0x80, 0x84):
+            continue
+        for tail in ("A4 00 00 02 3F 00", "20 00 00 03 12 34 56", "CA 00 C1 00", "B2 01 2C 00"):
+            resp = send(card, f"{cla:02X} {tail}")
+            assert resp == h("6E 00"), f"CLA {cla:02X} {tail}"
+    assert tries_left(card) == 6
+
+
+VALID_SW_HIGH = {0x61, 0x6C}
+VALID_SW = {
+    0x9000, 0x6700, 0x6982, 0x6983, 0x6984, 0x6985, 0x6986, 0x6987, 0x6988,
+    0x6A80, 0x6A82, 0x6A83, 0x6A86, 0x6A88, 0x6D00, 0x6E00,
+}  # fmt: skip
+
+
+def _is_table_sw(status: int) -> bool:
+    return status in VALID_SW or status >> 8 in VALID_SW_HIGH or status & 0xFFF0 == 0x63C0
+
+
+_HEADERS = [
+    b"", b"\x00\xa4\x04\x00", b"\x00\xa4\x00\x00", b"\x00\xb2", b"\x00\x20\x00\x00",
+    b"\x80\x5e\x01\x00", b"\x80\xca\x00\xc1", b"\x00\x84\x00\x00", b"\x00\xc0\x00\x00",
+    b"\x84\x5e\x00", b"\x84\x18\x00\x00",
+]  # fmt: skip
+_apdus = st.builds(
+    lambda head, tail: head + tail, st.sampled_from(_HEADERS), st.binary(max_size=40)
+) | st.binary(max_size=300)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(profile=st.sampled_from(["employee-new", "t0-employee-new", "locked"]), raw=_apdus)
+def test_s6_any_byte_string_gets_a_table_sw_and_changes_nothing_else(profile, raw):
+    store = RecordingStore()
+    card = new_card(profile, store)
+    before = card.state
+    resp = card.execute(raw)
+    assert len(resp) >= 2
+    assert _is_table_sw(sw_of(resp)), f"{raw.hex()} -> {resp.hex()}"
+    pin_command = raw[:2] in (b"\x00\x20", b"\x80\x5e")
+    if not pin_command:
+        assert store.saved == []
+        assert card.state == before
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    profile=st.sampled_from(["employee-new", "t0-employee-new", "not-activated"]),
+    script=st.lists(_apdus, max_size=12),
+)
+def test_s6_any_sequence_gets_table_sws_only(profile, script):
+    card = new_card(profile)
+    get_challenge(card)
+    for raw in script:
+        resp = card.execute(raw)
+        assert _is_table_sw(sw_of(resp)), f"{raw.hex()} -> {resp.hex()}"
+
+
+# ---------------------------------------------------------------------------
+# §7 Service-outlet commands
+# ---------------------------------------------------------------------------
+
+
+def test_s7_card_key_is_sm4_ecb_of_the_identification_code_under_the_master_key():
+    card = new_card()
+    ident = identification_code(card)
+    assert ident == h("310000D156000005372A9FA8AB97D317")
+    assert card.state.card_key == mac.card_key(master_key(), ident)
+
+
+def test_s7_missing_challenge_is_6984():
+    card = new_card("locked")
+    key = outlet_key(card)
+    before = card.state
+    apdu = mac.protect(key, bytes(8), 0x84, 0x5E, 0x00, 0x00, h("11 11 11"))
+    assert card.execute(apdu) == h("69 84")
+    assert card.state == before
+
+
+def test_s7_data_shorter_than_the_mac_is_6987():
+    card = new_card("not-activated")
+    before = card.state
+    for apdu in ("84 18 00 00", "84 18 00 00 01 00", "84 18 00 00 03 01 02 03"):
+        get_challenge(card)
+        assert send(card, apdu) == h("69 87"), apdu
+    get_challenge(card)
+    assert send(card, "84 5E 00 01 03 AA BB CC") == h("69 87")
+    assert card.state == before
+
+
+def test_s7_wrong_mac_is_6988_and_changes_nothing():
+    card = new_card("locked")
+    key = outlet_key(card)
+    before = card.state
+    challenge = get_challenge(card)
+    good = mac.protect(key, challenge, 0x84, 0x5E, 0x00, 0x00, h("11 11 11"))
+    bad = good[:-1] + bytes((good[-1] ^ 0x01,))
+    assert card.execute(bad) == h("69 88")
+    assert card.state == before
+
+
+@pytest.mark.parametrize(
+    "wrong_key",
+    [
+        "master key itself",
+        "another card's key",
+        "all zero",
+    ],
+)
+def test_s7_mac_with_a_wrong_key_is_6988(wrong_key):
+    card = new_card("locked")
+    before = card.state
+    key = {
+        "master key itself": master_key(),
+        "another card's key": load("employee-new").card_key,
+        "all zero": bytes(16),
+    }[wrong_key]
+    assert outlet(card, 0x5E, 0x00, 0x00, h("11 11 11"), key=key) == h("69 88")
+    assert card.state == before
+
+
+def test_s7_mac_covers_the_header_a_mac_for_another_p2_is_6988():
+    card = new_card("employee-enabled")
+    key = outlet_key(card)
+    challenge = get_challenge(card)
+    restore = mac.protect(key, challenge, 0x84, 0x5E, 0x00, 0x01, b"")
+    as_cancel = restore[:3] + b"\x02" + restore[4:]
+    assert card.execute(as_cancel) == h("69 88")
+    assert pin_status(card) == (0x01, 0x01, 6, 6)
+
+
+def test_s7_mac_covers_the_data_a_changed_new_pin_is_6988():
+    card = new_card("locked")
+    key = outlet_key(card)
+    challenge = get_challenge(card)
+    good = mac.protect(key, challenge, 0x84, 0x5E, 0x00, 0x00, h("11 11 11"))
+    forged = good[:5] + h("22 22 22") + good[8:]
+    assert card.execute(forged) == h("69 88")
+
+
+def test_s7_mac_is_over_the_last_challenge():
+    card = new_card("not-activated")
+    key = outlet_key(card)
+    first = get_challenge(card)
+    get_challenge(card)
+    apdu = mac.protect(key, first, 0x84, 0x18, 0x00, 0x00, b"")
+    assert card.execute(apdu) == h("69 88")
+    assert pin_status(card)[0] == 0x00
+
+
+def test_s7_replayed_apdu_is_refused():
+    card = new_card("locked")
+    key = outlet_key(card)
+    challenge = get_challenge(card)
+    unblock = mac.protect(key, challenge, 0x84, 0x5E, 0x00, 0x00, h("11 11 11"))
+    assert card.execute(unblock) == h("90 00")
+    assert change_pin(card, "111111", "222222") == OK
+    # the same bytes again: no challenge now, and against a new challenge the MAC is wrong
+    assert card.execute(unblock) == h("69 84")
+    get_challenge(card)
+    assert card.execute(unblock) == h("69 88")
+    assert verify(card, "222222") == OK
+    assert verify(card, "111111") == 0x63C5
+
+
+def test_s7_replay_right_after_success_is_refused():
+    card = new_card("employee-new")
+    key = outlet_key(card)
+    challenge = get_challenge(card)
+    cancel = mac.protect(key, challenge, 0x84, 0x5E, 0x00, 0x02, b"")
+    assert card.execute(cancel) == h("90 00")
+    assert card.execute(cancel) == h("69 84")
+
+
+def test_s7_a_refused_command_also_spends_the_challenge():
+    card = new_card("not-activated")
+    key = outlet_key(card)
+    challenge = get_challenge(card)
+    good = mac.protect(key, challenge, 0x84, 0x18, 0x00, 0x00, b"")
+    assert card.execute(good[:-1] + bytes((good[-1] ^ 0xFF,))) == h("69 88")
+    assert card.execute(good) == h("69 84")  # second guess against the same challenge
+
+
+@pytest.mark.parametrize(
+    "between",
+    [
+        "00 A4 00 00 02 3F 00",  # a successful SELECT
+        "00 A4 00 00 02 AB CD",  # a failing SELECT
+        "00 B2 01 04 00",  # 6986
+        "80 CA 00 C1 00",  # GET DATA
+        "00 20 00 00",  # the status query
+        "00 FF 00 00",  # unknown INS
+        "FF A4 00 00 02 3F 00",  # unknown CLA
+        "00",  # too short
+        "",  # nothing at all
+        "00 B2 01 2C 00 00 20",  # extended length
+        "00 C0 00 00 08",  # GET RESPONSE on a non-T=0 card: 6D00
+        "84 18 00 00 02 00 00",  # an outlet command without a MAC
+    ],
+)
+def test_s7_challenge_is_spent_by_the_next_command_whatever_it_is(between):
+    card = new_card("not-activated")
+    key = outlet_key(card)
+    challenge = get_challenge(card)
+    send(card, between)
+    apdu = mac.protect(key, challenge, 0x84, 0x18, 0x00, 0x00, b"")
+    assert card.execute(apdu) == h("69 84")
+    assert pin_status(card)[0] == 0x00
+
+
+@pytest.mark.parametrize("profile", ["locked", "employee-new", "employee-enabled", "disabled"])
+def test_s7_reset_and_unblock_sets_new_pin_enabled_tries_at_limit(profile):
+    store = RecordingStore()
+    card = new_card(profile, store)
+    key = outlet_key(card)
+    before = card.state
+    assert outlet(card, 0x5E, 0x00, 0x00, h("24 68 02"), key=key) == h("90 00")
+    after = card.state
+    # exactly the fields of the row changed: PIN, tries, state
+    assert after == before.with_(pin=after.pin, tries_left=6, pin_state=PinState.ENABLED)
+    assert store.saved[-1] == after  # persisted
+    assert pin_status(card) == (0x01, 0x01, 6, 6)
+    assert verify(card, "246802") == OK
+    old = INITIAL_PIN if before.pin_state is PinState.INITIAL else ENABLED_PIN
+    assert verify(card, old) == 0x63C5
+
+
+def test_s7_reset_and_unblock_a_locked_card_then_it_counts_again():
+    card = new_card("locked")
+    assert verify(card, ENABLED_PIN) == 0x6983
+    assert outlet(card, 0x5E, 0x00, 0x00, h("13 57 91")) == h("90 00")
+    assert status_query(card) == 0x63C6
+    assert verify(card, "000000") == 0x63C5
+    assert verify(card, "135791") == OK
+
+
+@pytest.mark.parametrize("profile", ["locked", "employee-enabled", "disabled"])
+def test_s7_restore_sets_123456_initial_tries_at_limit(profile):
+    store = RecordingStore()
+    card = new_card(profile, store)
+    key = outlet_key(card)
+    if not card.state.blocked:
+        verify(card, "000000")  # so that "tries at limit" shows
+    before = card.state
+    assert outlet(card, 0x5E, 0x00, 0x01, key=key) == h("90 00")
+    after = card.state
+    assert after == before.with_(pin=after.pin, tries_left=6, pin_state=PinState.INITIAL)
+    assert store.saved[-1] == after
+    assert pin_status(card) == (0x01, 0x00, 6, 6)
+    assert verify(card, INITIAL_PIN) == OK
+    assert verify(card, ENABLED_PIN) == 0x63C5
+
+
+@pytest.mark.parametrize("profile", ["locked", "employee-enabled", "employee-new"])
+def test_s7_cancel_sets_disabled_tries_at_limit_pin_unchanged(profile):
+    store = RecordingStore()
+    card = new_card(profile, store)
+    key = outlet_key(card)
+    if not card.state.blocked:
+        verify(card, "000000")
+    before = card.state
+    assert outlet(card, 0x5E, 0x00, 0x02, key=key) == h("90 00")
+    after = card.state
+    assert after == before.with_(tries_left=6, pin_state=PinState.DISABLED)
+    assert store.saved[-1] == after
+    assert pin_status(card) == (0x01, 0x02, 6, 6)
+
+
+def test_s7_activate_sets_active_and_nothing_else():
+    store = RecordingStore()
+    card = new_card("not-activated", store)
+    key = outlet_key(card)
+    before = card.state
+    assert outlet(card, 0x18, 0x00, 0x00, key=key) == h("90 00")
+    after = card.state
+    assert after == before.with_(life_cycle=LifeCycle.ACTIVE)
+    assert store.saved == [after]
+    assert pin_status(card) == (0x01, 0x00, 6, 6)
+    assert verify(card, INITIAL_PIN) == OK  # PIN operations work now
+
+
+def test_s7_mac_lc_prime_counts_the_mac():
+    card = new_card("locked")
+    key = outlet_key(card)
+    challenge = get_challenge(card)
+    apdu = mac.protect(key, challenge, 0x84, 0x5E, 0x00, 0x00, h("11 11 11"))
+    assert apdu[4] == 0x07
+    assert card.execute(apdu) == h("90 00")
+
+
+def test_s7_mac_computed_independently_is_accepted():
+    """The whole §7 recipe written out here, without cardio.mac."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    def sm4_block(key: bytes, block: bytes) -> bytes:
+        enc = Cipher(algorithms.SM4(key), modes.ECB()).encryptor()
+        return enc.update(block) + enc.finalize()
+
+    card = new_card("not-activated")
+    key = sm4_block(master_key(), identification_code(card))
+    challenge = get_challenge(card)
+    header = h("84 18 00 00 04")
+    message = header + b"\x80" + bytes(10)  # ISO 9797-1 method 2, one block
+    assert len(message) == 16
+    iv = challenge + bytes(8)
+    last = sm4_block(key, bytes(a ^ b for a, b in zip(iv, message, strict=True)))
+    assert card.execute(header + last[:4]) == h("90 00")
+    assert card.state.life_cycle is LifeCycle.ACTIVE
+
+
+# ---------------------------------------------------------------------------
+# §8 Transport: T=0 style profile
+# ---------------------------------------------------------------------------
+
+
+def _t0_at_ssse():
+    card = new_card("t0-employee-new")
+    select_ssse(card)
+    return card
+
+
+T0_NAME_RECORD = "09 1E D6 A3 BA C6" + " 00" * 26  # 郑浩 in GBK, padded to 30
+
+
+def test_s8_t0_data_is_answered_61xx_and_get_response_returns_it():
+    card = _t0_at_ssse()
+    assert send(card, "00 B2 09 34 00") == h("61 20")
+    assert send(card, "00 C0 00 00 20") == h(T0_NAME_RECORD + " 90 00")
+
+
+def test_s8_t0_every_record_via_get_response():
+    card = _t0_at_ssse()
+    expected = {
+        0x07: "07 09 " + b"A40886201".hex(),
+        0x05: "05 04 20 19 09 09",
+    }
+    for tag, record in expected.items():
+        n = len(h(record))
+        assert send(card, bytes((0x00, 0xB2, tag, 0x2C, n))) == bytes((0x61, n))
+        assert send(card, bytes((0x00, 0xC0, 0x00, 0x00, n))) == h(record + " 90 00")
+
+
+def test_s8_t0_short_le_gives_part_and_61_rest():
+    card = _t0_at_ssse()
+    record = h(T0_NAME_RECORD)
+    assert send(card, "00 B2 09 34 00") == h("61 20")
+    assert send(card, "00 C0 00 00 10") == record[:16] + h("61 10")
+    assert send(card, "00 C0 00 00 08") == record[16:24] + h("61 08")
+    assert send(card, "00 C0 00 00 08") == record[24:] + h("90 00")
+
+
+@pytest.mark.parametrize("le", ["21", "30", "FF", ""])
+def test_s8_t0_wrong_le_is_6cxx_and_keeps_the_data(le):
+    card = _t0_at_ssse()
+    assert send(card, "00 B2 09 34 00") == h("61 20")
+    assert send(card, "00 C0 00 00 " + le) == h("6C 20")
+    assert send(card, "00 C0 00 00 20") == h(T0_NAME_RECORD + " 90 00")
+
+
+def test_s8_t0_get_response_on_a_non_t0_card_is_6d00():
+    card = new_card("employee-new")
+    select_ssse(card)
+    assert sw_of(send(card, "00 B2 09 34 00")) == OK
+    assert send(card, "00 C0 00 00 20") == h("6D 00")
+
+
+def test_s8_t0_responses_without_data_stay_9000():
+    card = new_card("t0-employee-new")
+    assert send(card, "00 20 00 00 03 12 34 56") == h("90 00")
+    assert send(card, "00 20 00 00") == h("90 00")
+    assert send(card, "00 20 00 00 03 00 00 00") == h("63 C5")
+
+
+def test_s8_t0_wrong_le_on_read_record_is_6cxx():
+    card = _t0_at_ssse()
+    assert send(card, "00 B2 09 34 05") == h("6C 20")
+
+
+def test_s8_t0_challenge_survives_the_get_response_that_fetches_it():
+    card = new_card("t0-employee-new")
+    key = outlet_key(card)
+    assert send(card, "00 84 00 00 08") == h("61 08")
+    resp = send(card, "00 C0 00 00 08")
+    assert sw_of(resp) == OK
+    challenge = data_of(resp)
+    assert len(challenge) == 8
+    apdu = mac.protect(key, challenge, 0x84, 0x5E, 0x00, 0x02, b"")
+    assert card.execute(apdu) == h("90 00")
+    assert pin_status(card) == (0x01, 0x02, 6, 6)
+
+
+def test_s8_t0_challenge_survives_a_get_response_in_two_parts():
+    card = new_card("t0-employee-new")
+    key = outlet_key(card)
+    assert send(card, "00 84 00 00 08") == h("61 08")
+    first = send(card, "00 C0 00 00 03")
+    assert first[-2:] == h("61 05")
+    second = send(card, "00 C0 00 00 05")
+    assert second[-2:] == h("90 00")
+    challenge = data_of(first) + data_of(second)
+    apdu = mac.protect(key, challenge, 0x84, 0x5E, 0x00, 0x00, h("97 53 10"))
+    assert card.execute(apdu) == h("90 00")
+    assert verify(card, "975310") == OK
+
+
+def test_s8_t0_challenge_fetched_then_another_command_spends_it():
+    card = new_card("t0-employee-new")
+    key = outlet_key(card)
+    send(card, "00 84 00 00 08")
+    challenge = data_of(send(card, "00 C0 00 00 08"))
+    send(card, "00 20 00 00")
+    apdu = mac.protect(key, challenge, 0x84, 0x5E, 0x00, 0x02, b"")
+    assert card.execute(apdu) == h("69 84")
+
+
+def test_s7_s8_t0_get_response_fetching_nothing_spends_the_challenge():
+    """§7 'spent by the next command, whatever it is'; only the fetching GET RESPONSE is exempt."""
+    card = new_card("t0-employee-new")
+    key = outlet_key(card)
+    send(card, "00 84 00 00 08")
+    challenge = data_of(send(card, "00 C0 00 00 08"))
+    extra = send(card, "00 C0 00 00 08")  # nothing is waiting any more
+    assert sw_of(extra) != OK
+    apdu = mac.protect(key, challenge, 0x84, 0x5E, 0x00, 0x02, b"")
+    assert card.execute(apdu) == h("69 84")
+
+
+def test_s8_t0_outlet_reset_works_on_t0_card():
+    card = new_card("t0-employee-new")
+    before = card.state
+    resp = outlet(card, 0x5E, 0x00, 0x00, h("86 42 00"))
+    assert resp == h("90 00")
+    after = card.state
+    assert after == before.with_(pin=after.pin, tries_left=6, pin_state=PinState.ENABLED)
+    assert verify(card, "864200") == OK
+
+
+def test_s8_t0_select_by_name_then_read_through_a_terminal_style_transmit():
+    card = new_card("t0-employee-new")
+    assert sw_of(transmit(card, SELECT_SSSE)) == OK
+    assert transmit(card, "00 B2 08 34 00") == h("08 12") + b"310113199010102758" + h("90 00")
+    assert sw_hex(transmit(card, "00 B2 0D 34 00")) == "9000"
