@@ -30,5 +30,5 @@ def read_key(path: Path) -> bytes:
 TEST_MASTER_KEY_FILE = "TEST-ONLY-master-key.hex"
 
 
-def test_master_key() -> bytes:
+def fixture_master_key() -> bytes:
     return read_key(data_dir("keys") / TEST_MASTER_KEY_FILE)

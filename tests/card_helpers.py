@@ -7,7 +7,7 @@ from cardio.apdu import parse_hex
 from cardio.card.card import VirtualCard
 from cardio.card.profiles import load
 from cardio.card.state import CardState
-from cardio.resources import test_master_key
+from cardio.resources import fixture_master_key
 
 SSSE_NAME = "73 78 31 2E 73 68 2E C9 E7 BB E1 B1 A3 D5 CF"  # "sx1.sh.社会保障" in GBK
 SELECT_SSSE = "00 A4 04 00 0F " + SSSE_NAME
@@ -123,7 +123,7 @@ def identification_code(card: VirtualCard) -> bytes:
 
 def outlet_key(card: VirtualCard) -> bytes:
     """The card key as a service outlet derives it: SM4-ECB(master, identification code)."""
-    return mac.card_key(test_master_key(), identification_code(card))
+    return mac.card_key(fixture_master_key(), identification_code(card))
 
 
 def outlet(

@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 from cardio import mac
 from cardio.card.profiles import load
 from cardio.card.state import LifeCycle, PinState
-from cardio.resources import test_master_key as master_key
+from cardio.resources import fixture_master_key as master_key
 
 HISTORICAL = bytes.fromhex("73686562616F2D706F732D7631")  # "shebao-pos-v1", every profile
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from cardio import identity, mac, pin, trace
 from cardio.apdu import Apdu, HexError, command, parse_hex, split_response, to_hex
-from cardio.resources import test_master_key as master_key
+from cardio.resources import fixture_master_key as master_key
 from cardio.sw import CardError
 
 # ---------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from cardio import mac, pin
 from cardio.card import files, profiles
 from cardio.card.card import VirtualCard
 from cardio.card.state import CardState, LifeCycle, PinState
-from cardio.resources import test_master_key as read_master_key
+from cardio.resources import fixture_master_key as read_master_key
 
 PROFILES = profiles.names()
 BASE: dict[str, CardState] = {name: profiles.load(name) for name in PROFILES}
