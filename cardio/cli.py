@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -11,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from cardio import identity
+from cardio import identity, vpcd
 from cardio.apdu import HexError, parse_hex, to_hex
 from cardio.card import profiles, store
-from cardio.card.card import VirtualCard
 from cardio.card.state import CardFileError, CardState
+from cardio.readers.base import Reader
+from cardio.readers.errors import ReaderError
+from cardio.readers.virtual import VirtualReader
 from cardio.trace import command_line, response_line
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -105,25 +108,32 @@ class Step:
 
 
 @contextmanager
-def open_card(path: Path) -> Iterator[VirtualCard]:
-    """The card file locked for this process, powered on, powered off after."""
-    with store.FileStore(path) as file_store:
-        card = VirtualCard(file_store.open(), file_store)
-        card.power_on()
-        try:
-            yield card
-        finally:
-            card.power_off()
+def open_reader(args: argparse.Namespace) -> Iterator[Reader]:
+    """The card of `--card PATH` (locked for this process) or of `--reader NAME|INDEX`,
+    powered on, and powered off after: each run is a fresh session."""
+    reader: Reader
+    if args.card is not None:
+        reader = VirtualReader(Path(args.card))
+    else:
+        from cardio.readers import pcsc
+
+        reader = pcsc.PcscReader(pcsc.resolve(args.reader))
+    try:
+        reader.connect()
+        yield reader
+    finally:
+        reader.close()
 
 
-def run_steps(card: VirtualCard, steps: Sequence[Step], out: TextIO) -> int:
+def run_steps(reader: Reader, steps: Sequence[Step], out: TextIO) -> int:
+    """Raw exchanges, like scriptor: what the card answers is shown as it is."""
     for step in steps:
         if step.apdu is None:
             print("> reset", file=out)
-            print("< " + to_hex(card.reset()), file=out)
+            print("< " + to_hex(reader.reset()), file=out)
             continue
         print(command_line(step.apdu), file=out)
-        print(response_line(card.execute(step.apdu)), file=out)
+        print(response_line(reader.transmit_raw(step.apdu)), file=out, flush=True)
     return EXIT_OK
 
 
@@ -157,14 +167,37 @@ def parse_script(path: Path) -> list[Step]:
 
 def cmd_send(args: argparse.Namespace, out: TextIO) -> int:
     steps = [Step(parse_apdu(t, f"APDU {i}"), f"APDU {i}") for i, t in enumerate(args.apdu, 1)]
-    with open_card(Path(args.card)) as card:
-        return run_steps(card, steps, out)
+    with open_reader(args) as reader:
+        return run_steps(reader, steps, out)
+
+
+def cmd_readers(args: argparse.Namespace, out: TextIO) -> int:
+    from cardio.readers import pcsc
+
+    infos = pcsc.list_readers()
+    if not infos:
+        print("no PC/SC readers", file=out)
+        return EXIT_OK
+    for index, info in enumerate(infos):
+        card = f"card  {to_hex(info.atr)}" if info.atr else "no card"
+        print(f"{index}: {info.name}  [{card}]", file=out)
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    logging.basicConfig(level=logging.INFO, format="cardio serve: %(message)s", stream=sys.stderr)
+    try:
+        vpcd_at = vpcd.parse_address(args.vpcd) if args.vpcd else None
+        listen_at = vpcd.parse_address(args.listen) if args.listen else None
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return vpcd.serve(Path(args.card), vpcd=vpcd_at, listen=listen_at, verbose=args.verbose)
 
 
 def cmd_script(args: argparse.Namespace, out: TextIO) -> int:
     steps = parse_script(Path(args.file))
-    with open_card(Path(args.card)) as card:
-        return run_steps(card, steps, out)
+    with open_reader(args) as reader:
+        return run_steps(reader, steps, out)
 
 
 # --- wiring ---------------------------------------------------------------------
@@ -191,15 +224,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("send", help="send APDUs to a card")
-    p.add_argument("--card", required=True, metavar="PATH", help="card file")
+    _card_or_reader(p)
     p.add_argument("apdu", nargs="+", help="APDU in hex, spaces allowed ('00 84 00 00 08')")
     p.set_defaults(func=cmd_send)
 
     p = sub.add_parser("script", help="run a scriptor-style APDU script")
-    p.add_argument("--card", required=True, metavar="PATH", help="card file")
+    _card_or_reader(p)
     p.add_argument("file", help="one hex APDU a line, '#' comments, 'reset'")
     p.set_defaults(func=cmd_script)
+
+    p = sub.add_parser("readers", help="list PC/SC readers and their cards")
+    p.set_defaults(func=cmd_readers)
+
+    p = sub.add_parser("serve", help="plug a card file into pcscd through vpcd")
+    p.add_argument("card", metavar="CARD.json", help="card file")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--vpcd", metavar="HOST:PORT",
+                       help=f"connect to vpcd here (default {vpcd.VPCD_HOST}:{vpcd.VPCD_PORT})")
+    where.add_argument("--listen", metavar="HOST:PORT",
+                       help="vpcd's reversed mode: wait for vpcd here (host default 127.0.0.1)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log each APDU, PINs masked")
+    p.set_defaults(func=cmd_serve)
     return parser
+
+
+def _card_or_reader(p: argparse.ArgumentParser) -> None:
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--card", metavar="PATH", help="card file (in process)")
+    target.add_argument("--reader", metavar="NAME|INDEX", help="PC/SC reader")
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
@@ -211,7 +263,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except (UsageError, CardFileError, profiles.UnknownProfileError) as e:
         print(f"cardio: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except store.StoreError as e:
+    except (store.StoreError, ReaderError) as e:
         print(f"cardio: {e}", file=sys.stderr)
         return EXIT_FAILED
 

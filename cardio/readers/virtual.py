@@ -42,9 +42,9 @@ class VirtualReader(Reader):
             return
         self._card.power_off()
         self._powered = False
-        assert self._store is not None
-        self._store.close()
-        self._store = self._card = None
+        store, self._store, self._card = self._store, None, None
+        if store is not None:
+            store.close()
         self._emit(CardEvent(EventKind.REMOVED, self.name))
 
     def card_present(self) -> bool:
