@@ -6,9 +6,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 import pcsc_stack as stack_module
+import pytest
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 

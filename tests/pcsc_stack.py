@@ -210,7 +210,9 @@ class PcscStack:
                 wait_for(lambda: card_present(reader), f"the card in {reader}")
             except TimeoutError:
                 served.stop()
-                raise TimeoutError(f"card not seen in {reader}; serve log:\n{served.output()}")
+                raise TimeoutError(
+                    f"card not seen in {reader}; serve log:\n{served.output()}"
+                ) from None
         return served
 
     def wait_removed(self, reader: str) -> None:
