@@ -1,0 +1,163 @@
+"""The host side of the social security card application: APDUs in, facts out.
+
+Screens and the outlet call these; they never build an APDU themselves. Works over
+any Reader (virtual or PC/SC), and degrades gracefully on a real card that does not
+answer the emulator conventions (6D00 / 6A82 / 6A88): the facts are then None.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from cardio import pin, sw
+from cardio.apdu import command, split_response
+from cardio.card.files import SSSE_NAME
+from cardio.card.state import LifeCycle, PinState
+from cardio.readers.base import Reader
+
+SFI_CARD, SFI_HOLDER, SFI_MEDICAL = 0x05, 0x06, 0x05
+MEDICAL_DF = 0xDF04
+
+
+class NotASocialSecurityCard(Exception):
+    """The card does not hold the SSSE application."""
+
+    def __init__(self) -> None:
+        super().__init__("this is not a social security card; insert the holder's 社会保障卡")
+
+
+@dataclass(frozen=True)
+class PinStatus:
+    life_cycle: LifeCycle | None
+    pin_state: PinState | None
+    tries_left: int | None
+    try_limit: int | None
+
+
+@dataclass(frozen=True)
+class CardInfo:
+    card_number: str | None
+    category: str | None
+    ssn: str | None
+    name: str | None
+    birth_date: dt.date | None
+    scheme: str | None
+    status: PinStatus
+
+
+@dataclass(frozen=True)
+class PinOutcome:
+    """The card's answer to VERIFY or CHANGE PIN."""
+
+    sw: int
+
+    @property
+    def ok(self) -> bool:
+        return self.sw == sw.OK
+
+    @property
+    def wrong(self) -> bool:
+        return self.sw & 0xFFF0 == 0x63C0
+
+    @property
+    def tries_left(self) -> int | None:
+        if self.wrong:
+            return self.sw & 0x0F
+        return 0 if self.blocked else None
+
+    @property
+    def blocked(self) -> bool:
+        return self.sw == sw.PIN_BLOCKED or self.sw == sw.wrong_pin(0)
+
+    @property
+    def not_activated(self) -> bool:
+        return self.sw == sw.CONDITIONS_NOT_SATISFIED
+
+
+def _bcd_date(value: bytes) -> dt.date | None:
+    try:
+        text = value.hex()
+        return dt.date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+    except ValueError:
+        return None
+
+
+class SocialSecurityCard:
+    """One card in a connected reader."""
+
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
+
+    def _send(self, apdu: bytes) -> tuple[bytes, int]:
+        return split_response(self.reader.transmit(apdu))
+
+    def select_application(self) -> None:
+        _, status = self._send(command(0x00, 0xA4, 0x04, 0x00, SSSE_NAME))
+        if status != sw.OK:
+            raise NotASocialSecurityCard()
+
+    def _record(self, sfi: int, tag: int) -> bytes | None:
+        data, status = self._send(command(0x00, 0xB2, tag, (sfi << 3) | 0x04, le=0))
+        if status != sw.OK or len(data) < 2 or data[0] != tag:
+            return None
+        return data[2:2 + data[1]]
+
+    def _text(self, sfi: int, tag: int, encoding: str = "ascii") -> str | None:
+        value = self._record(sfi, tag)
+        if value is None:
+            return None
+        return value.rstrip(b"\x00").decode(encoding, "replace")
+
+    def pin_status(self) -> PinStatus:
+        """GET DATA C1 (emulator convention, §5); a real card's fallback: the status query."""
+        data, status = self._send(command(0x80, 0xCA, 0x00, 0xC1, le=0))
+        if status == sw.OK and len(data) == 6 and data[:2] == b"\xC1\x04":
+            life, state, left, limit = data[2:]
+            return PinStatus(
+                LifeCycle.ACTIVE if life == 0x01 else LifeCycle.NOT_ACTIVATED,
+                list(PinState)[state] if state < len(PinState) else None,
+                left, limit,
+            )
+        # Never a guessed PIN: the empty VERIFY costs no try.
+        _, status = self._send(command(0x00, 0x20, 0x00, 0x00))
+        if status == sw.PIN_BLOCKED:
+            return PinStatus(LifeCycle.ACTIVE, None, 0, None)
+        if status == sw.CONDITIONS_NOT_SATISFIED:
+            return PinStatus(LifeCycle.NOT_ACTIVATED, None, None, None)
+        if status & 0xFFF0 == 0x63C0:
+            return PinStatus(None, None, status & 0x0F, None)
+        return PinStatus(None, None, None, None)
+
+    def read_info(self) -> CardInfo:
+        """Everything the terminal decides on, read in one go."""
+        self.select_application()
+        category = self._text(SFI_CARD, 0x02)
+        card_number = self._text(SFI_CARD, 0x07)
+        ssn = self._text(SFI_HOLDER, 0x08)
+        name = self._text(SFI_HOLDER, 0x09, "gbk")
+        born = self._record(SFI_HOLDER, 0x0D)
+        scheme = None
+        _, status = self._send(command(0x00, 0xA4, 0x00, 0x00, MEDICAL_DF.to_bytes(2, "big")))
+        if status == sw.OK:
+            scheme = self._text(SFI_MEDICAL, 0x01)
+        return CardInfo(
+            card_number=card_number,
+            category=category,
+            ssn=ssn,
+            name=name,
+            birth_date=_bcd_date(born) if born else None,
+            scheme=scheme,
+            status=self.pin_status(),
+        )
+
+    def verify(self, secret: str) -> PinOutcome:
+        """Raises PinFormatError before anything is sent: a malformed PIN costs no try."""
+        block = pin.encode(secret)
+        _, status = self._send(command(0x00, 0x20, 0x00, 0x00, block))
+        return PinOutcome(status)
+
+    def change_pin(self, old: str, new: str) -> PinOutcome:
+        block = pin.change_block(old, new)  # format checked here, before the card
+        _, status = self._send(command(0x80, 0x5E, 0x01, 0x00, block))
+        return PinOutcome(status)

@@ -1,0 +1,147 @@
+"""The terminal's decisions (terminal-rules.md), as pure functions. No Textual here.
+
+Each function names the rules it implements (S1..S18), so tests can cite them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from enum import StrEnum
+
+from cardio.card.state import LifeCycle, PinState
+from cardio.pin import INITIAL_PIN, PIN_LENGTH
+
+FORCED_SCHEME = "310"  # S8: urban-employee basic medical insurance only
+SOCIAL_SECURITY_CATEGORY = "1"  # S12: 'L' is an old city medical insurance card
+
+
+@dataclass(frozen=True)
+class CardFacts:
+    """What the terminal learned from the card (and, for `lost`, from the host).
+
+    None means the card did not say: a real card may not answer GET DATA C1.
+    """
+
+    category: str | None = None
+    scheme: str | None = None
+    life_cycle: LifeCycle | None = None
+    pin_state: PinState | None = None
+    tries_left: int | None = None
+    try_limit: int | None = None
+    birth_date: dt.date | None = None
+    lost: bool = False
+
+    @property
+    def blocked(self) -> bool:
+        return self.tries_left == 0
+
+    @property
+    def effective_pin_state(self) -> PinState:
+        """Rule 8: a card that does not report its PIN state is treated as ENABLED."""
+        return self.pin_state if self.pin_state is not None else PinState.ENABLED
+
+
+@dataclass(frozen=True)
+class Settings:
+    upgrade_date: dt.date  # S8: the system upgrade (a configurable date)
+    today: dt.date
+
+    @property
+    def upgraded(self) -> bool:
+        return self.today >= self.upgrade_date
+
+
+class Decision(StrEnum):
+    """What happens once a card is read, in the order terminal-rules.md gives."""
+
+    LOST = "lost"  # 2, S18
+    NOT_ACTIVATED = "not-activated"  # 3, S13
+    BLOCKED = "blocked"  # 4, S17
+    FORCED_CHANGE = "forced-change"  # 5, S8
+    ASK_PIN = "ask-pin"  # 6 and 8, S5
+    NO_PIN = "no-pin"  # 7, S4 and S16
+
+
+def forced_change_due(facts: CardFacts, settings: Settings) -> bool:
+    """S8, S9, S11, S12: upgrade reached, category 1, scheme 310, PIN still INITIAL."""
+    return (
+        settings.upgraded
+        and facts.category == SOCIAL_SECURITY_CATEGORY
+        and facts.scheme == FORCED_SCHEME
+        and facts.pin_state is PinState.INITIAL
+    )
+
+
+def decide(facts: CardFacts, settings: Settings) -> Decision:
+    """Rules 2-8 (rule 1, an unreadable card, is the reader's error before any facts)."""
+    if facts.lost:
+        return Decision.LOST
+    if facts.life_cycle is LifeCycle.NOT_ACTIVATED:
+        return Decision.NOT_ACTIVATED
+    if facts.blocked:
+        return Decision.BLOCKED
+    if forced_change_due(facts, settings):
+        return Decision.FORCED_CHANGE
+    if facts.effective_pin_state is PinState.ENABLED:
+        return Decision.ASK_PIN
+    return Decision.NO_PIN
+
+
+def may_change_pin(facts: CardFacts) -> Decision | None:
+    """S2, S3, S13, S17: a holder-initiated change is refused for these; None = go ahead."""
+    if facts.lost:
+        return Decision.LOST
+    if facts.life_cycle is LifeCycle.NOT_ACTIVATED:
+        return Decision.NOT_ACTIVATED
+    if facts.blocked:
+        return Decision.BLOCKED
+    return None
+
+
+def current_pin_for_forced_change() -> str:
+    """S1, S8: the forced change sends the initial PIN as the old one."""
+    return INITIAL_PIN
+
+
+class Violation(StrEnum):
+    """S15, in the order they are checked and shown."""
+
+    NOT_SIX_DIGITS = "not-six-digits"
+    SAME_DIGITS = "same-digits"
+    CONSECUTIVE = "consecutive"
+    BIRTH_DATE = "birth-date"
+    PHONE = "phone"
+
+
+def _windows(digits: str) -> set[str]:
+    return {digits[i:i + PIN_LENGTH] for i in range(len(digits) - PIN_LENGTH + 1)}
+
+
+def _birth_date_forms(born: dt.date) -> set[str]:
+    """Every 6-digit window of YYYYMMDD, and MMDDYY, DDMMYY."""
+    return _windows(born.strftime("%Y%m%d")) | {born.strftime("%m%d%y"), born.strftime("%d%m%y")}
+
+
+def _consecutive(pin: str) -> bool:
+    steps = {int(b) - int(a) for a, b in zip(pin, pin[1:], strict=False)}
+    return steps in ({1}, {-1})
+
+
+def check_new_pin(
+    pin: str, *, birth_date: dt.date | None = None, phone: str | None = None
+) -> Violation | None:
+    """S15, checked before the card is touched, so a bad choice never costs a try."""
+    if len(pin) != PIN_LENGTH or not (pin.isascii() and pin.isdigit()):
+        return Violation.NOT_SIX_DIGITS
+    if len(set(pin)) == 1:
+        return Violation.SAME_DIGITS
+    if _consecutive(pin):
+        return Violation.CONSECUTIVE
+    if birth_date is not None and pin in _birth_date_forms(birth_date):
+        return Violation.BIRTH_DATE
+    if phone:
+        digits = "".join(c for c in phone if c.isdigit())
+        if pin in _windows(digits):
+            return Violation.PHONE
+    return None
