@@ -9,8 +9,8 @@ _SOURCE_FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
 def data_dir(kind: str) -> Path:
-    """`kind` is 'cards' or 'keys'."""
-    packaged = Path(str(resources.files("cardio"))) / f"_{'profiles' if kind == 'cards' else kind}"
+    """`kind` is 'cards', 'keys' or 'holders'."""
+    packaged = Path(str(resources.files("cardio"))) / f"_{kind}"
     return packaged if packaged.is_dir() else _SOURCE_FIXTURES / kind
 
 

@@ -1,13 +1,370 @@
-"""Entry point of `pos-terminal` (the PIN pad itself is built in a later issue)."""
+"""`pos-terminal`: the pharmacy's PIN pad for the social security card.
+
+Data flows one way: keypad -> screen -> flow/rules -> reader -> card. Reader calls run
+in worker threads and come back as messages, so the screen never freezes.
+"""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import datetime as dt
+import json
 import sys
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.message import Message
+
+from cardio.card import profiles, store
+from cardio.card.state import CardFileError
+from cardio.pin import PinFormatError
+from cardio.protocol import CardInfo, NotASocialSecurityCard, PinOutcome, SocialSecurityCard
+from cardio.readers.base import CardEvent, EventKind, Reader
+from cardio.readers.errors import ReaderError
+from cardio.readers.virtual import VirtualReader
+from terminal import strings
+from terminal.flow import ChangePin, Command, Flow, Purpose, ReadCard, Verify, View
+from terminal.rules import Settings
+from terminal.screens.base import PadScreen
+from terminal.screens.confirm import ConfirmScreen
+from terminal.screens.menu import MenuScreen
+from terminal.screens.stages import SCREENS, StageScreen
+
+DEFAULT_PROFILE = "employee-new"
+DEFAULT_UPGRADE_DATE = dt.date(2020, 4, 13)  # S8: in the past, so the upgrade is in force
+FLOW_TITLES = {Purpose.PAY: "pay", Purpose.CHANGE: "change", Purpose.INFO: "info"}
 
 
-def main() -> int:
-    print("pos-terminal: the PIN pad is not built yet.\n"
-          "Meanwhile the emulated card works: try '.venv/bin/cardio card list-profiles'.")
+class CardChanged(Message):
+    def __init__(self, event: CardEvent) -> None:
+        super().__init__()
+        self.event = event
+
+
+class CardResult(Message):
+    """What a worker got from the card for flow number `flow_id`."""
+
+    def __init__(self, flow_id: int, result: CardInfo | PinOutcome | Exception) -> None:
+        super().__init__()
+        self.flow_id = flow_id
+        self.result = result
+
+
+class TraceLine(Message):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
+@dataclass(frozen=True)
+class Options:
+    settings: Settings
+    lang: str = "zh"
+    virtual: bool = True
+    trace_file: Path | None = None
+    phones: dict[str, str] | None = None
+
+
+class PosApp(App[None]):
+    CSS_PATH = "terminal.tcss"
+    TITLE = "pos-terminal"
+    BINDINGS = [
+        Binding("f2", "toggle_card", "card", show=False),
+        Binding("f12", "toggle_trace", "APDU", show=False),
+        Binding("ctrl+q", "quit", "quit", show=False),
+    ]
+
+    def __init__(self, reader: Reader, options: Options) -> None:
+        super().__init__()
+        self.reader = reader
+        self.options = options
+        self.lang = options.lang
+        self.card_present = reader.card_present() if options.virtual else False
+        self.show_trace = False
+        self.trace_lines: deque[str] = deque(maxlen=400)
+        self.flow: Flow | None = None
+        self.flow_id = 0
+        self._reader_lock = threading.Lock()
+        self._trace_lock = threading.Lock()
+        self._trace_out = (
+            open(options.trace_file, "a", encoding="utf-8")  # noqa: SIM115 - closed on exit
+            if options.trace_file else None
+        )
+        reader.trace = self._trace
+        reader.subscribe(self._card_event)
+
+    # --- text ---------------------------------------------------------------------
+
+    def t(self, key: str, **params: object) -> str:
+        return strings.text(self.lang, key, **params)
+
+    def key_labels(self) -> dict[str, str]:
+        return {name: self.t(f"key_{name}") for name in ("confirm", "back", "cancel", "clear")}
+
+    def hint_text(self) -> str:
+        parts = [self.t("hint")]
+        if self.options.virtual:
+            parts.append(self.t("hint_virtual"))
+        parts.append(self.t("hint_trace"))
+        return "  ".join(parts)
+
+    def flow_title_key(self) -> str:
+        return FLOW_TITLES[self.flow.purpose] if self.flow else "title"
+
+    # --- life -----------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self.push_screen(MenuScreen())
+        if not self.options.virtual:
+            watch = getattr(self.reader, "watch", None)
+            if watch is not None:
+                watch()
+
+    def on_unmount(self) -> None:
+        self.reader.unsubscribe(self._card_event)
+        with contextlib.suppress(ReaderError):
+            self.reader.close()
+        if self._trace_out:
+            self._trace_out.close()
+
+    @property
+    def pad(self) -> PadScreen | None:
+        screen = self.screen
+        return screen if isinstance(screen, PadScreen) else None
+
+    # --- flows ------------------------------------------------------------------------
+
+    def start_flow(self, purpose: Purpose) -> None:
+        self.flow_id += 1
+        self.flow = Flow(purpose, self.options.settings, phone_of=self._phone_of)
+        self._show(self.flow.view, new=True)
+        self._run(self.flow.start())
+
+    def _phone_of(self, ssn: str) -> str | None:
+        return (self.options.phones or {}).get(ssn)
+
+    def flow_entered(self, text: str) -> None:
+        if self.flow is not None:
+            command = self.flow.entered(text)
+            self._show(self.flow.view)
+            self._run(command)
+
+    def cancel_flow(self) -> None:
+        if self.flow is not None:
+            self.flow.cancel()
+        self.end_flow()
+
+    def end_flow(self, notice: str | None = None) -> None:
+        self.flow = None
+        self.flow_id += 1  # late answers for the old flow are dropped
+        self.switch_screen(MenuScreen(notice))
+
+    def _show(self, view: View, new: bool = False) -> None:
+        cls = SCREENS[view.stage]
+        current = self.screen
+        same_screen = not new and type(current) is cls and isinstance(current, StageScreen)
+        if same_screen and (view.entry or current.view.stage is view.stage):
+            current.show(view)
+            return
+        self.switch_screen(cls(view))
+
+    def _run(self, command: Command | None) -> None:
+        if command is None or self.flow is None:
+            return
+        if isinstance(command, ReadCard):
+            if not self.card_present:
+                return  # the flow shows "insert card"; the insert event resumes it
+            self.flow.reading()
+            self._show(self.flow.view)
+        self._card_work(self.flow_id, command)
+
+    @work(thread=True, group="card")
+    def _card_work(self, flow_id: int, command: Command) -> None:
+        """Blocking reader calls, off the UI thread; the answer comes back as a message."""
+        result: CardInfo | PinOutcome | Exception
+        with self._reader_lock:
+            try:
+                card = SocialSecurityCard(self.reader)
+                if isinstance(command, ReadCard):
+                    self.reader.reset()  # a fresh card session for each transaction
+                    result = card.read_info()
+                elif isinstance(command, Verify):
+                    result = card.verify(command.pin)
+                elif isinstance(command, ChangePin):
+                    result = card.change_pin(command.old, command.new)
+            except (ReaderError, NotASocialSecurityCard, PinFormatError) as e:
+                result = e
+        self.post_message(CardResult(flow_id, result))
+
+    def on_card_result(self, message: CardResult) -> None:
+        flow = self.flow
+        if flow is None or message.flow_id != self.flow_id:
+            return
+        result = message.result
+        command: Command | None = None
+        if isinstance(result, CardInfo):
+            command = flow.card_read(result)
+        elif isinstance(result, PinOutcome):
+            command = flow.card_answer(result)
+        elif isinstance(result, NotASocialSecurityCard):
+            flow.not_a_card()
+        elif isinstance(result, ReaderError) and not self._still_present():
+            flow.removed()
+        else:
+            flow.card_failed(str(result))
+        self._show(flow.view)
+        self._run(command)
+
+    def _still_present(self) -> bool:
+        try:
+            return self.reader.card_present()
+        except ReaderError:
+            return False
+
+    # --- the card comes and goes ---------------------------------------------------------
+
+    def _card_event(self, event: CardEvent) -> None:
+        """Called from the reader's thread (PC/SC) or ours (virtual): post, never act."""
+        self.post_message(CardChanged(event))
+
+    def on_card_changed(self, message: CardChanged) -> None:
+        kind = message.event.kind
+        if kind is EventKind.INSERTED:
+            self.card_present = True
+        elif kind in (EventKind.REMOVED, EventKind.READER_GONE, EventKind.SERVICE_LOST):
+            self.card_present = False
+        else:
+            return
+        pad = self.pad
+        if pad is not None:
+            pad.refresh_status()
+        flow = self.flow
+        if flow is None:
+            return
+        if self.card_present:
+            self._run(flow.card_inserted())
+        elif flow.removed():
+            self.end_flow(self.t("removed"))
+
+    def action_toggle_card(self) -> None:
+        if isinstance(self.reader, VirtualReader):
+            self._toggle_virtual_card()
+
+    @work(thread=True, group="card")
+    def _toggle_virtual_card(self) -> None:
+        reader = self.reader
+        if not isinstance(reader, VirtualReader):
+            return
+        with self._reader_lock:
+            try:
+                if reader.card_present():
+                    reader.remove()
+                else:
+                    reader.insert()
+            except (store.StoreError, CardFileError) as e:
+                self.call_from_thread(self.notify, self.t("card_in_use", reason=str(e)),
+                                      severity="error")
+
+    # --- trace -------------------------------------------------------------------------------
+
+    def _trace(self, text: str) -> None:
+        """Masked APDU lines from the reader (any thread)."""
+        if self._trace_out is not None:
+            with self._trace_lock:
+                self._trace_out.write(text + "\n")
+                self._trace_out.flush()
+        self.post_message(TraceLine(text))
+
+    def on_trace_line(self, message: TraceLine) -> None:
+        self.trace_lines.append(message.text)
+        pad = self.pad
+        if pad is not None:
+            pad.add_trace(message.text)
+
+    def action_toggle_trace(self) -> None:
+        self.show_trace = not self.show_trace
+        pad = self.pad
+        if pad is not None:
+            pad.set_trace_visible(self.show_trace)
+
+    def confirm_quit(self) -> None:
+        def done(yes: bool | None) -> None:
+            if yes:
+                self.exit()
+
+        self.push_screen(ConfirmScreen(self.t("quit_question"), self.t("quit_hint")), done)
+
+
+# --- command line --------------------------------------------------------------------------------
+
+
+def default_card() -> Path:
+    """The embedded default: a virtual employee-new card in the user data folder."""
+    from platformdirs import user_data_path
+
+    folder = user_data_path("shebao-pos") / "cards"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{DEFAULT_PROFILE}.json"
+    if not path.exists():
+        profiles.new_card(DEFAULT_PROFILE, path)
+    return path
+
+
+def load_phones(path: Path | None) -> dict[str, str]:
+    """Holders' phone numbers by social security number (S15's phone rule)."""
+    if path is None:
+        from cardio.resources import data_dir
+
+        path = data_dir("holders") / "holders.json"
+        if not path.exists():
+            return {}
+    doc = json.loads(path.read_text("utf-8"))
+    return {h["ssn"]: h["phone"] for h in doc.get("holders", []) if h.get("phone")}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="pos-terminal", description="Pharmacy PIN pad.")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--card", metavar="PATH", help="a card file (virtual card)")
+    where.add_argument("--reader", metavar="NAME|INDEX", help="a PC/SC reader")
+    p.add_argument("--upgrade-date", metavar="YYYY-MM-DD", type=dt.date.fromisoformat,
+                   default=DEFAULT_UPGRADE_DATE, help="the system upgrade date (S8)")
+    p.add_argument("--lang", choices=("zh", "en"), default="zh")
+    p.add_argument("--trace", metavar="FILE", type=Path, help="append the APDU trace here")
+    p.add_argument("--holders", metavar="FILE", type=Path, help="holders' phones (JSON)")
+    return p.parse_args(argv)
+
+
+def build(args: argparse.Namespace) -> PosApp:
+    """The app for these arguments; raises ReaderError / StoreError with a clear message."""
+    settings = Settings(upgrade_date=args.upgrade_date, today=dt.date.today())
+    options = Options(settings, lang=args.lang, virtual=args.reader is None,
+                      trace_file=args.trace, phones=load_phones(args.holders))
+    reader: Reader
+    if args.reader is not None:
+        from cardio.readers import pcsc
+
+        reader = pcsc.PcscReader(pcsc.resolve(args.reader))
+    else:
+        reader = VirtualReader(Path(args.card) if args.card else default_card())
+    return PosApp(reader, options)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        app = build(args)
+    except (ReaderError, store.StoreError, CardFileError, OSError, ValueError) as e:
+        print(f"pos-terminal: {e}", file=sys.stderr)
+        return 2 if isinstance(e, CardFileError) else 1
+    app.run()
     return 0
 
 

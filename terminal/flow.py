@@ -1,0 +1,315 @@
+"""What the terminal does next: one transaction as a pure state machine. No Textual here.
+
+Screens feed it what the holder typed and what the card answered; it answers with the
+next view to show and, at times, a card command for a worker to run. PIN digits live
+here only while they are being collected, and leave in exactly one command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from cardio.protocol import CardInfo, PinOutcome
+from terminal import rules
+from terminal.rules import CardFacts, Decision, Settings
+
+MAX_AMOUNT_DIGITS = 8  # up to 999999.99 yuan
+
+
+class Purpose(StrEnum):
+    PAY = "pay"
+    CHANGE = "change"
+    INFO = "info"
+
+
+class Stage(StrEnum):
+    AMOUNT = "amount"
+    INSERT = "insert"
+    READING = "reading"
+    PIN = "pin"
+    NEW_PIN = "new-pin"
+    CONFIRM_PIN = "confirm-pin"
+    WORKING = "working"
+    RESULT = "result"
+    INFO = "info"
+
+
+ENTRY_STAGES = {Stage.AMOUNT, Stage.PIN, Stage.NEW_PIN, Stage.CONFIRM_PIN}
+PIN_STAGES = {Stage.PIN, Stage.NEW_PIN, Stage.CONFIRM_PIN}
+FINAL_STAGES = {Stage.RESULT, Stage.INFO}
+
+
+class Tone(StrEnum):
+    PLAIN = "plain"
+    OK = "ok"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Line:
+    key: str
+    params: tuple[tuple[str, object], ...] = ()
+    tone: Tone = Tone.PLAIN
+
+
+def line(key: str, tone: Tone = Tone.PLAIN, **params: object) -> Line:
+    return Line(key, tuple(params.items()), tone)
+
+
+@dataclass(frozen=True)
+class View:
+    stage: Stage
+    lines: tuple[Line, ...] = ()
+    info: CardInfo | None = None
+    success: bool | None = None  # for RESULT
+
+    @property
+    def entry(self) -> bool:
+        return self.stage in ENTRY_STAGES
+
+    @property
+    def secret(self) -> bool:
+        return self.stage in PIN_STAGES
+
+    @property
+    def final(self) -> bool:
+        return self.stage in FINAL_STAGES
+
+
+# --- commands for the worker -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReadCard:
+    pass
+
+
+@dataclass(frozen=True)
+class Verify:
+    pin: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ChangePin:
+    old: str = field(repr=False)
+    new: str = field(repr=False)
+
+
+Command = ReadCard | Verify | ChangePin
+
+
+def format_fen(fen: int) -> str:
+    return f"{fen // 100}.{fen % 100:02d}"
+
+
+def facts_of(info: CardInfo, lost: bool = False) -> CardFacts:
+    s = info.status
+    return CardFacts(
+        category=info.category, scheme=info.scheme, life_cycle=s.life_cycle,
+        pin_state=s.pin_state, tries_left=s.tries_left, try_limit=s.try_limit,
+        birth_date=info.birth_date, lost=lost,
+    )
+
+
+_REFUSALS: dict[Decision, tuple[str, ...]] = {
+    Decision.LOST: ("lost",),
+    Decision.NOT_ACTIVATED: ("not_activated",),
+    Decision.BLOCKED: ("locked", "go_outlet"),
+}
+
+
+class Flow:
+    """One transaction: payment, PIN change or card information."""
+
+    def __init__(
+        self,
+        purpose: Purpose,
+        settings: Settings,
+        *,
+        phone_of: Callable[[str], str | None] = lambda ssn: None,
+        lost: Callable[[CardInfo], bool] = lambda info: False,
+    ) -> None:
+        self.purpose = purpose
+        self.settings = settings
+        self._phone_of = phone_of
+        self._lost = lost
+        self.amount_fen: int | None = None
+        self.info: CardInfo | None = None
+        self._forced = False
+        self._current: str | None = None  # the holder's current PIN, until the change is sent
+        self._new: str | None = None  # the chosen new PIN, until confirmed and sent
+        self.view = View(Stage.AMOUNT) if purpose is Purpose.PAY else View(Stage.INSERT)
+
+    # --- helpers ------------------------------------------------------------------
+
+    def _forget_pins(self) -> None:
+        self._current = self._new = None
+
+    def _result(self, ok: bool, *keys: str | Line) -> None:
+        self._forget_pins()
+        lines = [k if isinstance(k, Line) else line(k, Tone.OK if ok else Tone.ERROR)
+                 for k in keys]
+        self.view = View(Stage.RESULT, tuple(lines), self.info, success=ok)
+
+    def _amount_line(self) -> Line:
+        return line("amount", amount=format_fen(self.amount_fen or 0))
+
+    def _authorised(self, *before: str | Line) -> None:
+        self._result(True, *before, "authorised", self._amount_line())
+
+    def _ask(self, stage: Stage, *lines: Line) -> None:
+        self.view = View(stage, tuple(lines), self.info)
+
+    def start(self) -> Command | None:
+        return None if self.purpose is Purpose.PAY else ReadCard()
+
+    # --- inputs ---------------------------------------------------------------------
+
+    def entered(self, text: str) -> Command | None:
+        """Enter on an entry stage; anything else ignores it."""
+        stage = self.view.stage
+        if stage is Stage.AMOUNT:
+            return self._amount(text)
+        if stage is Stage.PIN:
+            if not self._six_digits(text, Stage.PIN):
+                return None
+            if self.purpose is Purpose.PAY:
+                self._ask(Stage.WORKING, line("working"))
+                return Verify(text)
+            self._current = text
+            self._ask(Stage.NEW_PIN, line("new_pin"))
+            return None
+        if stage is Stage.NEW_PIN:
+            return self._new_pin(text)
+        if stage is Stage.CONFIRM_PIN:
+            return self._confirm(text)
+        return None
+
+    def _six_digits(self, text: str, stage: Stage) -> bool:
+        """A short entry is refused here: it never reaches the card, never costs a try."""
+        if rules.check_new_pin(text) is rules.Violation.NOT_SIX_DIGITS:
+            prompt = "enter_pin" if stage is Stage.PIN else "new_pin"
+            self._ask(stage, line("v_not-six-digits", Tone.ERROR), line(prompt))
+            return False
+        return True
+
+    def _amount(self, text: str) -> Command | None:
+        if not text.isdigit() or int(text) == 0 or len(text) > MAX_AMOUNT_DIGITS:
+            self._ask(Stage.AMOUNT, line("bad_amount", Tone.ERROR))
+            return None
+        self.amount_fen = int(text)
+        self._ask(Stage.INSERT, self._amount_line())
+        return ReadCard()
+
+    def _new_pin(self, text: str) -> Command | None:
+        info = self.info
+        violation = rules.check_new_pin(
+            text,
+            birth_date=info.birth_date if info else None,
+            phone=self._phone_of(info.ssn) if info and info.ssn else None,
+        )
+        if violation is not None:
+            self._ask(Stage.NEW_PIN, line(f"v_{violation.value}", Tone.ERROR), line("new_pin"))
+            return None
+        self._new = text
+        self._ask(Stage.CONFIRM_PIN, line("confirm_pin"))
+        return None
+
+    def _confirm(self, text: str) -> Command | None:
+        if text != self._new:
+            self._new = None
+            self._ask(Stage.NEW_PIN, line("mismatch", Tone.ERROR), line("new_pin"))
+            return None
+        old = rules.current_pin_for_forced_change() if self._forced else self._current
+        if old is None:  # cannot happen: the flow asked for it first
+            self._result(False, "refused")
+            return None
+        command = ChangePin(old, text)
+        self._forget_pins()
+        self._ask(Stage.WORKING, line("working"))
+        return command
+
+    def card_inserted(self) -> Command | None:
+        if self.view.stage is Stage.INSERT:
+            return ReadCard()
+        return None
+
+    def reading(self) -> None:
+        self._ask(Stage.READING, *((self._amount_line(),) if self.amount_fen else ()),
+                  line("reading"))
+
+    def card_read(self, info: CardInfo) -> Command | None:
+        self.info = info
+        facts = facts_of(info, lost=self._lost(info))
+        if self.purpose is Purpose.INFO:
+            self.view = View(Stage.INFO, (), info)
+            return None
+        if self.purpose is Purpose.CHANGE:
+            refusal = rules.may_change_pin(facts)
+            if refusal is not None:
+                self._result(False, *_REFUSALS[refusal])
+                return None
+            self._ask(Stage.PIN, *self._tries_hint(facts), line("enter_pin"))
+            return None
+        decision = rules.decide(facts, self.settings)
+        if decision in _REFUSALS:
+            self._result(False, *_REFUSALS[decision])
+        elif decision is Decision.FORCED_CHANGE:
+            self._forced = True
+            self._ask(Stage.NEW_PIN, line("forced_change"), line("new_pin"))
+        elif decision is Decision.ASK_PIN:
+            self._ask(Stage.PIN, self._amount_line(), *self._tries_hint(facts), line("enter_pin"))
+        else:
+            self._authorised(line("no_pin"))
+        return None
+
+    @staticmethod
+    def _tries_hint(facts: CardFacts) -> tuple[Line, ...]:
+        """A real card that does not report its PIN state: show the tries the empty
+        VERIFY reported before asking (rule 8)."""
+        if facts.pin_state is None and facts.tries_left is not None:
+            return (line("tries_left", n=facts.tries_left),)
+        return ()
+
+    def card_answer(self, outcome: PinOutcome) -> Command | None:
+        """The card's answer to the Verify or ChangePin this flow asked for."""
+        if outcome.ok:
+            if self.purpose is Purpose.PAY and self._forced:
+                self._authorised(line("changed", Tone.OK))
+            elif self.purpose is Purpose.PAY:
+                self._authorised()
+            else:
+                self._result(True, "changed")
+        elif outcome.blocked:
+            self._result(False, "locked", "go_outlet")
+        elif outcome.not_activated:
+            self._result(False, "not_activated")
+        elif outcome.wrong:
+            self._forget_pins()
+            wrong = line("wrong_pin", Tone.ERROR, n=outcome.tries_left)
+            if self._forced:  # the card was not on its initial PIN after all
+                self._result(False, wrong, "refused")
+            else:
+                self._ask(Stage.PIN, wrong, line("enter_pin"))
+        else:
+            self._result(False, line("card_refused", Tone.ERROR, sw=f"{outcome.sw:04X}"))
+        return None
+
+    def card_failed(self, reason: str) -> None:
+        self._result(False, line("card_error", Tone.ERROR, reason=reason))
+
+    def not_a_card(self) -> None:
+        self._result(False, "not_ssc")
+
+    def removed(self) -> bool:
+        """The card left the reader. True when this ended an unfinished flow."""
+        if self.view.final:
+            return False
+        self.info = None
+        self._result(False, "removed")
+        return True
+
+    def cancel(self) -> None:
+        self._forget_pins()

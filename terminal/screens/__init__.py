@@ -1,0 +1,1 @@
+"""Screens of the terminal: one per state of a transaction."""

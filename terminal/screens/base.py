@@ -1,0 +1,73 @@
+"""What every screen of the pad has: a title bar, a message panel, the keypad, the trace."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from textual import events, on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Button, RichLog, Static
+
+from terminal.widgets.keypad import Keypad
+
+if TYPE_CHECKING:
+    from terminal.app import PosApp
+
+
+class PadScreen(Screen[None]):
+    """Subclasses fill the panel and act on pad keys in `key(name)`."""
+
+    @property
+    def pos(self) -> PosApp:
+        return self.app  # type: ignore[return-value]
+
+    def t(self, key: str, **params: object) -> str:
+        return self.pos.t(key, **params)
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="topbar"):
+            yield Static(self.t("title"), id="title")
+            yield Static("", id="card-status")
+        with Horizontal(id="body"):
+            with Vertical(id="panel"):
+                yield from self.compose_panel()
+            yield Keypad(self.pos.key_labels(), id="keypad")
+        yield RichLog(id="trace", max_lines=400, wrap=False, markup=False, auto_scroll=True)
+        yield Static(self.pos.hint_text(), id="hint")
+
+    def compose_panel(self) -> ComposeResult:
+        yield Static("", id="lines")
+
+    def on_mount(self) -> None:
+        self.refresh_status()
+        trace = self.query_one("#trace", RichLog)
+        trace.border_title = self.t("trace_title")
+        for entry in self.pos.trace_lines:
+            trace.write(entry)
+        trace.display = self.pos.show_trace
+
+    def refresh_status(self) -> None:
+        key = "card_present" if self.pos.card_present else "no_card"
+        self.query_one("#card-status", Static).update(self.t(key))
+
+    def add_trace(self, entry: str) -> None:
+        self.query_one("#trace", RichLog).write(entry)
+
+    def set_trace_visible(self, visible: bool) -> None:
+        self.query_one("#trace", RichLog).display = visible
+
+    def on_key(self, event: events.Key) -> None:
+        if self.query_one(Keypad).press(event.key):
+            event.stop()
+            event.prevent_default()
+
+    @on(Button.Pressed, "#keypad Button")
+    def _pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.name:
+            self.key(event.button.name)
+
+    def key(self, name: str) -> None:
+        """A pad key, pressed or clicked."""

@@ -1,0 +1,45 @@
+"""The main menu, which is also where the terminal waits for a card."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from terminal.flow import Purpose
+from terminal.screens.base import PadScreen
+
+CHOICES = {"1": Purpose.PAY, "2": Purpose.CHANGE, "3": Purpose.INFO}
+
+
+class MenuScreen(PadScreen):
+    def __init__(self, notice: str | None = None) -> None:
+        super().__init__()
+        self.notice = notice
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.render_lines()
+
+    def refresh_status(self) -> None:
+        super().refresh_status()
+        if self.is_mounted:
+            self.render_lines()
+
+    def render_lines(self) -> None:
+        text = Text()
+        for key in ("menu_pay", "menu_change", "menu_info"):
+            text.append(self.t(key) + "\n", style="bold")
+        text.append("\n" + self.t("choose") + "\n")
+        if self.notice:
+            text.append(self.notice + "\n", style="bold red")
+        if not self.pos.card_present:
+            text.append(self.t("insert_card"), style="bold")
+        self.query_one("#lines", Static).update(text)
+
+    def key(self, name: str) -> None:
+        purpose = CHOICES.get(name)
+        if purpose is not None:
+            self.notice = None
+            self.pos.start_flow(purpose)
+        elif name == "cancel":
+            self.pos.confirm_quit()
