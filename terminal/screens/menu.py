@@ -18,14 +18,14 @@ class MenuScreen(PadScreen):
 
     def on_mount(self) -> None:
         super().on_mount()
-        self.render_lines()
+        self.show_menu()
 
     def refresh_status(self) -> None:
         super().refresh_status()
         if self.is_mounted:
-            self.render_lines()
+            self.show_menu()
 
-    def render_lines(self) -> None:
+    def show_menu(self) -> None:
         text = Text()
         for key in ("menu_pay", "menu_change", "menu_info"):
             text.append(self.t(key) + "\n", style="bold")

@@ -58,7 +58,7 @@ class EntryScreen(StageScreen):
     def compose_panel(self) -> ComposeResult:
         yield from super().compose_panel()
         yield Entry(secret=self.secret, max_length=self.max_length,
-                    suffix="" if self.secret else self.t("amount").split(" ")[-1], id="entry")
+                    suffix="" if self.secret else self.t("yuan"), id="entry")
 
     def show(self, view: View) -> None:
         super().show(view)
