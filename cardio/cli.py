@@ -187,8 +187,8 @@ def cmd_readers(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     logging.basicConfig(level=logging.INFO, format="cardio serve: %(message)s", stream=sys.stderr)
     try:
-        vpcd_at = vpcd.parse_address(args.vpcd) if args.vpcd else None
-        listen_at = vpcd.parse_address(args.listen) if args.listen else None
+        vpcd_at = vpcd.parse_address(args.vpcd) if args.vpcd is not None else None
+        listen_at = vpcd.parse_address(args.listen) if args.listen is not None else None
     except ValueError as e:
         raise UsageError(str(e)) from None
     return vpcd.serve(Path(args.card), vpcd=vpcd_at, listen=listen_at, verbose=args.verbose)

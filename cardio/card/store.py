@@ -154,6 +154,8 @@ class FileStore:
 
     def open(self) -> CardState:
         """Lock the file and load it; raises StoreError / CardFileError, file untouched."""
+        if not self.path.exists():
+            read(self.path)  # says what to do, and leaves no lock file behind
         self._lock.acquire()
         try:
             return read(self.path)

@@ -84,7 +84,7 @@ def error_for(hresult: int, *, during_command: bool = False) -> ReaderError:
         return CardRemovedError() if during_command else NoCardError()
     if hr == W_UNRESPONSIVE_CARD:
         return NoCardError("the card does not answer; take it out and insert it the right way up")
-    return ReaderError(f"the reader failed ({_message(hresult)}, {hr:08X}); try again")
+    return ReaderError(f"the reader failed ({_message(hr)}, {hr:08X}); try again")
 
 
 def _check(hresult: int, **kw: bool) -> None:
