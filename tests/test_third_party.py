@@ -1,0 +1,223 @@
+"""Third-party PC/SC clients (pcsc-tools' scriptor, OpenSC's opensc-tool) get from the
+served card exactly what `cardio send --card` gets in process for the same APDUs.
+
+Each tool talks to a freshly served card; `cardio send --card` runs on a second card
+file made from the same profile, so both start in the same state (card-apdu.md §3-§6).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import _unavailable
+
+from cardio.card import profiles
+from cardio.readers import pcsc
+
+SSSE = "00 A4 04 00 0F 73 78 31 2E 73 68 2E C9 E7 BB E1 B1 A3 D5 CF"  # "sx1.sh.社会保障" GBK
+APDUS = [
+    SSSE,  # SELECT by name
+    "00 B2 07 2C 00",  # EF05 record 07: card number
+    "00 B2 02 2C 00",  # EF05 record 02: card category
+    "00 B2 08 34 00",  # EF06 record 08: social security number, 20 bytes
+    "00 B2 09 34 00",  # EF06 record 09: name, 32 bytes: wraps in both tools' output
+    "00 B2 01 3C 00",  # no EF with SFI 07: 6A82
+    "80 CA 00 C1 00",  # GET DATA, PIN status
+    "00 20 00 00 03 65 43 21",  # VERIFY, wrong PIN: 63C5
+    "00 20 00 00",  # status query: 63C5
+]
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        _unavailable(f"{name} is not installed (Debian package "
+                     f"{'pcsc-tools' if name == 'scriptor' else 'opensc'})")
+    assert path is not None
+    return path
+
+
+def run(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=30)
+
+
+def cardio_send_card(path: Path, apdus: list[str]) -> list[bytes]:
+    """The raw responses `cardio send --card` prints, one per APDU."""
+    result = run(sys.executable, "-m", "cardio.cli", "send", "--card", str(path), *apdus)
+    assert result.returncode == 0, result.stderr
+    responses = [bytes.fromhex(line[2:]) for line in result.stdout.splitlines()
+                 if line.startswith("< ")]
+    assert len(responses) == len(apdus), result.stdout
+    return responses
+
+
+def parse_scriptor(stdout: str) -> tuple[list[str], list[bytes]]:
+    """('> ' command lines, responses) of scriptor's output.
+
+    A response starts on a '< ' line and may wrap every 16 bytes; the line holding
+    ' : ' (the SW's meaning) ends it, and its last two bytes before ' : ' are SW1 SW2.
+    """
+    commands: list[str] = []
+    responses: list[bytes] = []
+    current: list[str] | None = None
+    for line in stdout.splitlines():
+        if current is None:
+            if line.startswith("> "):
+                commands.append(line[2:].strip())
+            elif line.startswith("< "):
+                current = [line[2:]]
+        else:
+            current.append(line)
+        if current is not None and " : " in current[-1]:
+            current[-1] = current[-1].split(" : ", 1)[0]
+            responses.append(bytes.fromhex(" ".join(current)))
+            current = None
+    assert current is None, f"unfinished response in scriptor output:\n{stdout}"
+    return commands, responses
+
+
+RECEIVED = re.compile(r"^Received \(SW1=0x([0-9A-F]{2}), SW2=0x([0-9A-F]{2})\)(:?)$")
+HEX_COLUMNS = 16 * 3  # sc_hex_dump: "XX " per byte, then the ASCII column
+
+
+def hex_dump_line(line: str) -> bytes:
+    """The bytes of one sc_hex_dump line: up to 16 "XX " cells, then (after padding to
+    48 columns, only when the dump has several lines) one ASCII character per byte.
+    The ASCII column may itself look like hex, so the split is checked against it."""
+    for n in range(16, 0, -1):
+        cells = line[: 3 * n]
+        if not re.fullmatch(r"(?:[0-9A-F]{2} )+", cells):
+            continue
+        data = bytes.fromhex(cells)
+        text = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in data)
+        if line[3 * n :] in (text, " " * (HEX_COLUMNS - 3 * n) + text):
+            return data
+    raise AssertionError(f"not an opensc hex dump line: {line!r}")
+
+
+def parse_opensc(stdout: str) -> tuple[list[str], list[bytes]]:
+    """('Sending:' APDUs, responses) of `opensc-tool -s ...` output: data from the hex
+    dump lines after 'Received (...):', then SW1 SW2."""
+    sent: list[str] = []
+    responses: list[bytes] = []
+    data: bytearray | None = None
+    sw = b""
+
+    def finish() -> None:
+        if data is not None:
+            responses.append(bytes(data) + sw)
+
+    for line in stdout.splitlines():
+        if line.startswith("Sending: "):
+            finish()
+            data = None
+            sent.append(line[len("Sending: "):].strip())
+            continue
+        match = RECEIVED.match(line)
+        if match:
+            assert data is None, f"two answers to one command:\n{stdout}"
+            data, sw = bytearray(), bytes.fromhex(match[1] + match[2])
+            continue
+        if data is not None and line.strip():
+            data += hex_dump_line(line)
+    finish()
+    return sent, responses
+
+
+def test_parsers_read_the_documented_formats():
+    # The exact shapes of both tools' output (see the PC/SC research report).
+    scriptor_out = (
+        "Using T=0 protocol\n"
+        "00 84 00 00 20\n"
+        "> 00 84 00 00 20\n"
+        "< 01 02 03 04 05 06 07 08 09 0A 0B 0C 0D 0E 0F 10 \n"
+        "11 12 13 14 15 16 17 18 19 1A 1B 1C 1D 1E 1F 20 \n"
+        "90 00 : Normal processing.\n"
+        "00EE000000\n"
+        "> 00 EE 00 00 00 \n"
+        "< 6D 00 : Instruction code not supported or invalid.\n"
+    )
+    assert parse_scriptor(scriptor_out) == (
+        ["00 84 00 00 20", "00 EE 00 00 00"],
+        [bytes(range(1, 33)) + b"\x90\x00", b"\x6d\x00"],
+    )
+    opensc_out = (
+        "Sending: 00 EE 00 00 00 \n"
+        "Received (SW1=0x6D, SW2=0x00)\n"
+        "Sending: 00 84 00 00 20 \n"
+        "Received (SW1=0x90, SW2=0x00):\n"
+        "01 02 03 04 05 06 07 08 09 0A 0B 0C 0D 0E 0F 10 ................\n"
+        "11 12 13 14 15 16 17 18 19 1A 1B 1C 1D 1E 1F 20 ............... \n"
+        "41 42 20                                        AB \n"
+        "Sending: 80 CA 00 C1 00 \n"
+        "Received (SW1=0x90, SW2=0x00):\n"
+        "41 42 20 43 AB C\n"
+    )
+    assert parse_opensc(opensc_out) == (
+        ["00 EE 00 00 00", "00 84 00 00 20", "80 CA 00 C1 00"],
+        [b"\x6d\x00", bytes(range(1, 33)) + b"AB \x90\x00", b"AB C\x90\x00"],
+    )
+
+
+@pytest.fixture
+def card_pair(tmp_path, served):
+    """(served card, in-process card file) made from the same profile."""
+    served_path, local_path = tmp_path / "served.json", tmp_path / "local.json"
+    profiles.new_card("employee-new", served_path)
+    profiles.new_card("employee-new", local_path)
+    return served(served_path), local_path
+
+
+def check_expected(responses: list[bytes]) -> None:
+    """What the spec says these APDUs answer on a new employee card (a sanity anchor)."""
+    sws = [r[-2:].hex().upper() for r in responses]
+    assert sws == ["9000", "9000", "9000", "9000", "9000", "6A82", "9000", "63C5", "63C5"]
+    assert responses[0] == bytes.fromhex("9000")  # SELECT without Le: no FCI
+    assert responses[2] == bytes.fromhex("0201319000")  # category '1'
+    assert len(responses[3]) == 2 + 18 + 2 and responses[3][:2] == bytes.fromhex("0812")
+    assert len(responses[4]) == 2 + 30 + 2 and responses[4][:2] == bytes.fromhex("091E")
+    assert responses[6] == bytes.fromhex("C104010006069000")  # ACTIVE, INITIAL, 6 of 6
+
+
+def test_scriptor_gets_what_cardio_send_card_gets(tmp_path, card_pair):
+    scriptor = tool("scriptor")
+    card, local_path = card_pair
+    script = tmp_path / "apdus.txt"
+    script.write_text("".join(apdu + "\n" for apdu in APDUS))
+
+    result = run(scriptor, "-r", card.reader, str(script))
+    assert result.returncode == 0, result.stderr
+    commands, responses = parse_scriptor(result.stdout)
+    assert commands == APDUS, result.stdout
+    assert len(result.stdout.splitlines()) > 3 * len(APDUS)  # the name record wrapped
+
+    expected = cardio_send_card(local_path, APDUS)
+    check_expected(expected)
+    assert responses == expected, result.stdout
+
+
+def test_opensc_tool_gets_what_cardio_send_card_gets(card_pair):
+    opensc_tool = tool("opensc-tool")
+    card, local_path = card_pair
+    index = [i.name for i in pcsc.list_readers()].index(card.reader)  # opensc's numbering
+    argv = [opensc_tool, "-r", str(index), "-c", "default"]
+    for apdu in APDUS:
+        argv += ["-s", apdu.replace(" ", "")]
+
+    result = run(*argv)
+    assert result.returncode == 0, result.stdout + result.stderr
+    sent, responses = parse_opensc(result.stdout)
+    # opensc-tool may send the 4-byte status query as is or as case 2 with Le 00 (the
+    # card treats 00 20 00 00 00 as the status query too): compare what it did send.
+    assert sent[:-1] == APDUS[:-1], result.stdout
+    assert sent[-1] in ("00 20 00 00", "00 20 00 00 00"), result.stdout
+
+    expected = cardio_send_card(local_path, sent)
+    check_expected(expected)
+    assert responses == expected, result.stdout
+    assert cardio_send_card(local_path, ["00 20 00 00 00"]) == [bytes.fromhex("63C5")]
