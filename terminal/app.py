@@ -24,13 +24,22 @@ from textual.message import Message
 
 from cardio.card import profiles, store
 from cardio.card.state import CardFileError
-from cardio.pin import PinFormatError
+from cardio.pin import PIN_LENGTH, PinFormatError
 from cardio.protocol import CardInfo, NotASocialSecurityCard, PinOutcome, SocialSecurityCard
 from cardio.readers.base import CardEvent, EventKind, Reader
 from cardio.readers.errors import ReaderError
 from cardio.readers.virtual import VirtualReader
 from terminal import strings
-from terminal.flow import ChangePin, Command, Flow, Purpose, ReadCard, Verify, View
+from terminal.flow import (
+    MAX_AMOUNT_DIGITS,
+    ChangePin,
+    Command,
+    Flow,
+    Purpose,
+    ReadCard,
+    Verify,
+    View,
+)
 from terminal.rules import Settings
 from terminal.screens.base import PadScreen
 from terminal.screens.confirm import ConfirmScreen
@@ -39,6 +48,7 @@ from terminal.screens.stages import SCREENS, StageScreen
 
 DEFAULT_PROFILE = "employee-new"
 DEFAULT_UPGRADE_DATE = dt.date(2020, 4, 13)  # S8: in the past, so the upgrade is in force
+MENU_CHOICES = {"1": Purpose.PAY, "2": Purpose.CHANGE, "3": Purpose.INFO}
 FLOW_TITLES = {Purpose.PAY: "pay", Purpose.CHANGE: "change", Purpose.INFO: "info"}
 
 
@@ -90,6 +100,7 @@ class PosApp(App[None]):
         self.show_trace = False
         self.trace_lines: deque[str] = deque(maxlen=400)
         self.flow: Flow | None = None
+        self.entry = ""  # what is being typed; PIN digits live here only until Enter
         self.flow_id = 0
         self._reader_lock = threading.Lock()
         self._trace_lock = threading.Lock()
@@ -139,10 +150,53 @@ class PosApp(App[None]):
         screen = self.screen
         return screen if isinstance(screen, PadScreen) else None
 
+    # --- the pad's keys ----------------------------------------------------------------
+
+    def pad_key(self, name: str) -> None:
+        """Every key and click, in the order typed, routed by what the terminal is doing."""
+        flow = self.flow
+        if flow is None:
+            purpose = MENU_CHOICES.get(name)
+            if purpose is not None:
+                self.start_flow(purpose)
+            elif name == "cancel":
+                self.confirm_quit()
+            return
+        view = flow.view
+        if view.entry:
+            self._edit(name, view)
+        elif view.final and name in ("confirm", "cancel"):
+            self.end_flow()
+        elif name == "cancel":
+            self.cancel_flow()
+
+    def _edit(self, name: str, view: View) -> None:
+        limit = PIN_LENGTH if view.secret else MAX_AMOUNT_DIGITS
+        if name.isdigit():
+            if len(self.entry) < limit and not (not view.secret and not self.entry and name == "0"):
+                self._set_entry(self.entry + name)
+        elif name == "back":
+            self._set_entry(self.entry[:-1])
+        elif name == "clear":
+            self._set_entry("")
+        elif name == "confirm":
+            text = self.entry
+            self._set_entry("")  # nothing typed is kept once it is used
+            self.flow_entered(text)
+        elif name == "cancel":
+            self.cancel_flow()
+
+    def _set_entry(self, text: str) -> None:
+        self.entry = text
+        pad = self.pad
+        if pad is not None:
+            pad.show_entry(text)
+
     # --- flows ------------------------------------------------------------------------
 
     def start_flow(self, purpose: Purpose) -> None:
         self.flow_id += 1
+        self.entry = ""
         self.flow = Flow(purpose, self.options.settings, phone_of=self._phone_of)
         self._show(self.flow.view, new=True)
         self._run(self.flow.start())
@@ -163,6 +217,7 @@ class PosApp(App[None]):
 
     def end_flow(self, notice: str | None = None) -> None:
         self.flow = None
+        self.entry = ""
         self.flow_id += 1  # late answers for the old flow are dropped
         self.switch_screen(MenuScreen(notice))
 

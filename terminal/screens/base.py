@@ -10,7 +10,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, RichLog, Static
 
-from terminal.widgets.keypad import Keypad
+from terminal.widgets.keypad import KEY_NAMES, Keypad
 
 if TYPE_CHECKING:
     from terminal.app import PosApp
@@ -43,10 +43,10 @@ class PadScreen(Screen[None]):
     def on_mount(self) -> None:
         self.refresh_status()
         trace = self.query_one("#trace", RichLog)
-        trace.border_title = self.t("trace_title")
+        trace.write(self.t("trace_title"))
         for entry in self.pos.trace_lines:
             trace.write(entry)
-        trace.display = self.pos.show_trace
+        self.set_trace_visible(self.pos.show_trace)
 
     def refresh_status(self) -> None:
         key = "card_present" if self.pos.card_present else "no_card"
@@ -57,17 +57,25 @@ class PadScreen(Screen[None]):
 
     def set_trace_visible(self, visible: bool) -> None:
         self.query_one("#trace", RichLog).display = visible
+        self.set_class(visible, "tracing")
 
     def on_key(self, event: events.Key) -> None:
-        if self.query_one(Keypad).press(event.key):
-            event.stop()
-            event.prevent_default()
+        name = KEY_NAMES.get(event.key)
+        if name is None:
+            return
+        event.stop()
+        event.prevent_default()
+        for keypad in self.query(Keypad):  # none while the screen is still being built
+            keypad.flash(name)
+        self.pos.pad_key(name)
 
     @on(Button.Pressed, "#keypad Button")
     def _pressed(self, event: Button.Pressed) -> None:
+        """A click. The app routes by its state, not by this screen, so keys typed
+        while a screen is being replaced still land where they belong."""
         event.stop()
         if event.button.name:
-            self.key(event.button.name)
+            self.pos.pad_key(event.button.name)
 
-    def key(self, name: str) -> None:
-        """A pad key, pressed or clicked."""
+    def show_entry(self, text: str) -> None:
+        """The typed text changed (screens with an entry line show it)."""

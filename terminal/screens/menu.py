@@ -5,10 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from terminal.flow import Purpose
 from terminal.screens.base import PadScreen
-
-CHOICES = {"1": Purpose.PAY, "2": Purpose.CHANGE, "3": Purpose.INFO}
 
 
 class MenuScreen(PadScreen):
@@ -36,10 +33,3 @@ class MenuScreen(PadScreen):
             text.append(self.t("insert_card"), style="bold")
         self.query_one("#lines", Static).update(text)
 
-    def key(self, name: str) -> None:
-        purpose = CHOICES.get(name)
-        if purpose is not None:
-            self.notice = None
-            self.pos.start_flow(purpose)
-        elif name == "cancel":
-            self.pos.confirm_quit()

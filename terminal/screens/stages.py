@@ -7,12 +7,13 @@ from textual.app import ComposeResult
 from textual.widgets import Static
 
 from cardio import identity
-from terminal.flow import Line, Stage, Tone, View
+from cardio.pin import PIN_LENGTH
+from terminal.flow import MAX_AMOUNT_DIGITS, Line, Stage, Tone, View
 from terminal.screens.base import PadScreen
 from terminal.widgets.entry import Entry
 
 TONE_STYLES = {Tone.PLAIN: "", Tone.OK: "bold green", Tone.ERROR: "bold red"}
-AMOUNT_DIGITS = 8
+AMOUNT_DIGITS = MAX_AMOUNT_DIGITS
 
 
 class StageScreen(PadScreen):
@@ -44,38 +45,26 @@ class StageScreen(PadScreen):
             text.append(self.t(item.key, **dict(item.params)) + "\n", style=TONE_STYLES[item.tone])
         return text
 
-    def key(self, name: str) -> None:
-        if name == "cancel":
-            self.pos.cancel_flow()
 
 
 class EntryScreen(StageScreen):
     """Amount or PIN entry."""
 
     secret = True
-    max_length = 6
+    max_length = PIN_LENGTH
 
     def compose_panel(self) -> ComposeResult:
         yield from super().compose_panel()
         yield Entry(secret=self.secret, max_length=self.max_length,
                     suffix="" if self.secret else self.t("yuan"), id="entry")
 
-    def show(self, view: View) -> None:
-        super().show(view)
-        self.query_one(Entry).clear()
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.show_entry(self.pos.entry)
 
-    def key(self, name: str) -> None:
-        entry = self.query_one(Entry)
-        if name.isdigit():
-            entry.type_digit(name)
-        elif name == "back":
-            entry.back()
-        elif name == "clear":
-            entry.clear()
-        elif name == "confirm":
-            self.pos.flow_entered(entry.take())
-        else:
-            super().key(name)
+    def show_entry(self, text: str) -> None:
+        for entry in self.query(Entry):  # none yet while the screen is being built
+            entry.value = text
 
 
 class AmountScreen(EntryScreen):
@@ -96,10 +85,6 @@ class ResultScreen(StageScreen):
         text = super().lines_text(lines)
         text.append("\n" + self.t("press_enter"))
         return text
-
-    def key(self, name: str) -> None:
-        if name in ("confirm", "cancel"):
-            self.pos.end_flow()
 
 
 class InfoScreen(ResultScreen):

@@ -9,7 +9,7 @@ from cardio.pin import PIN_LENGTH
 
 
 class Entry(Static):
-    """Holds what is being typed. A secret entry shows only `*`, never the digits."""
+    """Shows what is being typed. A secret entry shows only `*`, never the digits."""
 
     value: reactive[str] = reactive("", layout=False)
 
@@ -26,18 +26,3 @@ class Entry(Static):
         fen = int(self.value or "0")
         return f"{fen // 100}.{fen % 100:02d} {self.suffix}".rstrip()
 
-    def type_digit(self, digit: str) -> None:
-        if len(self.value) < self.max_length and not (self.value == "" and digit == "0"
-                                                      and not self.secret):
-            self.value += digit
-
-    def back(self) -> None:
-        self.value = self.value[:-1]
-
-    def clear(self) -> None:
-        self.value = ""
-
-    def take(self) -> str:
-        """The typed text, and the entry emptied: nothing is kept once it is used."""
-        text, self.value = self.value, ""
-        return text

@@ -1,8 +1,10 @@
 """The PIN pad's keys, in the style of Textual's calculator example.
 
-Keys and clicks share one path: a key press presses its button, and the button's
-Pressed message is the only thing screens act on. Buttons never take focus, so
-Enter always means confirm.
+Keys and clicks share one path: both end in the app's `pad_key(name)`. A typed key
+goes there directly, in the order typed, and lights its button; a click goes there
+through the button's Pressed message. (Pressing the button for a typed key, as the
+calculator example does, lets fast typing arrive out of order: each button has its
+own message queue.) Buttons never take focus, so Enter always means confirm.
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ KEY_NAMES = {
 
 
 class PadKey(Button, can_focus=False):
-    """A key of the pad; `name` is what screens receive."""
+    """A key of the pad; `name` is what the app receives."""
+
+    def flash(self) -> None:
+        """Show the key as pressed for a moment, without sending Pressed."""
+        self.add_class("-active")
+        self.set_timer(self.active_effect_duration, lambda: self.remove_class("-active"))
 
 
 class Keypad(Grid):
@@ -45,10 +52,6 @@ class Keypad(Grid):
         kind = "digit" if name.isdigit() else name
         return PadKey(label, id=f"key-{name}", name=name, classes=f"{kind} {classes}".strip())
 
-    def press(self, key: str) -> bool:
-        """Press the button of a keyboard key; False when the key is not on the pad."""
-        name = KEY_NAMES.get(key)
-        if name is None:
-            return False
-        self.query_one(f"#key-{name}", PadKey).press()
-        return True
+    def flash(self, name: str) -> None:
+        for key in self.query(f"#key-{name}").results(PadKey):
+            key.flash()
