@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PCSC_STAMP := $(VENV)/.pcsc
 # What the real PC/SC tests need (Debian names); pyscard builds against libpcsclite.
-PCSC_DEBS := pcscd vsmartcard-vpcd pcsc-tools opensc libpcsclite-dev swig
+# tmux runs the terminal in a real terminal for one test.
+PCSC_DEBS := pcscd vsmartcard-vpcd pcsc-tools opensc libpcsclite-dev swig tmux
 # The benchmark also runs vsmartcard's own virtual card, for comparison.
 BENCH_DEBS := vsmartcard-vpicc python3-pycryptodome
 

@@ -140,7 +140,8 @@ class Flow:
         self._forced = False
         self._current: str | None = None  # the holder's current PIN, until the change is sent
         self._new: str | None = None  # the chosen new PIN, until confirmed and sent
-        self.view = View(Stage.AMOUNT) if purpose is Purpose.PAY else View(Stage.INSERT)
+        self.view = (View(Stage.AMOUNT, (line("enter_amount"),)) if purpose is Purpose.PAY
+                     else View(Stage.INSERT, (line("insert_card"),)))
 
     # --- helpers ------------------------------------------------------------------
 
@@ -197,10 +198,10 @@ class Flow:
 
     def _amount(self, text: str) -> Command | None:
         if not text.isdigit() or int(text) == 0 or len(text) > MAX_AMOUNT_DIGITS:
-            self._ask(Stage.AMOUNT, line("bad_amount", Tone.ERROR))
+            self._ask(Stage.AMOUNT, line("bad_amount", Tone.ERROR), line("enter_amount"))
             return None
         self.amount_fen = int(text)
-        self._ask(Stage.INSERT, self._amount_line())
+        self._ask(Stage.INSERT, self._amount_line(), line("insert_card"))
         return ReadCard()
 
     def _new_pin(self, text: str) -> Command | None:
