@@ -197,7 +197,8 @@ class Flow:
         return True
 
     def _amount(self, text: str) -> Command | None:
-        if not text.isdigit() or int(text) == 0 or len(text) > MAX_AMOUNT_DIGITS:
+        digits = text.isascii() and text.isdigit()
+        if not digits or int(text) == 0 or len(text) > MAX_AMOUNT_DIGITS:
             self._ask(Stage.AMOUNT, line("bad_amount", Tone.ERROR), line("enter_amount"))
             return None
         self.amount_fen = int(text)
