@@ -13,7 +13,6 @@ in one send() with TCP_NODELAY. That takes an APDU to about 0.1 ms.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
 import socket
@@ -42,14 +41,18 @@ class FrameError(Exception):
 
 def recv_exact(sock: socket.socket, n: int) -> bytes:
     """Exactly n bytes, however the stream splits them."""
-    buf = bytearray()
+    chunk = sock.recv(n)
+    _quickack(sock)
+    if len(chunk) == n:  # the usual case: the whole header, or the whole payload
+        return chunk
+    if not chunk:
+        raise EOFError
+    buf = bytearray(chunk)
     while len(buf) < n:
         chunk = sock.recv(n - len(buf))
         _quickack(sock)
         if not chunk:
-            if buf:
-                raise FrameError(f"short read: {len(buf)} of {n} bytes, then end of stream")
-            raise EOFError
+            raise FrameError(f"short read: {len(buf)} of {n} bytes, then end of stream")
         buf += chunk
     return bytes(buf)
 
@@ -140,14 +143,15 @@ class StopGuard:
         if not self._busy:
             raise Stop
 
-    @contextlib.contextmanager
-    def busy(self) -> Iterator[None]:
+    def busy(self) -> StopGuard:
+        return self
+
+    def __enter__(self) -> None:
         self._busy = True
-        try:
-            yield
-        finally:
-            self._busy = False
-        if self.stopping:
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._busy = False
+        if self.stopping and exc_type is None:
             raise Stop
 
     def sleep(self, seconds: float) -> None:
@@ -157,13 +161,16 @@ class StopGuard:
 
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+_TCP = socket.IPPROTO_TCP
 
 
 def _quickack(sock: socket.socket) -> None:
     """ACK at once: the peer's next segment may be waiting for it (see the module doc)."""
-    if _QUICKACK is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+    if _QUICKACK is not None:
+        try:
+            sock.setsockopt(_TCP, _QUICKACK, 1)
+        except OSError:  # not a TCP socket (a socketpair in the tests): nothing to ACK
+            return
 
 
 def _tune(sock: socket.socket) -> None:
