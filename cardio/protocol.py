@@ -10,10 +10,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from cardio import pin, sw
+from cardio import mac, pin, sw
 from cardio.apdu import command, split_response
 from cardio.card.files import SSSE_NAME
 from cardio.card.state import LifeCycle, PinState
+from cardio.mac import CHALLENGE_LENGTH
 from cardio.readers.base import Reader
 
 SFI_CARD, SFI_HOLDER, SFI_MEDICAL = 0x05, 0x06, 0x05
@@ -25,6 +26,14 @@ class NotASocialSecurityCard(Exception):
 
     def __init__(self) -> None:
         super().__init__("this is not a social security card; insert the holder's 社会保障卡")
+
+
+class CardCommandError(Exception):
+    """The card refused a command the host needed."""
+
+    def __init__(self, status: int, what: str) -> None:
+        super().__init__(f"{what} ({status:04X} {sw.meaning(status)}); remove the card and retry")
+        self.sw = status
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,7 @@ class CardInfo:
     birth_date: dt.date | None
     scheme: str | None
     status: PinStatus
+    identification_code: bytes | None = None  # EF05 tag 01: derives the card's MAC key
 
 
 @dataclass(frozen=True)
@@ -132,6 +142,7 @@ class SocialSecurityCard:
     def read_info(self) -> CardInfo:
         """Everything the terminal decides on, read in one go."""
         self.select_application()
+        identification_code = self._record(SFI_CARD, 0x01)
         category = self._text(SFI_CARD, 0x02)
         card_number = self._text(SFI_CARD, 0x07)
         ssn = self._text(SFI_HOLDER, 0x08)
@@ -142,6 +153,7 @@ class SocialSecurityCard:
         if status == sw.OK:
             scheme = self._text(SFI_MEDICAL, 0x01)
         return CardInfo(
+            identification_code=identification_code,
             card_number=card_number,
             category=category,
             ssn=ssn,
@@ -156,6 +168,20 @@ class SocialSecurityCard:
         block = pin.encode(secret)
         _, status = self._send(command(0x00, 0x20, 0x00, 0x00, block))
         return PinOutcome(status)
+
+    def get_challenge(self) -> bytes:
+        data, status = self._send(command(0x00, 0x84, 0x00, 0x00, le=CHALLENGE_LENGTH))
+        if status != sw.OK or len(data) != CHALLENGE_LENGTH:
+            raise CardCommandError(status, "the card gave no challenge")
+        return data
+
+    def protected(self, key: bytes, ins: int, p2: int, body: bytes = b"") -> int:
+        """A MAC-protected service-outlet command (§7): a fresh challenge, then the
+        command whose MAC chains from it. Returns the status word."""
+        challenge = self.get_challenge()
+        apdu = mac.protect(key, challenge, 0x84, ins, 0x00, p2, body)
+        _, status = self._send(apdu)
+        return status
 
     def change_pin(self, old: str, new: str) -> PinOutcome:
         block = pin.change_block(old, new)  # format checked here, before the card
