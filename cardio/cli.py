@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import sys
@@ -16,6 +17,8 @@ from cardio import identity, vpcd
 from cardio.apdu import HexError, parse_hex, to_hex
 from cardio.card import profiles, store
 from cardio.card.state import CardFileError, CardState
+from cardio.outlet import OutletError
+from cardio.protocol import CardCommandError, NotASocialSecurityCard
 from cardio.readers.base import Reader
 from cardio.readers.errors import ReaderError
 from cardio.readers.virtual import VirtualReader
@@ -194,6 +197,34 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     return vpcd.serve(Path(args.card), vpcd=vpcd_at, listen=listen_at, verbose=args.verbose)
 
 
+def cmd_outlet(args: argparse.Namespace, out: TextIO) -> int:
+    from cardio import outlet
+
+    operation = outlet.Operation(args.operation)
+    key = outlet.fixture_master_key() if args.test_key else outlet.load_key(Path(args.key))
+    new_pin = outlet.ask_new_pin() if operation is outlet.Operation.RESET_PIN else None
+    log = outlet.OutletLog(Path(args.log) if args.log else default_outlet_log())
+    with open_reader(args) as reader:
+        desk = outlet.Outlet(reader, key, operator=args.operator, log=log)
+        result = desk.run(operation, args.id, new_pin)
+        status = desk.card.pin_status()
+    info = result.info
+    print(f"card        {info.card_number}  {identity.mask_name(info.name or '')}  "
+          f"{identity.mask_id(info.ssn or '')}", file=out)
+    print(f"operation   {operation.value}: done", file=out)
+    print(f"now         {(status.life_cycle or '?')} / PIN {(status.pin_state or '?')} / "
+          f"{status.tries_left} of {status.try_limit} tries", file=out)
+    print(f"online query password (查询密码, not the card PIN): {result.query_password}",
+          file=out)
+    return EXIT_OK
+
+
+def default_outlet_log() -> Path:
+    from platformdirs import user_data_path
+
+    return user_data_path("shebao-pos") / "outlet.log"
+
+
 def cmd_script(args: argparse.Namespace, out: TextIO) -> int:
     steps = parse_script(Path(args.file))
     with open_reader(args) as reader:
@@ -233,6 +264,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="one hex APDU a line, '#' comments, 'reset'")
     p.set_defaults(func=cmd_script)
 
+    p = sub.add_parser("outlet", help="service-outlet operations (MAC-protected)")
+    p.add_argument("operation", choices=["reset-pin", "restore-initial", "cancel-pin",
+                                         "activate"])
+    _card_or_reader(p)
+    p.add_argument("--id", required=True, metavar="N",
+                   help="the holder's ID number, from the ID document")
+    keys = p.add_mutually_exclusive_group(required=True)
+    keys.add_argument("--key", metavar="FILE", help="issuer master key file (mode 600)")
+    keys.add_argument("--test-key", action="store_true",
+                      help="the public test key of the fixture cards")
+    p.add_argument("--operator", default=getpass.getuser(), help="who does it (for the log)")
+    p.add_argument("--log", metavar="FILE", help="outlet log (default: user data folder)")
+    p.set_defaults(func=cmd_outlet)
+
     p = sub.add_parser("readers", help="list PC/SC readers and their cards")
     p.set_defaults(func=cmd_readers)
 
@@ -263,7 +308,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except (UsageError, CardFileError, profiles.UnknownProfileError) as e:
         print(f"cardio: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except (store.StoreError, ReaderError) as e:
+    except (store.StoreError, ReaderError, OutletError, CardCommandError,
+            NotASocialSecurityCard) as e:
         print(f"cardio: {e}", file=sys.stderr)
         return EXIT_FAILED
 
