@@ -40,6 +40,7 @@ bench: $(STAMP) pcsc
 	@tools/system-deps.sh $(BENCH_DEBS)
 	$(BIN)/python bench/bench_verify.py
 	$(BIN)/python bench/bench_pcsc.py
+	$(BIN)/python bench/bench_terminal.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .bench

@@ -5,7 +5,10 @@ Shared by the emulated card (to check) and the service outlet (to compute).
 
 from __future__ import annotations
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers import modes
 
 BLOCK = 16
 MAC_LENGTH = 4
@@ -13,12 +16,19 @@ CHALLENGE_LENGTH = 8
 
 
 def _sm4(key: bytes, mode: modes.Mode, data: bytes) -> bytes:
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
     encryptor = Cipher(algorithms.SM4(key), mode).encryptor()
     return encryptor.update(data) + encryptor.finalize()
 
 
+# cryptography is imported when a MAC is computed, not when a card or screen starts.
+
+
 def card_key(master_key: bytes, identification_code: bytes) -> bytes:
     """Card key = SM4-ECB(master key, card identification code)."""
+    from cryptography.hazmat.primitives.ciphers import modes
+
     # One block, a key derivation by contract (§7): ECB is what is specified.
     return _sm4(master_key, modes.ECB(), identification_code)  # noqa: S305
 
@@ -36,6 +46,8 @@ def mac(key: bytes, challenge: bytes, header: bytes, body: bytes) -> bytes:
     """
     if len(challenge) != CHALLENGE_LENGTH:
         raise ValueError("a challenge is 8 bytes")
+    from cryptography.hazmat.primitives.ciphers import modes
+
     iv = challenge + bytes(BLOCK - CHALLENGE_LENGTH)
     blocks = _sm4(key, modes.CBC(iv), pad(header + body))
     return blocks[-BLOCK:][:MAC_LENGTH]
