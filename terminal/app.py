@@ -14,7 +14,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from textual import work
@@ -24,8 +24,15 @@ from textual.message import Message
 
 from cardio.card import profiles, store
 from cardio.card.state import CardFileError
+from cardio.outlet import Operation, Outcome, Outlet, OutletError, OutletLog
 from cardio.pin import PIN_LENGTH, PinFormatError
-from cardio.protocol import CardInfo, NotASocialSecurityCard, PinOutcome, SocialSecurityCard
+from cardio.protocol import (
+    CardCommandError,
+    CardInfo,
+    NotASocialSecurityCard,
+    PinOutcome,
+    SocialSecurityCard,
+)
 from cardio.readers.base import CardEvent, EventKind, Reader
 from cardio.readers.errors import ReaderError
 from cardio.readers.virtual import VirtualReader
@@ -37,9 +44,11 @@ from terminal.flow import (
     Flow,
     Purpose,
     ReadCard,
+    Stage,
     Verify,
     View,
 )
+from terminal.outlet_flow import ID_LENGTH, TITLES, OutletFlow, RunOutlet
 from terminal.rules import Settings
 from terminal.screens.base import PadScreen
 from terminal.screens.confirm import ConfirmScreen
@@ -49,6 +58,8 @@ from terminal.screens.stages import SCREENS, StageScreen
 DEFAULT_PROFILE = "employee-new"
 DEFAULT_UPGRADE_DATE = dt.date(2020, 4, 13)  # S8: in the past, so the upgrade is in force
 MENU_CHOICES = {"1": Purpose.PAY, "2": Purpose.CHANGE, "3": Purpose.INFO}
+OUTLET_CHOICES = {"1": Operation.RESET_PIN, "2": Operation.RESTORE_INITIAL,
+                  "3": Operation.CANCEL_PIN, "4": Operation.ACTIVATE}
 FLOW_TITLES = {Purpose.PAY: "pay", Purpose.CHANGE: "change", Purpose.INFO: "info"}
 
 
@@ -61,7 +72,9 @@ class CardChanged(Message):
 class CardResult(Message):
     """What a worker got from the card for flow number `flow_id`."""
 
-    def __init__(self, flow_id: int, result: CardInfo | PinOutcome | Exception) -> None:
+    def __init__(
+        self, flow_id: int, result: CardInfo | PinOutcome | Outcome | Exception
+    ) -> None:
         super().__init__()
         self.flow_id = flow_id
         self.result = result
@@ -74,12 +87,22 @@ class TraceLine(Message):
 
 
 @dataclass(frozen=True)
+class OutletSetup:
+    """`--outlet`: the service outlet's operations instead of the pharmacy's."""
+
+    master_key: bytes = field(repr=False)
+    operator: str
+    log: Path
+
+
+@dataclass(frozen=True)
 class Options:
     settings: Settings
     lang: str = "zh"
     virtual: bool = True
     trace_file: Path | None = None
     phones: dict[str, str] | None = None
+    outlet: OutletSetup | None = None
 
 
 class PosApp(App[None]):
@@ -99,7 +122,7 @@ class PosApp(App[None]):
         self.card_present = reader.card_present() if options.virtual else False
         self.show_trace = False
         self.trace_lines: deque[str] = deque(maxlen=400)
-        self.flow: Flow | None = None
+        self.flow: Flow | OutletFlow | None = None
         self.entry = ""  # what is being typed; PIN digits live here only until Enter
         self.flow_id = 0
         self._reader_lock = threading.Lock()
@@ -126,8 +149,18 @@ class PosApp(App[None]):
         parts.append(self.t("hint_trace"))
         return "  ".join(parts)
 
+    def title_key(self) -> str:
+        return "outlet_title" if self.options.outlet else "title"
+
+    def menu_keys(self) -> list[str]:
+        if self.options.outlet:
+            return list(TITLES.values())
+        return ["menu_pay", "menu_change", "menu_info"]
+
     def flow_title_key(self) -> str:
-        return FLOW_TITLES[self.flow.purpose] if self.flow else "title"
+        if isinstance(self.flow, OutletFlow):
+            return TITLES[self.flow.operation]
+        return FLOW_TITLES[self.flow.purpose] if self.flow else self.title_key()
 
     # --- life -----------------------------------------------------------------------
 
@@ -156,9 +189,10 @@ class PosApp(App[None]):
         """Every key and click, in the order typed, routed by what the terminal is doing."""
         flow = self.flow
         if flow is None:
-            purpose = MENU_CHOICES.get(name)
-            if purpose is not None:
-                self.start_flow(purpose)
+            if self.options.outlet and name in OUTLET_CHOICES:
+                self.start_outlet(OUTLET_CHOICES[name])
+            elif not self.options.outlet and name in MENU_CHOICES:
+                self.start_flow(MENU_CHOICES[name])
             elif name == "cancel":
                 self.confirm_quit()
             return
@@ -171,9 +205,11 @@ class PosApp(App[None]):
             self.cancel_flow()
 
     def _edit(self, name: str, view: View) -> None:
-        limit = PIN_LENGTH if view.secret else MAX_AMOUNT_DIGITS
-        if name.isdigit():
-            if len(self.entry) < limit and not (not view.secret and not self.entry and name == "0"):
+        stage = view.stage
+        limit = {Stage.AMOUNT: MAX_AMOUNT_DIGITS, Stage.ID_NUMBER: ID_LENGTH}.get(stage, PIN_LENGTH)
+        if name.isdigit() or (name == "X" and stage is Stage.ID_NUMBER):
+            leading_zero = stage is Stage.AMOUNT and not self.entry and name == "0"
+            if len(self.entry) < limit and not leading_zero:
                 self._set_entry(self.entry + name)
         elif name == "back":
             self._set_entry(self.entry[:-1])
@@ -200,6 +236,12 @@ class PosApp(App[None]):
         self.flow = Flow(purpose, self.options.settings, phone_of=self._phone_of)
         self._show(self.flow.view, new=True)
         self._run(self.flow.start())
+
+    def start_outlet(self, operation: Operation) -> None:
+        self.flow_id += 1
+        self.entry = ""
+        self.flow = OutletFlow(operation)
+        self._show(self.flow.view, new=True)
 
     def _phone_of(self, ssn: str) -> str | None:
         return (self.options.phones or {}).get(ssn)
@@ -230,7 +272,7 @@ class PosApp(App[None]):
             return
         self.switch_screen(cls(view))
 
-    def _run(self, command: Command | None) -> None:
+    def _run(self, command: Command | RunOutlet | None) -> None:
         if command is None or self.flow is None:
             return
         if isinstance(command, ReadCard):
@@ -241,33 +283,48 @@ class PosApp(App[None]):
         self._card_work(self.flow_id, command)
 
     @work(thread=True, group="card")
-    def _card_work(self, flow_id: int, command: Command) -> None:
+    def _card_work(self, flow_id: int, command: Command | RunOutlet) -> None:
         """Blocking reader calls, off the UI thread; the answer comes back as a message."""
-        result: CardInfo | PinOutcome | Exception
+        result: CardInfo | PinOutcome | Outcome | Exception
         with self._reader_lock:
             try:
                 card = SocialSecurityCard(self.reader)
-                if isinstance(command, ReadCard):
+                if isinstance(command, RunOutlet):
+                    result = self._outlet_desk().run(
+                        command.operation, command.id_number, command.new_pin)
+                elif isinstance(command, ReadCard):
                     self.reader.reset()  # a fresh card session for each transaction
                     result = card.read_info()
                 elif isinstance(command, Verify):
                     result = card.verify(command.pin)
                 elif isinstance(command, ChangePin):
                     result = card.change_pin(command.old, command.new)
-            except (ReaderError, NotASocialSecurityCard, PinFormatError) as e:
+            except (ReaderError, NotASocialSecurityCard, PinFormatError, OutletError,
+                    CardCommandError) as e:
                 result = e
         self.post_message(CardResult(flow_id, result))
+
+    def _outlet_desk(self) -> Outlet:
+        setup = self.options.outlet
+        if setup is None:
+            raise OutletError("this terminal is not a service outlet; start it with --outlet")
+        return Outlet(self.reader, setup.master_key, operator=setup.operator,
+                      log=OutletLog(setup.log))
 
     def on_card_result(self, message: CardResult) -> None:
         flow = self.flow
         if flow is None or message.flow_id != self.flow_id:
             return
         result = message.result
-        command: Command | None = None
+        command: Command | RunOutlet | None = None
         if isinstance(result, CardInfo):
             command = flow.card_read(result)
-        elif isinstance(result, PinOutcome):
+        elif isinstance(result, PinOutcome) and isinstance(flow, Flow):
             command = flow.card_answer(result)
+        elif isinstance(result, Outcome) and isinstance(flow, OutletFlow):
+            flow.outlet_done(result)
+        elif isinstance(result, OutletError) and isinstance(flow, OutletFlow):
+            flow.outlet_failed(result)
         elif isinstance(result, NotASocialSecurityCard):
             flow.not_a_card()
         elif isinstance(result, ReaderError) and not self._still_present():
@@ -394,14 +451,39 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--lang", choices=("zh", "en"), default="zh")
     p.add_argument("--trace", metavar="FILE", type=Path, help="append the APDU trace here")
     p.add_argument("--holders", metavar="FILE", type=Path, help="holders' phones (JSON)")
-    return p.parse_args(argv)
+    outlet = p.add_argument_group("service outlet")
+    outlet.add_argument("--outlet", action="store_true",
+                        help="the service outlet's operations (reset, restore, cancel, activate)")
+    keys = outlet.add_mutually_exclusive_group()
+    keys.add_argument("--key", metavar="FILE", type=Path, help="issuer master key file (mode 600)")
+    keys.add_argument("--test-key", action="store_true", help="the fixture cards' public test key")
+    outlet.add_argument("--operator", default=None, help="who operates (for the outlet log)")
+    outlet.add_argument("--outlet-log", metavar="FILE", type=Path, help="the outlet log")
+    args = p.parse_args(argv)
+    if args.outlet and not (args.key or args.test_key):
+        p.error("--outlet needs the issuer key: --key FILE (or --test-key for test cards)")
+    return args
+
+
+def outlet_setup(args: argparse.Namespace) -> OutletSetup | None:
+    if not args.outlet:
+        return None
+    import getpass
+
+    from cardio import outlet
+    from cardio.cli import default_outlet_log
+
+    key = outlet.fixture_master_key() if args.test_key else outlet.load_key(args.key)
+    return OutletSetup(key, args.operator or getpass.getuser(),
+                       args.outlet_log or default_outlet_log())
 
 
 def build(args: argparse.Namespace) -> PosApp:
     """The app for these arguments; raises ReaderError / StoreError with a clear message."""
     settings = Settings(upgrade_date=args.upgrade_date, today=dt.date.today())
     options = Options(settings, lang=args.lang, virtual=args.reader is None,
-                      trace_file=args.trace, phones=load_phones(args.holders))
+                      trace_file=args.trace, phones=load_phones(args.holders),
+                      outlet=outlet_setup(args))
     reader: Reader
     if args.reader is not None:
         from cardio.readers import pcsc
@@ -416,7 +498,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         app = build(args)
-    except (ReaderError, store.StoreError, CardFileError, OSError, ValueError) as e:
+    except (ReaderError, store.StoreError, CardFileError, OutletError, OSError,
+            ValueError) as e:
         print(f"pos-terminal: {e}", file=sys.stderr)
         return 2 if isinstance(e, CardFileError) else 1
     app.run()

@@ -26,6 +26,7 @@ class Purpose(StrEnum):
 
 class Stage(StrEnum):
     AMOUNT = "amount"
+    ID_NUMBER = "id-number"  # the service outlet asks for the holder's ID
     INSERT = "insert"
     READING = "reading"
     PIN = "pin"
@@ -36,7 +37,7 @@ class Stage(StrEnum):
     INFO = "info"
 
 
-ENTRY_STAGES = {Stage.AMOUNT, Stage.PIN, Stage.NEW_PIN, Stage.CONFIRM_PIN}
+ENTRY_STAGES = {Stage.AMOUNT, Stage.ID_NUMBER, Stage.PIN, Stage.NEW_PIN, Stage.CONFIRM_PIN}
 PIN_STAGES = {Stage.PIN, Stage.NEW_PIN, Stage.CONFIRM_PIN}
 FINAL_STAGES = {Stage.RESULT, Stage.INFO}
 

@@ -82,6 +82,22 @@ ZH: Mapping[str, str] = {
     "quit_question": "退出终端？",
     "quit_hint": "确认 退出    取消 返回",
     "card_in_use": "卡片被其他程序占用：{reason}",
+    # the service outlet (pos-terminal --outlet)
+    "outlet_title": "社会保障卡 服务网点",
+    "menu_reset": "1  密码重置/解锁",
+    "menu_restore": "2  恢复初始密码",
+    "menu_cancel": "3  取消密码",
+    "menu_activate": "4  激活卡片",
+    "enter_id": "请输入持卡人身份证号码（X 键输入 X）",
+    "id_invalid": "身份证号码有误，请核对证件",
+    "id_mismatch": "身份证号码与卡片不符，未对卡片做任何操作",
+    "done_reset-pin": "密码已重置，卡片已解锁",
+    "done_restore-initial": "已恢复为原始密码",
+    "done_cancel-pin": "密码已取消",
+    "done_activate": "卡片已激活",
+    "query_password": "初始查询密码（网上查询用，不是社保卡密码）：{password}",
+    "key_wrong": "卡片拒绝了校验码：密钥不正确，请检查密钥文件",
+    "outlet_failed": "操作未完成：{reason}",
 }
 
 EN: Mapping[str, str] = {
@@ -156,6 +172,21 @@ EN: Mapping[str, str] = {
     "quit_question": "Quit the terminal?",
     "quit_hint": "Enter quit    Esc stay",
     "card_in_use": "The card is in use elsewhere: {reason}",
+    "outlet_title": "Social security card  Service outlet",
+    "menu_reset": "1  Reset and unblock the PIN",
+    "menu_restore": "2  Restore the initial PIN",
+    "menu_cancel": "3  Cancel the PIN",
+    "menu_activate": "4  Activate the card",
+    "enter_id": "Enter the holder's ID number (X key for X)",
+    "id_invalid": "That ID number is not valid; check the ID document",
+    "id_mismatch": "The ID number does not match the card; nothing was done to the card",
+    "done_reset-pin": "PIN reset, card unblocked",
+    "done_restore-initial": "Initial PIN restored",
+    "done_cancel-pin": "PIN cancelled",
+    "done_activate": "Card activated",
+    "query_password": "Initial online query password (not the card PIN): {password}",
+    "key_wrong": "The card refused the MAC: the key is wrong; check the key file",
+    "outlet_failed": "Not done: {reason}",
 }
 
 CATALOGUES: Mapping[str, Mapping[str, str]] = {"zh": ZH, "en": EN}

@@ -28,7 +28,7 @@ class PadScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="topbar"):
-            yield Static(self.t("title"), id="title")
+            yield Static(self.t(self.pos.title_key()), id="title")
             yield Static("", id="card-status")
         with Horizontal(id="body"):
             with Vertical(id="panel"):

@@ -24,7 +24,7 @@ class MenuScreen(PadScreen):
 
     def show_menu(self) -> None:
         text = Text()
-        for key in ("menu_pay", "menu_change", "menu_info"):
+        for key in self.pos.menu_keys():
             text.append(self.t(key) + "\n", style="bold")
         text.append("\n" + self.t("choose") + "\n")
         if self.notice:

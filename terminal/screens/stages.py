@@ -7,13 +7,11 @@ from textual.app import ComposeResult
 from textual.widgets import Static
 
 from cardio import identity
-from cardio.pin import PIN_LENGTH
-from terminal.flow import MAX_AMOUNT_DIGITS, Line, Stage, Tone, View
+from terminal.flow import Line, Stage, Tone, View
 from terminal.screens.base import PadScreen
 from terminal.widgets.entry import Entry
 
 TONE_STYLES = {Tone.PLAIN: "", Tone.OK: "bold green", Tone.ERROR: "bold red"}
-AMOUNT_DIGITS = MAX_AMOUNT_DIGITS
 
 
 class StageScreen(PadScreen):
@@ -48,15 +46,14 @@ class StageScreen(PadScreen):
 
 
 class EntryScreen(StageScreen):
-    """Amount or PIN entry."""
+    """Amount, ID number or PIN entry."""
 
-    secret = True
-    max_length = PIN_LENGTH
+    kind = "pin"
 
     def compose_panel(self) -> ComposeResult:
         yield from super().compose_panel()
-        yield Entry(secret=self.secret, max_length=self.max_length,
-                    suffix="" if self.secret else self.t("yuan"), id="entry")
+        yield Entry(kind=self.kind, suffix=self.t("yuan") if self.kind == "amount" else "",
+                    id="entry")
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -68,8 +65,13 @@ class EntryScreen(StageScreen):
 
 
 class AmountScreen(EntryScreen):
-    secret = False
-    max_length = AMOUNT_DIGITS
+    kind = "amount"
+
+
+class IdScreen(EntryScreen):
+    """The holder's ID number, at the service outlet."""
+
+    kind = "text"
 
 
 class PinScreen(EntryScreen):
@@ -117,6 +119,7 @@ class InfoScreen(ResultScreen):
 
 SCREENS: dict[Stage, type[StageScreen]] = {
     Stage.AMOUNT: AmountScreen,
+    Stage.ID_NUMBER: IdScreen,
     Stage.INSERT: WaitScreen,
     Stage.READING: WaitScreen,
     Stage.WORKING: WaitScreen,

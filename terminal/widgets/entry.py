@@ -13,16 +13,18 @@ class Entry(Static):
 
     value: reactive[str] = reactive("", layout=False)
 
-    def __init__(self, *, secret: bool, max_length: int, suffix: str = "", **kwargs: object):
+    def __init__(self, *, kind: str, suffix: str = "", **kwargs: object):
+        """`kind` is 'pin' (shown as *), 'amount' (fen shown as yuan) or 'text'."""
         super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.secret = secret
-        self.max_length = max_length
+        self.kind = kind
         self.suffix = suffix
 
     def render(self) -> str:
-        if self.secret:
+        if self.kind == "pin":
             shown = ["*"] * len(self.value) + ["_"] * (PIN_LENGTH - len(self.value))
             return " ".join(shown)
-        fen = int(self.value or "0")
-        return f"{fen // 100}.{fen % 100:02d} {self.suffix}".rstrip()
+        if self.kind == "amount":
+            fen = int(self.value or "0")
+            return f"{fen // 100}.{fen % 100:02d} {self.suffix}".rstrip()
+        return self.value or "_"
 

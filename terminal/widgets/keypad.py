@@ -20,6 +20,7 @@ KEY_NAMES = {
     "backspace": "back",
     "escape": "cancel",
     "delete": "clear",
+    "x": "X",  # the last character of some ID numbers (outlet); no button of its own
 }
 
 

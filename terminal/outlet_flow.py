@@ -1,0 +1,140 @@
+"""The service outlet's steps on the keypad (`pos-terminal --outlet`). Pure, like flow.py.
+
+Holder's ID first (凭本人身份证件), then the card; the ID must match the card before
+any privileged command; a reset asks for the new PIN twice, checked against S15.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cardio import identity
+from cardio.outlet import (
+    IdMismatchError,
+    Operation,
+    Outcome,
+    OutletError,
+    PinPolicyError,
+    WrongKeyError,
+    same_id,
+)
+from cardio.pin_policy import check_new_pin
+from cardio.protocol import CardInfo
+from terminal.flow import Line, ReadCard, Stage, Tone, View, line
+
+
+@dataclass(frozen=True)
+class RunOutlet:
+    operation: Operation
+    id_number: str
+    new_pin: str | None = field(default=None, repr=False)
+
+
+ID_LENGTH = 18
+TITLES = {
+    Operation.RESET_PIN: "menu_reset",
+    Operation.RESTORE_INITIAL: "menu_restore",
+    Operation.CANCEL_PIN: "menu_cancel",
+    Operation.ACTIVATE: "menu_activate",
+}
+
+
+class OutletFlow:
+    """One outlet operation for one holder."""
+
+    def __init__(self, operation: Operation) -> None:
+        self.operation = operation
+        self.id_number: str | None = None
+        self.info: CardInfo | None = None
+        self._new: str | None = None
+        self.view = View(Stage.ID_NUMBER, (line("enter_id"),))
+
+    def start(self) -> None:
+        return None
+
+    def _ask(self, stage: Stage, *lines: Line) -> None:
+        self.view = View(stage, tuple(lines), self.info)
+
+    def _result(self, ok: bool, *lines: Line) -> None:
+        self._new = None
+        self.view = View(Stage.RESULT, tuple(lines), self.info, success=ok)
+
+    def entered(self, text: str) -> ReadCard | RunOutlet | None:
+        stage = self.view.stage
+        if stage is Stage.ID_NUMBER:
+            if identity.id_problem(text) is not None:
+                self._ask(Stage.ID_NUMBER, line("id_invalid", Tone.ERROR), line("enter_id"))
+                return None
+            self.id_number = text
+            self._ask(Stage.INSERT, line("insert_card"))
+            return ReadCard()
+        if stage is Stage.NEW_PIN:
+            violation = check_new_pin(text, birth_date=self.info.birth_date if self.info else None)
+            if violation is not None:
+                self._ask(Stage.NEW_PIN, line(f"v_{violation.value}", Tone.ERROR), line("new_pin"))
+                return None
+            self._new = text
+            self._ask(Stage.CONFIRM_PIN, line("confirm_pin"))
+            return None
+        if stage is Stage.CONFIRM_PIN:
+            if text != self._new:
+                self._new = None
+                self._ask(Stage.NEW_PIN, line("mismatch", Tone.ERROR), line("new_pin"))
+                return None
+            return self._run(text)
+        return None
+
+    def _run(self, new_pin: str | None) -> RunOutlet | None:
+        if self.id_number is None:
+            return None
+        self._new = None
+        self._ask(Stage.WORKING, line("working"))
+        return RunOutlet(self.operation, self.id_number, new_pin)
+
+    def card_inserted(self) -> ReadCard | None:
+        return ReadCard() if self.view.stage is Stage.INSERT else None
+
+    def reading(self) -> None:
+        self._ask(Stage.READING, line("reading"))
+
+    def card_read(self, info: CardInfo) -> RunOutlet | None:
+        self.info = info
+        if not same_id(self.id_number or "", info.ssn):
+            self._result(False, line("id_mismatch", Tone.ERROR))
+            return None
+        if self.operation is Operation.RESET_PIN:
+            self._ask(Stage.NEW_PIN, line("new_pin"))
+            return None
+        return self._run(None)
+
+    def outlet_done(self, outcome: Outcome) -> None:
+        lines = [line(f"done_{self.operation.value}", Tone.OK)]
+        if outcome.query_password:
+            lines.append(line("query_password", password=outcome.query_password))
+        self._result(True, *lines)
+
+    def outlet_failed(self, error: OutletError) -> None:
+        if isinstance(error, IdMismatchError):
+            self._result(False, line("id_mismatch", Tone.ERROR))
+        elif isinstance(error, WrongKeyError):
+            self._result(False, line("key_wrong", Tone.ERROR))
+        elif isinstance(error, PinPolicyError):
+            self._result(False, line(f"v_{error.violation.value}", Tone.ERROR))
+        else:
+            self._result(False, line("outlet_failed", Tone.ERROR, reason=str(error)))
+
+    def card_failed(self, reason: str) -> None:
+        self._result(False, line("card_error", Tone.ERROR, reason=reason))
+
+    def not_a_card(self) -> None:
+        self._result(False, line("not_ssc", Tone.ERROR))
+
+    def removed(self) -> bool:
+        if self.view.final:
+            return False
+        self.info = None
+        self._result(False, line("removed", Tone.ERROR))
+        return True
+
+    def cancel(self) -> None:
+        self._new = None
