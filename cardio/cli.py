@@ -202,8 +202,12 @@ def cmd_outlet(args: argparse.Namespace, out: TextIO) -> int:
 
     operation = outlet.Operation(args.operation)
     key = outlet.fixture_master_key() if args.test_key else outlet.load_key(Path(args.key))
-    new_pin = outlet.ask_new_pin() if operation is outlet.Operation.RESET_PIN else None
     log = outlet.OutletLog(Path(args.log) if args.log else default_outlet_log())
+    try:
+        new_pin = outlet.ask_new_pin() if operation is outlet.Operation.RESET_PIN else None
+    except outlet.OutletError as e:  # refused before the card: still an operation to log
+        log.record(args.operator, operation, None, f"refused: {e}")
+        raise
     with open_reader(args) as reader:
         desk = outlet.Outlet(reader, key, operator=args.operator, log=log)
         result = desk.run(operation, args.id, new_pin)

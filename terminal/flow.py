@@ -189,6 +189,10 @@ class Flow:
             return self._confirm(text)
         return None
 
+    def _forced_line(self) -> tuple[Line, ...]:
+        """While a forced change is asked again, the reason stays on screen."""
+        return (line("forced_change"),) if self._forced else ()
+
     def _six_digits(self, text: str, stage: Stage) -> bool:
         """A short entry is refused here: it never reaches the card, never costs a try."""
         if rules.check_new_pin(text) is rules.Violation.NOT_SIX_DIGITS:
@@ -214,7 +218,8 @@ class Flow:
             phone=self._phone_of(info.ssn) if info and info.ssn else None,
         )
         if violation is not None:
-            self._ask(Stage.NEW_PIN, line(f"v_{violation.value}", Tone.ERROR), line("new_pin"))
+            self._ask(Stage.NEW_PIN, *self._forced_line(), line(f"v_{violation.value}", Tone.ERROR),
+                      line("new_pin"))
             return None
         self._new = text
         self._ask(Stage.CONFIRM_PIN, line("confirm_pin"))
@@ -223,7 +228,8 @@ class Flow:
     def _confirm(self, text: str) -> Command | None:
         if text != self._new:
             self._new = None
-            self._ask(Stage.NEW_PIN, line("mismatch", Tone.ERROR), line("new_pin"))
+            self._ask(Stage.NEW_PIN, *self._forced_line(), line("mismatch", Tone.ERROR),
+                      line("new_pin"))
             return None
         old = rules.current_pin_for_forced_change() if self._forced else self._current
         if old is None:  # cannot happen: the flow asked for it first

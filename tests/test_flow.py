@@ -316,7 +316,9 @@ def test_s8_s15_forced_change_violation_names_the_rule_and_asks_again(
     flow = forced()
     assert flow.entered(pin) is None
     assert flow.view.stage is Stage.NEW_PIN
-    assert flow.view.lines == (Line(f"v_{violation}", (), Tone.ERROR), Line("new_pin"))
+    # the reason for the forced change stays on screen while it is asked again
+    assert flow.view.lines == (
+        Line("forced_change"), Line(f"v_{violation}", (), Tone.ERROR), Line("new_pin"))
     assert_pins_forgotten(flow)
     # and it goes on normally
     assert flow.entered(NEW_PIN) is None
@@ -330,8 +332,8 @@ def test_s8_forced_change_mismatch_asks_for_a_new_pin_again() -> None:
     assert keys(flow.view) == ["confirm_pin"]
     assert flow.entered(OTHER_PIN) is None
     assert flow.view.stage is Stage.NEW_PIN
-    assert flow.view.lines[0] == Line("mismatch", (), Tone.ERROR)
-    assert keys(flow.view) == ["mismatch", "new_pin"]
+    assert flow.view.lines[1] == Line("mismatch", (), Tone.ERROR)
+    assert keys(flow.view) == ["forced_change", "mismatch", "new_pin"]
     assert_pins_forgotten(flow)
     # the first choice is not kept: confirming it now is a new choice
     assert flow.entered(OTHER_PIN) is None
@@ -370,7 +372,7 @@ def test_s7_query_password_refused_at_new_pin_and_pin_stages() -> None:
     assert len(password) == 8
     flow = forced()
     assert flow.entered(password) is None
-    assert keys(flow.view) == ["v_not-six-digits", "new_pin"]
+    assert keys(flow.view) == ["forced_change", "v_not-six-digits", "new_pin"]
     pay = paying(card_info(PinState.ENABLED))
     assert pay.entered(password) is None
     assert pay.view.stage is Stage.PIN
@@ -391,9 +393,9 @@ def test_s15_phone_rule_uses_phone_of_ssn() -> None:
     flow = paying(card_info(PinState.INITIAL), phone_of=phone_of)
     assert flow.entered("902468") is None  # a window of 13902468135
     assert asked == [SSN]
-    assert keys(flow.view) == ["v_phone", "new_pin"]
+    assert keys(flow.view) == ["forced_change", "v_phone", "new_pin"]
     assert flow.entered("468135") is None
-    assert keys(flow.view) == ["v_phone", "new_pin"]
+    assert keys(flow.view) == ["forced_change", "v_phone", "new_pin"]
 
 
 def test_s15_phone_rule_without_a_known_phone_accepts() -> None:
@@ -405,7 +407,7 @@ def test_s15_phone_rule_without_a_known_phone_accepts() -> None:
 def test_s15_birth_date_rule_uses_the_cards_birth_date() -> None:
     flow = paying(card_info(PinState.INITIAL, born=dt.date(1990, 10, 10)))
     assert flow.entered("101090") is None
-    assert keys(flow.view) == ["v_birth-date", "new_pin"]
+    assert keys(flow.view) == ["forced_change", "v_birth-date", "new_pin"]
     assert flow.entered("850312") is None  # not this holder's birth date
     assert flow.view.stage is Stage.CONFIRM_PIN
 
@@ -731,10 +733,10 @@ def test_e2e_s8_forced_change_then_s11_asks_pin(insert, profile: str) -> None:
     ]
     for text, key in bad:
         worker.enter(flow, text)
-        assert keys(flow.view) == [key, "new_pin"], text
+        assert keys(flow.view) == ["forced_change", key, "new_pin"], text
     worker.enter(flow, NEW_PIN)
     worker.enter(flow, OTHER_PIN)
-    assert keys(flow.view) == ["mismatch", "new_pin"]
+    assert keys(flow.view) == ["forced_change", "mismatch", "new_pin"]
     assert worker.sent == ["ReadCard"]
     assert on_disk(path).tries_left == before.try_limit
 

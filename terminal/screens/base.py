@@ -34,13 +34,14 @@ class PadScreen(Screen[None]):
             with Vertical(id="panel"):
                 yield from self.compose_panel()
             yield Keypad(self.pos.key_labels(), id="keypad")
-        yield RichLog(id="trace", max_lines=400, wrap=False, markup=False, auto_scroll=True)
+        yield RichLog(id="trace", max_lines=400, wrap=True, markup=False, auto_scroll=True)
         yield Static(self.pos.hint_text(), id="hint")
 
     def compose_panel(self) -> ComposeResult:
         yield Static("", id="lines")
 
     def on_mount(self) -> None:
+        # Textual calls on_mount of every class in the MRO: subclasses must not call super().
         self.refresh_status()
         trace = self.query_one("#trace", RichLog)
         trace.write(self.t("trace_title"))

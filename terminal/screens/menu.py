@@ -14,7 +14,6 @@ class MenuScreen(PadScreen):
         self.notice = notice
 
     def on_mount(self) -> None:
-        super().on_mount()
         self.show_menu()
 
     def refresh_status(self) -> None:

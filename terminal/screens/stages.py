@@ -29,7 +29,6 @@ class StageScreen(PadScreen):
         yield Static("", id="lines")
 
     def on_mount(self) -> None:
-        super().on_mount()
         self.show(self.view)
 
     def show(self, view: View) -> None:
@@ -56,7 +55,6 @@ class EntryScreen(StageScreen):
                     id="entry")
 
     def on_mount(self) -> None:
-        super().on_mount()
         self.show_entry(self.pos.entry)
 
     def show_entry(self, text: str) -> None:

@@ -1,0 +1,169 @@
+"""Shared helpers for the terminal's Pilot and snapshot tests (terminal-rules.md).
+
+Cards are made from profiles into a test's tmp_path; the app runs on a VirtualReader over
+that file with fixed dates, so nothing on screen depends on the clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+from pathlib import Path
+
+from rich.console import Console
+from textual.pilot import Pilot
+from textual.widgets import RichLog, Static
+
+from cardio.card import profiles, store
+from cardio.card.state import CardState
+from cardio.readers.virtual import VirtualReader
+from cardio.resources import data_dir
+from terminal.app import Options, PosApp, load_phones
+from terminal.rules import Settings
+
+INITIAL_PIN = "123456"  # fixtures/README.md: INITIAL cards
+ENABLED_PIN = "802613"  # fixtures/README.md: employee-enabled (and locked before it locked)
+NEW_PIN = "384950"  # passes S15 for every fixture holder
+OTHER_PIN = "947261"  # another good one, for a second change
+
+UPGRADE_DATE = dt.date(2024, 4, 13)  # S8: the seed's April 13
+AFTER_UPGRADE = dt.date(2024, 6, 1)
+ON_UPGRADE = UPGRADE_DATE
+BEFORE_UPGRADE = dt.date(2024, 4, 12)
+SNAPSHOT_TODAY = dt.date(2024, 6, 1)
+
+
+def holders() -> dict[str, dict[str, str]]:
+    """fixtures/holders/holders.json by profile name."""
+    doc = json.loads((data_dir("holders") / "holders.json").read_text("utf-8"))
+    return {h["profile"]: h for h in doc["holders"]}
+
+
+def make_card(tmp_path: Path, profile: str, name: str = "c.json") -> Path:
+    path = tmp_path / name
+    profiles.new_card(profile, path)
+    return path
+
+
+def make_app(
+    card: Path,
+    *,
+    lang: str = "zh",
+    today: dt.date = AFTER_UPGRADE,
+    upgrade_date: dt.date = UPGRADE_DATE,
+    inserted: bool = True,
+    trace_file: Path | None = None,
+) -> PosApp:
+    settings = Settings(upgrade_date=upgrade_date, today=today)
+    options = Options(settings, lang=lang, trace_file=trace_file, phones=load_phones(None))
+    return PosApp(VirtualReader(card, inserted=inserted), options)
+
+
+def card_state(card: Path) -> CardState:
+    return store.read(card)
+
+
+def file_bytes(card: Path) -> bytes:
+    return card.read_bytes()
+
+
+# --- what the screen shows --------------------------------------------------------------
+
+
+def _widget_text(widget: Static) -> str:
+    return str(widget.render())
+
+
+def rendered_text(app: PosApp) -> str:
+    """The screen as the terminal draws it (80x24 in these tests), background screens too."""
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True,
+                      color_system="truecolor", record=True, legacy_windows=False,
+                      safe_box=False)
+    console.print(app.screen._compositor.render_update(
+        full=True, screen_stack=app._background_screens))
+    return console.export_text()
+
+
+def screen_text(app: PosApp) -> str:
+    """All the text the current screen shows.
+
+    First the content of each displayed Static (the message lines, the entry, the title),
+    unwrapped so that a long phrase is found whole, and the lines of a visible trace pane;
+    then the screen as drawn. A phrase is "on screen" when it is in here; a PIN is "never
+    shown" when it is in neither part.
+    """
+    screen = app.screen
+    parts: list[str] = []
+    for widget in screen.query(Static):
+        if widget.display and widget.region.area > 0:
+            parts.append(_widget_text(widget))
+    for log in screen.query(RichLog):
+        if log.display:
+            parts.extend("".join(seg.text for seg in strip) for strip in log.lines)
+    parts.append("=" * 20)
+    parts.append(rendered_text(app))
+    return "\n".join(parts)
+
+
+def trace_pane_lines(app: PosApp) -> list[str]:
+    """The pane's entries; a long APDU wraps, so its continuation rows are joined back."""
+    log = app.screen.query_one("#trace", RichLog)
+    rows = ["".join(seg.text for seg in strip).rstrip() for strip in log.lines]
+    entries: list[str] = []
+    for row in rows:
+        if entries and not row.startswith(("> ", "< ")) and entries[-1].startswith(("> ", "< ")):
+            entries[-1] = f"{entries[-1]} {row.strip()}"
+        else:
+            entries.append(row)
+    return entries
+
+
+def entry_text(app: PosApp) -> str:
+    """What the entry line shows: `* * * _ _ _` for a PIN, `12.50 元` for an amount."""
+    return str(app.screen.query_one("#entry", Static).render())
+
+
+# --- driving the pad -----------------------------------------------------------------------
+
+
+async def settle(pilot: Pilot) -> None:
+    """Let card workers finish and their answers reach the screen (answers may start more)."""
+    app = pilot.app
+    for _ in range(10):
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        if not any(w.is_running for w in app.workers):
+            await pilot.pause()
+            if not any(w.is_running for w in app.workers):
+                return
+
+
+async def type_digits(pilot: Pilot, digits: str) -> None:
+    await pilot.press(*digits)
+
+
+async def enter(pilot: Pilot, digits: str) -> None:
+    """Type digits, press Enter, and wait for whatever the card had to do."""
+    await pilot.press(*digits, "enter")
+    await settle(pilot)
+
+
+async def start_payment(pilot: Pilot, amount: str = "1250") -> None:
+    """Menu 1, an amount in fen, Enter: the card is read."""
+    await pilot.press("1")
+    await settle(pilot)
+    await enter(pilot, amount)
+
+
+async def forced_change(pilot: Pilot, new: str = NEW_PIN) -> None:
+    """On the forced change screen: the new PIN twice."""
+    await enter(pilot, new)
+    await enter(pilot, new)
+
+
+async def toggle_card(pilot: Pilot) -> None:
+    """F2 on a virtual card: insert or remove it, and let the app hear of it."""
+    await pilot.press("f2")
+    await settle(pilot)

@@ -1,0 +1,135 @@
+"""Snapshots of every screen of pos-terminal at 80x24, in zh and en.
+
+Deterministic: fixed dates (Settings.today), card files from profiles (the fresh PIN salt
+is never shown), no clock on screen. Update with `pytest tests/test_snapshots.py
+--snapshot-update` and look at the SVGs before accepting them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from terminal_helpers import (
+    ENABLED_PIN,
+    NEW_PIN,
+    SNAPSHOT_TODAY,
+    enter,
+    make_app,
+    make_card,
+    settle,
+    start_payment,
+    toggle_card,
+    type_digits,
+)
+from textual.pilot import Pilot
+
+Steps = Callable[[Pilot], Awaitable[None]]
+
+
+async def nothing(pilot: Pilot) -> None:
+    await settle(pilot)
+
+
+async def amount(pilot: Pilot) -> None:
+    await pilot.press("1")
+    await settle(pilot)
+    await type_digits(pilot, "1250")
+
+
+async def pay(pilot: Pilot) -> None:
+    await start_payment(pilot)
+
+
+async def pin_three_digits(pilot: Pilot) -> None:
+    await start_payment(pilot)
+    await type_digits(pilot, ENABLED_PIN[:3])
+
+
+async def confirm_new(pilot: Pilot) -> None:
+    await start_payment(pilot)
+    await enter(pilot, NEW_PIN)
+
+
+async def violation(pilot: Pilot) -> None:
+    await start_payment(pilot)
+    await enter(pilot, "111111")
+
+
+async def mismatch(pilot: Pilot) -> None:
+    await start_payment(pilot)
+    await enter(pilot, NEW_PIN)
+    await enter(pilot, "947261")
+
+
+async def changed(pilot: Pilot) -> None:
+    await start_payment(pilot)
+    await enter(pilot, NEW_PIN)
+    await enter(pilot, NEW_PIN)
+
+
+async def wrong_pin(pilot: Pilot) -> None:
+    await start_payment(pilot)
+    await enter(pilot, "111222")
+
+
+async def authorised(pilot: Pilot) -> None:
+    await start_payment(pilot)
+    await enter(pilot, ENABLED_PIN)
+
+
+async def card_info(pilot: Pilot) -> None:
+    await pilot.press("3")
+    await settle(pilot)
+
+
+async def removed(pilot: Pilot) -> None:
+    await start_payment(pilot)
+    await type_digits(pilot, "80")
+    await toggle_card(pilot)
+
+
+async def quit_question(pilot: Pilot) -> None:
+    await settle(pilot)
+    await pilot.press("escape")
+    await settle(pilot)
+
+
+async def trace_open(pilot: Pilot) -> None:
+    await pilot.press("f12")
+    await start_payment(pilot)
+    await type_digits(pilot, ENABLED_PIN[:3])
+
+
+# name: (profile, inserted, steps)
+SCREENS: dict[str, tuple[str, bool, Steps]] = {
+    "menu-card-in": ("employee-enabled", True, nothing),
+    "menu-no-card": ("employee-enabled", False, nothing),
+    "amount": ("employee-enabled", True, amount),
+    "insert-card": ("employee-enabled", False, pay),
+    "pin-entry-3-digits": ("employee-enabled", True, pin_three_digits),
+    "forced-change-new-pin": ("employee-new", True, pay),
+    "forced-change-confirm": ("employee-new", True, confirm_new),
+    "s15-violation": ("employee-new", True, violation),
+    "mismatch": ("employee-new", True, mismatch),
+    "changed-and-authorised": ("employee-new", True, changed),
+    "wrong-pin": ("employee-enabled", True, wrong_pin),
+    "locked": ("locked", True, pay),
+    "authorised": ("employee-enabled", True, authorised),
+    "no-pin-authorised": ("resident-new", True, pay),
+    "card-info": ("employee-new", True, card_info),
+    "not-activated": ("not-activated", True, pay),
+    "card-removed": ("employee-enabled", True, removed),
+    "quit-question": ("employee-enabled", True, quit_question),
+    "trace-open": ("employee-enabled", True, trace_open),
+}
+
+
+@pytest.mark.parametrize("name", list(SCREENS))
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_screen(snap_compare, tmp_path: Path, lang: str, name: str) -> None:
+    profile, inserted, steps = SCREENS[name]
+    card = make_card(tmp_path, profile)
+    app = make_app(card, lang=lang, today=SNAPSHOT_TODAY, inserted=inserted)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=steps)
