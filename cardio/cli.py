@@ -22,6 +22,7 @@ from cardio.protocol import CardCommandError, NotASocialSecurityCard
 from cardio.readers.base import Reader
 from cardio.readers.errors import ReaderError
 from cardio.readers.virtual import VirtualReader
+from cardio.resources import user_dir
 from cardio.trace import command_line, response_line
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -224,9 +225,7 @@ def cmd_outlet(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def default_outlet_log() -> Path:
-    from platformdirs import user_data_path
-
-    return user_data_path("shebao-pos") / "outlet.log"
+    return user_dir() / "outlet.log"
 
 
 def cmd_script(args: argparse.Namespace, out: TextIO) -> int:

@@ -48,6 +48,13 @@ def mask_id(number: str) -> str:
     return number[:4] + "*" * (len(number) - 8) + number[-4:]
 
 
+def mask_card_number(number: str) -> str:
+    """First and last 3 shown: A93***742."""
+    if len(number) <= 6:
+        return "*" * len(number)
+    return number[:3] + "*" * (len(number) - 6) + number[-3:]
+
+
 def mask_name(name: str) -> str:
     """Family name shown, the rest as *: 张*, 欧阳**."""
     if len(name) <= 1:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
+
+HOME_VARIABLE = "SHEBAO_POS_HOME"
 
 _SOURCE_FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -32,3 +35,17 @@ TEST_MASTER_KEY_FILE = "TEST-ONLY-master-key.hex"
 
 def fixture_master_key() -> bytes:
     return read_key(data_dir("keys") / TEST_MASTER_KEY_FILE)
+
+
+def user_dir() -> Path:
+    """Where the user's own files go (default card, host database, outlet log).
+
+    $SHEBAO_POS_HOME when set (tests set it, so they never touch a person's files),
+    else the platform's user data folder.
+    """
+    override = os.environ.get(HOME_VARIABLE)
+    if override:
+        return Path(override)
+    from platformdirs import user_data_path
+
+    return user_data_path("shebao-pos")

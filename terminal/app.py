@@ -22,6 +22,7 @@ from textual.app import App
 from textual.binding import Binding
 from textual.message import Message
 
+from cardio import identity
 from cardio.card import profiles, store
 from cardio.card.state import CardFileError
 from cardio.outlet import Operation, Outcome, Outlet, OutletError, OutletLog
@@ -34,16 +35,20 @@ from cardio.protocol import (
     SocialSecurityCard,
 )
 from cardio.readers.base import CardEvent, EventKind, Reader
-from cardio.readers.errors import ReaderError
+from cardio.readers.errors import CardRemovedError, ReaderError
 from cardio.readers.virtual import VirtualReader
+from cardio.resources import user_dir
+from host.api import Debit, HostError, SettlementHost, format_fen
 from terminal import strings
 from terminal.flow import (
     MAX_AMOUNT_DIGITS,
+    Account,
     ChangePin,
     Command,
     Flow,
     Purpose,
     ReadCard,
+    Settle,
     Stage,
     Verify,
     View,
@@ -73,7 +78,7 @@ class CardResult(Message):
     """What a worker got from the card for flow number `flow_id`."""
 
     def __init__(
-        self, flow_id: int, result: CardInfo | PinOutcome | Outcome | Exception
+        self, flow_id: int, result: CardRead | PinOutcome | Outcome | Debit | Exception
     ) -> None:
         super().__init__()
         self.flow_id = flow_id
@@ -103,6 +108,17 @@ class Options:
     trace_file: Path | None = None
     phones: dict[str, str] | None = None
     outlet: OutletSetup | None = None
+    host: SettlementHost | None = None  # None: payments end at the card's authorisation
+    terminal_id: str = "POS-0001"
+    receipts: Path | None = None
+
+
+@dataclass(frozen=True)
+class CardRead:
+    """A worker's reading: the card's facts and what the host says of the holder."""
+
+    info: CardInfo
+    account: Account | None
 
 
 class PosApp(App[None]):
@@ -233,7 +249,9 @@ class PosApp(App[None]):
     def start_flow(self, purpose: Purpose) -> None:
         self.flow_id += 1
         self.entry = ""
-        self.flow = Flow(purpose, self.options.settings, phone_of=self._phone_of)
+        self.flow = Flow(purpose, self.options.settings, phone_of=self._phone_of,
+                         settles=self.options.host is not None,
+                         terminal_id=self.options.terminal_id)
         self._show(self.flow.view, new=True)
         self._run(self.flow.start())
 
@@ -285,24 +303,48 @@ class PosApp(App[None]):
     @work(thread=True, group="card")
     def _card_work(self, flow_id: int, command: Command | RunOutlet) -> None:
         """Blocking reader calls, off the UI thread; the answer comes back as a message."""
-        result: CardInfo | PinOutcome | Outcome | Exception
+        result: CardRead | PinOutcome | Outcome | Debit | Exception
         with self._reader_lock:
             try:
                 card = SocialSecurityCard(self.reader)
-                if isinstance(command, RunOutlet):
+                if isinstance(command, Settle):
+                    result = self._settle(command)
+                elif isinstance(command, RunOutlet):
                     result = self._outlet_desk().run(
                         command.operation, command.id_number, command.new_pin)
                 elif isinstance(command, ReadCard):
                     self.reader.reset()  # a fresh card session for each transaction
-                    result = card.read_info()
+                    info = card.read_info()
+                    result = CardRead(info, self._account(info))
                 elif isinstance(command, Verify):
                     result = card.verify(command.pin)
                 elif isinstance(command, ChangePin):
                     result = card.change_pin(command.old, command.new)
             except (ReaderError, NotASocialSecurityCard, PinFormatError, OutletError,
-                    CardCommandError) as e:
+                    CardCommandError, HostError) as e:
                 result = e
         self.post_message(CardResult(flow_id, result))
+
+    def _account(self, info: CardInfo) -> Account | None:
+        host = self.options.host
+        if host is None or not info.ssn:
+            return None
+        holder = host.holder(info.ssn)
+        return Account(lost=holder.lost, phone=holder.phone) if holder else Account()
+
+    def _settle(self, command: Settle) -> Debit:
+        """The debit, only while the card is still there; its receipt when it went through."""
+        host = self.options.host
+        if host is None:
+            raise HostError("this terminal has no settlement host")
+        if not self.reader.card_present():
+            raise CardRemovedError()  # pulled out after authorisation: nothing is debited
+        debit = host.debit(command.txn_id, self.options.terminal_id, command.card_number,
+                           command.ssn, command.amount_fen)
+        if debit.ok and self.options.receipts is not None:
+            write_receipt(self.options.receipts, self.options.terminal_id, command, debit,
+                          self.flow.info if self.flow else None)
+        return debit
 
     def _outlet_desk(self) -> Outlet:
         setup = self.options.outlet
@@ -317,8 +359,13 @@ class PosApp(App[None]):
             return
         result = message.result
         command: Command | RunOutlet | None = None
-        if isinstance(result, CardInfo):
-            command = flow.card_read(result)
+        if isinstance(result, CardRead):
+            command = (flow.card_read(result.info, result.account) if isinstance(flow, Flow)
+                       else flow.card_read(result.info))
+        elif isinstance(result, Debit) and isinstance(flow, Flow):
+            flow.settled(result)
+        elif isinstance(result, HostError) and isinstance(flow, Flow):
+            flow.settle_failed(str(result))
         elif isinstance(result, PinOutcome) and isinstance(flow, Flow):
             command = flow.card_answer(result)
         elif isinstance(result, Outcome) and isinstance(flow, OutletFlow):
@@ -327,6 +374,9 @@ class PosApp(App[None]):
             flow.outlet_failed(result)
         elif isinstance(result, NotASocialSecurityCard):
             flow.not_a_card()
+        elif isinstance(result, CardRemovedError) and flow.view.stage is Stage.SETTLING:
+            if isinstance(flow, Flow):
+                flow.removed_before_debit()
         elif isinstance(result, ReaderError) and not self._still_present():
             flow.removed()
         else:
@@ -417,11 +467,29 @@ class PosApp(App[None]):
 # --- command line --------------------------------------------------------------------------------
 
 
+def write_receipt(folder: Path, terminal_id: str, command: Settle, debit: Debit,
+                  info: CardInfo | None) -> Path:
+    """A receipt as a text file: masked card and name, never a PIN."""
+    name = identity.mask_name(info.name) if info and info.name else "-"
+    lines = [
+        "社会保障卡 消费凭条 / Social security card payment receipt",
+        f"终端 Terminal      {terminal_id}",
+        f"时间 Time          {debit.time}",
+        f"交易号 Transaction {command.txn_id}",
+        f"卡号 Card          {identity.mask_card_number(command.card_number)}",
+        f"姓名 Name          {name}",
+        f"金额 Amount        {format_fen(debit.amount_fen)} 元",
+        f"余额 Balance       {format_fen(debit.balance_after_fen or 0)} 元",
+    ]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"receipt-{debit.time[:19].replace(':', '')}-{command.txn_id[:8]}.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
 def default_card() -> Path:
     """The embedded default: a virtual employee-new card in the user data folder."""
-    from platformdirs import user_data_path
-
-    folder = user_data_path("shebao-pos") / "cards"
+    folder = user_dir() / "cards"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{DEFAULT_PROFILE}.json"
     if not path.exists():
@@ -459,10 +527,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     keys.add_argument("--test-key", action="store_true", help="the fixture cards' public test key")
     outlet.add_argument("--operator", default=None, help="who operates (for the outlet log)")
     outlet.add_argument("--outlet-log", metavar="FILE", type=Path, help="the outlet log")
+    settle = p.add_argument_group("settlement")
+    settle.add_argument("--host-db", metavar="PATH", type=Path,
+                        help="the settlement host's database (default: user data folder)")
+    settle.add_argument("--terminal-id", default="POS-0001", help="this terminal's id")
+    settle.add_argument("--receipts", metavar="DIR", type=Path,
+                        help="also write each receipt as a text file here")
     args = p.parse_args(argv)
     if args.outlet and not (args.key or args.test_key):
         p.error("--outlet needs the issuer key: --key FILE (or --test-key for test cards)")
     return args
+
+
+def open_host(db: Path | None) -> SettlementHost:
+    from host.cli import default_db, seed_file
+    from host.sqlite import SqliteHost
+
+    return SqliteHost(db or default_db(), seed=seed_file())
 
 
 def outlet_setup(args: argparse.Namespace) -> OutletSetup | None:
@@ -483,7 +564,8 @@ def build(args: argparse.Namespace) -> PosApp:
     settings = Settings(upgrade_date=args.upgrade_date, today=dt.date.today())
     options = Options(settings, lang=args.lang, virtual=args.reader is None,
                       trace_file=args.trace, phones=load_phones(args.holders),
-                      outlet=outlet_setup(args))
+                      outlet=outlet_setup(args), host=open_host(args.host_db),
+                      terminal_id=args.terminal_id, receipts=args.receipts)
     reader: Reader
     if args.reader is not None:
         from cardio.readers import pcsc
@@ -498,7 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         app = build(args)
-    except (ReaderError, store.StoreError, CardFileError, OutletError, OSError,
+    except (ReaderError, store.StoreError, CardFileError, OutletError, HostError, OSError,
             ValueError) as e:
         print(f"pos-terminal: {e}", file=sys.stderr)
         return 2 if isinstance(e, CardFileError) else 1

@@ -7,11 +7,14 @@ here only while they are being collected, and leave in exactly one command.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from cardio import identity
 from cardio.protocol import CardInfo, PinOutcome
+from host.api import Debit, DebitStatus
 from terminal import rules
 from terminal.rules import CardFacts, Decision, Settings
 
@@ -33,6 +36,7 @@ class Stage(StrEnum):
     NEW_PIN = "new-pin"
     CONFIRM_PIN = "confirm-pin"
     WORKING = "working"
+    SETTLING = "settling"
     RESULT = "result"
     INFO = "info"
 
@@ -98,7 +102,25 @@ class ChangePin:
     new: str = field(repr=False)
 
 
-Command = ReadCard | Verify | ChangePin
+@dataclass(frozen=True)
+class Settle:
+    """Debit the holder's personal account at the host (idempotent by txn_id)."""
+
+    txn_id: str
+    amount_fen: int
+    card_number: str
+    ssn: str
+
+
+@dataclass(frozen=True)
+class Account:
+    """What the host says of the holder, fetched with the card's facts."""
+
+    lost: bool = False
+    phone: str | None = None
+
+
+Command = ReadCard | Verify | ChangePin | Settle
 
 
 def format_fen(fen: int) -> str:
@@ -131,11 +153,18 @@ class Flow:
         *,
         phone_of: Callable[[str], str | None] = lambda ssn: None,
         lost: Callable[[CardInfo], bool] = lambda info: False,
+        settles: bool = False,
+        terminal_id: str = "POS-0001",
     ) -> None:
         self.purpose = purpose
         self.settings = settings
         self._phone_of = phone_of
         self._lost = lost
+        self.settles = settles  # a host debits the account; else authorising ends it
+        self.terminal_id = terminal_id
+        self.txn_id = uuid.uuid4().hex  # one payment, however often its debit is retried
+        self.account: Account | None = None
+        self._before: tuple[Line, ...] = ()
         self.amount_fen: int | None = None
         self.info: CardInfo | None = None
         self._forced = False
@@ -158,8 +187,50 @@ class Flow:
     def _amount_line(self) -> Line:
         return line("amount", amount=format_fen(self.amount_fen or 0))
 
-    def _authorised(self, *before: str | Line) -> None:
-        self._result(True, *before, "authorised", self._amount_line())
+    def _authorised(self, *before: Line) -> Command | None:
+        """The card rules said yes: settle at the host, or end here when there is none."""
+        info = self.info
+        if not self.settles:
+            self._result(True, *before, "authorised", self._amount_line())
+            return None
+        if info is None or not info.card_number or not info.ssn or not self.amount_fen:
+            self._result(False, line("card_error", Tone.ERROR, reason="no card number"))
+            return None
+        self._forget_pins()
+        self._before = before
+        self._ask(Stage.SETTLING, self._amount_line(), line("settling"))
+        return Settle(self.txn_id, self.amount_fen, info.card_number, info.ssn)
+
+    def settled(self, debit: Debit) -> None:
+        """The host's answer to Settle."""
+        if debit.ok:
+            self._result(True, *self._before, line("authorised", Tone.OK),
+                         self._amount_line(),
+                         line("balance_after", amount=format_fen(debit.balance_after_fen or 0)),
+                         *self._receipt_lines(debit))
+        elif debit.status is DebitStatus.INSUFFICIENT:
+            balance = format_fen(debit.balance_after_fen or 0)
+            self._result(False, *self._before, line("insufficient", Tone.ERROR, balance=balance),
+                         self._amount_line())
+        elif debit.status is DebitStatus.LOST:
+            self._result(False, line("lost", Tone.ERROR))
+        else:
+            self._result(False, line("no_account", Tone.ERROR))
+
+    def _receipt_lines(self, debit: Debit) -> tuple[Line, ...]:
+        info = self.info
+        number = identity.mask_card_number(info.card_number) if info and info.card_number else "-"
+        name = identity.mask_name(info.name) if info and info.name else "-"
+        return (line("receipt_terminal", terminal=self.terminal_id,
+                     time=debit.time[:19].replace("T", " ")),
+                line("receipt_card", card=number, name=name))
+
+    def removed_before_debit(self) -> None:
+        """The card was gone when the debit was due: nothing was debited."""
+        self._result(False, line("removed", Tone.ERROR), line("not_debited", Tone.ERROR))
+
+    def settle_failed(self, reason: str) -> None:
+        self._result(False, line("settle_failed", Tone.ERROR, reason=reason))
 
     def _ask(self, stage: Stage, *lines: Line) -> None:
         self.view = View(stage, tuple(lines), self.info)
@@ -189,6 +260,13 @@ class Flow:
             return self._confirm(text)
         return None
 
+    def _phone(self) -> str | None:
+        """S15's phone rule: the host's phone for the holder, where the terminal knows it."""
+        if self.account is not None and self.account.phone:
+            return self.account.phone
+        info = self.info
+        return self._phone_of(info.ssn) if info and info.ssn else None
+
     def _forced_line(self) -> tuple[Line, ...]:
         """While a forced change is asked again, the reason stays on screen."""
         return (line("forced_change"),) if self._forced else ()
@@ -215,7 +293,7 @@ class Flow:
         violation = rules.check_new_pin(
             text,
             birth_date=info.birth_date if info else None,
-            phone=self._phone_of(info.ssn) if info and info.ssn else None,
+            phone=self._phone(),
         )
         if violation is not None:
             self._ask(Stage.NEW_PIN, *self._forced_line(), line(f"v_{violation.value}", Tone.ERROR),
@@ -249,9 +327,11 @@ class Flow:
         self._ask(Stage.READING, *((self._amount_line(),) if self.amount_fen else ()),
                   line("reading"))
 
-    def card_read(self, info: CardInfo) -> Command | None:
+    def card_read(self, info: CardInfo, account: Account | None = None) -> Command | None:
         self.info = info
-        facts = facts_of(info, lost=self._lost(info))
+        self.account = account
+        lost = account.lost if account is not None else self._lost(info)
+        facts = facts_of(info, lost=lost)
         if self.purpose is Purpose.INFO:
             self.view = View(Stage.INFO, (), info)
             return None
@@ -271,7 +351,7 @@ class Flow:
         elif decision is Decision.ASK_PIN:
             self._ask(Stage.PIN, self._amount_line(), *self._tries_hint(facts), line("enter_pin"))
         else:
-            self._authorised(line("no_pin"))
+            return self._authorised(line("no_pin"))
         return None
 
     @staticmethod
@@ -286,11 +366,10 @@ class Flow:
         """The card's answer to the Verify or ChangePin this flow asked for."""
         if outcome.ok:
             if self.purpose is Purpose.PAY and self._forced:
-                self._authorised(line("changed", Tone.OK))
-            elif self.purpose is Purpose.PAY:
-                self._authorised()
-            else:
-                self._result(True, "changed")
+                return self._authorised(line("changed", Tone.OK))
+            if self.purpose is Purpose.PAY:
+                return self._authorised()
+            self._result(True, "changed")
         elif outcome.blocked:
             self._result(False, "locked", "go_outlet")
         elif outcome.not_activated:
@@ -313,8 +392,11 @@ class Flow:
         self._result(False, "not_ssc")
 
     def removed(self) -> bool:
-        """The card left the reader. True when this ended an unfinished flow."""
-        if self.view.final:
+        """The card left the reader. True when this ended an unfinished flow.
+
+        Once the debit is on its way to the host, its answer is what counts: the money
+        may have moved, so the terminal waits and shows it."""
+        if self.view.final or self.view.stage is Stage.SETTLING:
             return False
         self.info = None
         self._result(False, "removed")

@@ -12,6 +12,13 @@ import pytest
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+@pytest.fixture(autouse=True)
+def _own_user_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """No test touches a person's files: default card, host database, outlet log go here
+    (subprocesses inherit it)."""
+    monkeypatch.setenv("SHEBAO_POS_HOME", str(tmp_path_factory.mktemp("home")))
+
+
 def _unavailable(reason: str) -> None:
     """Skip, except under CI=true, where a missing PC/SC stack is a failure."""
     if IN_CI:

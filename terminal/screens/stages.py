@@ -121,6 +121,7 @@ SCREENS: dict[Stage, type[StageScreen]] = {
     Stage.INSERT: WaitScreen,
     Stage.READING: WaitScreen,
     Stage.WORKING: WaitScreen,
+    Stage.SETTLING: WaitScreen,
     Stage.PIN: PinScreen,
     Stage.NEW_PIN: PinScreen,
     Stage.CONFIRM_PIN: PinScreen,

@@ -1,0 +1,125 @@
+"""`pos-host`: the settlement host's desk. Loss reports and voice queries need no PIN (S18)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from cardio import identity
+from host.api import HostError, format_fen
+from host.sqlite import SqliteHost
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def default_db() -> Path:
+    from cardio.resources import user_dir
+
+    return user_dir() / "host.sqlite3"
+
+
+def seed_file() -> Path:
+    from cardio.resources import data_dir
+
+    return data_dir("holders") / "holders.json"
+
+
+def open_host(db: str | None) -> SqliteHost:
+    return SqliteHost(Path(db) if db else default_db(), seed=seed_file())
+
+
+def _ssn(args: argparse.Namespace) -> str:
+    number = (args.ssn or args.id or "").strip().upper()
+    problem = identity.id_problem(number)
+    if problem:
+        raise UsageError(f"the number {problem}; give the 18-character ID / social security "
+                         "number")
+    return number
+
+
+class UsageError(Exception):
+    pass
+
+
+def cmd_report_loss(args: argparse.Namespace, out: TextIO) -> int:
+    holder = open_host(args.db).report_loss(_ssn(args))
+    print(f"reported lost: the card of {identity.mask_name(holder.name)} "
+          f"({identity.mask_id(holder.ssn)}) is now refused at every terminal", file=out)
+    return EXIT_OK
+
+
+def cmd_cancel_loss(args: argparse.Namespace, out: TextIO) -> int:
+    holder = open_host(args.db).cancel_loss(_ssn(args))
+    print(f"loss report cancelled: the card of {identity.mask_name(holder.name)} "
+          f"({identity.mask_id(holder.ssn)}) works again", file=out)
+    return EXIT_OK
+
+
+def _holder(args: argparse.Namespace):
+    ssn = _ssn(args)
+    host = open_host(args.db)
+    holder = host.holder(ssn)
+    if holder is None:
+        raise HostError(f"no holder with social security number {identity.mask_id(ssn)}; "
+                        "check the number")
+    return host, holder
+
+
+def cmd_balance(args: argparse.Namespace, out: TextIO) -> int:
+    _, holder = _holder(args)
+    state = "reported lost" if holder.lost else "in use"
+    print(f"{identity.mask_name(holder.name)} ({identity.mask_id(holder.ssn)}): personal "
+          f"account balance {format_fen(holder.balance_fen)} yuan; card {state}", file=out)
+    return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
+    host, holder = _holder(args)
+    rows = host.history(holder.ssn)
+    if not rows:
+        print("no payments yet", file=out)
+    for t in rows:
+        after = format_fen(t.balance_after_fen) if t.balance_after_fen is not None else "-"
+        print(f"{t.time}  {t.terminal_id:<10} {t.status.value:<14} "
+              f"{format_fen(t.amount_fen):>10}  balance {after:>10}  {t.txn_id}", file=out)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pos-host", description="The settlement host's desk.")
+    parser.add_argument("--db", metavar="PATH", help="host database (default: user data folder)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, func, text in (
+        ("report-loss", cmd_report_loss, "verbal loss report (no PIN)"),
+        ("cancel-loss", cmd_cancel_loss, "cancel a loss report"),
+        ("balance", cmd_balance, "voice query of the balance (no PIN)"),
+        ("history", cmd_history, "the holder's payments"),
+    ):
+        p = sub.add_parser(name, help=text)
+        who = p.add_mutually_exclusive_group(required=True)
+        who.add_argument("--ssn", metavar="N", help="social security number")
+        who.add_argument("--id", metavar="N", help="ID number (the same 18 characters)")
+        p.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
+                       help="host database (default: user data folder)")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args, out)
+    except UsageError as e:
+        print(f"pos-host: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except HostError as e:
+        print(f"pos-host: {e}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
