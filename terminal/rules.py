@@ -78,12 +78,9 @@ def forced_change_due(facts: CardFacts, settings: Settings) -> bool:
 
 def decide(facts: CardFacts, settings: Settings) -> Decision:
     """Rules 2-8 (rule 1, an unreadable card, is the reader's error before any facts)."""
-    if facts.lost:
-        return Decision.LOST
-    if facts.life_cycle is LifeCycle.NOT_ACTIVATED:
-        return Decision.NOT_ACTIVATED
-    if facts.blocked:
-        return Decision.BLOCKED
+    refusal = may_change_pin(facts)
+    if refusal is not None:
+        return refusal
     if forced_change_due(facts, settings):
         return Decision.FORCED_CHANGE
     if facts.effective_pin_state is PinState.ENABLED:
@@ -92,7 +89,8 @@ def decide(facts: CardFacts, settings: Settings) -> Decision:
 
 
 def may_change_pin(facts: CardFacts) -> Decision | None:
-    """S2, S3, S13, S17: a holder-initiated change is refused for these; None = go ahead."""
+    """Rules 2-4 (S18, S13, S17), in that order: these cards get no PIN operation at all,
+    neither a payment nor a holder's change (S2, S3). None = go ahead."""
     if facts.lost:
         return Decision.LOST
     if facts.life_cycle is LifeCycle.NOT_ACTIVATED:
