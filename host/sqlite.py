@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cardio.identity import mask_id
 from host.api import Debit, DebitStatus, Holder, HostError, Transaction
 
 SCHEMA = """
@@ -47,32 +48,42 @@ class SqliteHost:
     def __init__(self, path: Path, *, seed: Path | None = None) -> None:
         """Open (or make) the database; a new one is seeded from `seed` (holders JSON)."""
         self.path = Path(path)
-        fresh = not self.path.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
+        with self._guard():
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10,
                                        check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            empty = self._db.execute("SELECT NOT EXISTS (SELECT 1 FROM holders)").fetchone()[0]
+        # Seeded while it has no holders: a first start killed before seeding is mended.
+        if empty and seed is not None:
+            self.seed(seed)
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """A damaged file is a HostError with what to do, wherever it shows up."""
+        try:
+            yield
+        except sqlite3.IntegrityError:
+            raise
         except sqlite3.DatabaseError as e:
             raise HostError(f"{self.path}: not a usable host database ({e}); move it away "
                             "and a new one will be made") from None
-        if fresh and seed is not None:
-            self.seed(seed)
 
     def close(self) -> None:
         self._db.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with self._guard():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def seed(self, path: Path) -> int:
         """Holders from a JSON file ({"holders": [{ssn, name, phone, scheme, balance_fen}]})."""
@@ -88,18 +99,20 @@ class SqliteHost:
     # --- reads ----------------------------------------------------------------------
 
     def holder(self, ssn: str) -> Holder | None:
-        row = self._db.execute(
-            "SELECT ssn, name, phone, scheme, balance_fen, lost FROM holders WHERE ssn = ?",
-            (ssn.upper(),)).fetchone()
+        with self._guard():
+            row = self._db.execute(
+                "SELECT ssn, name, phone, scheme, balance_fen, lost FROM holders WHERE ssn = ?",
+                (ssn.upper(),)).fetchone()
         if row is None:
             return None
         return Holder(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
 
     def history(self, ssn: str) -> list[Transaction]:
-        rows = self._db.execute(
-            "SELECT txn_id, terminal_id, card_number, ssn, amount_fen, time, status, "
-            "balance_after_fen FROM transactions WHERE ssn = ? ORDER BY time, rowid",
-            (ssn.upper(),)).fetchall()
+        with self._guard():
+            rows = self._db.execute(
+                "SELECT txn_id, terminal_id, card_number, ssn, amount_fen, time, status, "
+                "balance_after_fen FROM transactions WHERE ssn = ? ORDER BY time, rowid",
+                (ssn.upper(),)).fetchall()
         return [Transaction(r[0], r[1], r[2], r[3], r[4], r[5], DebitStatus(r[6]), r[7])
                 for r in rows]
 
@@ -114,8 +127,8 @@ class SqliteHost:
 
     def debit(self, txn_id: str, terminal_id: str, card_number: str, ssn: str,
               amount_fen: int) -> Debit:
-        if amount_fen <= 0:
-            raise HostError("an amount must be above 0")
+        if type(amount_fen) is not int or amount_fen <= 0:
+            raise HostError("an amount is a whole number of fen above 0; enter it again")
         ssn = ssn.upper()
         with self._transaction() as db:
             earlier = db.execute(
@@ -147,7 +160,8 @@ class SqliteHost:
             changed = db.execute("UPDATE holders SET lost = ? WHERE ssn = ?",
                                  (int(lost), ssn.upper())).rowcount
         if not changed:
-            raise HostError(f"no holder with social security number {ssn}; check the number")
+            raise HostError(f"no holder with social security number {mask_id(ssn.upper())}; "
+                            "check the number")
         holder = self.holder(ssn)
         if holder is None:  # pragma: no cover - just updated
             raise HostError("the holder vanished; try again")
