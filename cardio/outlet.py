@@ -15,6 +15,7 @@ import os
 import socket
 import stat
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -136,9 +137,10 @@ class OutletLog:
 class Outlet:
     """The operations, over any reader holding the holder's card."""
 
-    def __init__(self, reader: Reader, master_key: bytes, *, operator: str,
-                 log: OutletLog) -> None:
+    def __init__(self, reader: Reader, master_key: bytes, *, operator: str, log: OutletLog,
+                 phone_of: Callable[[str], str | None] = lambda ssn: None) -> None:
         self.reader = reader
+        self._phone_of = phone_of  # S15's phone rule, where the outlet knows the phone
         self.card = SocialSecurityCard(reader)
         self._master_key = master_key
         self.operator = operator
@@ -158,7 +160,8 @@ class Outlet:
                 raise IdMismatchError()
             body = b""
             if operation is Operation.RESET_PIN:
-                body = self._checked_new_pin(new_pin, info)
+                phone = self._phone_of(info.ssn) if info.ssn else None
+                body = self._checked_new_pin(new_pin, info, phone)
             if info.identification_code is None:
                 raise OutletError("the card has no identification code to derive its key "
                                   "from; it is not a card this outlet serves")
@@ -180,10 +183,10 @@ class Outlet:
         return Outcome(operation, info, status)
 
     @staticmethod
-    def _checked_new_pin(new_pin: str | None, info: CardInfo) -> bytes:
+    def _checked_new_pin(new_pin: str | None, info: CardInfo, phone: str | None) -> bytes:
         if new_pin is None:
             raise OutletError("a PIN reset needs the new PIN; ask the holder to enter it")
-        violation = check_new_pin(new_pin, birth_date=info.birth_date)
+        violation = check_new_pin(new_pin, birth_date=info.birth_date, phone=phone)
         if violation is not None:
             raise PinPolicyError(violation)
         return pin.encode(new_pin)

@@ -351,7 +351,12 @@ class PosApp(App[None]):
         if setup is None:
             raise OutletError("this terminal is not a service outlet; start it with --outlet")
         return Outlet(self.reader, setup.master_key, operator=setup.operator,
-                      log=OutletLog(setup.log))
+                      log=OutletLog(setup.log), phone_of=self._host_phone)
+
+    def _host_phone(self, ssn: str) -> str | None:
+        host = self.options.host
+        holder = host.holder(ssn) if host is not None else None
+        return holder.phone if holder else None
 
     def on_card_result(self, message: CardResult) -> None:
         flow = self.flow
@@ -360,8 +365,7 @@ class PosApp(App[None]):
         result = message.result
         command: Command | RunOutlet | None = None
         if isinstance(result, CardRead):
-            command = (flow.card_read(result.info, result.account) if isinstance(flow, Flow)
-                       else flow.card_read(result.info))
+            command = flow.card_read(result.info, result.account)
         elif isinstance(result, Debit) and isinstance(flow, Flow):
             flow.settled(result)
         elif isinstance(result, HostError) and isinstance(flow, Flow):

@@ -20,7 +20,7 @@ from cardio.outlet import (
 )
 from cardio.pin_policy import check_new_pin
 from cardio.protocol import CardInfo
-from terminal.flow import Line, ReadCard, Stage, Tone, View, line
+from terminal.flow import Account, Line, ReadCard, Stage, Tone, View, line
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class OutletFlow:
         self.operation = operation
         self.id_number: str | None = None
         self.info: CardInfo | None = None
+        self.phone: str | None = None  # the host's phone for the holder (S15)
         self._new: str | None = None
         self.view = View(Stage.ID_NUMBER, (line("enter_id"),))
 
@@ -69,7 +70,8 @@ class OutletFlow:
             self._ask(Stage.INSERT, line("insert_card"))
             return ReadCard()
         if stage is Stage.NEW_PIN:
-            violation = check_new_pin(text, birth_date=self.info.birth_date if self.info else None)
+            violation = check_new_pin(text, birth_date=self.info.birth_date if self.info else None,
+                                      phone=self.phone)
             if violation is not None:
                 self._ask(Stage.NEW_PIN, line(f"v_{violation.value}", Tone.ERROR), line("new_pin"))
                 return None
@@ -97,11 +99,12 @@ class OutletFlow:
     def reading(self) -> None:
         self._ask(Stage.READING, line("reading"))
 
-    def card_read(self, info: CardInfo) -> RunOutlet | None:
+    def card_read(self, info: CardInfo, account: Account | None = None) -> RunOutlet | None:
         self.info = info
+        self.phone = account.phone if account else None
         if not same_id(self.id_number or "", info.ssn):
-            self._result(False, line("id_mismatch", Tone.ERROR))
-            return None
+            # The outlet itself refuses it, so the refusal is logged like any other.
+            return self._run(None)
         if self.operation is Operation.RESET_PIN:
             self._ask(Stage.NEW_PIN, line("new_pin"))
             return None
