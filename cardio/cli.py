@@ -210,8 +210,7 @@ def cmd_outlet(args: argparse.Namespace, out: TextIO) -> int:
         log.record(args.operator, operation, None, f"refused: {e}")
         raise
     with open_reader(args) as reader:
-        desk = outlet.Outlet(reader, key, operator=args.operator, log=log,
-                             phone_of=host_phone_lookup())
+        desk = outlet.Outlet(reader, key, operator=args.operator, log=log)
         result = desk.run(operation, args.id, new_pin)
         status = desk.card.pin_status()
     info = result.info
@@ -223,24 +222,6 @@ def cmd_outlet(args: argparse.Namespace, out: TextIO) -> int:
     print(f"online query password (查询密码, not the card PIN): {result.query_password}",
           file=out)
     return EXIT_OK
-
-
-def host_phone_lookup() -> Callable[[str], str | None]:
-    """The settlement host's phones for S15, when the host's database is there."""
-    from host.cli import default_db
-
-    db = default_db()
-    if not db.exists():
-        return lambda ssn: None
-    from host.sqlite import SqliteHost
-
-    host = SqliteHost(db)
-
-    def phone_of(ssn: str) -> str | None:
-        holder = host.holder(ssn)
-        return holder.phone if holder else None
-
-    return phone_of
 
 
 def default_outlet_log() -> Path:

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from cardio import identity, mac, pin, sw
+from cardio import identity, mac, pin, resources, sw
 from cardio.pin_policy import Violation, check_new_pin
 from cardio.protocol import CardInfo, SocialSecurityCard
 from cardio.readers.base import Reader
-from cardio.resources import TEST_MASTER_KEY_FILE, data_dir, read_key
+from cardio.resources import read_key
 
 
 class Operation(StrEnum):
@@ -88,7 +88,7 @@ def load_key(path: Path) -> bytes:
 def fixture_master_key() -> bytes:
     """The public test key of the fixture cards, only when asked for (--test-key). It is
     public, so its file's mode does not matter (a git checkout makes it 0644)."""
-    return read_key(data_dir("keys") / TEST_MASTER_KEY_FILE)
+    return resources.fixture_master_key()
 
 
 def same_id(given: str, on_card: str | None) -> bool:
@@ -116,6 +116,15 @@ class OutletLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+
+    def check_writable(self) -> None:
+        """Before any card command: an operation that cannot be logged is not done."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        except OSError as e:
+            raise OutletError(f"the outlet log {self.path} cannot be written ({e.strerror}); "
+                              "fix its folder or give another with --log") from None
 
     def record(self, operator: str, operation: Operation, info: CardInfo | None,
                result: str) -> None:
@@ -153,6 +162,7 @@ class Outlet:
 
     def run(self, operation: Operation, id_number: str, new_pin: str | None = None) -> Outcome:
         """Check the holder's ID against the card (凭本人身份证件), then the operation."""
+        self.log.check_writable()
         info: CardInfo | None = None
         try:
             info = self.read()

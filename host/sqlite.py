@@ -80,10 +80,11 @@ class SqliteHost:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # also when COMMIT itself failed
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def seed(self, path: Path) -> int:
         """Holders from a JSON file ({"holders": [{ssn, name, phone, scheme, balance_fen}]})."""
@@ -132,9 +133,12 @@ class SqliteHost:
         ssn = ssn.upper()
         with self._transaction() as db:
             earlier = db.execute(
-                "SELECT status, amount_fen, balance_after_fen, time FROM transactions "
+                "SELECT status, amount_fen, balance_after_fen, time, ssn FROM transactions "
                 "WHERE txn_id = ?", (txn_id,)).fetchone()
             if earlier is not None:
+                if (earlier[1], earlier[4]) != (amount_fen, ssn):
+                    raise HostError(f"transaction {txn_id} was already used for another payment; "
+                                    "start a new payment")
                 return Debit(txn_id, DebitStatus(earlier[0]), earlier[1], earlier[2],
                              earlier[3], replayed=True)
             row = db.execute("SELECT balance_fen, lost FROM holders WHERE ssn = ?",

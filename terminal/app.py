@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import datetime as dt
 import json
+import logging
 import sys
 import threading
 from collections import deque
@@ -35,7 +36,16 @@ from cardio.protocol import (
     SocialSecurityCard,
 )
 from cardio.readers.base import CardEvent, EventKind, Reader
-from cardio.readers.errors import CardRemovedError, ReaderError
+from cardio.readers.errors import (
+    CardRemovedError,
+    NoCardError,
+    NoReaderError,
+    NoServiceError,
+    ProtocolError,
+    ReaderError,
+    ReaderGoneError,
+    SharingViolationError,
+)
 from cardio.readers.virtual import VirtualReader
 from cardio.resources import user_dir
 from host.api import Debit, HostError, SettlementHost, format_fen
@@ -65,6 +75,7 @@ DEFAULT_UPGRADE_DATE = dt.date(2020, 4, 13)  # S8: in the past, so the upgrade i
 MENU_CHOICES = {"1": Purpose.PAY, "2": Purpose.CHANGE, "3": Purpose.INFO}
 OUTLET_CHOICES = {"1": Operation.RESET_PIN, "2": Operation.RESTORE_INITIAL,
                   "3": Operation.CANCEL_PIN, "4": Operation.ACTIVATE}
+log = logging.getLogger(__name__)
 FLOW_TITLES = {Purpose.PAY: "pay", Purpose.CHANGE: "change", Purpose.INFO: "info"}
 
 
@@ -78,11 +89,17 @@ class CardResult(Message):
     """What a worker got from the card for flow number `flow_id`."""
 
     def __init__(
-        self, flow_id: int, result: CardRead | PinOutcome | Outcome | Debit | Exception
+        self, flow_id: int, result: CardRead | PinOutcome | Outcome | Debit | Exception,
+        present: bool = True,
     ) -> None:
         super().__init__()
         self.flow_id = flow_id
         self.result = result
+        self.present = present  # was the card still there when the worker finished
+
+
+class WorkFailed(Exception):
+    """An unexpected error in card work; only its type is kept (its details may hold PINs)."""
 
 
 class TraceLine(Message):
@@ -217,7 +234,8 @@ class PosApp(App[None]):
             self._edit(name, view)
         elif view.final and name in ("confirm", "cancel"):
             self.end_flow()
-        elif name == "cancel":
+        elif name == "cancel" and view.stage in (Stage.INSERT, Stage.READING):
+            # Not while a PIN command or a debit is under way: its answer must be shown.
             self.cancel_flow()
 
     def _edit(self, name: str, view: View) -> None:
@@ -323,7 +341,18 @@ class PosApp(App[None]):
             except (ReaderError, NotASocialSecurityCard, PinFormatError, OutletError,
                     CardCommandError, HostError) as e:
                 result = e
-        self.post_message(CardResult(flow_id, result))
+            except Exception as e:  # never a crash: its traceback would show PINs in locals
+                log.exception("card work failed")
+                result = WorkFailed(type(e).__name__)
+            present = self._present_here() if isinstance(result, Exception) else True
+        self.post_message(CardResult(flow_id, result, present))
+
+    def _present_here(self) -> bool:
+        """Whether the card is still in the reader; asked in the worker, under the lock."""
+        try:
+            return self.reader.card_present()
+        except ReaderError:
+            return False
 
     def _account(self, info: CardInfo) -> Account | None:
         host = self.options.host
@@ -342,8 +371,10 @@ class PosApp(App[None]):
         debit = host.debit(command.txn_id, self.options.terminal_id, command.card_number,
                            command.ssn, command.amount_fen)
         if debit.ok and self.options.receipts is not None:
-            write_receipt(self.options.receipts, self.options.terminal_id, command, debit,
-                          self.flow.info if self.flow else None)
+            try:
+                write_receipt(self.options.receipts, self.options.terminal_id, command, debit)
+            except OSError:  # the money moved: the screen still shows the receipt
+                log.exception("the receipt file could not be written")
         return debit
 
     def _outlet_desk(self) -> Outlet:
@@ -369,7 +400,10 @@ class PosApp(App[None]):
         elif isinstance(result, Debit) and isinstance(flow, Flow):
             flow.settled(result)
         elif isinstance(result, HostError) and isinstance(flow, Flow):
-            flow.settle_failed(str(result))
+            if flow.view.stage is Stage.SETTLING:
+                flow.settle_failed(str(result))
+            else:
+                flow.host_unavailable(str(result))
         elif isinstance(result, PinOutcome) and isinstance(flow, Flow):
             command = flow.card_answer(result)
         elif isinstance(result, Outcome) and isinstance(flow, OutletFlow):
@@ -381,18 +415,14 @@ class PosApp(App[None]):
         elif isinstance(result, CardRemovedError) and flow.view.stage is Stage.SETTLING:
             if isinstance(flow, Flow):
                 flow.removed_before_debit()
-        elif isinstance(result, ReaderError) and not self._still_present():
+        elif isinstance(result, ReaderError) and not message.present:
             flow.removed()
+        elif isinstance(result, ReaderError):
+            flow.card_failed(self.t(reader_error_key(result)))
         else:
             flow.card_failed(str(result))
         self._show(flow.view)
         self._run(command)
-
-    def _still_present(self) -> bool:
-        try:
-            return self.reader.card_present()
-        except ReaderError:
-            return False
 
     # --- the card comes and goes ---------------------------------------------------------
 
@@ -460,6 +490,14 @@ class PosApp(App[None]):
         if pad is not None:
             pad.set_trace_visible(self.show_trace)
 
+    def _fatal_error(self) -> None:
+        """Textual's crash report, without local variables: they may hold PIN digits."""
+        from rich.traceback import Traceback
+
+        self.bell()
+        self._exit_renderables.append(Traceback(show_locals=False, width=None))
+        self._close_messages_no_wait()
+
     def confirm_quit(self) -> None:
         def done(yes: bool | None) -> None:
             if yes:
@@ -471,10 +509,25 @@ class PosApp(App[None]):
 # --- command line --------------------------------------------------------------------------------
 
 
-def write_receipt(folder: Path, terminal_id: str, command: Settle, debit: Debit,
-                  info: CardInfo | None) -> Path:
+def reader_error_key(error: ReaderError) -> str:
+    """The catalogue key of a reader error, so the screen speaks the terminal's language."""
+    return READER_ERROR_KEYS.get(type(error), "reader_failed")
+
+
+READER_ERROR_KEYS: dict[type[ReaderError], str] = {
+    NoServiceError: "reader_no_service",
+    NoReaderError: "reader_none",
+    NoCardError: "reader_no_card",
+    CardRemovedError: "reader_removed",
+    ReaderGoneError: "reader_gone",
+    SharingViolationError: "reader_shared",
+    ProtocolError: "reader_protocol",
+}
+
+
+def write_receipt(folder: Path, terminal_id: str, command: Settle, debit: Debit) -> Path:
     """A receipt as a text file: masked card and name, never a PIN."""
-    name = identity.mask_name(info.name) if info and info.name else "-"
+    name = identity.mask_name(command.holder_name) if command.holder_name else "-"
     lines = [
         "社会保障卡 消费凭条 / Social security card payment receipt",
         f"终端 Terminal      {terminal_id}",
@@ -565,7 +618,7 @@ def outlet_setup(args: argparse.Namespace) -> OutletSetup | None:
 
 def build(args: argparse.Namespace) -> PosApp:
     """The app for these arguments; raises ReaderError / StoreError with a clear message."""
-    settings = Settings(upgrade_date=args.upgrade_date, today=dt.date.today())
+    settings = Settings(upgrade_date=args.upgrade_date)  # today: read at each decision
     options = Options(settings, lang=args.lang, virtual=args.reader is None,
                       trace_file=args.trace, phones=load_phones(args.holders),
                       outlet=outlet_setup(args), host=open_host(args.host_db),

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from cardio import identity
+from cardio.pin import PinFormatError, check_format
 from cardio.protocol import CardInfo, PinOutcome
-from host.api import Debit, DebitStatus
+from host.api import Debit, DebitStatus, format_fen
 from terminal import rules
 from terminal.rules import CardFacts, Decision, Settings
 
@@ -110,6 +111,7 @@ class Settle:
     amount_fen: int
     card_number: str
     ssn: str
+    holder_name: str | None = None  # for the receipt
 
 
 @dataclass(frozen=True)
@@ -121,10 +123,6 @@ class Account:
 
 
 Command = ReadCard | Verify | ChangePin | Settle
-
-
-def format_fen(fen: int) -> str:
-    return f"{fen // 100}.{fen % 100:02d}"
 
 
 def facts_of(info: CardInfo, lost: bool = False) -> CardFacts:
@@ -199,7 +197,7 @@ class Flow:
         self._forget_pins()
         self._before = before
         self._ask(Stage.SETTLING, self._amount_line(), line("settling"))
-        return Settle(self.txn_id, self.amount_fen, info.card_number, info.ssn)
+        return Settle(self.txn_id, self.amount_fen, info.card_number, info.ssn, info.name)
 
     def settled(self, debit: Debit) -> None:
         """The host's answer to Settle."""
@@ -229,6 +227,10 @@ class Flow:
         """The card was gone when the debit was due: nothing was debited."""
         self._result(False, line("removed", Tone.ERROR), line("not_debited", Tone.ERROR))
 
+    def host_unavailable(self, reason: str) -> None:
+        """The host could not be asked about the holder: no payment without it."""
+        self._result(False, line("host_unavailable", Tone.ERROR, reason=reason))
+
     def settle_failed(self, reason: str) -> None:
         self._result(False, line("settle_failed", Tone.ERROR, reason=reason))
 
@@ -246,7 +248,7 @@ class Flow:
         if stage is Stage.AMOUNT:
             return self._amount(text)
         if stage is Stage.PIN:
-            if not self._six_digits(text, Stage.PIN):
+            if not self._six_digits(text):
                 return None
             if self.purpose is Purpose.PAY:
                 self._ask(Stage.WORKING, line("working"))
@@ -271,11 +273,12 @@ class Flow:
         """While a forced change is asked again, the reason stays on screen."""
         return (line("forced_change"),) if self._forced else ()
 
-    def _six_digits(self, text: str, stage: Stage) -> bool:
+    def _six_digits(self, text: str) -> bool:
         """A short entry is refused here: it never reaches the card, never costs a try."""
-        if rules.check_new_pin(text) is rules.Violation.NOT_SIX_DIGITS:
-            prompt = "enter_pin" if stage is Stage.PIN else "new_pin"
-            self._ask(stage, line("v_not-six-digits", Tone.ERROR), line(prompt))
+        try:
+            check_format(text)
+        except PinFormatError:
+            self._ask(Stage.PIN, line("v_not-six-digits", Tone.ERROR), line("enter_pin"))
             return False
         return True
 
@@ -377,8 +380,8 @@ class Flow:
         elif outcome.wrong:
             self._forget_pins()
             wrong = line("wrong_pin", Tone.ERROR, n=outcome.tries_left)
-            if self._forced:  # the card was not on its initial PIN after all
-                self._result(False, wrong, "refused")
+            if self._forced:  # the card was not on its initial PIN after all: S14
+                self._result(False, wrong, "restore_at_window")
             else:
                 self._ask(Stage.PIN, wrong, line("enter_pin"))
         else:

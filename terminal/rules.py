@@ -48,11 +48,12 @@ class CardFacts:
 @dataclass(frozen=True)
 class Settings:
     upgrade_date: dt.date  # S8: the system upgrade (a configurable date)
-    today: dt.date
+    today: dt.date | None = None  # None: the real date, read at each decision
 
     @property
     def upgraded(self) -> bool:
-        return self.today >= self.upgrade_date
+        """A terminal left running across the upgrade date starts forcing the change."""
+        return (self.today or dt.date.today()) >= self.upgrade_date
 
 
 class Decision(StrEnum):

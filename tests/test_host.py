@@ -308,12 +308,17 @@ def test_same_txn_id_twice_debits_once(host):
     assert host.total_fen() == (SEEDED_TOTAL - 2000, 2000)
 
 
-def test_same_txn_id_with_another_amount_returns_the_first_answer(host):
+def test_same_txn_id_with_another_amount_is_refused_and_debits_nothing(host):
+    """A transaction id names one payment: reused for another amount or holder, it is a
+    mistake to refuse, not a retry to answer."""
     first = host.debit("idem-2", "POS-01", ZHANG_CARD, ZHANG, 2000)
-    second = host.debit("idem-2", "POS-01", ZHANG_CARD, ZHANG, 7000)
-    assert second.replayed is True
-    assert (second.status, second.amount_fen, second.balance_after_fen, second.time) == (
-        DebitStatus.DEBITED, 2000, 48000, first.time)
+    with pytest.raises(HostError, match="already used for another payment"):
+        host.debit("idem-2", "POS-01", ZHANG_CARD, ZHANG, 7000)
+    with pytest.raises(HostError, match="already used for another payment"):
+        host.debit("idem-2", "POS-01", ZHANG_CARD, "310101197911020488", 2000)
+    again = host.debit("idem-2", "POS-01", ZHANG_CARD, ZHANG, 2000)
+    assert (again.replayed, again.status, again.balance_after_fen, again.time) == (
+        True, DebitStatus.DEBITED, 48000, first.time)
     assert balance(host, ZHANG) == 48000
     [t] = host.history(ZHANG)
     assert t.amount_fen == 2000
@@ -322,7 +327,7 @@ def test_same_txn_id_with_another_amount_returns_the_first_answer(host):
 def test_a_refused_answer_is_replayed_too(host):
     first = host.debit("idem-3", "POS-01", ZHANG_CARD, ZHANG, 60000)
     assert first.status is DebitStatus.INSUFFICIENT
-    second = host.debit("idem-3", "POS-01", ZHANG_CARD, ZHANG, 100)
+    second = host.debit("idem-3", "POS-01", ZHANG_CARD, ZHANG, 60000)
     assert (second.status, second.amount_fen, second.balance_after_fen, second.replayed) == (
         DebitStatus.INSUFFICIENT, 60000, 50000, True)
     assert balance(host, ZHANG) == 50000
@@ -372,7 +377,7 @@ def child_debit(db: Path, txn: str, ssn: str, amount: int) -> dict:
 
 def test_same_txn_id_from_another_process(host, db):
     first = host.debit("idem-6", "POS-01", ZHANG_CARD, ZHANG, 4000)
-    answer = child_debit(db, "idem-6", ZHANG, 9999)
+    answer = child_debit(db, "idem-6", ZHANG, 4000)
     assert answer == {"status": "DEBITED", "amount": 4000, "after": 46000,
                       "time": first.time, "replayed": True}
     answer = child_debit(db, "idem-7", ZHANG, 500)
@@ -522,7 +527,7 @@ def test_history_is_in_payment_order_with_refused_rows(host):
     host.debit("h-3", "POS-01", ZHANG_CARD, ZHANG, 10)
     host.cancel_loss(ZHANG)
     host.debit("h-4", "POS-03", ZHANG_CARD, ZHANG, 49000)
-    host.debit("h-2", "POS-02", ZHANG_CARD, ZHANG, 1)  # a replay adds no row
+    host.debit("h-2", "POS-02", ZHANG_CARD, ZHANG, 99999)  # a replay adds no row
     rows = host.history(ZHANG)
     assert [(t.txn_id, t.terminal_id, t.status, t.amount_fen, t.balance_after_fen)
             for t in rows] == [

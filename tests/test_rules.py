@@ -577,3 +577,22 @@ def test_s7_property_query_password_is_8_chars_and_rejected(first17: str) -> Non
     assert len(password) == 8
     assert password.isascii() and password.isdigit()
     assert check_new_pin(password) is Violation.NOT_SIX_DIGITS
+
+
+def test_s8_a_running_terminal_reads_the_real_date_at_each_decision(monkeypatch):
+    """Settings without a fixed today follow the clock: crossing the upgrade date while
+    the terminal runs starts the forced change."""
+    import terminal.rules as rules_module
+
+    class Clock(dt.date):
+        now = dt.date(2030, 4, 12)
+
+        @classmethod
+        def today(cls):
+            return cls.now
+
+    monkeypatch.setattr(rules_module.dt, "date", Clock)
+    settings = Settings(upgrade_date=dt.date(2030, 4, 13))
+    assert settings.upgraded is False
+    Clock.now = dt.date(2030, 4, 13)
+    assert settings.upgraded is True

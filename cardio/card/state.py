@@ -12,7 +12,7 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -46,8 +46,9 @@ class CardFileError(ValueError):
 
 @dataclass(frozen=True)
 class PinHash:
-    salt: bytes
-    digest: bytes
+    # Out of reprs: a salted hash of a 6-digit PIN is found by trying a million PINs.
+    salt: bytes = field(repr=False)
+    digest: bytes = field(repr=False)
 
     @classmethod
     def of(cls, pin: str, salt: bytes | None = None) -> PinHash:
@@ -95,7 +96,7 @@ class CardState:
     tries_left: int
     try_limit: int
     pin: PinHash
-    card_key: bytes  # SM4 key for service-outlet MACs (§7)
+    card_key: bytes = field(repr=False)  # SM4 key for service-outlet MACs (§7)
     t0_style: bool
     historical: bytes  # 13 historical ATR bytes
     card: CardData
