@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 from cardio import mac, pin, sw
 from cardio.apdu import command, split_response
-from cardio.card.files import SSSE_NAME
-from cardio.card.state import LifeCycle, PinState
 from cardio.mac import CHALLENGE_LENGTH
+from cardio.model import SSSE_NAME, LifeCycle, PinState
 from cardio.readers.base import Reader
 
 SFI_CARD, SFI_HOLDER, SFI_MEDICAL = 0x05, 0x06, 0x05

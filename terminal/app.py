@@ -206,8 +206,14 @@ class PosApp(App[None]):
 
     def on_unmount(self) -> None:
         self.reader.unsubscribe(self._card_event)
-        with contextlib.suppress(ReaderError):
-            self.reader.close()
+        # Let a running card command finish first; a hung reader call gets a moment only.
+        locked = self._reader_lock.acquire(timeout=2.0)
+        try:
+            with contextlib.suppress(ReaderError):
+                self.reader.close()
+        finally:
+            if locked:
+                self._reader_lock.release()
         if self._trace_out:
             self._trace_out.close()
 

@@ -9,7 +9,7 @@ import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
 
-from cardio.card.state import LifeCycle, PinState
+from cardio.model import LifeCycle, PinState
 from cardio.pin import INITIAL_PIN
 from cardio.pin_policy import Violation, check_new_pin
 

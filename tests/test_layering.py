@@ -86,3 +86,12 @@ def test_the_static_check_finds_a_textual_import(tmp_path: Path) -> None:
     path = tmp_path / "good.py"
     path.write_text('"""Never imports textual: the card layer."""\nimport os\n', "utf-8")
     assert textual_imports(path) == []
+
+
+def test_host_side_does_not_load_the_emulator():
+    """The protocol, the rules and the flow speak to any card: the emulator stays out."""
+    code = ("import sys; import cardio.protocol, terminal.rules, terminal.flow; "
+            "print(sorted(m for m in sys.modules if m.startswith('cardio.card')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"

@@ -9,9 +9,9 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from cardio.card.state import CardState
+from cardio.model import SSSE_NAME
 
 MF_FID = 0x3F00
-SSSE_NAME = "sx1.sh.社会保障".encode("gbk")
 NAME_FIELD_LENGTH = 30
 
 

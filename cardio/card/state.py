@@ -13,23 +13,16 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from typing import Any
+
+from cardio.model import LifeCycle, PinState
+
+__all__ = ["CardData", "CardFileError", "CardState", "Holder", "LifeCycle", "PinHash",
+           "PinState"]
 
 FORMAT = "shebao-pos/card"
 VERSION = 1
 MAX_TRY_LIMIT = 15  # 63Cx has one nibble for the tries left
-
-
-class LifeCycle(StrEnum):
-    NOT_ACTIVATED = "NOT_ACTIVATED"
-    ACTIVE = "ACTIVE"
-
-
-class PinState(StrEnum):
-    INITIAL = "INITIAL"
-    ENABLED = "ENABLED"
-    DISABLED = "DISABLED"
 
 
 class CardFileError(ValueError):
