@@ -10,12 +10,11 @@ import argparse
 import contextlib
 import datetime as dt
 import json
-import logging
 import sys
 import threading
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from textual import work
@@ -23,18 +22,10 @@ from textual.app import App
 from textual.binding import Binding
 from textual.message import Message
 
-from cardio import identity
 from cardio.card import profiles, store
 from cardio.card.state import CardFileError
-from cardio.outlet import Operation, Outcome, Outlet, OutletError, OutletLog
-from cardio.pin import PIN_LENGTH, PinFormatError
-from cardio.protocol import (
-    CardCommandError,
-    CardInfo,
-    NotASocialSecurityCard,
-    PinOutcome,
-    SocialSecurityCard,
-)
+from cardio.outlet import Operation, OutletError
+from cardio.pin import PIN_LENGTH
 from cardio.readers.base import CardEvent, EventKind, Reader
 from cardio.readers.errors import (
     CardRemovedError,
@@ -48,19 +39,15 @@ from cardio.readers.errors import (
 )
 from cardio.readers.virtual import VirtualReader
 from cardio.resources import user_dir
-from host.api import Debit, HostError, SettlementHost, format_fen
+from host.api import HostError, SettlementHost
 from terminal import strings
 from terminal.flow import (
     MAX_AMOUNT_DIGITS,
-    Account,
-    ChangePin,
     Command,
     Flow,
     Purpose,
     ReadCard,
-    Settle,
     Stage,
-    Verify,
     View,
 )
 from terminal.outlet_flow import ID_LENGTH, TITLES, OutletFlow, RunOutlet
@@ -69,13 +56,13 @@ from terminal.screens.base import PadScreen
 from terminal.screens.confirm import ConfirmScreen
 from terminal.screens.menu import MenuScreen
 from terminal.screens.stages import SCREENS, StageScreen
+from terminal.worker import Desk, OutletSetup, Result, deliver, execute
 
 DEFAULT_PROFILE = "employee-new"
 DEFAULT_UPGRADE_DATE = dt.date(2020, 4, 13)  # S8: in the past, so the upgrade is in force
 MENU_CHOICES = {"1": Purpose.PAY, "2": Purpose.CHANGE, "3": Purpose.INFO}
 OUTLET_CHOICES = {"1": Operation.RESET_PIN, "2": Operation.RESTORE_INITIAL,
                   "3": Operation.CANCEL_PIN, "4": Operation.ACTIVATE}
-log = logging.getLogger(__name__)
 FLOW_TITLES = {Purpose.PAY: "pay", Purpose.CHANGE: "change", Purpose.INFO: "info"}
 
 
@@ -89,8 +76,7 @@ class CardResult(Message):
     """What a worker got from the card for flow number `flow_id`."""
 
     def __init__(
-        self, flow_id: int, result: CardRead | PinOutcome | Outcome | Debit | Exception,
-        present: bool = True,
+        self, flow_id: int, result: Result, present: bool = True,
     ) -> None:
         super().__init__()
         self.flow_id = flow_id
@@ -98,23 +84,10 @@ class CardResult(Message):
         self.present = present  # was the card still there when the worker finished
 
 
-class WorkFailed(Exception):
-    """An unexpected error in card work; only its type is kept (its details may hold PINs)."""
-
-
 class TraceLine(Message):
     def __init__(self, text: str) -> None:
         super().__init__()
         self.text = text
-
-
-@dataclass(frozen=True)
-class OutletSetup:
-    """`--outlet`: the service outlet's operations instead of the pharmacy's."""
-
-    master_key: bytes = field(repr=False)
-    operator: str
-    log: Path
 
 
 @dataclass(frozen=True)
@@ -128,14 +101,6 @@ class Options:
     host: SettlementHost | None = None  # None: payments end at the card's authorisation
     terminal_id: str = "POS-0001"
     receipts: Path | None = None
-
-
-@dataclass(frozen=True)
-class CardRead:
-    """A worker's reading: the card's facts and what the host says of the holder."""
-
-    info: CardInfo
-    account: Account | None
 
 
 class PosApp(App[None]):
@@ -166,6 +131,8 @@ class PosApp(App[None]):
         )
         reader.trace = self._trace
         reader.subscribe(self._card_event)
+        self.desk = Desk(reader, host=options.host, terminal_id=options.terminal_id,
+                         receipts=options.receipts, outlet=options.outlet)
 
     # --- text ---------------------------------------------------------------------
 
@@ -327,106 +294,16 @@ class PosApp(App[None]):
     @work(thread=True, group="card")
     def _card_work(self, flow_id: int, command: Command | RunOutlet) -> None:
         """Blocking reader calls, off the UI thread; the answer comes back as a message."""
-        result: CardRead | PinOutcome | Outcome | Debit | Exception
         with self._reader_lock:
-            try:
-                card = SocialSecurityCard(self.reader)
-                if isinstance(command, Settle):
-                    result = self._settle(command)
-                elif isinstance(command, RunOutlet):
-                    result = self._outlet_desk().run(
-                        command.operation, command.id_number, command.new_pin)
-                elif isinstance(command, ReadCard):
-                    self.reader.reset()  # a fresh card session for each transaction
-                    info = card.read_info()
-                    result = CardRead(info, self._account(info))
-                elif isinstance(command, Verify):
-                    result = card.verify(command.pin)
-                elif isinstance(command, ChangePin):
-                    result = card.change_pin(command.old, command.new)
-            except (ReaderError, NotASocialSecurityCard, PinFormatError, OutletError,
-                    CardCommandError, HostError) as e:
-                result = e
-            except Exception as e:  # never a crash: its traceback would show PINs in locals
-                log.exception("card work failed")
-                result = WorkFailed(type(e).__name__)
-            present = self._present_here() if isinstance(result, Exception) else True
+            result, present = execute(self.desk, command)
         self.post_message(CardResult(flow_id, result, present))
-
-    def _present_here(self) -> bool:
-        """Whether the card is still in the reader; asked in the worker, under the lock."""
-        try:
-            return self.reader.card_present()
-        except ReaderError:
-            return False
-
-    def _account(self, info: CardInfo) -> Account | None:
-        host = self.options.host
-        if host is None or not info.ssn:
-            return None
-        holder = host.holder(info.ssn)
-        return Account(lost=holder.lost, phone=holder.phone) if holder else Account()
-
-    def _settle(self, command: Settle) -> Debit:
-        """The debit, only while the card is still there; its receipt when it went through."""
-        host = self.options.host
-        if host is None:
-            raise HostError("this terminal has no settlement host")
-        if not self.reader.card_present():
-            raise CardRemovedError()  # pulled out after authorisation: nothing is debited
-        debit = host.debit(command.txn_id, self.options.terminal_id, command.card_number,
-                           command.ssn, command.amount_fen)
-        if debit.ok and self.options.receipts is not None:
-            try:
-                write_receipt(self.options.receipts, self.options.terminal_id, command, debit)
-            except OSError:  # the money moved: the screen still shows the receipt
-                log.exception("the receipt file could not be written")
-        return debit
-
-    def _outlet_desk(self) -> Outlet:
-        setup = self.options.outlet
-        if setup is None:
-            raise OutletError("this terminal is not a service outlet; start it with --outlet")
-        return Outlet(self.reader, setup.master_key, operator=setup.operator,
-                      log=OutletLog(setup.log), phone_of=self._host_phone)
-
-    def _host_phone(self, ssn: str) -> str | None:
-        host = self.options.host
-        holder = host.holder(ssn) if host is not None else None
-        return holder.phone if holder else None
 
     def on_card_result(self, message: CardResult) -> None:
         flow = self.flow
         if flow is None or message.flow_id != self.flow_id:
             return
-        result = message.result
-        command: Command | RunOutlet | None = None
-        if isinstance(result, CardRead):
-            command = flow.card_read(result.info, result.account)
-        elif isinstance(result, Debit) and isinstance(flow, Flow):
-            flow.settled(result)
-        elif isinstance(result, HostError) and isinstance(flow, Flow):
-            if flow.view.stage is Stage.SETTLING:
-                flow.settle_failed(str(result))
-            else:
-                flow.host_unavailable(str(result))
-        elif isinstance(result, PinOutcome) and isinstance(flow, Flow):
-            command = flow.card_answer(result)
-        elif isinstance(result, Outcome) and isinstance(flow, OutletFlow):
-            flow.outlet_done(result)
-        elif isinstance(result, OutletError) and isinstance(flow, OutletFlow):
-            flow.outlet_failed(result)
-        elif isinstance(result, NotASocialSecurityCard):
-            flow.not_a_card()
-        elif isinstance(result, CardRemovedError) and flow.view.stage is Stage.SETTLING:
-            if isinstance(flow, Flow):
-                flow.removed_before_debit()
-        elif isinstance(result, ReaderError) and not message.present:
-            flow.removed()
-        elif isinstance(result, ReaderError):
-            flow.card_failed(self.t(reader_error_key(result)))
-        else:
-            flow.card_failed(str(result))
+        command = deliver(flow, message.result, message.present,
+                          describe=lambda error: self.t(reader_error_key(error)))
         self._show(flow.view)
         self._run(command)
 
@@ -529,25 +406,6 @@ READER_ERROR_KEYS: dict[type[ReaderError], str] = {
     SharingViolationError: "reader_shared",
     ProtocolError: "reader_protocol",
 }
-
-
-def write_receipt(folder: Path, terminal_id: str, command: Settle, debit: Debit) -> Path:
-    """A receipt as a text file: masked card and name, never a PIN."""
-    name = identity.mask_name(command.holder_name) if command.holder_name else "-"
-    lines = [
-        "社会保障卡 消费凭条 / Social security card payment receipt",
-        f"终端 Terminal      {terminal_id}",
-        f"时间 Time          {debit.time}",
-        f"交易号 Transaction {command.txn_id}",
-        f"卡号 Card          {identity.mask_card_number(command.card_number)}",
-        f"姓名 Name          {name}",
-        f"金额 Amount        {format_fen(debit.amount_fen)} 元",
-        f"余额 Balance       {format_fen(debit.balance_after_fen or 0)} 元",
-    ]
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"receipt-{debit.time[:19].replace(':', '')}-{command.txn_id[:8]}.txt"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 def default_card() -> Path:

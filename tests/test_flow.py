@@ -17,7 +17,7 @@ import pytest
 from cardio.card import profiles, store
 from cardio.card.state import LifeCycle, PinState
 from cardio.identity import query_password
-from cardio.protocol import CardInfo, PinOutcome, PinStatus, SocialSecurityCard
+from cardio.protocol import CardInfo, PinOutcome, PinStatus
 from cardio.readers.virtual import VirtualReader
 from cardio.resources import data_dir
 from terminal.flow import (
@@ -34,6 +34,7 @@ from terminal.flow import (
     format_fen,
 )
 from terminal.rules import Settings
+from terminal.worker import Desk, deliver, execute
 
 UPGRADE = dt.date(2025, 4, 13)
 AFTER = Settings(upgrade_date=UPGRADE, today=UPGRADE + dt.timedelta(days=1))
@@ -653,19 +654,13 @@ class Worker:
         self.sent: list[str] = []
 
     def run(self, flow: Flow, command: Command | None) -> None:
+        """The terminal's own core (terminal.worker), as its card worker runs it."""
         while command is not None:
             self.sent.append(type(command).__name__)
-            card = SocialSecurityCard(self.reader)
             if isinstance(command, ReadCard):
                 flow.reading()
-                self.reader.reset()  # a fresh card session for each transaction
-                command = flow.card_read(card.read_info())
-            elif isinstance(command, Verify):
-                command = flow.card_answer(card.verify(command.pin))
-            elif isinstance(command, ChangePin):
-                command = flow.card_answer(card.change_pin(command.old, command.new))
-            else:  # pragma: no cover
-                raise AssertionError(command)
+            result, present = execute(Desk(self.reader), command)
+            command = deliver(flow, result, present)
 
     def pay(self, settings: Settings, phone_of: Callable[[str], str | None]) -> Flow:
         flow = Flow(Purpose.PAY, settings, phone_of=phone_of)

@@ -35,7 +35,8 @@ def textual_imports(path: Path) -> list[str]:
 def test_importing_cardio_and_pure_terminal_does_not_load_textual() -> None:
     code = (
         "import cardio.cli, cardio.vpcd, cardio.readers.pcsc, cardio.protocol, "
-        "terminal.rules, terminal.flow; import sys; print('textual' in sys.modules)"
+        "terminal.rules, terminal.flow, terminal.worker, terminal.outlet_flow, host.sqlite; "
+        "import sys; print('textual' in sys.modules)"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60

@@ -47,8 +47,10 @@ from cardio.readers.base import Reader
 from cardio.readers.virtual import VirtualReader
 from cardio.resources import data_dir
 from terminal import rules
-from terminal.flow import ChangePin, Command, Flow, Purpose, ReadCard, Stage, Verify, facts_of
+from terminal.flow import Command, Flow, Purpose, ReadCard, Stage, facts_of
 from terminal.rules import Decision, Settings
+from terminal.worker import Desk as TerminalDesk
+from terminal.worker import deliver, execute
 
 INITIAL_PIN = "123456"
 ENABLED_PIN = "802613"  # fixtures/README.md: employee-enabled, and locked before it locked
@@ -197,19 +199,13 @@ class Worker:
         self.sent: list[str] = []
 
     def run(self, flow: Flow, command: Command | None) -> None:
+        """The terminal's own core (terminal.worker), as its card worker runs it."""
         while command is not None:
             self.sent.append(type(command).__name__)
-            card = SocialSecurityCard(self.reader)
             if isinstance(command, ReadCard):
                 flow.reading()
-                self.reader.reset()
-                command = flow.card_read(card.read_info())
-            elif isinstance(command, Verify):
-                command = flow.card_answer(card.verify(command.pin))
-            elif isinstance(command, ChangePin):
-                command = flow.card_answer(card.change_pin(command.old, command.new))
-            else:  # pragma: no cover
-                raise AssertionError(command)
+            result, present = execute(TerminalDesk(self.reader), command)
+            command = deliver(flow, result, present)
 
     def start(self, purpose: Purpose, settings: Settings = AFTER) -> Flow:
         flow = Flow(purpose, settings, phone_of=PHONES.get)
