@@ -8,6 +8,9 @@ is masked: its bytes may be PIN digits in the wrong place.
 
 from __future__ import annotations
 
+import traceback
+from pathlib import Path
+
 from cardio.apdu import to_hex
 
 MASK = "**"
@@ -50,3 +53,11 @@ def command_line(command: bytes) -> str:
 
 def response_line(response: bytes) -> str:
     return "< " + to_hex(response)
+
+
+def failure(error: BaseException) -> str:
+    """An unexpected error for a log: its type and where it happened, not its message,
+    which may quote the bytes being handled (a PIN among them)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return f"{type(error).__name__}{where}"

@@ -141,7 +141,53 @@ _REFUSALS: dict[Decision, tuple[str, ...]] = {
 }
 
 
-class Flow:
+class CardFlow:
+    """What every transaction on the pad shares: its view, the card's facts, and PINs
+    kept only while they are being collected."""
+
+    view: View
+    info: CardInfo | None = None
+
+    def _forget_pins(self) -> None:
+        """Drop every PIN digit the flow still holds."""
+
+    def _ask(self, stage: Stage, *lines: Line) -> None:
+        self.view = View(stage, tuple(lines), self.info)
+
+    def _result(self, ok: bool, *keys: str | Line) -> None:
+        self._forget_pins()
+        lines = [k if isinstance(k, Line) else line(k, Tone.OK if ok else Tone.ERROR)
+                 for k in keys]
+        self.view = View(Stage.RESULT, tuple(lines), self.info, success=ok)
+
+    def start(self) -> Command | None:
+        return None
+
+    def card_inserted(self) -> ReadCard | None:
+        return ReadCard() if self.view.stage is Stage.INSERT else None
+
+    def card_failed(self, reason: str) -> None:
+        self._result(False, line("card_error", Tone.ERROR, reason=reason))
+
+    def not_a_card(self) -> None:
+        self._result(False, "not_ssc")
+
+    def _ends_on_removal(self) -> bool:
+        return not self.view.final
+
+    def removed(self) -> bool:
+        """The card left the reader. True when this ended an unfinished flow."""
+        if not self._ends_on_removal():
+            return False
+        self.info = None
+        self._result(False, "removed")
+        return True
+
+    def cancel(self) -> None:
+        self._forget_pins()
+
+
+class Flow(CardFlow):
     """One transaction: payment, PIN change or card information."""
 
     def __init__(
@@ -150,14 +196,12 @@ class Flow:
         settings: Settings,
         *,
         phone_of: Callable[[str], str | None] = lambda ssn: None,
-        lost: Callable[[CardInfo], bool] = lambda info: False,
         settles: bool = False,
         terminal_id: str = "POS-0001",
     ) -> None:
         self.purpose = purpose
         self.settings = settings
         self._phone_of = phone_of
-        self._lost = lost
         self.settles = settles  # a host debits the account; else authorising ends it
         self.terminal_id = terminal_id
         self.txn_id = uuid.uuid4().hex  # one payment, however often its debit is retried
@@ -175,12 +219,6 @@ class Flow:
 
     def _forget_pins(self) -> None:
         self._current = self._new = None
-
-    def _result(self, ok: bool, *keys: str | Line) -> None:
-        self._forget_pins()
-        lines = [k if isinstance(k, Line) else line(k, Tone.OK if ok else Tone.ERROR)
-                 for k in keys]
-        self.view = View(Stage.RESULT, tuple(lines), self.info, success=ok)
 
     def _amount_line(self) -> Line:
         return line("amount", amount=format_fen(self.amount_fen or 0))
@@ -233,9 +271,6 @@ class Flow:
 
     def settle_failed(self, reason: str) -> None:
         self._result(False, line("settle_failed", Tone.ERROR, reason=reason))
-
-    def _ask(self, stage: Stage, *lines: Line) -> None:
-        self.view = View(stage, tuple(lines), self.info)
 
     def start(self) -> Command | None:
         return None if self.purpose is Purpose.PAY else ReadCard()
@@ -321,11 +356,6 @@ class Flow:
         self._ask(Stage.WORKING, line("working"))
         return command
 
-    def card_inserted(self) -> Command | None:
-        if self.view.stage is Stage.INSERT:
-            return ReadCard()
-        return None
-
     def reading(self) -> None:
         self._ask(Stage.READING, *((self._amount_line(),) if self.amount_fen else ()),
                   line("reading"))
@@ -333,8 +363,7 @@ class Flow:
     def card_read(self, info: CardInfo, account: Account | None = None) -> Command | None:
         self.info = info
         self.account = account
-        lost = account.lost if account is not None else self._lost(info)
-        facts = facts_of(info, lost=lost)
+        facts = facts_of(info, lost=account is not None and account.lost)
         if self.purpose is Purpose.INFO:
             self.view = View(Stage.INFO, (), info)
             return None
@@ -388,22 +417,7 @@ class Flow:
             self._result(False, line("card_refused", Tone.ERROR, sw=f"{outcome.sw:04X}"))
         return None
 
-    def card_failed(self, reason: str) -> None:
-        self._result(False, line("card_error", Tone.ERROR, reason=reason))
-
-    def not_a_card(self) -> None:
-        self._result(False, "not_ssc")
-
-    def removed(self) -> bool:
-        """The card left the reader. True when this ended an unfinished flow.
-
-        Once the debit is on its way to the host, its answer is what counts: the money
+    def _ends_on_removal(self) -> bool:
+        """Once the debit is on its way to the host, its answer is what counts: the money
         may have moved, so the terminal waits and shows it."""
-        if self.view.final or self.view.stage is Stage.SETTLING:
-            return False
-        self.info = None
-        self._result(False, "removed")
-        return True
-
-    def cancel(self) -> None:
-        self._forget_pins()
+        return super()._ends_on_removal() and self.view.stage is not Stage.SETTLING

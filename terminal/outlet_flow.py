@@ -20,7 +20,7 @@ from cardio.outlet import (
 )
 from cardio.pin_policy import check_new_pin
 from cardio.protocol import CardInfo
-from terminal.flow import Account, Line, ReadCard, Stage, Tone, View, line
+from terminal.flow import Account, CardFlow, ReadCard, Stage, Tone, View, line
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ TITLES = {
 }
 
 
-class OutletFlow:
+class OutletFlow(CardFlow):
     """One outlet operation for one holder."""
 
     def __init__(self, operation: Operation) -> None:
@@ -50,15 +50,8 @@ class OutletFlow:
         self._new: str | None = None
         self.view = View(Stage.ID_NUMBER, (line("enter_id"),))
 
-    def start(self) -> None:
-        return None
-
-    def _ask(self, stage: Stage, *lines: Line) -> None:
-        self.view = View(stage, tuple(lines), self.info)
-
-    def _result(self, ok: bool, *lines: Line) -> None:
+    def _forget_pins(self) -> None:
         self._new = None
-        self.view = View(Stage.RESULT, tuple(lines), self.info, success=ok)
 
     def entered(self, text: str) -> ReadCard | RunOutlet | None:
         stage = self.view.stage
@@ -93,9 +86,6 @@ class OutletFlow:
         self._ask(Stage.WORKING, line("working"))
         return RunOutlet(self.operation, self.id_number, new_pin)
 
-    def card_inserted(self) -> ReadCard | None:
-        return ReadCard() if self.view.stage is Stage.INSERT else None
-
     def reading(self) -> None:
         self._ask(Stage.READING, line("reading"))
 
@@ -126,18 +116,3 @@ class OutletFlow:
         else:
             self._result(False, line("outlet_failed", Tone.ERROR, reason=str(error)))
 
-    def card_failed(self, reason: str) -> None:
-        self._result(False, line("card_error", Tone.ERROR, reason=reason))
-
-    def not_a_card(self) -> None:
-        self._result(False, line("not_ssc", Tone.ERROR))
-
-    def removed(self) -> bool:
-        if self.view.final:
-            return False
-        self.info = None
-        self._result(False, line("removed", Tone.ERROR))
-        return True
-
-    def cancel(self) -> None:
-        self._new = None

@@ -22,6 +22,7 @@ from cardio.protocol import (
 )
 from cardio.readers.base import Reader
 from cardio.readers.errors import CardRemovedError, ReaderError
+from cardio.trace import failure
 from host.api import Debit, HostError, SettlementHost, format_fen
 from terminal.flow import Account, Command, Flow, ReadCard, Settle, Stage, Verify
 from terminal.outlet_flow import OutletFlow, RunOutlet
@@ -74,7 +75,7 @@ def execute(desk: Desk, command: Command | RunOutlet) -> tuple[Result, bool]:
     except EXPECTED_ERRORS as e:
         result = e
     except Exception as e:  # never a crash: a traceback's locals could show PIN digits
-        log.exception("card work failed")
+        log.error("card work failed: %s", failure(e))
         result = WorkFailed(type(e).__name__)
     return result, (_present(desk.reader) if isinstance(result, Exception) else True)
 

@@ -8,19 +8,18 @@ that runs the flow's commands as the app's worker does (no Textual).
 from __future__ import annotations
 
 import datetime as dt
-import json
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from flow_driver import PHONES, Worker
 
 from cardio.card import profiles, store
 from cardio.card.state import LifeCycle, PinState
 from cardio.identity import query_password
 from cardio.protocol import CardInfo, PinOutcome, PinStatus
 from cardio.readers.virtual import VirtualReader
-from cardio.resources import data_dir
 from terminal.flow import (
+    Account,
     ChangePin,
     Command,
     Flow,
@@ -34,7 +33,6 @@ from terminal.flow import (
     format_fen,
 )
 from terminal.rules import Settings
-from terminal.worker import Desk, deliver, execute
 
 UPGRADE = dt.date(2025, 4, 13)
 AFTER = Settings(upgrade_date=UPGRADE, today=UPGRADE + dt.timedelta(days=1))
@@ -255,15 +253,11 @@ def test_s13_not_activated_refused_on_reading() -> None:
 
 
 def test_s18_lost_card_refused() -> None:
-    seen: list[CardInfo] = []
-
-    def lost(info: CardInfo) -> bool:
-        seen.append(info)
-        return True
-
-    info = card_info(PinState.ENABLED)
-    flow = paying(info, lost=lost)
-    assert seen == [info]
+    """The host's word that the card is lost (S18) refuses it before any PIN."""
+    flow = Flow(Purpose.PAY, AFTER)
+    assert flow.entered("1250") == ReadCard()
+    flow.reading()
+    assert flow.card_read(card_info(PinState.ENABLED), Account(lost=True)) is None
     assert flow.view.success is False
     assert keys(flow.view) == ["lost"]
 
@@ -485,7 +479,9 @@ def test_change_purpose_refused(info: CardInfo, expected: list[str]) -> None:
 
 
 def test_change_purpose_lost_refused() -> None:
-    flow = changing(card_info(PinState.ENABLED), lost=lambda info: True)
+    flow = Flow(Purpose.CHANGE, AFTER)
+    flow.reading()
+    assert flow.card_read(card_info(PinState.ENABLED), Account(lost=True)) is None
     assert flow.view.success is False
     assert keys(flow.view) == ["lost"]
 
@@ -646,38 +642,6 @@ def test_no_pin_digits_kept_after_the_command() -> None:
 # --- end to end: VirtualReader + SocialSecurityCard + Flow, no Textual -----------------
 
 
-class Worker:
-    """Runs the flow's commands against the reader, as the app's card worker does."""
-
-    def __init__(self, reader: VirtualReader) -> None:
-        self.reader = reader
-        self.sent: list[str] = []
-
-    def run(self, flow: Flow, command: Command | None) -> None:
-        """The terminal's own core (terminal.worker), as its card worker runs it."""
-        while command is not None:
-            self.sent.append(type(command).__name__)
-            if isinstance(command, ReadCard):
-                flow.reading()
-            result, present = execute(Desk(self.reader), command)
-            command = deliver(flow, result, present)
-
-    def pay(self, settings: Settings, phone_of: Callable[[str], str | None]) -> Flow:
-        flow = Flow(Purpose.PAY, settings, phone_of=phone_of)
-        self.run(flow, flow.start())
-        self.run(flow, flow.entered("1250"))
-        return flow
-
-    def enter(self, flow: Flow, text: str) -> None:
-        self.run(flow, flow.entered(text))
-
-
-def fixture_phones() -> dict[str, str]:
-    doc = json.loads((data_dir("holders") / "holders.json").read_text("utf-8"))
-    return {h["ssn"]: h["phone"] for h in doc["holders"]}
-
-
-PHONES = fixture_phones()
 
 
 @pytest.fixture
@@ -711,7 +675,7 @@ def test_e2e_s8_forced_change_then_s11_asks_pin(insert, profile: str) -> None:
     phone = PHONES[ssn]
     worker = Worker(reader)
 
-    flow = worker.pay(AFTER, PHONES.get)
+    flow = worker.start(Purpose.PAY, AFTER)
     assert worker.sent == ["ReadCard"]
     assert flow.view.stage is Stage.NEW_PIN
     assert keys(flow.view) == ["forced_change", "new_pin"]
@@ -751,7 +715,7 @@ def test_e2e_s8_forced_change_then_s11_asks_pin(insert, profile: str) -> None:
     reader.remove()
     reader.insert()
     worker = Worker(reader)
-    flow = worker.pay(AFTER, PHONES.get)
+    flow = worker.start(Purpose.PAY, AFTER)
     assert flow.view.stage is Stage.PIN
     assert keys(flow.view) == ["amount", "enter_pin"]
     worker.enter(flow, OTHER_PIN)
@@ -771,7 +735,7 @@ def test_e2e_t0_card_answers_61xx_through_the_transport(tmp_path: Path) -> None:
     reader = VirtualReader(path, trace=lines.append)
     try:
         worker = Worker(reader)
-        flow = worker.pay(AFTER, PHONES.get)
+        flow = worker.start(Purpose.PAY, AFTER)
         assert flow.view.stage is Stage.NEW_PIN
         assert flow.info is not None and flow.info.ssn == on_disk(path).holder.ssn
         assert any(ln.startswith("< ") and ln.replace(" ", "")[-4:-2] == "61" for ln in lines)
@@ -782,7 +746,7 @@ def test_e2e_t0_card_answers_61xx_through_the_transport(tmp_path: Path) -> None:
 def test_e2e_employee_new_before_the_upgrade_asks_no_pin(insert) -> None:
     reader, path = insert("employee-new")
     worker = Worker(reader)
-    flow = worker.pay(BEFORE, PHONES.get)
+    flow = worker.start(Purpose.PAY, BEFORE)
     assert worker.sent == ["ReadCard"]
     assert flow.view.success is True
     assert keys(flow.view) == ["no_pin", "authorised", "amount"]
@@ -801,7 +765,7 @@ def test_e2e_employee_new_before_the_upgrade_asks_no_pin(insert) -> None:
 def test_e2e_not_forced_no_pin(insert, profile: str, state: PinState) -> None:
     reader, path = insert(profile)
     worker = Worker(reader)
-    flow = worker.pay(AFTER, PHONES.get)
+    flow = worker.start(Purpose.PAY, AFTER)
     assert worker.sent == ["ReadCard"]
     assert flow.view.stage is Stage.RESULT
     assert flow.view.success is True
@@ -814,7 +778,7 @@ def test_e2e_not_forced_no_pin(insert, profile: str, state: PinState) -> None:
 def test_e2e_s13_not_activated_refused(insert) -> None:
     reader, path = insert("not-activated")
     worker = Worker(reader)
-    flow = worker.pay(AFTER, PHONES.get)
+    flow = worker.start(Purpose.PAY, AFTER)
     assert worker.sent == ["ReadCard"]
     assert flow.view.success is False
     assert keys(flow.view) == ["not_activated"]
@@ -827,7 +791,7 @@ def test_e2e_s13_not_activated_refused(insert) -> None:
 def test_e2e_s17_locked_refused(insert) -> None:
     reader, path = insert("locked")
     worker = Worker(reader)
-    flow = worker.pay(AFTER, PHONES.get)
+    flow = worker.start(Purpose.PAY, AFTER)
     assert worker.sent == ["ReadCard"]
     assert flow.view.success is False
     assert keys(flow.view) == ["locked", "go_outlet"]
@@ -837,7 +801,7 @@ def test_e2e_s17_locked_refused(insert) -> None:
 def test_e2e_s5_employee_enabled_asks_pin(insert) -> None:
     reader, path = insert("employee-enabled")
     worker = Worker(reader)
-    flow = worker.pay(AFTER, PHONES.get)
+    flow = worker.start(Purpose.PAY, AFTER)
     assert flow.view.stage is Stage.PIN
     worker.enter(flow, OTHER_PIN)
     assert params(flow.view, "wrong_pin") == {"n": 5}

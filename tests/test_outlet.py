@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from flow_driver import Worker
 from pcsc_stack import slot_name
 
 from cardio import cli
@@ -47,10 +48,8 @@ from cardio.readers.base import Reader
 from cardio.readers.virtual import VirtualReader
 from cardio.resources import data_dir
 from terminal import rules
-from terminal.flow import Command, Flow, Purpose, ReadCard, Stage, facts_of
+from terminal.flow import Flow, Purpose, Stage, facts_of
 from terminal.rules import Decision, Settings
-from terminal.worker import Desk as TerminalDesk
-from terminal.worker import deliver, execute
 
 INITIAL_PIN = "123456"
 ENABLED_PIN = "802613"  # fixtures/README.md: employee-enabled, and locked before it locked
@@ -183,41 +182,6 @@ def run_in_process(path: Path, operation: str, id_number: str, log: Path,
     return result, trace
 
 
-def fixture_phones() -> dict[str, str]:
-    doc = json.loads((data_dir("holders") / "holders.json").read_text("utf-8"))
-    return {h["ssn"]: h["phone"] for h in doc["holders"]}
-
-
-PHONES = fixture_phones()
-
-
-class Worker:
-    """Runs a flow's commands on any reader, as the terminal's card worker does."""
-
-    def __init__(self, reader: Reader) -> None:
-        self.reader = reader
-        self.sent: list[str] = []
-
-    def run(self, flow: Flow, command: Command | None) -> None:
-        """The terminal's own core (terminal.worker), as its card worker runs it."""
-        while command is not None:
-            self.sent.append(type(command).__name__)
-            if isinstance(command, ReadCard):
-                flow.reading()
-            result, present = execute(TerminalDesk(self.reader), command)
-            command = deliver(flow, result, present)
-
-    def start(self, purpose: Purpose, settings: Settings = AFTER) -> Flow:
-        flow = Flow(purpose, settings, phone_of=PHONES.get)
-        self.run(flow, flow.start())
-        if purpose is Purpose.PAY:
-            self.run(flow, flow.entered("1250"))
-        return flow
-
-    def enter(self, flow: Flow, text: str) -> None:
-        self.run(flow, flow.entered(text))
-
-
 def keys(flow: Flow) -> list[str]:
     return [ln.key for ln in flow.view.lines]
 
@@ -342,7 +306,7 @@ def test_s17_s6_reset_pin_unblocks_a_locked_card_then_it_is_usable(
         assert card.pin_status().tries_left == 6
         # and a payment at the terminal asks for the new PIN and takes it
         worker = Worker(reader)
-        flow = worker.start(Purpose.PAY)
+        flow = worker.start(Purpose.PAY, AFTER)
         assert flow.view.stage is Stage.PIN
         worker.enter(flow, NEW_PIN)
         assert worker.sent == ["ReadCard", "Verify"]
@@ -416,7 +380,7 @@ def test_s13_activate_then_a_pin_change_is_allowed(desk: Desk, tmp_path: Path) -
     with desk.reader(path) as reader:
         assert SocialSecurityCard(reader).verify(INITIAL_PIN).sw == 0x6985
         worker = Worker(reader)
-        flow = worker.start(Purpose.CHANGE)
+        flow = worker.start(Purpose.CHANGE, AFTER)
         assert flow.view.success is False
         assert keys(flow) == ["not_activated"]
     assert disk(path).life_cycle is LifeCycle.NOT_ACTIVATED
@@ -436,7 +400,7 @@ def test_s13_activate_then_a_pin_change_is_allowed(desk: Desk, tmp_path: Path) -
         assert card.pin_status() == PinStatus(LifeCycle.ACTIVE, PinState.INITIAL, 6, 6)
         assert card.verify(INITIAL_PIN).sw == 0x9000
         worker = Worker(reader)
-        flow = worker.start(Purpose.CHANGE)
+        flow = worker.start(Purpose.CHANGE, AFTER)
         assert flow.view.stage is Stage.PIN  # not refused
         assert "not_activated" not in keys(flow)
         for text in (INITIAL_PIN, NEW_PIN, NEW_PIN):

@@ -19,6 +19,7 @@ from cardio.card import files
 from cardio.card.state import CardState, LifeCycle, PinHash, PinState
 from cardio.card.store import MemoryStore, Store
 from cardio.sw import CardError
+from cardio.trace import failure
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,8 @@ class VirtualCard:
         except OSError:
             log.exception("the card file could not be written")
             data, status = b"", sw.MEMORY_FAILURE
-        except Exception:  # a bug: keep the card alive, and say so
-            log.exception("emulator error")
+        except Exception as e:  # a bug: keep the card alive, and say so (never the bytes)
+            log.error("emulator error: %s", failure(e))
             data, status = b"", sw.NO_DIAGNOSIS
         return data + sw.split(status)
 

@@ -37,11 +37,9 @@ class MemoryStore:
 
     def __init__(self, state: CardState | None = None) -> None:
         self.state = state
-        self.saves = 0
 
     def save(self, state: CardState) -> None:
         self.state = state
-        self.saves += 1
 
 
 def encode(state: CardState) -> bytes:

@@ -1,0 +1,47 @@
+"""Drive a terminal flow without Textual, with the terminal's own core (terminal.worker)."""
+
+from __future__ import annotations
+
+import json
+
+from cardio.readers.base import Reader
+from cardio.resources import data_dir
+from terminal.flow import Command, Flow, Purpose, ReadCard
+from terminal.rules import Settings
+from terminal.worker import Desk, deliver, execute
+
+
+def fixture_phones() -> dict[str, str]:
+    """Holders' phones by social security number, from fixtures/holders/holders.json."""
+    doc = json.loads((data_dir("holders") / "holders.json").read_text("utf-8"))
+    return {h["ssn"]: h["phone"] for h in doc["holders"]}
+
+
+PHONES = fixture_phones()
+
+
+class Worker:
+    """Runs a flow's commands on a reader, as the app's card worker thread does."""
+
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
+        self.sent: list[str] = []
+
+    def run(self, flow: Flow, command: Command | None) -> None:
+        while command is not None:
+            self.sent.append(type(command).__name__)
+            if isinstance(command, ReadCard):
+                flow.reading()
+            result, present = execute(Desk(self.reader), command)
+            command = deliver(flow, result, present)
+
+    def start(self, purpose: Purpose, settings: Settings) -> Flow:
+        """A flow of `purpose` with the card read (a payment of 12.50 yuan)."""
+        flow = Flow(purpose, settings, phone_of=PHONES.get)
+        self.run(flow, flow.start())
+        if purpose is Purpose.PAY:
+            self.run(flow, flow.entered("1250"))
+        return flow
+
+    def enter(self, flow: Flow, text: str) -> None:
+        self.run(flow, flow.entered(text))
