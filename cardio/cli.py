@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import getpass
+import io
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,9 +27,10 @@ from cardio.readers.base import Reader
 from cardio.readers.errors import ReaderError
 from cardio.readers.virtual import VirtualReader
 from cardio.resources import user_dir
-from cardio.trace import command_line, response_line
+from cardio.trace import command_line, failure, response_line
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+MAX_SCRIPT_BYTES = 8 << 20  # far more than any APDU script; /dev/zero must not eat memory
 
 SCHEMES = {
     "310": "urban employee basic medical insurance",
@@ -71,14 +76,14 @@ def cmd_list_profiles(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_new(args: argparse.Namespace, out: TextIO) -> int:
-    state = profiles.new_card(args.profile, Path(args.path), force=args.force)
-    print(f"made {args.path} from profile {args.profile} "
+    state = profiles.new_card(args.profile, args.path, force=args.force)
+    print(f"made {one_line(args.path)} from profile {args.profile} "
           f"({state.pin_state.value}, {state.tries_left}/{state.try_limit} tries)", file=out)
     return EXIT_OK
 
 
 def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
-    info = summary(store.read(Path(args.path)))
+    info = summary(store.read(args.path))
     if args.json:
         print(json.dumps(info, ensure_ascii=False), file=out)
         return EXIT_OK
@@ -117,7 +122,7 @@ def open_reader(args: argparse.Namespace) -> Iterator[Reader]:
     powered on, and powered off after: each run is a fresh session."""
     reader: Reader
     if args.card is not None:
-        reader = VirtualReader(Path(args.card))
+        reader = VirtualReader(args.card)  # the path as written: '' is refused, not '.'
     else:
         from cardio.readers import pcsc
 
@@ -148,12 +153,30 @@ def parse_apdu(text: str, where: str) -> bytes:
         raise UsageError(f"{where}: {e}; write an APDU as hex bytes, e.g. '00 A4 04 00'") from None
 
 
-def parse_script(path: Path) -> list[Step]:
-    """pcsc-tools `scriptor` format: one hex APDU a line, '#' comments, 'reset', 'exit'."""
+def read_script(name: str) -> str:
+    """The script's text. A pipe is fine (`script --card C /dev/stdin`); a folder is not."""
+    if not name:
+        raise UsageError("the script path is empty; give the file of APDUs to run")
     try:
-        text = path.read_text("utf-8")
+        with open(name, "rb") as f:
+            raw = f.read(MAX_SCRIPT_BYTES + 1)
     except OSError as e:
-        raise UsageError(f"{path}: cannot be read ({e.strerror})") from None
+        what = "is a folder" if e.errno == errno.EISDIR else f"cannot be read ({e.strerror})"
+        raise UsageError(f"{name} {what}; give the file of APDUs to run") from None
+    if len(raw) > MAX_SCRIPT_BYTES:
+        raise UsageError(f"{name} is over {MAX_SCRIPT_BYTES >> 20} MB, too large for an APDU "
+                         "script; give the file of APDUs to run")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise UsageError(f"{name}:{line} is not UTF-8 text; save the script as UTF-8 "
+                         "(plain hex APDUs are)") from None
+
+
+def parse_script(path: str | Path) -> list[Step]:
+    """pcsc-tools `scriptor` format: one hex APDU a line, '#' comments, 'reset', 'exit'."""
+    text = read_script(os.fspath(path))
     steps: list[Step] = []
     for number, line in enumerate(text.splitlines(), start=1):
         body = line.split("#", 1)[0].strip()
@@ -195,19 +218,26 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         listen_at = vpcd.parse_address(args.listen) if args.listen is not None else None
     except ValueError as e:
         raise UsageError(str(e)) from None
-    return vpcd.serve(Path(args.card), vpcd=vpcd_at, listen=listen_at, verbose=args.verbose)
+    try:
+        return vpcd.serve(Path(args.card), vpcd=vpcd_at, listen=listen_at, verbose=args.verbose)
+    except vpcd.ServeError as e:  # an address that cannot be used: one line, like the others
+        print(f"cardio: {e}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def cmd_outlet(args: argparse.Namespace, out: TextIO) -> int:
     from cardio import outlet
 
     operation = outlet.Operation(args.operation)
+    for option, value in (("--key", args.key), ("--log", args.log)):
+        if value == "":
+            raise UsageError(f"the {option} path is empty; give a file name")
     key = outlet.fixture_master_key() if args.test_key else outlet.load_key(Path(args.key))
-    log = outlet.OutletLog(Path(args.log) if args.log else default_outlet_log())
+    log = outlet.OutletLog(Path(args.log) if args.log is not None else default_outlet_log())
     try:
         new_pin = outlet.ask_new_pin() if operation is outlet.Operation.RESET_PIN else None
     except outlet.OutletError as e:  # refused before the card: still an operation to log
-        log.record(args.operator, operation, None, f"refused: {e}")
+        log.record(args.operator, operation, None, f"refused: {e}", id_number=args.id)
         raise
     with open_reader(args) as reader:
         desk = outlet.Outlet(reader, key, operator=args.operator, log=log)
@@ -229,7 +259,7 @@ def default_outlet_log() -> Path:
 
 
 def cmd_script(args: argparse.Namespace, out: TextIO) -> int:
-    steps = parse_script(Path(args.file))
+    steps = parse_script(args.file)
     with open_reader(args) as reader:
         return run_steps(reader, steps, out)
 
@@ -302,19 +332,77 @@ def _card_or_reader(p: argparse.ArgumentParser) -> None:
     target.add_argument("--reader", metavar="NAME|INDEX", help="PC/SC reader")
 
 
+def one_line(text: str) -> str:
+    """`text` on one line: a newline or a terminal escape in a path is shown, not obeyed."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
+
+
+def _say(message: object) -> None:
+    print(f"cardio: {one_line(str(message))}", file=sys.stderr)
+
+
+class _StderrLines(logging.Handler):
+    """The card layer's log lines (a card answering 6581 on a full disk, say) as
+    `cardio: ...` lines, the form of the command's own errors: never a traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _say(record.getMessage())
+        except Exception:
+            self.handleError(record)
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    out = out or sys.stdout
+    """Every failure a person can cause is one `cardio: <what>; <what to do>` line on
+    stderr and exit 2 (bad input, damaged file) or 1 (anything else); never a traceback."""
+    if out is None:
+        out = sys.stdout
+        if isinstance(out, io.TextIOWrapper):  # a path or name the terminal cannot show
+            out.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace, TextIO], int] = args.func
+    lines: logging.Handler | None = None
+    if func is not cmd_serve:  # serve sets up its own log lines
+        lines = _StderrLines()
+        logging.getLogger("cardio").addHandler(lines)
     try:
-        return func(args, out)
-    except (UsageError, CardFileError, profiles.UnknownProfileError) as e:
-        print(f"cardio: {e}", file=sys.stderr)
+        code = func(args, out)
+        out.flush()  # a closed pipe is told here, not by a traceback at exit
+        return code
+    except (UsageError, CardFileError, profiles.UnknownProfileError,
+            store.CardPathError) as e:
+        _say(e)
         return EXIT_USAGE
     except (store.StoreError, ReaderError, OutletError, CardCommandError,
             NotASocialSecurityCard) as e:
-        print(f"cardio: {e}", file=sys.stderr)
+        _say(e)
         return EXIT_FAILED
+    except BrokenPipeError:  # `cardio ... | head`: whoever read our output is gone
+        if out is sys.stdout:
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        _say(f"{where}{e.strerror or type(e).__name__}; check the path and try again")
+        return EXIT_FAILED
+    except EOFError:
+        _say("the input ended before the answer; type it in a terminal or give it on "
+             "standard input")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _say("interrupted; run the command again to finish")
+        return EXIT_FAILED
+    except Exception as e:  # a bug: its type and place only (its message may hold a PIN)
+        _say(f"unexpected error ({failure(e)}); this is a bug in cardio, please report it")
+        return EXIT_FAILED
+    finally:
+        if lines is not None:
+            logging.getLogger("cardio").removeHandler(lines)
 
 
 if __name__ == "__main__":

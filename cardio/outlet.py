@@ -9,12 +9,14 @@ the outlet log (never a PIN). Two front ends use it: `cardio outlet` and
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import getpass
 import json
 import os
 import socket
 import stat
 import sys
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -111,36 +113,125 @@ class Outcome:
         return identity.query_password(self.info.ssn) if self.info.ssn else None
 
 
+FILE_MODE = 0o600  # the log names holders (masked) and operators: only its owner reads it
+FOLDER_MODE = 0o700
+
+STARTED = "started"  # the result of an intent line, written before the card command
+
+
+def _make_private_folders(folder: Path) -> None:
+    """The missing folders down to `folder`, each made 0700; existing ones are not ours
+    to change. (host.sqlite has the same rule for the host database.)"""
+    missing: list[Path] = []
+    here = folder
+    while not os.path.isdir(here) and here.parent != here:  # isdir: False on any OSError
+        missing.append(here)
+        here = here.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, FOLDER_MODE)
+        except FileExistsError:
+            if os.path.isdir(path):  # another process made it meanwhile
+                continue
+            raise
+        os.chmod(path, FOLDER_MODE)  # an odd umask may have lowered it
+
+
+class OutletLogError(OutletError):
+    """The outlet log could not take a line; the message says whether the card changed."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # the system's word for it, such as "No space left on device"
+
+
 class OutletLog:
-    """One JSON object a line: who, when, card, operation, result. Never a PIN."""
+    """One JSON object a line: who, when, card, operation, result. Never a PIN.
+
+    Append-only. Before a MAC-protected command an intent line (result "started") is
+    written and synced, and the result line follows with the same "op" id: a command
+    that cannot be logged is never sent, and one whose result could not be logged still
+    has its intent line.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def check_writable(self) -> None:
-        """Before any card command: an operation that cannot be logged is not done."""
+    def _open(self) -> int:
+        _make_private_folders(self.path.parent)
+        flags = os.O_APPEND | os.O_CLOEXEC
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+            try:
+                return os.open(self.path, os.O_RDWR | flags)
+            except PermissionError:  # a write-only log: no torn-line check, still appended
+                return os.open(self.path, os.O_WRONLY | flags)
+        except FileNotFoundError:
+            pass
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | flags, FILE_MODE)
+        except FileExistsError:  # made meanwhile, or a symlink to a log not made yet
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | flags, FILE_MODE)
+        try:
+            os.fchmod(fd, FILE_MODE)  # exactly 0600, whatever the umask
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _error(self, e: OSError) -> OutletLogError:
+        reason = e.strerror or str(e)
+        return OutletLogError(f"the outlet log {self.path} cannot be written ({reason}); "
+                              "nothing was sent to the card: free some space or fix the log's "
+                              "folder, or give another log file", reason)
+
+    def check_writable(self) -> None:
+        """Before the card is even read: a log that cannot be opened is refused early."""
+        try:
+            os.close(self._open())
         except OSError as e:
-            raise OutletError(f"the outlet log {self.path} cannot be written ({e.strerror}); "
-                              "fix its folder or give another with --log") from None
+            raise self._error(e) from None
+
+    def _append(self, line: bytes) -> None:
+        fd = self._open()
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+            except OSError:  # opened write-only, or not a plain file
+                torn = False
+            if torn:  # a line cut short by a full disk must not swallow this one
+                line = b"\n" + line
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+            try:
+                os.fsync(fd)  # on disk before the card command is sent
+            except OSError as e:
+                if e.errno not in (errno.EINVAL, errno.EROFS, errno.ENOTSUP):
+                    raise  # those three: a special file that cannot be synced, written
+        finally:
+            os.close(fd)
 
     def record(self, operator: str, operation: Operation, info: CardInfo | None,
-               result: str) -> None:
+               result: str, *, op: str | None = None, id_number: str | None = None) -> None:
+        """Append one line; an OutletLogError (saying nothing was sent) if it cannot."""
         entry = {
             "time": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "operator": operator,
             "host": socket.gethostname(),
             "card_number": info.card_number if info else None,
-            "holder_id": identity.mask_id(info.ssn) if info and info.ssn else None,
+            # The ID the operator typed from the holder's document (masked): what the
+            # outlet was shown, which on a refusal is not the card's.
+            "holder_id": identity.mask_id(id_number) if id_number else None,
             "operation": operation.value,
             "result": result,
+            "op": op or uuid.uuid4().hex[:12],
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "a", encoding="utf-8") as out:
-            out.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        line = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
+        try:
+            self._append(line)
+        except OSError as e:
+            raise self._error(e) from None
 
 
 class Outlet:
@@ -163,7 +254,9 @@ class Outlet:
     def run(self, operation: Operation, id_number: str, new_pin: str | None = None) -> Outcome:
         """Check the holder's ID against the card (凭本人身份证件), then the operation."""
         self.log.check_writable()
+        op = uuid.uuid4().hex[:12]  # pairs the result line with its intent line
         info: CardInfo | None = None
+        sent = False
         try:
             info = self.read()
             if not same_id(id_number, info.ssn):
@@ -177,20 +270,44 @@ class Outlet:
                                   "from; it is not a card this outlet serves")
             key = mac.card_key(self._master_key, info.identification_code)
             ins, p2 = _COMMANDS[operation]
+            # The intent is on disk before the card can change; if it cannot be written,
+            # OutletLogError: the command is not sent.
+            self.log.record(self.operator, operation, info, STARTED, op=op,
+                            id_number=id_number)
+            sent = True
             status = self.card.protected(key, ins, p2, body)
+        except OutletLogError:
+            raise
         except OutletError as e:
-            self.log.record(self.operator, operation, info, f"refused: {e}")
+            self._result(operation, info, id_number, f"refused: {e}", op, sent)
             raise
         except Exception as e:
-            self.log.record(self.operator, operation, info, f"failed: {e}")
+            self._result(operation, info, id_number, f"failed: {e}", op, sent)
             raise
-        self.log.record(self.operator, operation, info, f"{status:04X} {sw.meaning(status)}")
+        self._result(operation, info, id_number, f"{status:04X} {sw.meaning(status)}", op,
+                     sent)
         if status == sw.MAC_WRONG:
             raise WrongKeyError()
         if status != sw.OK:
             raise OutletError(f"the card answered {status:04X} ({sw.meaning(status)}); "
                               "nothing was changed")
         return Outcome(operation, info, status)
+
+    def _result(self, operation: Operation, info: CardInfo | None, id_number: str,
+                result: str, op: str, sent: bool) -> None:
+        try:
+            self.log.record(self.operator, operation, info, result, op=op, id_number=id_number)
+        except OutletLogError as e:
+            if not sent:
+                raise
+            # The card may have changed: the operator must know, and the intent line
+            # already tells the log's readers that this operation was started.
+            raise OutletLogError(
+                f"the {operation.value} command was started on the card ({result}), but the "
+                f"outlet log {self.log.path} could not take its result ({e.reason}); its "
+                f"\"{STARTED}\" line (op {op}) is in the log: check the card, write the "
+                "result down by hand and fix the log before the next operation",
+                e.reason) from e
 
     @staticmethod
     def _checked_new_pin(new_pin: str | None, info: CardInfo, phone: str | None) -> bytes:

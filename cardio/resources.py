@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from importlib import resources
 from pathlib import Path
 
@@ -17,9 +18,32 @@ def data_dir(kind: str) -> Path:
     return packaged if packaged.is_dir() else _SOURCE_FIXTURES / kind
 
 
+MAX_KEY_FILE_BYTES = 64 * 1024  # a key file is one line of hex and some comments
+
+
 def read_key(path: Path) -> bytes:
-    """A 16-byte SM4 key written as hex; '#' starts a comment."""
-    lines = [line.split("#", 1)[0].strip() for line in path.read_text("ascii").splitlines()]
+    """A 16-byte SM4 key written as hex; '#' starts a comment.
+
+    Raises ValueError whose message is one sentence naming the file.
+    """
+    try:
+        # NONBLOCK: a fifo given as the key file must not hang us; it is refused below.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ValueError(f"{path} is not a regular file; give the key file")
+            raw = f.read(MAX_KEY_FILE_BYTES + 1)
+    except OSError as e:
+        raise ValueError(f"{path} cannot be read ({e.strerror}); check the key file and "
+                         "its permissions") from None
+    if len(raw) > MAX_KEY_FILE_BYTES:
+        raise ValueError(f"{path} is too large to be a key file; give the key file")
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: a key file holds only ASCII hex digits and '#' comments; "
+                         "check that this is the key file") from None
+    lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
     text = "".join(lines).replace(" ", "")
     try:
         key = bytes.fromhex(text)

@@ -13,12 +13,16 @@ in one send() with TCP_NODELAY. That takes an APDU to about 0.1 ms.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import selectors
 import signal
 import socket
+import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
@@ -33,6 +37,11 @@ VPCD_PORT = 35963  # vpcd's first slot; the next port is the second slot
 POWER_OFF, POWER_ON, RESET, GET_ATR = 0x00, 0x01, 0x02, 0x04
 HEADER = 2
 BACKOFF_START, BACKOFF_MAX = 0.1, 2.0
+RECV_SIZE = HEADER + 0xFFFF  # one whole frame at most
+# Listen mode. vpcd sends GET ATR as soon as it connects; a frame is a few hundred bytes.
+FIRST_FRAME_TIMEOUT = 5.0  # s: a new connection that says nothing by then is dropped
+FRAME_TIMEOUT = 5.0  # s: a frame once begun arrives whole, a reply is taken, by then
+BACKLOG = 16
 
 
 class FrameError(Exception):
@@ -78,9 +87,24 @@ def parse_address(text: str, default_host: str = VPCD_HOST) -> tuple[str, int]:
     """'HOST:PORT' or 'PORT' -> (host, port); raises ValueError with the reason."""
     host, _, port = text.rpartition(":")
     host = host.strip("[]") or default_host
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{text!r} is not HOST:PORT with a port from 1 to 65535")
+    # ASCII digits only: str.isdigit() also takes '²', which int() refuses
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not HOST:PORT with a port from 1 to 65535; "
+                         f"write it like {VPCD_HOST}:{VPCD_PORT}")
+    try:  # what the socket layer will do with it: refuse here, in a sentence
+        host.encode("idna")
+    except UnicodeError:
+        raise ValueError(f"{text!r} does not start with a valid host name; "
+                         f"give an IP address such as {VPCD_HOST}, or a name") from None
     return host, int(port)
+
+
+def _where(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class ServeError(Exception):
+    """`cardio serve` cannot start; the message says what is wrong and what to do."""
 
 
 class Bridge:
@@ -114,50 +138,79 @@ class Bridge:
         return response
 
     def serve(self, sock: socket.socket, guard: StopGuard) -> None:
-        """Frames until the peer goes; a malformed frame drops the connection."""
+        """Frames until the peer goes; a malformed frame drops the connection.
+
+        The hot path of forward mode: no more than a few attribute writes per frame
+        besides the recv/send themselves."""
         while True:
+            guard.enter()
             try:
                 payload = read_frame(sock)
             except EOFError:
                 log.info("vpcd closed the connection")
                 return
-            with guard.busy():
-                reply = self.answer(payload)
-                if reply is not None:
+            finally:
+                guard.waiting = False
+            reply = self.answer(payload)  # a card command: a signal waits for its end
+            if reply is not None:
+                guard.waiting = True  # a peer that does not read must not outlast a signal
+                try:
                     write_frame(sock, reply)
+                finally:
+                    guard.waiting = False
 
 
 class Stop(Exception):
     """SIGINT / SIGTERM: the card is pulled out."""
 
 
-@dataclass
+@dataclass(eq=False)
 class StopGuard:
-    """Signals stop the bridge between frames, never in the middle of a card command."""
+    """Signals stop the bridge only where it waits (for a frame, a connection, vpcd, a
+    reply to leave); anywhere else, a card command or the shutdown, they are noted and
+    honoured at the next wait. So a second signal while stopping does nothing."""
 
     stopping: bool = False
-    _busy: bool = False
+    waiting: bool = False  # True only around a blocking call that a Stop may interrupt
+    _wake: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _wakers: set[socket.socket] = field(default_factory=set, init=False, repr=False)
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
-        if not self._busy:
+        if self.waiting:
+            self.waiting = False  # one Stop, however many signals follow
             raise Stop
 
-    def busy(self) -> StopGuard:
-        return self
-
-    def __enter__(self) -> None:
-        self._busy = True
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._busy = False
-        if self.stopping and exc_type is None:
+    def enter(self) -> None:
+        """Start a wait: a signal from here on raises Stop, and one that came already does."""
+        self.waiting = True  # before the check: a signal in between cannot be missed
+        if self.stopping:
+            self.waiting = False
             raise Stop
 
     def sleep(self, seconds: float) -> None:
-        if self.stopping:
+        self.enter()
+        try:
+            self._wake.wait(seconds)
+        finally:
+            self.waiting = False
+        if self.stopping:  # woken by stop()
             raise Stop
-        time.sleep(seconds)
+
+    def watch(self, sock: socket.socket) -> None:
+        """stop() shuts this socket down, which ends a recv() waiting on it."""
+        self._wakers.add(sock)
+
+    def unwatch(self, sock: socket.socket) -> None:
+        self._wakers.discard(sock)
+
+    def stop(self) -> None:
+        """Stop from another thread (signals only reach the main one): tests, embedding."""
+        self.stopping = True
+        self._wake.set()
+        for sock in list(self._wakers):
+            with contextlib.suppress(OSError):  # already closed: nothing to wake
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
@@ -178,41 +231,308 @@ def _tune(sock: socket.socket) -> None:
     _quickack(sock)
 
 
+# --- forward mode: we connect to vpcd ---------------------------------------------------
+
+
+def _connect(address: tuple[str, int], guard: StopGuard) -> socket.socket:
+    guard.enter()
+    try:
+        return socket.create_connection(address, timeout=5)
+    finally:
+        guard.waiting = False
+
+
 def _connections_out(address: tuple[str, int], guard: StopGuard) -> Iterator[socket.socket]:
     """Forward mode: connect to vpcd, again and again, backing off while it is away."""
     delay = BACKOFF_START
     waiting_said = False
     while True:
         try:
-            sock = socket.create_connection(address, timeout=5)
+            sock = _connect(address, guard)
+        except UnicodeError:  # parse_address refuses such names; serve() may be called directly
+            raise ServeError(f"cannot connect to vpcd at {_where(*address)}: not a valid host "
+                             f"name; give an IP address such as {VPCD_HOST}") from None
         except OSError as e:
             if not waiting_said:
-                log.warning("waiting for vpcd at %s:%d (%s); is pcscd running with the vpcd "
-                            "driver?", *address, e.strerror or e)
+                if isinstance(e, socket.gaierror):  # it may appear (a container starting)
+                    log.warning("waiting for vpcd at %s: the host name does not resolve (%s); "
+                                "check --vpcd", _where(*address), e.strerror)
+                else:
+                    log.warning("waiting for vpcd at %s (%s); is pcscd running with the vpcd "
+                                "driver?", _where(*address), e.strerror or e)
                 waiting_said = True
             guard.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX)
             continue
         sock.settimeout(None)
         _tune(sock)
-        log.info("card inserted into vpcd at %s:%d", *address)
+        log.info("card inserted into vpcd at %s", _where(*address))
         delay, waiting_said = BACKOFF_START, False
         yield sock
 
 
-def _connections_in(address: tuple[str, int], guard: StopGuard) -> Iterator[socket.socket]:
-    """Reversed mode: vpcd connects to us."""
-    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as server:
+def _serve_forward(address: tuple[str, int], bridge: Bridge, guard: StopGuard) -> None:
+    for sock in _connections_out(address, guard):
+        guard.watch(sock)
+        try:
+            with sock:
+                try:
+                    bridge.serve(sock, guard)
+                except (FrameError, OSError) as e:
+                    log.warning("connection dropped: %s", e)
+        finally:
+            guard.unwatch(sock)
+        bridge.card.power_off()
+        log.info("card removed from vpcd")
+
+
+# --- reversed mode: vpcd connects to us -------------------------------------------------
+
+
+def _listening_socket(address: tuple[str, int], backlog: int) -> socket.socket:
+    """Bound and listening, or a ServeError that says what to do."""
+    host, port = address
+    where = _where(host, port)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as e:
+        reason = getattr(e, "strerror", None) or "not a valid host name"
+        raise ServeError(f"cannot listen on {where}: {host!r} does not resolve ({reason}); "
+                         f"give an IP address of this machine, such as {VPCD_HOST}") from None
+    family, kind, proto, _, sockaddr = infos[0]
+    server: socket.socket | None = None
+    try:
+        server = socket.socket(family, kind, proto)  # fails too where IPv6 is off
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        server.bind(address)
-        server.listen(1)
-        log.info("listening for vpcd on %s:%d", *server.getsockname()[:2])
+        server.bind(sockaddr)
+        server.listen(backlog)
+    except OSError as e:
+        if server is not None:
+            server.close()
+        raise ServeError(f"cannot listen on {where}: {_bind_advice(host, e)}") from None
+    server.setblocking(False)
+    return server
+
+
+def _bind_advice(host: str, e: OSError) -> str:
+    if e.errno == errno.EADDRINUSE:
+        return ("the port is in use by another program (another cardio serve?); "
+                "stop it, or choose another port with --listen HOST:PORT")
+    if e.errno == errno.EADDRNOTAVAIL:
+        return (f"{host} is not an address of this machine; "
+                f"listen on one of its own, such as {VPCD_HOST}")
+    if e.errno == errno.EACCES:
+        return "permission denied (ports below 1024 need root); choose a port from 1024 up"
+    return f"{e.strerror or e}; check the --listen address"
+
+
+class _Link:
+    """One vpcd connection in listen mode: what it has sent of its frame, what it has
+    not yet taken of its reply, and by when it must be done."""
+
+    __slots__ = ("sock", "peer", "inbox", "outbox", "deadline")
+
+    def __init__(self, sock: socket.socket, peer: str, deadline: float) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.inbox = bytearray()
+        self.outbox = b""
+        # None: idle between frames, which a vpcd may be for as long as it likes
+        self.deadline: float | None = deadline
+
+
+class _Switchboard:
+    """Listen mode: every connection is served as its frames come, in one thread.
+
+    vpcd keeps one connection open and silent between APDUs: that is fine. A new
+    connection must start its first frame within first_frame_timeout; a frame that has
+    begun must arrive whole, and a reply must be taken, within frame_timeout. Whoever
+    misses that is dropped, and nobody waits for anybody meanwhile. One thread means
+    one card command at a time, in the order the frames complete.
+    """
+
+    def __init__(self, server: socket.socket, bridge: Bridge, guard: StopGuard,
+                 first_frame_timeout: float, frame_timeout: float) -> None:
+        self.server = server
+        self.bridge = bridge
+        self.guard = guard
+        self.first_frame_timeout = first_frame_timeout
+        self.frame_timeout = frame_timeout
+        self.selector = selectors.DefaultSelector()
+        self.links: set[_Link] = set()
+        self.ready: set[_Link] = set()  # hold another whole frame: served in turn, no waiting
+        self.holder: _Link | None = None  # the link that last used the card
+        self.accept_again: float | None = None  # accepting paused (out of file descriptors)
+
+    def run(self) -> None:
+        wake, waker = socket.socketpair()  # stop() shuts `waker`: `wake` turns readable
+        self.guard.watch(waker)
+        self.selector.register(self.server, selectors.EVENT_READ)
+        self.selector.register(wake, selectors.EVENT_READ)
+        try:
+            while True:
+                self.guard.enter()
+                try:
+                    events = self.selector.select(self._timeout())
+                finally:
+                    self.guard.waiting = False
+                for key, mask in events:
+                    link = key.data
+                    if link is not None:
+                        if mask & selectors.EVENT_WRITE:
+                            self._writable(link)
+                        else:
+                            self._readable(link)
+                    elif key.fileobj is self.server:
+                        self._accept()
+                for link in list(self.ready):
+                    self.ready.discard(link)
+                    self._pump(link)
+                self._expire(time.monotonic())
+        finally:
+            self.guard.unwatch(waker)
+            for link in list(self.links):
+                self._close(link)
+            self.selector.close()
+            wake.close()
+            waker.close()
+
+    def _timeout(self) -> float | None:
+        if self.ready:
+            return 0
+        deadlines = [link.deadline for link in self.links if link.deadline is not None]
+        if self.accept_again is not None:
+            deadlines.append(self.accept_again)
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def _accept(self) -> None:
         while True:
-            sock, peer = server.accept()
-            _tune(sock)
-            log.info("vpcd connected from %s:%d: card inserted", *peer[:2])
-            yield sock
+            try:
+                sock, peer = self.server.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:  # gone before we took it
+                continue
+            except OSError as e:  # out of file descriptors: pause instead of spinning
+                log.warning("cannot take a new connection (%s); trying again in 1 s", e)
+                self.selector.unregister(self.server)
+                self.accept_again = time.monotonic() + 1.0
+                return
+            try:
+                sock.setblocking(False)
+                _tune(sock)
+            except OSError:  # reset before we got to it
+                sock.close()
+                continue
+            link = _Link(sock, _where(*peer[:2]), time.monotonic() + self.first_frame_timeout)
+            self.links.add(link)
+            self.selector.register(sock, selectors.EVENT_READ, link)
+            log.info("vpcd connected from %s: card inserted", link.peer)
+
+    def _readable(self, link: _Link) -> None:
+        try:
+            chunk = link.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            self._drop(link, str(e))
+            return
+        _quickack(link.sock)
+        if not chunk:
+            if link.inbox:
+                self._drop(link, self._partial(link, "then end of stream"))
+            else:
+                log.info("vpcd at %s closed the connection", link.peer)
+                self._close(link)
+            return
+        if not link.inbox:  # a frame begins: it must end in time
+            link.deadline = time.monotonic() + self.frame_timeout
+        link.inbox += chunk
+        self._pump(link)
+
+    def _pump(self, link: _Link) -> None:
+        """Answer one whole frame, if there is one; the others get their turn first."""
+        inbox = link.inbox
+        if link.outbox or len(inbox) < HEADER:
+            return
+        length = int.from_bytes(inbox[:HEADER], "big")
+        if length == 0:
+            self._drop(link, "empty frame")
+            return
+        end = HEADER + length
+        if len(inbox) < end:
+            return
+        payload = bytes(inbox[HEADER:end])
+        del inbox[:end]
+        self.holder = link
+        reply = self.bridge.answer(payload)
+        if reply is not None and not self._send(link, len(reply).to_bytes(HEADER, "big") + reply):
+            return
+        link.deadline = time.monotonic() + self.frame_timeout if inbox or link.outbox else None
+        if len(inbox) >= HEADER and not link.outbox:
+            self.ready.add(link)
+
+    def _send(self, link: _Link, data: bytes) -> bool:
+        """Send what the socket takes now; the rest waits for it, and the link's next
+        frame waits for the rest. False when the link is gone."""
+        try:
+            sent = link.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as e:
+            self._drop(link, str(e))
+            return False
+        if sent < len(data):
+            link.outbox = data[sent:]
+            self.selector.modify(link.sock, selectors.EVENT_WRITE, link)
+        return True
+
+    def _writable(self, link: _Link) -> None:
+        outbox, link.outbox = link.outbox, b""
+        if not self._send(link, outbox) or link.outbox:
+            return
+        self.selector.modify(link.sock, selectors.EVENT_READ, link)
+        link.deadline = time.monotonic() + self.frame_timeout if link.inbox else None
+        self._pump(link)
+
+    def _expire(self, now: float) -> None:
+        if self.accept_again is not None and now >= self.accept_again:
+            self.accept_again = None
+            self.selector.register(self.server, selectors.EVENT_READ)
+        for link in list(self.links):
+            if link.deadline is not None and now >= link.deadline:
+                self._drop(link, self._overdue(link))
+
+    def _overdue(self, link: _Link) -> str:
+        if link.outbox:
+            return f"it did not take its reply within {self.frame_timeout:g} s"
+        if link.inbox:
+            return "a frame stalled: " + self._partial(link, f"for {self.frame_timeout:g} s")
+        return f"it sent nothing within {self.first_frame_timeout:g} s"
+
+    @staticmethod
+    def _partial(link: _Link, then: str) -> str:
+        got = len(link.inbox)
+        if got < HEADER:
+            return f"{got} of {HEADER} header bytes, {then}"
+        length = int.from_bytes(link.inbox[:HEADER], "big")
+        return f"{got - HEADER} of {length} bytes, {then}"
+
+    def _drop(self, link: _Link, reason: str) -> None:
+        log.warning("connection from %s dropped: %s", link.peer, reason)
+        self._close(link)
+
+    def _close(self, link: _Link) -> None:
+        self.links.discard(link)
+        self.ready.discard(link)
+        self.selector.unregister(link.sock)
+        link.sock.close()
+        if self.holder is link:  # its user left: the card comes out (a stranger's going does not)
+            self.holder = None
+            self.bridge.card.power_off()
+            log.info("card removed from vpcd")
 
 
 def serve(
@@ -222,31 +542,39 @@ def serve(
     listen: tuple[str, int] | None = None,
     verbose: bool = False,
     install_signals: bool = True,
+    guard: StopGuard | None = None,
+    first_frame_timeout: float = FIRST_FRAME_TIMEOUT,
+    frame_timeout: float = FRAME_TIMEOUT,
+    backlog: int = BACKLOG,
 ) -> int:
-    """Run until SIGINT/SIGTERM. The card file stays locked meanwhile."""
-    guard = StopGuard()
+    """Run until SIGINT/SIGTERM (or guard.stop()). The card file stays locked meanwhile.
+
+    Raises ServeError when the listen address cannot be used, StoreError when the card
+    file cannot be; the card file is untouched then. install_signals is for a process
+    that is this server: once serve returns, SIGINT and SIGTERM are ignored, so that a
+    late one neither raises in the caller nor kills the process as it exits."""
+    guard = guard or StopGuard()
     if install_signals:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, guard.handle)
-    connections: Callable[[tuple[str, int], StopGuard], Iterator[socket.socket]]
-    if listen is not None:
-        address, connections = listen, _connections_in
-    else:
-        address, connections = vpcd or (VPCD_HOST, VPCD_PORT), _connections_out
-    with FileStore(card_path) as store:
-        card = VirtualCard(store.open(), store)
-        bridge = Bridge(card, verbose)
-        try:
-            for sock in connections(address, guard):
-                with sock:
-                    try:
-                        bridge.serve(sock, guard)
-                    except (FrameError, OSError) as e:
-                        log.warning("connection dropped: %s", e)
+    try:
+        with FileStore(card_path) as store:
+            card = VirtualCard(store.open(), store)
+            bridge = Bridge(card, verbose)
+            try:
+                if listen is not None:
+                    with _listening_socket(listen, backlog) as server:
+                        log.info("listening for vpcd on %s", _where(*server.getsockname()[:2]))
+                        _Switchboard(server, bridge, guard, first_frame_timeout,
+                                     frame_timeout).run()
+                else:
+                    _serve_forward(vpcd or (VPCD_HOST, VPCD_PORT), bridge, guard)
+            except Stop:
+                log.info("stopping: card pulled out")
+            finally:
                 card.power_off()
-                log.info("card removed from vpcd")
-        except Stop:
-            log.info("stopping: card pulled out")
-        finally:
-            card.power_off()
+    finally:
+        if install_signals:  # SIG_IGN, unlike our handler, survives Python's own shutdown
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
     return 0

@@ -56,6 +56,38 @@ class HostError(Exception):
     """A host problem for a person: the message says what to do."""
 
 
+# SQLite stores an INTEGER in 64 bits: a larger Python int would not fit the column.
+MAX_FEN = 2**63 - 1
+
+
+def checked_text(what: str, value: object, *, empty: bool = False) -> str:
+    """`value` as text a host can store, or a HostError naming `what` is wrong with it."""
+    if value is None:
+        raise HostError(f"the {what} is missing; give it as text")
+    if not isinstance(value, str):
+        raise HostError(f"the {what} must be text, not {type(value).__name__}; give it as text")
+    if not empty and not value.strip():
+        raise HostError(f"the {what} is empty; give it")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates (undecodable bytes) cannot be stored
+        raise HostError(f"the {what} has characters that are not text; type it "
+                        "again") from None
+    return value
+
+
+def checked_amount(value: object) -> int:
+    """A payment amount: whole fen above 0 that fits the database, else a HostError."""
+    if type(value) is not int:  # bool and float are not amounts, even when they look whole
+        raise HostError("an amount is a whole number of fen above 0; enter it again")
+    if value <= 0:
+        raise HostError("an amount is a whole number of fen above 0; enter it again")
+    if value > MAX_FEN:
+        raise HostError(f"an amount of more than {MAX_FEN} fen cannot be recorded; "
+                        "enter it again")
+    return value
+
+
 class SettlementHost(Protocol):
     def holder(self, ssn: str) -> Holder | None: ...
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
 from cardio import identity
-from host.api import HostError, format_fen
+from host.api import Holder, HostError, format_fen
 from host.sqlite import SqliteHost
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -28,7 +29,10 @@ def seed_file() -> Path:
 
 
 def open_host(db: str | None) -> SqliteHost:
-    return SqliteHost(Path(db) if db else default_db(), seed=seed_file())
+    if db is not None and not db.strip():  # an empty --db is a mistake, not the default
+        raise UsageError("the --db path is empty; give the host database's path, or leave "
+                         "--db out for the default one")
+    return SqliteHost(Path(db) if db is not None else default_db(), seed=seed_file())
 
 
 def _ssn(args: argparse.Namespace) -> str:
@@ -45,31 +49,35 @@ class UsageError(Exception):
 
 
 def cmd_report_loss(args: argparse.Namespace, out: TextIO) -> int:
-    holder = open_host(args.db).report_loss(_ssn(args))
+    ssn = _ssn(args)
+    with open_host(args.db) as host:
+        holder = host.report_loss(ssn)
     print(f"reported lost: the card of {identity.mask_name(holder.name)} "
           f"({identity.mask_id(holder.ssn)}) is now refused at every terminal", file=out)
     return EXIT_OK
 
 
 def cmd_cancel_loss(args: argparse.Namespace, out: TextIO) -> int:
-    holder = open_host(args.db).cancel_loss(_ssn(args))
+    ssn = _ssn(args)
+    with open_host(args.db) as host:
+        holder = host.cancel_loss(ssn)
     print(f"loss report cancelled: the card of {identity.mask_name(holder.name)} "
           f"({identity.mask_id(holder.ssn)}) works again", file=out)
     return EXIT_OK
 
 
-def _holder(args: argparse.Namespace):
-    ssn = _ssn(args)
-    host = open_host(args.db)
+def _holder(host: SqliteHost, ssn: str) -> Holder:
     holder = host.holder(ssn)
     if holder is None:
         raise HostError(f"no holder with social security number {identity.mask_id(ssn)}; "
                         "check the number")
-    return host, holder
+    return holder
 
 
 def cmd_balance(args: argparse.Namespace, out: TextIO) -> int:
-    _, holder = _holder(args)
+    ssn = _ssn(args)
+    with open_host(args.db) as host:
+        holder = _holder(host, ssn)
     state = "reported lost" if holder.lost else "in use"
     print(f"{identity.mask_name(holder.name)} ({identity.mask_id(holder.ssn)}): personal "
           f"account balance {format_fen(holder.balance_fen)} yuan; card {state}", file=out)
@@ -77,8 +85,10 @@ def cmd_balance(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
-    host, holder = _holder(args)
-    rows = host.history(holder.ssn)
+    ssn = _ssn(args)
+    with open_host(args.db) as host:
+        holder = _holder(host, ssn)
+        rows = host.history(holder.ssn)
     if not rows:
         print("no payments yet", file=out)
     for t in rows:
@@ -119,6 +129,18 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except HostError as e:
         print(f"pos-host: {e}", file=sys.stderr)
         return EXIT_FAILED
+    except BrokenPipeError:  # the reader of our output went away (| head): nothing to say
+        if out is sys.stdout:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    except OSError as e:  # a last net: a person's mistake never ends in a traceback
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"pos-host: {where}{e.strerror or e}; check the path and try again",
+              file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:  # an open SQL transaction is rolled back by SQLite
+        print("pos-host: interrupted; an unfinished change was not made", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

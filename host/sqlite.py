@@ -3,19 +3,36 @@
 A debit is one SQL transaction (BEGIN IMMEDIATE ... COMMIT), idempotent by its
 transaction id: a retry after a crash or a timeout finds the first answer and never
 debits twice. WAL with synchronous=FULL: a committed payment survives a crash.
+
+The file holds personal data: it is made 0600 (SQLite gives its -wal and -shm files the
+same mode) in folders made 0700. Every row read is checked, so a hand-edited row is a
+HostError naming that row, never a traceback.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import errno
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from types import TracebackType
 
 from cardio.identity import mask_id
-from host.api import Debit, DebitStatus, Holder, HostError, Transaction
+from host.api import (
+    MAX_FEN,
+    Debit,
+    DebitStatus,
+    Holder,
+    HostError,
+    Transaction,
+    checked_amount,
+    checked_text,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS holders (
@@ -39,118 +56,344 @@ CREATE TABLE IF NOT EXISTS transactions (
 CREATE INDEX IF NOT EXISTS transactions_by_ssn ON transactions (ssn, time);
 """
 
+FILE_MODE = 0o600
+FOLDER_MODE = 0o700
+
+HOLDER_BY_SSN = ("SELECT rowid, ssn, name, phone, scheme, balance_fen, lost FROM holders "
+                 "WHERE ssn = ?")
+_TRANSACTIONS = ("SELECT rowid, txn_id, terminal_id, card_number, ssn, amount_fen, time, "
+                 "status, balance_after_fen FROM transactions ")
+TRANSACTIONS_BY_SSN = _TRANSACTIONS + "WHERE ssn = ? ORDER BY time, rowid"
+TRANSACTION_BY_ID = _TRANSACTIONS + "WHERE txn_id = ?"
+
+# SQLite's primary result codes (the low byte of sqlite_errorcode)
+_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
+_SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 13, 14
+
 
 def now() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
+def make_private_folders(folder: Path) -> list[Path]:
+    """Make the missing folders down to `folder`, each 0700 (they will hold personal data).
+
+    Folders that already exist are not ours to change and are left alone. Returns the
+    folders made, outermost first; if one cannot be made, those made are removed again.
+    (cardio.outlet has the same rule for the outlet log.)
+    """
+    missing: list[Path] = []
+    here = folder
+    while not os.path.isdir(here) and here.parent != here:  # isdir: False on any OSError
+        missing.append(here)
+        here = here.parent
+    made: list[Path] = []
+    try:
+        for path in reversed(missing):
+            try:
+                os.mkdir(path, FOLDER_MODE)
+            except FileExistsError:
+                if os.path.isdir(path):  # another process made it meanwhile
+                    continue
+                raise
+            os.chmod(path, FOLDER_MODE)  # an odd umask may have lowered it
+            made.append(path)
+    except BaseException:
+        for path in reversed(made):
+            with suppress(OSError):
+                path.rmdir()
+        raise
+    return made
+
+
+def _os_reason(e: OSError) -> str:
+    """What went wrong with a path, and what to do, for a person."""
+    if e.errno in (errno.EEXIST, errno.ENOTDIR):
+        return "a part of that path is a file, not a folder; give a path inside a folder"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied; give a path you may write, in a folder you may write"
+    if e.errno == errno.EROFS:
+        return "the disk is read-only; give a path on a writable disk"
+    if e.errno == errno.ENAMETOOLONG:
+        return "the name is too long; give a shorter path"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk is full; free some space and try again"
+    if e.errno == errno.ENOENT:
+        return "a part of that path does not exist; check the path"
+    return f"{e.strerror or e}; check the path"
+
+
 class SqliteHost:
     def __init__(self, path: Path, *, seed: Path | None = None) -> None:
-        """Open (or make) the database; a new one is seeded from `seed` (holders JSON)."""
+        """Open (or make) the database; a new one is seeded from `seed` (holders JSON).
+
+        If it cannot be opened, nothing is left behind: no new folder, no new file.
+        """
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._guard():
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10,
-                                       check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(SCHEMA)
-            empty = self._db.execute("SELECT NOT EXISTS (SELECT 1 FROM holders)").fetchone()[0]
-        # Seeded while it has no holders: a first start killed before seeding is mended.
-        if empty and seed is not None:
-            self.seed(seed)
+        self._db: sqlite3.Connection | None = None
+        made_folders: list[Path] = []
+        made_file = False
+        try:
+            made_folders, made_file = self._prepare()
+            with self._guard():
+                self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10,
+                                           check_same_thread=False)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.executescript(SCHEMA)
+                empty = self._db.execute(
+                    "SELECT NOT EXISTS (SELECT 1 FROM holders)").fetchone()[0]
+            # Seeded while it has no holders: a first start killed before seeding is mended.
+            if empty and seed is not None:
+                self.seed(seed)
+        except BaseException:
+            self._undo(made_folders, made_file)
+            raise
+
+    def _prepare(self) -> tuple[list[Path], bool]:
+        """The folders and the file, made private; each problem a HostError."""
+        if os.path.isdir(self.path):
+            raise HostError(f"{self.path}: not a usable host database (it is a folder); "
+                            f"give the path of a database file, such as "
+                            f"{self.path / 'host.sqlite3'}")
+        try:
+            made_folders = make_private_folders(self.path.parent)
+        except OSError as e:
+            raise self._path_error(e) from None
+        except ValueError:  # a NUL character in the path
+            raise HostError(f"{self.path!r} is not a usable path; give another") from None
+        made_file = False
+        try:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                             FILE_MODE)
+                made_file = True
+            except FileExistsError:  # may we read and write it? (O_CREAT: a symlink's target)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+            try:
+                if made_file:
+                    os.fchmod(fd, FILE_MODE)  # exactly 0600, whatever the umask
+            finally:
+                os.close(fd)
+        except OSError as e:
+            self._undo(made_folders, made_file)
+            raise self._path_error(e) from None
+        except ValueError:
+            self._undo(made_folders, made_file)
+            raise HostError(f"{self.path!r} is not a usable path; give another") from None
+        return made_folders, made_file
+
+    def _path_error(self, e: OSError) -> HostError:
+        return HostError(f"cannot use {self.path} as the host database: {_os_reason(e)}")
+
+    def _undo(self, made_folders: list[Path], made_file: bool) -> None:
+        """Remove what a failed open made, so a failure changes nothing on disk."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        if made_file:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                with suppress(OSError):
+                    os.unlink(f"{self.path}{suffix}")
+        for folder in reversed(made_folders):
+            with suppress(OSError):
+                folder.rmdir()
+
+    def __enter__(self) -> SqliteHost:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def _sqlite_error(self, e: sqlite3.Error) -> HostError:
+        code = getattr(e, "sqlite_errorcode", 0) & 0xFF
+        if code == _SQLITE_FULL:
+            return HostError(f"{self.path}: the host database cannot grow, the disk is full "
+                             f"({e}); free some space and try again")
+        if code in (_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_CANTOPEN):
+            return HostError(f"{self.path}: the host database cannot be opened for writing "
+                             f"({e}); check that you may write it and its folder, or give "
+                             "another path")
+        if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            return HostError(f"{self.path}: the host database is busy in another program "
+                             f"({e}); try again in a moment")
+        if code == _SQLITE_IOERR:
+            return HostError(f"{self.path}: the host database could not be read or written "
+                             f"({e}); check the disk, then try again")
+        if isinstance(e, sqlite3.IntegrityError):
+            return HostError(f"{self.path}: the host database refused the change ({e}) and "
+                             "nothing was changed; check its rows, then try again")
+        return HostError(f"{self.path}: not a usable host database ({e}); move it away "
+                         "and a new one will be made")
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
-        """A damaged file is a HostError with what to do, wherever it shows up."""
+        """A damaged or unreachable file is a HostError with what to do, wherever it shows."""
         try:
             yield
-        except sqlite3.IntegrityError:
-            raise
-        except sqlite3.DatabaseError as e:
-            raise HostError(f"{self.path}: not a usable host database ({e}); move it away "
-                            "and a new one will be made") from None
+        except sqlite3.Error as e:
+            raise self._sqlite_error(e) from None
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise HostError("the host database is closed; open it again")
+        return self._db
 
     def close(self) -> None:
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._conn
         with self._guard():
-            self._db.execute("BEGIN IMMEDIATE")
+            db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-                self._db.execute("COMMIT")
+                yield db
+                db.execute("COMMIT")
             except BaseException:
-                if self._db.in_transaction:  # also when COMMIT itself failed
-                    self._db.execute("ROLLBACK")
+                if db.in_transaction:  # also when COMMIT itself failed
+                    db.execute("ROLLBACK")
                 raise
 
     def seed(self, path: Path) -> int:
         """Holders from a JSON file ({"holders": [{ssn, name, phone, scheme, balance_fen}]})."""
-        doc = json.loads(Path(path).read_text("utf-8"))
-        rows = [(h["ssn"], h["name"], h.get("phone"), h["scheme"], int(h["balance_fen"]))
-                for h in doc["holders"]]
+        try:
+            doc = json.loads(Path(path).read_text("utf-8"))
+            rows = [(h["ssn"].upper(), h["name"], h.get("phone"), h["scheme"],
+                     int(h["balance_fen"])) for h in doc["holders"]]
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError,
+                AttributeError) as e:
+            raise HostError(f"{path}: not a usable holders file ({type(e).__name__}); "
+                            "give a JSON file of holders") from None
+        for ssn, name, phone, scheme, fen in rows:
+            if not all(isinstance(v, str) and v for v in (ssn, name, scheme)) or not (
+                    phone is None or isinstance(phone, str)) or not 0 <= fen <= MAX_FEN:
+                raise HostError(f"{path}: the holder {mask_id(str(ssn))} is not usable; "
+                                "correct it in the holders file")
         with self._transaction() as db:
             db.executemany(
                 "INSERT OR IGNORE INTO holders (ssn, name, phone, scheme, balance_fen) "
                 "VALUES (?, ?, ?, ?, ?)", rows)
         return len(rows)
 
+    # --- rows as they are read: each checked ----------------------------------------
+
+    def _bad_row(self, table: str, rowid: object, label: str, what: str) -> HostError:
+        return HostError(f"{self.path}: the {table} row {rowid} ({label}) {what}; correct or "
+                         "delete that row, or restore the host database from a backup")
+
+    def _holder_of(self, row: tuple) -> Holder:
+        rowid, ssn, name, phone, scheme, fen, lost = row
+        label = (f"holder {mask_id(ssn)}" if isinstance(ssn, str) and ssn
+                 else "a holder without a number")
+
+        def bad(what: str) -> HostError:
+            return self._bad_row("holders", rowid, label, what)
+
+        if not isinstance(ssn, str) or not ssn:
+            raise bad("has no social security number as text")
+        if not isinstance(name, str) or not name:
+            raise bad("has no name as text")
+        if phone is not None and not isinstance(phone, str):
+            raise bad("has a phone number that is not text")
+        if not isinstance(scheme, str) or not scheme:
+            raise bad("has no scheme as text")
+        if type(fen) is not int or fen < 0:
+            raise bad("has a balance that is not a whole number of fen at or above 0")
+        if type(lost) is not int or lost not in (0, 1):
+            raise bad("has a lost flag that is neither 0 nor 1")
+        return Holder(ssn, name, phone, scheme, fen, bool(lost))
+
+    def _transaction_of(self, row: tuple) -> Transaction:
+        rowid, txn_id, terminal_id, card_number, ssn, amount, time, status, after = row
+        label = (f"payment {txn_id[:40]!r}" if isinstance(txn_id, str) and txn_id
+                 else "a payment without a transaction id")
+
+        def bad(what: str) -> HostError:
+            return self._bad_row("transactions", rowid, label, what)
+
+        if not isinstance(txn_id, str) or not txn_id:
+            raise bad("has no transaction id as text")
+        for column, value in (("terminal id", terminal_id), ("card number", card_number),
+                              ("social security number", ssn)):
+            if not isinstance(value, str):
+                raise bad(f"has a {column} that is not text")
+        if type(amount) is not int or amount <= 0:
+            raise bad("has an amount that is not a whole number of fen above 0")
+        if not isinstance(time, str):
+            raise bad("has a time that is not text")
+        try:
+            dt.datetime.fromisoformat(time)
+        except ValueError:
+            raise bad("has a time that is not an ISO date and time") from None
+        if status not in {s.value for s in DebitStatus}:
+            raise bad("has a status that is none of " + ", ".join(DebitStatus))
+        if after is None and status != DebitStatus.UNKNOWN_HOLDER:
+            raise bad("has no balance after the payment")
+        if after is not None and (type(after) is not int or after < 0):
+            raise bad("has a balance after that is not a whole number of fen at or above 0")
+        return Transaction(txn_id, terminal_id, card_number, ssn, amount, time,
+                           DebitStatus(status), after)
+
     # --- reads ----------------------------------------------------------------------
 
     def holder(self, ssn: str) -> Holder | None:
+        ssn = checked_text("social security number", ssn).upper()
         with self._guard():
-            row = self._db.execute(
-                "SELECT ssn, name, phone, scheme, balance_fen, lost FROM holders WHERE ssn = ?",
-                (ssn.upper(),)).fetchone()
-        if row is None:
-            return None
-        return Holder(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
+            row = self._conn.execute(
+                HOLDER_BY_SSN, (ssn,)).fetchone()
+        return None if row is None else self._holder_of(row)
 
     def history(self, ssn: str) -> list[Transaction]:
+        ssn = checked_text("social security number", ssn).upper()
         with self._guard():
-            rows = self._db.execute(
-                "SELECT txn_id, terminal_id, card_number, ssn, amount_fen, time, status, "
-                "balance_after_fen FROM transactions WHERE ssn = ? ORDER BY time, rowid",
-                (ssn.upper(),)).fetchall()
-        return [Transaction(r[0], r[1], r[2], r[3], r[4], r[5], DebitStatus(r[6]), r[7])
-                for r in rows]
+            rows = self._conn.execute(
+                TRANSACTIONS_BY_SSN, (ssn,)).fetchall()
+        return [self._transaction_of(r) for r in rows]
 
     def total_fen(self) -> tuple[int, int]:
         """(sum of balances, sum of debited amounts): their sum never changes."""
-        balances = self._db.execute("SELECT COALESCE(SUM(balance_fen), 0) FROM holders")
-        debited = self._db.execute(
-            "SELECT COALESCE(SUM(amount_fen), 0) FROM transactions WHERE status = 'DEBITED'")
-        return balances.fetchone()[0], debited.fetchone()[0]
+        with self._guard():
+            balances = self._conn.execute(
+                "SELECT COALESCE(SUM(balance_fen), 0) FROM holders").fetchone()[0]
+            debited = self._conn.execute(
+                "SELECT COALESCE(SUM(amount_fen), 0) FROM transactions "
+                "WHERE status = 'DEBITED'").fetchone()[0]
+        return balances, debited
 
     # --- writes ---------------------------------------------------------------------
 
     def debit(self, txn_id: str, terminal_id: str, card_number: str, ssn: str,
               amount_fen: int) -> Debit:
-        if type(amount_fen) is not int or amount_fen <= 0:
-            raise HostError("an amount is a whole number of fen above 0; enter it again")
-        ssn = ssn.upper()
+        # Checked before the transaction: a bad argument writes nothing.
+        txn_id = checked_text("transaction id", txn_id)
+        terminal_id = checked_text("terminal id", terminal_id)
+        card_number = checked_text("card number", card_number, empty=True)
+        ssn = checked_text("social security number", ssn).upper()
+        amount_fen = checked_amount(amount_fen)
         with self._transaction() as db:
-            earlier = db.execute(
-                "SELECT status, amount_fen, balance_after_fen, time, ssn FROM transactions "
-                "WHERE txn_id = ?", (txn_id,)).fetchone()
+            earlier = db.execute(TRANSACTION_BY_ID, (txn_id,)).fetchone()
             if earlier is not None:
-                if (earlier[1], earlier[4]) != (amount_fen, ssn):
+                first = self._transaction_of(earlier)
+                if (first.amount_fen, first.ssn) != (amount_fen, ssn):
                     raise HostError(f"transaction {txn_id} was already used for another payment; "
                                     "start a new payment")
-                return Debit(txn_id, DebitStatus(earlier[0]), earlier[1], earlier[2],
-                             earlier[3], replayed=True)
-            row = db.execute("SELECT balance_fen, lost FROM holders WHERE ssn = ?",
-                             (ssn,)).fetchone()
-            if row is None:
+                return Debit(txn_id, first.status, first.amount_fen, first.balance_after_fen,
+                             first.time, replayed=True)
+            row = db.execute(HOLDER_BY_SSN, (ssn,)).fetchone()
+            holder = None if row is None else self._holder_of(row)
+            if holder is None:
                 status, after = DebitStatus.UNKNOWN_HOLDER, None
-            elif row[1]:
-                status, after = DebitStatus.LOST, row[0]
-            elif row[0] < amount_fen:
-                status, after = DebitStatus.INSUFFICIENT, row[0]
+            elif holder.lost:
+                status, after = DebitStatus.LOST, holder.balance_fen
+            elif holder.balance_fen < amount_fen:
+                status, after = DebitStatus.INSUFFICIENT, holder.balance_fen
             else:
-                status, after = DebitStatus.DEBITED, row[0] - amount_fen
+                status, after = DebitStatus.DEBITED, holder.balance_fen - amount_fen
                 db.execute("UPDATE holders SET balance_fen = ? WHERE ssn = ?", (after, ssn))
             stamp = now()
             db.execute(
@@ -160,16 +403,15 @@ class SqliteHost:
         return Debit(txn_id, status, amount_fen, after, stamp)
 
     def _set_lost(self, ssn: str, lost: bool) -> Holder:
+        ssn = checked_text("social security number", ssn).upper()
         with self._transaction() as db:
-            changed = db.execute("UPDATE holders SET lost = ? WHERE ssn = ?",
-                                 (int(lost), ssn.upper())).rowcount
-        if not changed:
-            raise HostError(f"no holder with social security number {mask_id(ssn.upper())}; "
-                            "check the number")
-        holder = self.holder(ssn)
-        if holder is None:  # pragma: no cover - just updated
-            raise HostError("the holder vanished; try again")
-        return holder
+            row = db.execute(HOLDER_BY_SSN, (ssn,)).fetchone()
+            if row is None:
+                raise HostError(f"no holder with social security number {mask_id(ssn)}; "
+                                "check the number")
+            holder = self._holder_of(row)  # a row that does not parse is not changed
+            db.execute("UPDATE holders SET lost = ? WHERE ssn = ?", (int(lost), ssn))
+        return dataclasses.replace(holder, lost=lost)
 
     def report_loss(self, ssn: str) -> Holder:
         """S18: a verbal loss report needs the ID or social security number, no PIN."""

@@ -10,35 +10,32 @@ import argparse
 import contextlib
 import datetime as dt
 import json
+import logging
+import os
 import sys
 import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
-from textual import work
+from textual import events, work
 from textual.app import App
 from textual.binding import Binding
 from textual.message import Message
+from textual.screen import ModalScreen
+from textual.timer import Timer
 
 from cardio.card import profiles, store
 from cardio.card.state import CardFileError
 from cardio.outlet import Operation, OutletError
 from cardio.pin import PIN_LENGTH
 from cardio.readers.base import CardEvent, EventKind, Reader
-from cardio.readers.errors import (
-    CardRemovedError,
-    NoCardError,
-    NoReaderError,
-    NoServiceError,
-    ProtocolError,
-    ReaderError,
-    ReaderGoneError,
-    SharingViolationError,
-)
+from cardio.readers.errors import ReaderBusyError, ReaderError
 from cardio.readers.virtual import VirtualReader
 from cardio.resources import user_dir
+from cardio.trace import failure
 from host.api import HostError, SettlementHost
 from terminal import strings
 from terminal.flow import (
@@ -47,6 +44,7 @@ from terminal.flow import (
     Flow,
     Purpose,
     ReadCard,
+    Settle,
     Stage,
     View,
 )
@@ -56,7 +54,16 @@ from terminal.screens.base import PadScreen
 from terminal.screens.confirm import ConfirmScreen
 from terminal.screens.menu import MenuScreen
 from terminal.screens.stages import SCREENS, StageScreen
-from terminal.worker import Desk, OutletSetup, Result, deliver, execute
+from terminal.worker import (
+    DEFAULT_CARD_TIMEOUT,
+    Desk,
+    OutletSetup,
+    Result,
+    deliver,
+    execute,
+)
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PROFILE = "employee-new"
 DEFAULT_UPGRADE_DATE = dt.date(2020, 4, 13)  # S8: in the past, so the upgrade is in force
@@ -64,6 +71,10 @@ MENU_CHOICES = {"1": Purpose.PAY, "2": Purpose.CHANGE, "3": Purpose.INFO}
 OUTLET_CHOICES = {"1": Operation.RESET_PIN, "2": Operation.RESTORE_INITIAL,
                   "3": Operation.CANCEL_PIN, "4": Operation.ACTIVATE}
 FLOW_TITLES = {Purpose.PAY: "pay", Purpose.CHANGE: "change", Purpose.INFO: "info"}
+ENTRY_LIMITS = {Stage.AMOUNT: MAX_AMOUNT_DIGITS, Stage.ID_NUMBER: ID_LENGTH,
+                Stage.CONFIRM_AMOUNT: 0}
+DEFAULT_TIMEOUT = 30.0  # seconds, like a real PIN pad's prompt
+MIN_SIZE = (60, 18)  # columns, rows: the pad with its PIN field whole
 
 
 class CardChanged(Message):
@@ -73,15 +84,22 @@ class CardChanged(Message):
 
 
 class CardResult(Message):
-    """What a worker got from the card for flow number `flow_id`."""
+    """What a worker got for command number `seq` of flow number `flow_id`."""
 
-    def __init__(
-        self, flow_id: int, result: Result, present: bool = True,
-    ) -> None:
+    def __init__(self, flow_id: int, seq: int, result: Result, present: bool = True) -> None:
         super().__init__()
         self.flow_id = flow_id
+        self.seq = seq
         self.result = result
         self.present = present  # was the card still there when the worker finished
+
+
+class CardFileProblem(Message):
+    """F2 could not put the virtual card in or take it out; `key` says why."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
 
 
 class TraceLine(Message):
@@ -101,15 +119,22 @@ class Options:
     host: SettlementHost | None = None  # None: payments end at the card's authorisation
     terminal_id: str = "POS-0001"
     receipts: Path | None = None
+    timeout: float = DEFAULT_TIMEOUT  # the holder's time on a prompt; 0: no limit
+    card_timeout: float = DEFAULT_CARD_TIMEOUT  # a card command's deadline
+    quiet: bool = False  # no bell
 
 
-class PosApp(App[None]):
+class PosApp(App[None], inherit_bindings=False):
+    """The PIN pad. Only its own keys: none of Textual's defaults (palette, Ctrl+C
+    prompt, focus keys) reach a holder."""
+
     CSS_PATH = "terminal.tcss"
     TITLE = "pos-terminal"
+    ENABLE_COMMAND_PALETTE = False
     BINDINGS = [
         Binding("f2", "toggle_card", "card", show=False),
         Binding("f12", "toggle_trace", "APDU", show=False),
-        Binding("ctrl+q", "quit", "quit", show=False),
+        Binding("ctrl+q", "ask_quit", "quit", show=False, priority=True),
     ]
 
     def __init__(self, reader: Reader, options: Options) -> None:
@@ -123,16 +148,18 @@ class PosApp(App[None]):
         self.flow: Flow | OutletFlow | None = None
         self.entry = ""  # what is being typed; PIN digits live here only until Enter
         self.flow_id = 0
-        self._reader_lock = threading.Lock()
+        self.pending: int | None = None  # the command in flight; keys wait for its answer
+        self._seq = 0
+        self._timer: Timer | None = None
+        self._alerted: View | None = None
+        self._toggle_later = False  # F2 pressed while a command ran
         self._trace_lock = threading.Lock()
-        self._trace_out = (
-            open(options.trace_file, "a", encoding="utf-8")  # noqa: SIM115 - closed on exit
-            if options.trace_file else None
-        )
+        self._trace_out = open_private_log(options.trace_file) if options.trace_file else None
         reader.trace = self._trace
         reader.subscribe(self._card_event)
         self.desk = Desk(reader, host=options.host, terminal_id=options.terminal_id,
-                         receipts=options.receipts, outlet=options.outlet)
+                         receipts=options.receipts, outlet=options.outlet,
+                         card_timeout=options.card_timeout)
 
     # --- text ---------------------------------------------------------------------
 
@@ -140,7 +167,8 @@ class PosApp(App[None]):
         return strings.text(self.lang, key, **params)
 
     def key_labels(self) -> dict[str, str]:
-        return {name: self.t(f"key_{name}") for name in ("confirm", "back", "cancel", "clear")}
+        names = ("confirm", "back", "cancel", "clear", "X")
+        return {name: self.t(f"key_{name}") for name in names}
 
     def hint_text(self) -> str:
         parts = [self.t("hint")]
@@ -165,56 +193,77 @@ class PosApp(App[None]):
     # --- life -----------------------------------------------------------------------
 
     def on_mount(self) -> None:
+        self._fit(self.size.width, self.size.height)
         self.push_screen(MenuScreen())
         if not self.options.virtual:
             watch = getattr(self.reader, "watch", None)
             if watch is not None:
                 watch()
 
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit(event.size.width, event.size.height)
+
+    def _fit(self, width: int, height: int) -> None:
+        """Under 60x18 the pad would be cut off: the screens say so instead."""
+        self.set_class(width < MIN_SIZE[0] or height < MIN_SIZE[1], "-small")
+
     def on_unmount(self) -> None:
         self.reader.unsubscribe(self._card_event)
         # Let a running card command finish first; a hung reader call gets a moment only.
-        locked = self._reader_lock.acquire(timeout=2.0)
-        try:
-            with contextlib.suppress(ReaderError):
-                self.reader.close()
-        finally:
-            if locked:
-                self._reader_lock.release()
+        with contextlib.suppress(ReaderError):
+            self.desk.slot.call(self.reader.close, wait=2.0)
         if self._trace_out:
             self._trace_out.close()
 
     @property
     def pad(self) -> PadScreen | None:
-        screen = self.screen
-        return screen if isinstance(screen, PadScreen) else None
+        """The pad's screen, also while a question is asked over it."""
+        for screen in reversed(self.screen_stack):
+            if isinstance(screen, PadScreen):
+                return screen
+        return None
 
     # --- the pad's keys ----------------------------------------------------------------
 
     def pad_key(self, name: str) -> None:
         """Every key and click, in the order typed, routed by what the terminal is doing."""
+        if self.pending is not None:
+            return  # a card or host command runs: its answer is shown first, keys wait
         flow = self.flow
         if flow is None:
-            if self.options.outlet and name in OUTLET_CHOICES:
-                self.start_outlet(OUTLET_CHOICES[name])
-            elif not self.options.outlet and name in MENU_CHOICES:
-                self.start_flow(MENU_CHOICES[name])
-            elif name == "cancel":
-                self.confirm_quit()
+            self._menu_key(name)
             return
         view = flow.view
-        if view.entry:
+        self._arm_timer()  # the holder is active: the clock starts again
+        if view.accepts:
             self._edit(name, view)
-        elif view.final and name in ("confirm", "cancel"):
-            self.end_flow()
-        elif name == "cancel" and view.stage in (Stage.INSERT, Stage.READING):
-            # Not while a PIN command or a debit is under way: its answer must be shown.
+        elif view.final:
+            if name == "confirm" or (name == "cancel" and not view.keep):
+                self.end_flow()
+        elif name == "cancel" and view.stage is Stage.INSERT:
             self.cancel_flow()
+
+    def _menu_key(self, name: str) -> None:
+        choices = OUTLET_CHOICES if self.options.outlet else MENU_CHOICES
+        if name == "cancel":
+            self.confirm_quit()
+        elif name in choices:
+            if self.desk.slot.busy:  # a command that never answered still holds the reader
+                self.bell_once()
+                self._menu(self.t("reader_busy"))
+                return
+            choice = choices[name]
+            if isinstance(choice, Operation):
+                self.start_outlet(choice)
+            else:
+                self.start_flow(choice)
 
     def _edit(self, name: str, view: View) -> None:
         stage = view.stage
-        limit = {Stage.AMOUNT: MAX_AMOUNT_DIGITS, Stage.ID_NUMBER: ID_LENGTH}.get(stage, PIN_LENGTH)
-        if name.isdigit() or (name == "X" and stage is Stage.ID_NUMBER):
+        limit = ENTRY_LIMITS.get(stage, PIN_LENGTH)
+        # X ends some ID numbers: it is taken only as their last character.
+        x_ok = name == "X" and stage is Stage.ID_NUMBER and len(self.entry) == ID_LENGTH - 1
+        if name.isdigit() or x_ok:
             leading_zero = stage is Stage.AMOUNT and not self.entry and name == "0"
             if len(self.entry) < limit and not leading_zero:
                 self._set_entry(self.entry + name)
@@ -262,48 +311,110 @@ class PosApp(App[None]):
             self._run(command)
 
     def cancel_flow(self) -> None:
+        """Escape in a transaction: nothing more is sent, and the screen says so."""
         if self.flow is not None:
             self.flow.cancel()
-        self.end_flow()
+        self.end_flow(self.t("cancelled"))
 
     def end_flow(self, notice: str | None = None) -> None:
+        if self.flow is not None:
+            self.flow.cancel()  # drops any PIN digits it still holds
         self.flow = None
         self.entry = ""
+        self.pending = None
+        if self._toggle_later:
+            self._toggle_later = False
+            self._toggle_virtual_card()
         self.flow_id += 1  # late answers for the old flow are dropped
-        self.switch_screen(MenuScreen(notice))
+        self._menu(notice)
+
+    def _menu(self, notice: str | None) -> None:
+        self._stop_timer()
+        self._switch(MenuScreen(notice))
+
+    def _switch(self, screen: PadScreen) -> None:
+        """Replace the pad's screen; a question asked over it is dropped with it."""
+        while len(self.screen_stack) > 1 and isinstance(self.screen, ModalScreen):
+            self.pop_screen()
+        self.switch_screen(screen)
 
     def _show(self, view: View, new: bool = False) -> None:
+        if not view.accepts:
+            self.entry = ""  # digits typed for a prompt that is gone are dropped
+        if view.alert and view is not self._alerted:
+            self._alerted = view
+            self.bell_once()
+        self._arm_timer()
         cls = SCREENS[view.stage]
         current = self.screen
         same_screen = not new and type(current) is cls and isinstance(current, StageScreen)
         if same_screen and (view.entry or current.view.stage is view.stage):
             current.show(view)
             return
-        self.switch_screen(cls(view))
+        self._switch(cls(view))
+
+    def bell_once(self) -> None:
+        """A wrong PIN, a lock, a refusal (--quiet: silent)."""
+        if not self.options.quiet:
+            self.bell()
+
+    # --- the holder's time ---------------------------------------------------------------
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+
+    def _arm_timer(self) -> None:
+        """A prompt, an entry or a result waits --timeout seconds for the holder, then the
+        terminal goes back to idle; nothing is sent. Never while a command runs."""
+        self._stop_timer()
+        flow = self.flow
+        if flow is None or self.pending is not None or not self.options.timeout:
+            return
+        if flow.view.timed:
+            flow_id = self.flow_id
+            self._timer = self.set_timer(self.options.timeout, lambda: self._timed_out(flow_id))
+
+    def _timed_out(self, flow_id: int) -> None:
+        if flow_id == self.flow_id and self.flow is not None and self.pending is None:
+            self.end_flow(self.t("timed_out"))
+
+    # --- card and host commands -------------------------------------------------------------
 
     def _run(self, command: Command | RunOutlet | None) -> None:
-        if command is None or self.flow is None:
+        flow = self.flow
+        if flow is None:
+            return
+        if command is None or (not self.card_present and not isinstance(command, Settle)):
+            if not self.card_present and flow.removed():  # pulled while it was asked
+                self._show(flow.view)
             return
         if isinstance(command, ReadCard):
-            if not self.card_present:
-                return  # the flow shows "insert card"; the insert event resumes it
-            self.flow.reading()
-            self._show(self.flow.view)
-        self._card_work(self.flow_id, command)
+            flow.reading()
+            self._show(flow.view)
+        self._seq += 1
+        self.pending = self._seq
+        self._stop_timer()
+        self._card_work(self.flow_id, self._seq, command)
 
     @work(thread=True, group="card")
-    def _card_work(self, flow_id: int, command: Command | RunOutlet) -> None:
-        """Blocking reader calls, off the UI thread; the answer comes back as a message."""
-        with self._reader_lock:
-            result, present = execute(self.desk, command)
-        self.post_message(CardResult(flow_id, result, present))
+    def _card_work(self, flow_id: int, seq: int, command: Command | RunOutlet) -> None:
+        """Blocking reader and host calls, off the UI thread; the answer comes back as a
+        message. A card call has a deadline (--card-timeout): see CardSlot."""
+        result, present = execute(self.desk, command)
+        self.post_message(CardResult(flow_id, seq, result, present))
 
     def on_card_result(self, message: CardResult) -> None:
         flow = self.flow
-        if flow is None or message.flow_id != self.flow_id:
-            return
-        command = deliver(flow, message.result, message.present,
-                          describe=lambda error: self.t(reader_error_key(error)))
+        if flow is None or message.flow_id != self.flow_id or message.seq != self.pending:
+            return  # an abandoned command's late answer
+        self.pending = None
+        if self._toggle_later:
+            self._toggle_later = False
+            self._toggle_virtual_card()
+        present = message.present and self.card_present
+        command = deliver(flow, message.result, present)
         self._show(flow.view)
         self._run(command)
 
@@ -325,31 +436,52 @@ class PosApp(App[None]):
         if pad is not None:
             pad.refresh_status()
         flow = self.flow
-        if flow is None:
-            return
+        if flow is None or self.pending is not None:
+            return  # a command in flight: its answer comes first, then the removal counts
         if self.card_present:
             self._run(flow.card_inserted())
+        elif flow.view.final and not flow.view.keep:
+            self.end_flow()  # the holder took the card: back to idle
         elif flow.removed():
-            self.end_flow(self.t("removed"))
+            self._show(flow.view)
 
     def action_toggle_card(self) -> None:
-        if isinstance(self.reader, VirtualReader):
+        """F2. A virtual card cannot leave in the middle of an APDU: during a card command
+        the pull waits for its answer, as the command's effect must be shown."""
+        if not isinstance(self.reader, VirtualReader):
+            return
+        if self.pending is not None:
+            self._toggle_later = True
+        else:
             self._toggle_virtual_card()
 
     @work(thread=True, group="card")
     def _toggle_virtual_card(self) -> None:
+        """F2: never a crash, whatever the card file or its folder has become."""
         reader = self.reader
         if not isinstance(reader, VirtualReader):
             return
-        with self._reader_lock:
-            try:
-                if reader.card_present():
-                    reader.remove()
-                else:
-                    reader.insert()
-            except (store.StoreError, CardFileError) as e:
-                self.call_from_thread(self.notify, self.t("card_in_use", reason=str(e)),
-                                      severity="error")
+        try:
+            self.desk.slot.call(
+                reader.remove if reader.card_present() else reader.insert, wait=2.0)
+        except store.CardInUseError:
+            self.post_message(CardFileProblem("card_in_use"))
+        except ReaderBusyError:
+            self.post_message(CardFileProblem("reader_busy"))
+        except Exception as e:  # a damaged, missing or unreachable card file: rule 1
+            log.warning("the virtual card could not be inserted: %s", failure(e))
+            self.post_message(CardFileProblem("card_unreadable"))
+
+    def on_card_file_problem(self, message: CardFileProblem) -> None:
+        self.bell_once()
+        flow = self.flow
+        if flow is None:
+            self._menu(self.t(message.key))
+        elif self.pending is None and flow.view.stage is Stage.INSERT:
+            flow.card_failed(message.key)
+            self._show(flow.view)
+        else:
+            self.notify(self.t(message.key), severity="error")
 
     # --- trace -------------------------------------------------------------------------------
 
@@ -381,6 +513,11 @@ class PosApp(App[None]):
         self._exit_renderables.append(Traceback(show_locals=False, width=None))
         self._close_messages_no_wait()
 
+    def action_ask_quit(self) -> None:
+        """Ctrl+Q: asked in every state, never while a card or host command runs."""
+        if self.pending is None and not isinstance(self.screen, ModalScreen):
+            self.confirm_quit()
+
     def confirm_quit(self) -> None:
         def done(yes: bool | None) -> None:
             if yes:
@@ -390,22 +527,6 @@ class PosApp(App[None]):
 
 
 # --- command line --------------------------------------------------------------------------------
-
-
-def reader_error_key(error: ReaderError) -> str:
-    """The catalogue key of a reader error, so the screen speaks the terminal's language."""
-    return READER_ERROR_KEYS.get(type(error), "reader_failed")
-
-
-READER_ERROR_KEYS: dict[type[ReaderError], str] = {
-    NoServiceError: "reader_no_service",
-    NoReaderError: "reader_none",
-    NoCardError: "reader_no_card",
-    CardRemovedError: "reader_removed",
-    ReaderGoneError: "reader_gone",
-    SharingViolationError: "reader_shared",
-    ProtocolError: "reader_protocol",
-}
 
 
 def default_card() -> Path:
@@ -426,8 +547,40 @@ def load_phones(path: Path | None) -> dict[str, str]:
         path = data_dir("holders") / "holders.json"
         if not path.exists():
             return {}
-    doc = json.loads(path.read_text("utf-8"))
-    return {h["ssn"]: h["phone"] for h in doc.get("holders", []) if h.get("phone")}
+    try:
+        doc = json.loads(path.read_text("utf-8"))
+        holders = doc.get("holders", []) if isinstance(doc, dict) else None
+        if not isinstance(holders, list) or not all(isinstance(h, dict) for h in holders):
+            raise ValueError
+        return {str(h["ssn"]): str(h["phone"]) for h in holders if h.get("phone")}
+    except (ValueError, KeyError, UnicodeDecodeError):
+        raise ValueError(f"{path}: not a holders file (JSON with a list 'holders' of "
+                         "objects with 'ssn' and 'phone'); fix it or leave --holders out"
+                         ) from None
+
+
+def open_private_log(path: Path) -> TextIO:
+    """The APDU trace: appended, 0600 (it names cards), never through a symlink."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # an older trace may have been made wider
+    except OSError:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "a", encoding="utf-8")
+
+
+def seconds(text: str) -> float:
+    """A number of seconds, 0 or more (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"seconds must be from 0 to 86400, not {text}")
+    return value
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -440,6 +593,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--lang", choices=("zh", "en"), default="zh")
     p.add_argument("--trace", metavar="FILE", type=Path, help="append the APDU trace here")
     p.add_argument("--holders", metavar="FILE", type=Path, help="holders' phones (JSON)")
+    p.add_argument("--timeout", metavar="SECONDS", type=seconds, default=DEFAULT_TIMEOUT,
+                   help="how long a prompt or result waits for the holder before going back "
+                        f"to idle (default {DEFAULT_TIMEOUT:g}; 0: no limit, for demos)")
+    p.add_argument("--card-timeout", metavar="SECONDS", type=seconds,
+                   default=DEFAULT_CARD_TIMEOUT,
+                   help="how long a card command may take before the card is reported as "
+                        f"not responding (default {DEFAULT_CARD_TIMEOUT:g}; 0: no limit)")
+    p.add_argument("--quiet", action="store_true", help="no bell on errors")
     outlet = p.add_argument_group("service outlet")
     outlet.add_argument("--outlet", action="store_true",
                         help="the service outlet's operations (reset, restore, cancel, activate)")
@@ -486,7 +647,9 @@ def build(args: argparse.Namespace) -> PosApp:
     options = Options(settings, lang=args.lang, virtual=args.reader is None,
                       trace_file=args.trace, phones=load_phones(args.holders),
                       outlet=outlet_setup(args), host=open_host(args.host_db),
-                      terminal_id=args.terminal_id, receipts=args.receipts)
+                      terminal_id=args.terminal_id, receipts=args.receipts,
+                      timeout=args.timeout, card_timeout=args.card_timeout,
+                      quiet=args.quiet)
     reader: Reader
     if args.reader is not None:
         from cardio.readers import pcsc
@@ -501,10 +664,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         app = build(args)
-    except (ReaderError, store.StoreError, CardFileError, OutletError, HostError, OSError,
+    except (ReaderError, store.StoreError, CardFileError, OutletError, HostError,
             ValueError) as e:
         print(f"pos-terminal: {e}", file=sys.stderr)
-        return 2 if isinstance(e, CardFileError) else 1
+        return 2 if isinstance(e, (CardFileError, ValueError)) else 1
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"pos-terminal: {where}{e.strerror or e}; check the path and its permissions",
+              file=sys.stderr)
+        return 1
     app.run()
     return 0
 

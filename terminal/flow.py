@@ -33,6 +33,7 @@ class Stage(StrEnum):
     ID_NUMBER = "id-number"  # the service outlet asks for the holder's ID
     INSERT = "insert"
     READING = "reading"
+    CONFIRM_AMOUNT = "confirm-amount"  # a card without PIN: the holder confirms the amount
     PIN = "pin"
     NEW_PIN = "new-pin"
     CONFIRM_PIN = "confirm-pin"
@@ -45,6 +46,9 @@ class Stage(StrEnum):
 ENTRY_STAGES = {Stage.AMOUNT, Stage.ID_NUMBER, Stage.PIN, Stage.NEW_PIN, Stage.CONFIRM_PIN}
 PIN_STAGES = {Stage.PIN, Stage.NEW_PIN, Stage.CONFIRM_PIN}
 FINAL_STAGES = {Stage.RESULT, Stage.INFO}
+INPUT_STAGES = ENTRY_STAGES | {Stage.CONFIRM_AMOUNT}  # Enter is taken here
+# Nothing is in flight on these: the holder's time is limited (--timeout).
+TIMED_STAGES = INPUT_STAGES | FINAL_STAGES | {Stage.INSERT}
 
 
 class Tone(StrEnum):
@@ -70,10 +74,26 @@ class View:
     lines: tuple[Line, ...] = ()
     info: CardInfo | None = None
     success: bool | None = None  # for RESULT
+    keep: bool = False  # a receipt: money moved, so only 确认 closes it
+    lost: bool = False  # for INFO: the host says the card was reported lost
 
     @property
     def entry(self) -> bool:
         return self.stage in ENTRY_STAGES
+
+    @property
+    def accepts(self) -> bool:
+        """Keys go to the entry line and Enter is taken."""
+        return self.stage in INPUT_STAGES
+
+    @property
+    def timed(self) -> bool:
+        return self.stage in TIMED_STAGES and not self.keep
+
+    @property
+    def alert(self) -> bool:
+        """A wrong PIN, a lock, a refusal: the terminal beeps."""
+        return any(item.tone is Tone.ERROR for item in self.lines)
 
     @property
     def secret(self) -> bool:
@@ -151,14 +171,18 @@ class CardFlow:
     def _forget_pins(self) -> None:
         """Drop every PIN digit the flow still holds."""
 
-    def _ask(self, stage: Stage, *lines: Line) -> None:
-        self.view = View(stage, tuple(lines), self.info)
+    def _context(self) -> tuple[Line, ...]:
+        """Lines that stay on every prompt of the transaction (a payment's amount)."""
+        return ()
 
-    def _result(self, ok: bool, *keys: str | Line) -> None:
+    def _ask(self, stage: Stage, *lines: Line) -> None:
+        self.view = View(stage, (*self._context(), *lines), self.info)
+
+    def _result(self, ok: bool, *keys: str | Line, keep: bool = False) -> None:
         self._forget_pins()
         lines = [k if isinstance(k, Line) else line(k, Tone.OK if ok else Tone.ERROR)
                  for k in keys]
-        self.view = View(Stage.RESULT, tuple(lines), self.info, success=ok)
+        self.view = View(Stage.RESULT, tuple(lines), self.info, success=ok, keep=keep)
 
     def start(self) -> Command | None:
         return None
@@ -166,21 +190,28 @@ class CardFlow:
     def card_inserted(self) -> ReadCard | None:
         return ReadCard() if self.view.stage is Stage.INSERT else None
 
-    def card_failed(self, reason: str) -> None:
-        self._result(False, line("card_error", Tone.ERROR, reason=reason))
+    def card_failed(self, key: str) -> None:
+        """Rule 1: the card could not be read or did not answer; `key` says why."""
+        self._result(False, key)
 
     def not_a_card(self) -> None:
         self._result(False, "not_ssc")
 
     def _ends_on_removal(self) -> bool:
-        return not self.view.final
+        """Before the card is asked for, a removal changes nothing; after, it ends."""
+        return not self.view.final and self.view.stage not in (
+            Stage.AMOUNT, Stage.ID_NUMBER, Stage.INSERT)
+
+    def _removed_lines(self) -> tuple[Line, ...]:
+        return (line("removed", Tone.ERROR),)
 
     def removed(self) -> bool:
-        """The card left the reader. True when this ended an unfinished flow."""
+        """The card left the reader while no command was in flight. True when this
+        ended the flow (on a result screen that keeps any digits still typed)."""
         if not self._ends_on_removal():
             return False
         self.info = None
-        self._result(False, "removed")
+        self._result(False, *self._removed_lines())
         return True
 
     def cancel(self) -> None:
@@ -223,6 +254,18 @@ class Flow(CardFlow):
     def _amount_line(self) -> Line:
         return line("amount", amount=format_fen(self.amount_fen or 0))
 
+    def _context(self) -> tuple[Line, ...]:
+        return (self._amount_line(),) if self.amount_fen else ()
+
+    def _removed_lines(self) -> tuple[Line, ...]:
+        if self.purpose is Purpose.PAY:
+            return (line("removed", Tone.ERROR), self._amount_line(),
+                    line("not_debited", Tone.ERROR))
+        return super()._removed_lines()
+
+    def _pin_prompt(self) -> Line:
+        return line("enter_old_pin" if self.purpose is Purpose.CHANGE else "enter_pin")
+
     def _authorised(self, *before: Line) -> Command | None:
         """The card rules said yes: settle at the host, or end here when there is none."""
         info = self.info
@@ -230,11 +273,11 @@ class Flow(CardFlow):
             self._result(True, *before, "authorised", self._amount_line())
             return None
         if info is None or not info.card_number or not info.ssn or not self.amount_fen:
-            self._result(False, line("card_error", Tone.ERROR, reason="no card number"))
+            self._result(False, *before, "card_unreadable")
             return None
         self._forget_pins()
         self._before = before
-        self._ask(Stage.SETTLING, self._amount_line(), line("settling"))
+        self._ask(Stage.SETTLING, line("settling"))
         return Settle(self.txn_id, self.amount_fen, info.card_number, info.ssn, info.name)
 
     def settled(self, debit: Debit) -> None:
@@ -243,7 +286,7 @@ class Flow(CardFlow):
             self._result(True, *self._before, line("authorised", Tone.OK),
                          self._amount_line(),
                          line("balance_after", amount=format_fen(debit.balance_after_fen or 0)),
-                         *self._receipt_lines(debit))
+                         *self._receipt_lines(debit), keep=True)
         elif debit.status is DebitStatus.INSUFFICIENT:
             balance = format_fen(debit.balance_after_fen or 0)
             self._result(False, *self._before, line("insufficient", Tone.ERROR, balance=balance),
@@ -262,15 +305,16 @@ class Flow(CardFlow):
                 line("receipt_card", card=number, name=name))
 
     def removed_before_debit(self) -> None:
-        """The card was gone when the debit was due: nothing was debited."""
-        self._result(False, line("removed", Tone.ERROR), line("not_debited", Tone.ERROR))
+        """The card was gone when the debit was due: nothing was debited. What the card
+        did before (a changed PIN) is still said."""
+        self._result(False, *self._before, *self._removed_lines())
 
-    def host_unavailable(self, reason: str) -> None:
+    def host_unavailable(self) -> None:
         """The host could not be asked about the holder: no payment without it."""
-        self._result(False, line("host_unavailable", Tone.ERROR, reason=reason))
+        self._result(False, "host_unavailable", self._amount_line())
 
-    def settle_failed(self, reason: str) -> None:
-        self._result(False, line("settle_failed", Tone.ERROR, reason=reason))
+    def settle_failed(self) -> None:
+        self._result(False, *self._before, "settle_failed", self._amount_line())
 
     def start(self) -> Command | None:
         return None if self.purpose is Purpose.PAY else ReadCard()
@@ -285,7 +329,7 @@ class Flow(CardFlow):
         if stage is Stage.PIN:
             if not self._six_digits(text):
                 return None
-            if self.purpose is Purpose.PAY:
+            if self.purpose is not Purpose.CHANGE:
                 self._ask(Stage.WORKING, line("working"))
                 return Verify(text)
             self._current = text
@@ -295,6 +339,8 @@ class Flow(CardFlow):
             return self._new_pin(text)
         if stage is Stage.CONFIRM_PIN:
             return self._confirm(text)
+        if stage is Stage.CONFIRM_AMOUNT:
+            return self._authorised(line("no_pin"))
         return None
 
     def _phone(self) -> str | None:
@@ -313,7 +359,7 @@ class Flow(CardFlow):
         try:
             check_format(text)
         except PinFormatError:
-            self._ask(Stage.PIN, line("v_not-six-digits", Tone.ERROR), line("enter_pin"))
+            self._ask(Stage.PIN, line("v_not-six-digits", Tone.ERROR), self._pin_prompt())
             return False
         return True
 
@@ -323,7 +369,7 @@ class Flow(CardFlow):
             self._ask(Stage.AMOUNT, line("bad_amount", Tone.ERROR), line("enter_amount"))
             return None
         self.amount_fen = int(text)
-        self._ask(Stage.INSERT, self._amount_line(), line("insert_card"))
+        self._ask(Stage.INSERT, line("insert_card"))
         return ReadCard()
 
     def _new_pin(self, text: str) -> Command | None:
@@ -357,33 +403,26 @@ class Flow(CardFlow):
         return command
 
     def reading(self) -> None:
-        self._ask(Stage.READING, *((self._amount_line(),) if self.amount_fen else ()),
-                  line("reading"))
+        self._ask(Stage.READING, line("reading"))
 
     def card_read(self, info: CardInfo, account: Account | None = None) -> Command | None:
         self.info = info
         self.account = account
         facts = facts_of(info, lost=account is not None and account.lost)
         if self.purpose is Purpose.INFO:
-            self.view = View(Stage.INFO, (), info)
-            return None
-        if self.purpose is Purpose.CHANGE:
-            refusal = rules.may_change_pin(facts)
-            if refusal is not None:
-                self._result(False, *_REFUSALS[refusal])
-                return None
-            self._ask(Stage.PIN, *self._tries_hint(facts), line("enter_pin"))
+            self.view = View(Stage.INFO, (), info, lost=facts.lost)
             return None
         decision = rules.decide(facts, self.settings)
         if decision in _REFUSALS:
             self._result(False, *_REFUSALS[decision])
         elif decision is Decision.FORCED_CHANGE:
+            # S8: a payment or a change, the initial PIN is sent for the holder.
             self._forced = True
             self._ask(Stage.NEW_PIN, line("forced_change"), line("new_pin"))
-        elif decision is Decision.ASK_PIN:
-            self._ask(Stage.PIN, self._amount_line(), *self._tries_hint(facts), line("enter_pin"))
+        elif decision is Decision.ASK_PIN or self.purpose is Purpose.CHANGE:
+            self._ask(Stage.PIN, *self._tries_hint(facts), self._pin_prompt())
         else:
-            return self._authorised(line("no_pin"))
+            self._ask(Stage.CONFIRM_AMOUNT, line("no_pin"), line("confirm_amount"))
         return None
 
     @staticmethod
@@ -412,7 +451,7 @@ class Flow(CardFlow):
             if self._forced:  # the card was not on its initial PIN after all: S14
                 self._result(False, wrong, "restore_at_window")
             else:
-                self._ask(Stage.PIN, wrong, line("enter_pin"))
+                self._ask(Stage.PIN, wrong, self._pin_prompt())
         else:
             self._result(False, line("card_refused", Tone.ERROR, sw=f"{outcome.sw:04X}"))
         return None

@@ -114,5 +114,5 @@ class OutletFlow(CardFlow):
         elif isinstance(error, PinPolicyError):
             self._result(False, line(f"v_{error.violation.value}", Tone.ERROR))
         else:
-            self._result(False, line("outlet_failed", Tone.ERROR, reason=str(error)))
+            self._result(False, line("outlet_failed", Tone.ERROR))
 

@@ -6,9 +6,12 @@ runs `execute` in a worker thread and `deliver` on its message, tests call both 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from cardio import identity
 from cardio.outlet import Operation, Outcome, Outlet, OutletError, OutletLog
@@ -21,7 +24,18 @@ from cardio.protocol import (
     SocialSecurityCard,
 )
 from cardio.readers.base import Reader
-from cardio.readers.errors import CardRemovedError, ReaderError
+from cardio.readers.errors import (
+    CardRemovedError,
+    NoCardError,
+    NoReaderError,
+    NoResponseError,
+    NoServiceError,
+    ProtocolError,
+    ReaderBusyError,
+    ReaderError,
+    ReaderGoneError,
+    SharingViolationError,
+)
 from cardio.trace import failure
 from host.api import Debit, HostError, SettlementHost, format_fen
 from terminal.flow import Account, Command, Flow, ReadCard, Settle, Stage, Verify
@@ -39,6 +53,60 @@ class OutletSetup:
     log: Path
 
 
+T = TypeVar("T")
+DEFAULT_CARD_TIMEOUT = 10.0  # seconds a card command may take before "no response"
+BUSY_WAIT = 0.5  # how long a new command waits for the reader before it is "busy"
+
+
+class CardSlot:
+    """The reader, one call at a time, each card call with a deadline.
+
+    A call with a deadline runs in a daemon thread of its own: past the deadline the
+    caller gets NoResponseError and goes on, while that thread keeps the reader until
+    the card answers or the reader gives up; meanwhile every other call gets
+    ReaderBusyError. A daemon thread, not a pool's, so that a reader that hangs for ever
+    never keeps the program from exiting.
+    """
+
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
+        self._lock = threading.Lock()
+
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
+    def call(self, fn: Callable[[], T], *, deadline: float | None = None,
+             wait: float = BUSY_WAIT) -> T:
+        """fn() holding the reader; deadline None waits as long as fn takes."""
+        if not self._lock.acquire(timeout=wait):
+            raise ReaderBusyError()
+        if deadline is None:
+            try:
+                return fn()
+            finally:
+                self._lock.release()
+        box: list[T] = []
+        error: list[BaseException] = []
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                box.append(fn())
+            except BaseException as e:  # handed to the caller, who decides
+                error.append(e)
+            finally:
+                self._lock.release()
+                done.set()
+
+        threading.Thread(target=run, name="card-call", daemon=True).start()
+        if not done.wait(deadline):
+            raise NoResponseError()
+        if error:
+            raise error[0]
+        return box[0]
+
+
 @dataclass(frozen=True)
 class Desk:
     """What commands run against."""
@@ -48,6 +116,11 @@ class Desk:
     terminal_id: str = "POS-0001"
     receipts: Path | None = None
     outlet: OutletSetup | None = None
+    card_timeout: float | None = DEFAULT_CARD_TIMEOUT  # None or 0: no deadline
+    slot: CardSlot = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "slot", CardSlot(self.reader))
 
 
 @dataclass(frozen=True)
@@ -71,7 +144,13 @@ def execute(desk: Desk, command: Command | RunOutlet) -> tuple[Result, bool]:
     """One command; never raises. Returns the result and whether the card is still in."""
     result: Result
     try:
-        result = _run(desk, command)
+        if isinstance(command, Settle):  # the host's answer is waited for: money may move
+            result = _settle(desk, command)
+        else:
+            result = desk.slot.call(lambda: _run(desk, command),
+                                    deadline=desk.card_timeout or None)
+    except (NoResponseError, ReaderBusyError) as e:
+        return e, True  # the reader cannot be asked while a call is stuck on it
     except EXPECTED_ERRORS as e:
         result = e
     except Exception as e:  # never a crash: a traceback's locals could show PIN digits
@@ -89,8 +168,6 @@ def _present(reader: Reader) -> bool:
 
 def _run(desk: Desk, command: Command | RunOutlet) -> Result:
     card = SocialSecurityCard(desk.reader)
-    if isinstance(command, Settle):
-        return _settle(desk, command)
     if isinstance(command, RunOutlet):
         return _outlet(desk).run(command.operation, command.id_number, command.new_pin)
     if isinstance(command, ReadCard):
@@ -113,7 +190,7 @@ def _settle(desk: Desk, command: Settle) -> Debit:
     """The debit, only while the card is still there; its receipt when it went through."""
     if desk.host is None:
         raise HostError("this terminal has no settlement host")
-    if not desk.reader.card_present():
+    if not desk.slot.call(desk.reader.card_present):
         raise CardRemovedError()  # pulled out after authorisation: nothing is debited
     debit = desk.host.debit(command.txn_id, desk.terminal_id, command.card_number,
                             command.ssn, command.amount_fen)
@@ -142,9 +219,9 @@ def deliver(
     flow: Flow | OutletFlow,
     result: Result,
     present: bool = True,
-    describe: Callable[[ReaderError], str] = str,
 ) -> Command | RunOutlet | None:
-    """Hand a command's result to the flow; returns the flow's next command, if any."""
+    """Hand a command's result to the flow; returns the flow's next command, if any.
+    Every failure becomes a catalogue key: the screen never shows an exception's text."""
     if isinstance(result, CardRead):
         return flow.card_read(result.info, result.account)
     if isinstance(result, PinOutcome) and isinstance(flow, Flow):
@@ -152,13 +229,15 @@ def deliver(
     if isinstance(result, Debit) and isinstance(flow, Flow):
         flow.settled(result)
     elif isinstance(result, HostError) and isinstance(flow, Flow):
+        log.warning("settlement host: %s", result)
         if flow.view.stage is Stage.SETTLING:
-            flow.settle_failed(str(result))
+            flow.settle_failed()
         else:
-            flow.host_unavailable(str(result))
+            flow.host_unavailable()
     elif isinstance(result, Outcome) and isinstance(flow, OutletFlow):
         flow.outlet_done(result)
     elif isinstance(result, OutletError) and isinstance(flow, OutletFlow):
+        log.warning("outlet: %s", result)
         flow.outlet_failed(result)
     elif isinstance(result, NotASocialSecurityCard):
         flow.not_a_card()
@@ -168,10 +247,34 @@ def deliver(
     elif isinstance(result, ReaderError) and not present:
         flow.removed()
     elif isinstance(result, ReaderError):
-        flow.card_failed(describe(result))
+        flow.card_failed(reader_error_key(result))
+    elif isinstance(result, (CardCommandError, PinFormatError)):
+        flow.card_failed("card_unreadable")  # rule 1
     else:
-        flow.card_failed(str(result))
+        flow.card_failed("work_failed")
     return None
+
+
+def reader_error_key(error: ReaderError) -> str:
+    """The catalogue key of a reader error, so the screen speaks the terminal's language."""
+    for cls in type(error).__mro__:
+        key = READER_ERROR_KEYS.get(cls)
+        if key is not None:
+            return key
+    return "reader_failed"
+
+
+READER_ERROR_KEYS: dict[type, str] = {
+    NoServiceError: "reader_no_service",
+    NoReaderError: "reader_none",
+    NoCardError: "reader_no_card",
+    CardRemovedError: "reader_removed",
+    ReaderGoneError: "reader_gone",
+    SharingViolationError: "reader_shared",
+    ProtocolError: "reader_protocol",
+    NoResponseError: "reader_no_response",
+    ReaderBusyError: "reader_busy",
+}
 
 
 def write_receipt(folder: Path, terminal_id: str, command: Settle, debit: Debit) -> Path:
@@ -187,11 +290,20 @@ def write_receipt(folder: Path, terminal_id: str, command: Settle, debit: Debit)
         f"金额 Amount        {format_fen(debit.amount_fen)} 元",
         f"余额 Balance       {format_fen(debit.balance_after_fen or 0)} 元",
     ]
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"receipt-{debit.time[:19].replace(':', '')}-{command.txn_id[:8]}.txt"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_private(path, ("\n".join(lines) + "\n").encode("utf-8"))
     return path
 
 
+def write_private(path: Path, data: bytes) -> None:
+    """A new file only its owner can read (names and card numbers are personal data), in
+    a folder made 0700 if it is new; never through a symlink planted at its name."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+
+
 __all__ = ["CardRead", "Desk", "Operation", "OutletSetup", "WorkFailed", "deliver", "execute",
-           "write_receipt"]
+           "reader_error_key", "write_receipt"]

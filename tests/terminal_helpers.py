@@ -19,6 +19,7 @@ from cardio.card import profiles, store
 from cardio.card.state import CardState
 from cardio.readers.virtual import VirtualReader
 from cardio.resources import data_dir
+from host.api import SettlementHost
 from terminal.app import Options, PosApp, load_phones
 from terminal.rules import Settings
 
@@ -54,9 +55,12 @@ def make_app(
     upgrade_date: dt.date = UPGRADE_DATE,
     inserted: bool = True,
     trace_file: Path | None = None,
+    host: SettlementHost | None = None,
 ) -> PosApp:
+    """Without a host a payment ends at the card's authorisation (no debit, no receipt)."""
     settings = Settings(upgrade_date=upgrade_date, today=today)
-    options = Options(settings, lang=lang, trace_file=trace_file, phones=load_phones(None))
+    options = Options(settings, lang=lang, trace_file=trace_file, phones=load_phones(None),
+                      host=host)
     return PosApp(VirtualReader(card, inserted=inserted), options)
 
 
@@ -166,4 +170,10 @@ async def forced_change(pilot: Pilot, new: str = NEW_PIN) -> None:
 async def toggle_card(pilot: Pilot) -> None:
     """F2 on a virtual card: insert or remove it, and let the app hear of it."""
     await pilot.press("f2")
+    await settle(pilot)
+
+
+async def confirm(pilot: Pilot) -> None:
+    """Enter (确认) where nothing is typed: a card without PIN's amount, a result."""
+    await pilot.press("enter")
     await settle(pilot)

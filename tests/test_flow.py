@@ -188,6 +188,10 @@ def test_bad_amount_non_ascii_digit_characters(text: str) -> None:
 )
 def test_s4_s12_s16_payment_asks_no_pin(label: str, info: CardInfo, settings: Settings) -> None:
     flow = paying(info, settings)
+    # Issue 9 (7): no PIN, but the holder confirms the amount with 确认 first.
+    assert flow.view.stage is Stage.CONFIRM_AMOUNT
+    assert keys(flow.view) == ["amount", "no_pin", "confirm_amount"]
+    assert flow.entered("") is None
     assert flow.view.stage is Stage.RESULT
     assert flow.view.success is True
     assert keys(flow.view) == ["no_pin", "authorised", "amount"]
@@ -219,8 +223,8 @@ def test_s5_wrong_pin_shows_tries_left_5_to_1_and_asks_again() -> None:
         assert flow.entered(OTHER_PIN) == Verify(OTHER_PIN)
         assert flow.card_answer(PinOutcome(0x63C0 | n)) is None
         assert flow.view.stage is Stage.PIN
-        assert flow.view.lines[0] == Line("wrong_pin", (("n", n),), Tone.ERROR)
-        assert keys(flow.view) == ["wrong_pin", "enter_pin"]
+        assert flow.view.lines[1] == Line("wrong_pin", (("n", n),), Tone.ERROR)
+        assert keys(flow.view) == ["amount", "wrong_pin", "enter_pin"]
         assert_pins_forgotten(flow)
     assert flow.entered(ENABLED_PIN) == Verify(ENABLED_PIN)
     flow.card_answer(PinOutcome(OK))
@@ -274,7 +278,7 @@ def test_pin_stage_short_entry_never_reaches_the_card() -> None:
     for text in ("80261", "8026131", "", "80261a", "８０２６１３"):
         assert flow.entered(text) is None
         assert flow.view.stage is Stage.PIN
-        assert keys(flow.view) == ["v_not-six-digits", "enter_pin"]
+        assert keys(flow.view) == ["amount", "v_not-six-digits", "enter_pin"]
 
 
 # --- S8: forced change ----------------------------------------------------------------
@@ -283,7 +287,7 @@ def test_pin_stage_short_entry_never_reaches_the_card() -> None:
 def forced(**kw) -> Flow:
     flow = paying(card_info(PinState.INITIAL), phone_of=phones, **kw)
     assert flow.view.stage is Stage.NEW_PIN
-    assert keys(flow.view) == ["forced_change", "new_pin"]
+    assert keys(flow.view) == ["amount", "forced_change", "new_pin"]
     return flow
 
 
@@ -313,7 +317,8 @@ def test_s8_s15_forced_change_violation_names_the_rule_and_asks_again(
     assert flow.view.stage is Stage.NEW_PIN
     # the reason for the forced change stays on screen while it is asked again
     assert flow.view.lines == (
-        Line("forced_change"), Line(f"v_{violation}", (), Tone.ERROR), Line("new_pin"))
+        Line("amount", (("amount", "12.50"),)), Line("forced_change"),
+        Line(f"v_{violation}", (), Tone.ERROR), Line("new_pin"))
     assert_pins_forgotten(flow)
     # and it goes on normally
     assert flow.entered(NEW_PIN) is None
@@ -324,11 +329,11 @@ def test_s8_forced_change_mismatch_asks_for_a_new_pin_again() -> None:
     flow = forced()
     assert flow.entered(NEW_PIN) is None
     assert flow.view.stage is Stage.CONFIRM_PIN
-    assert keys(flow.view) == ["confirm_pin"]
+    assert keys(flow.view) == ["amount", "confirm_pin"]
     assert flow.entered(OTHER_PIN) is None
     assert flow.view.stage is Stage.NEW_PIN
-    assert flow.view.lines[1] == Line("mismatch", (), Tone.ERROR)
-    assert keys(flow.view) == ["forced_change", "mismatch", "new_pin"]
+    assert flow.view.lines[2] == Line("mismatch", (), Tone.ERROR)
+    assert keys(flow.view) == ["amount", "forced_change", "mismatch", "new_pin"]
     assert_pins_forgotten(flow)
     # the first choice is not kept: confirming it now is a new choice
     assert flow.entered(OTHER_PIN) is None
@@ -367,11 +372,11 @@ def test_s7_query_password_refused_at_new_pin_and_pin_stages() -> None:
     assert len(password) == 8
     flow = forced()
     assert flow.entered(password) is None
-    assert keys(flow.view) == ["forced_change", "v_not-six-digits", "new_pin"]
+    assert keys(flow.view) == ["amount", "forced_change", "v_not-six-digits", "new_pin"]
     pay = paying(card_info(PinState.ENABLED))
     assert pay.entered(password) is None
     assert pay.view.stage is Stage.PIN
-    assert keys(pay.view) == ["v_not-six-digits", "enter_pin"]
+    assert keys(pay.view) == ["amount", "v_not-six-digits", "enter_pin"]
     change = changing(card_info(PinState.ENABLED))
     assert change.entered(password) is None
     assert change.view.stage is Stage.PIN
@@ -388,9 +393,9 @@ def test_s15_phone_rule_uses_phone_of_ssn() -> None:
     flow = paying(card_info(PinState.INITIAL), phone_of=phone_of)
     assert flow.entered("902468") is None  # a window of 13902468135
     assert asked == [SSN]
-    assert keys(flow.view) == ["forced_change", "v_phone", "new_pin"]
+    assert keys(flow.view) == ["amount", "forced_change", "v_phone", "new_pin"]
     assert flow.entered("468135") is None
-    assert keys(flow.view) == ["forced_change", "v_phone", "new_pin"]
+    assert keys(flow.view) == ["amount", "forced_change", "v_phone", "new_pin"]
 
 
 def test_s15_phone_rule_without_a_known_phone_accepts() -> None:
@@ -402,7 +407,7 @@ def test_s15_phone_rule_without_a_known_phone_accepts() -> None:
 def test_s15_birth_date_rule_uses_the_cards_birth_date() -> None:
     flow = paying(card_info(PinState.INITIAL, born=dt.date(1990, 10, 10)))
     assert flow.entered("101090") is None
-    assert keys(flow.view) == ["forced_change", "v_birth-date", "new_pin"]
+    assert keys(flow.view) == ["amount", "forced_change", "v_birth-date", "new_pin"]
     assert flow.entered("850312") is None  # not this holder's birth date
     assert flow.view.stage is Stage.CONFIRM_PIN
 
@@ -413,7 +418,7 @@ def test_s15_birth_date_rule_uses_the_cards_birth_date() -> None:
 def test_change_purpose_current_new_confirm_exactly_one_change_pin() -> None:
     flow = changing(card_info(PinState.ENABLED), phone_of=phones)
     assert flow.view.stage is Stage.PIN
-    assert keys(flow.view) == ["enter_pin"]
+    assert keys(flow.view) == ["enter_old_pin"]  # issue 9 (4): the current PIN first
     commands: list[Command | None] = []
     commands.append(flow.entered(ENABLED_PIN))
     assert flow.view.stage is Stage.NEW_PIN
@@ -453,7 +458,7 @@ def test_change_purpose_wrong_current_back_to_pin_stage() -> None:
     assert flow.entered(NEW_PIN) == ChangePin(OTHER_PIN, NEW_PIN)
     assert flow.card_answer(PinOutcome(0x63C4)) is None
     assert flow.view.stage is Stage.PIN
-    assert keys(flow.view) == ["wrong_pin", "enter_pin"]
+    assert keys(flow.view) == ["wrong_pin", "enter_old_pin"]
     assert params(flow.view, "wrong_pin") == {"n": 4}
     assert_pins_forgotten(flow)
     # the holder starts again from the current PIN
@@ -515,12 +520,21 @@ def test_info_purpose_reads_and_shows_the_card() -> None:
 # --- removal, cancel ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("where", ["insert", "reading", "pin", "new-pin", "confirm", "working"])
-def test_removed_mid_flow_ends_it(where: str) -> None:
+@pytest.mark.parametrize("where", ["amount", "insert"])
+def test_removed_before_the_card_is_asked_for_changes_nothing(where: str) -> None:
+    """The amount is typed before the card; a card pulled then is simply asked for."""
+    flow = Flow(Purpose.PAY, AFTER)
     if where == "insert":
-        flow = Flow(Purpose.PAY, AFTER)
         flow.entered("1250")
-    elif where == "reading":
+    before = flow.view
+    assert flow.removed() is False
+    assert flow.view is before
+
+
+@pytest.mark.parametrize(
+    "where", ["reading", "pin", "new-pin", "confirm", "working", "confirm-amount"])
+def test_removed_mid_flow_ends_it(where: str) -> None:
+    if where == "reading":
         flow = Flow(Purpose.PAY, AFTER)
         flow.entered("1250")
         flow.reading()
@@ -532,13 +546,16 @@ def test_removed_mid_flow_ends_it(where: str) -> None:
         flow = forced()
         flow.entered(NEW_PIN)
         assert flow._new == NEW_PIN
+    elif where == "confirm-amount":
+        flow = paying(card_info(PinState.DISABLED))
     else:
         flow = paying(card_info(PinState.ENABLED))
         flow.entered(ENABLED_PIN)
     assert flow.removed() is True
     assert flow.view.stage is Stage.RESULT
     assert flow.view.success is False
-    assert keys(flow.view) == ["removed"]
+    # issue 9 (1, 3): a result screen that says the payment did not go through
+    assert keys(flow.view) == ["removed", "amount", "not_debited"]
     assert flow.info is None
     assert_pins_forgotten(flow)
     assert flow.entered(NEW_PIN) is None
@@ -546,6 +563,7 @@ def test_removed_mid_flow_ends_it(where: str) -> None:
 
 def test_removed_after_a_final_view_changes_nothing() -> None:
     flow = paying(card_info(PinState.DISABLED))
+    flow.entered("")  # 确认 on the amount
     final = flow.view
     assert final.final is True
     assert flow.removed() is False
@@ -568,10 +586,10 @@ def test_cancel_forgets_pins() -> None:
 
 def test_card_failed_is_rule1_nothing_changed() -> None:
     flow = paying(card_info(PinState.ENABLED))
-    flow.card_failed("no card")
+    flow.card_failed("card_unreadable")  # a catalogue key, never an exception's text
     assert flow.view.stage is Stage.RESULT
     assert flow.view.success is False
-    assert flow.view.lines == (Line("card_error", (("reason", "no card"),), Tone.ERROR),)
+    assert flow.view.lines == (Line("card_unreadable", (), Tone.ERROR),)
 
 
 # --- PIN digits never shown, never kept -----------------------------------------------
@@ -678,7 +696,7 @@ def test_e2e_s8_forced_change_then_s11_asks_pin(insert, profile: str) -> None:
     flow = worker.start(Purpose.PAY, AFTER)
     assert worker.sent == ["ReadCard"]
     assert flow.view.stage is Stage.NEW_PIN
-    assert keys(flow.view) == ["forced_change", "new_pin"]
+    assert keys(flow.view) == ["amount", "forced_change", "new_pin"]
     assert flow.info is not None and flow.info.ssn == ssn
 
     # S15 violations never touch the card
@@ -692,10 +710,10 @@ def test_e2e_s8_forced_change_then_s11_asks_pin(insert, profile: str) -> None:
     ]
     for text, key in bad:
         worker.enter(flow, text)
-        assert keys(flow.view) == ["forced_change", key, "new_pin"], text
+        assert keys(flow.view) == ["amount", "forced_change", key, "new_pin"], text
     worker.enter(flow, NEW_PIN)
     worker.enter(flow, OTHER_PIN)
-    assert keys(flow.view) == ["forced_change", "mismatch", "new_pin"]
+    assert keys(flow.view) == ["amount", "forced_change", "mismatch", "new_pin"]
     assert worker.sent == ["ReadCard"]
     assert on_disk(path).tries_left == before.try_limit
 
@@ -748,6 +766,9 @@ def test_e2e_employee_new_before_the_upgrade_asks_no_pin(insert) -> None:
     worker = Worker(reader)
     flow = worker.start(Purpose.PAY, BEFORE)
     assert worker.sent == ["ReadCard"]
+    assert flow.view.stage is Stage.CONFIRM_AMOUNT
+    worker.enter(flow, "")
+    assert worker.sent == ["ReadCard"]
     assert flow.view.success is True
     assert keys(flow.view) == ["no_pin", "authorised", "amount"]
     assert on_disk(path).pin_state is PinState.INITIAL
@@ -767,6 +788,8 @@ def test_e2e_not_forced_no_pin(insert, profile: str, state: PinState) -> None:
     worker = Worker(reader)
     flow = worker.start(Purpose.PAY, AFTER)
     assert worker.sent == ["ReadCard"]
+    assert flow.view.stage is Stage.CONFIRM_AMOUNT
+    worker.enter(flow, "")
     assert flow.view.stage is Stage.RESULT
     assert flow.view.success is True
     assert keys(flow.view) == ["no_pin", "authorised", "amount"]

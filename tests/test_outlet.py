@@ -127,9 +127,35 @@ def pins_twice(new_pin: str | None) -> str:
     return f"{new_pin}\n{new_pin}\n" if new_pin is not None else ""
 
 
-def log_entries(path: Path) -> list[dict[str, object]]:
+def log_lines(path: Path) -> list[dict[str, object]]:
+    """Every line of the outlet log, "started" (intent) lines included."""
     lines = path.read_text("utf-8").splitlines()
     return [json.loads(line) for line in lines]
+
+
+def log_entries(path: Path) -> list[dict[str, object]]:
+    """One entry per operation: its result line. Each "started" line, written before a
+    MAC-protected command, must be followed by that operation's result line (same op)."""
+    waiting: dict[object, dict[str, object]] = {}
+    results = []
+    for entry in log_lines(path):
+        if entry["result"] == "started":
+            assert entry["op"] not in waiting, entry
+            waiting[entry["op"]] = entry
+            continue
+        results.append(entry)
+        intent = waiting.pop(entry["op"], None)
+        if intent is not None:
+            for name in ("operator", "host", "card_number", "holder_id", "operation"):
+                assert intent[name] == entry[name], (name, intent, entry)
+            assert intent["time"] <= entry["time"]
+    assert waiting == {}, f"a started line without its result: {waiting}"
+    return results
+
+
+def assert_started_then(path: Path, *results: str) -> None:
+    """The raw log: a "started" line before each sent command's result (first words)."""
+    assert [str(e["result"]).split()[0] for e in log_lines(path)] == list(results)
 
 
 def assert_no_pins(text: str, *pins: str) -> None:
@@ -265,6 +291,7 @@ def desk(request: pytest.FixtureRequest, tmp_path: Path) -> Desk:
 def assert_logged_once(desk: Desk, operation: str, path: Path, start: dt.datetime) -> None:
     entries = desk.logged()
     assert len(entries) == 1
+    assert_started_then(desk.log, "started", "9000")
     entry = entries[0]
     assert set(entry) >= LOG_FIELDS
     assert entry["operator"] == OPERATOR
@@ -340,7 +367,7 @@ def test_s14_restore_initial_then_the_terminal_forces_a_change_again(
         flow = worker.start(Purpose.PAY, AFTER)
         assert worker.sent == ["ReadCard"]
         assert flow.view.stage is Stage.NEW_PIN
-        assert keys(flow) == ["forced_change", "new_pin"]
+        assert keys(flow) == ["amount", "forced_change", "new_pin"]
         worker.enter(flow, NEW_PIN)
         worker.enter(flow, NEW_PIN)
         assert worker.sent == ["ReadCard", "ChangePin"]
@@ -369,6 +396,9 @@ def test_s16_cancel_pin_then_no_pin_is_asked(desk: Desk, tmp_path: Path) -> None
         assert flow.info is not None
         assert flow.info.status == PinStatus(LifeCycle.ACTIVE, PinState.DISABLED, 6, 6)
         assert rules.decide(facts_of(flow.info), AFTER) is Decision.NO_PIN
+        assert flow.view.stage is Stage.CONFIRM_AMOUNT  # the holder confirms the amount
+        worker.enter(flow, "")
+        assert worker.sent == ["ReadCard"]
         assert flow.view.stage is Stage.RESULT
         assert flow.view.success is True
         assert keys(flow) == ["no_pin", "authorised", "amount"]
@@ -401,9 +431,10 @@ def test_s13_activate_then_a_pin_change_is_allowed(desk: Desk, tmp_path: Path) -
         assert card.verify(INITIAL_PIN).sw == 0x9000
         worker = Worker(reader)
         flow = worker.start(Purpose.CHANGE, AFTER)
-        assert flow.view.stage is Stage.PIN  # not refused
-        assert "not_activated" not in keys(flow)
-        for text in (INITIAL_PIN, NEW_PIN, NEW_PIN):
+        # not refused; still on its initial PIN after the upgrade: the forced change (S8)
+        assert flow.view.stage is Stage.NEW_PIN
+        assert keys(flow) == ["forced_change", "new_pin"]
+        for text in (NEW_PIN, NEW_PIN):
             worker.enter(flow, text)
         assert worker.sent == ["ReadCard", "ChangePin"]
         assert flow.view.success is True
@@ -432,6 +463,7 @@ def test_wrong_key_in_process_6988_and_card_unchanged(tmp_path: Path, operation:
     (entry,) = log_entries(log)
     assert entry["operation"] == operation
     assert str(entry["result"]).split()[0] == "6988"
+    assert_started_then(log, "started", "6988")
     assert_no_pins(log.read_text("utf-8"))
 
 
@@ -670,6 +702,7 @@ def test_id_mismatch_in_process_sends_nothing(tmp_path: Path, operation: str,
     assert not any(ln.startswith("> 84") for ln in trace)
     assert path.read_bytes() == before
     (entry,) = log_entries(log)
+    assert_started_then(log, "refused:")  # nothing was to be sent: no intent line
     assert entry["operation"] == operation
     assert str(entry["result"]).startswith("refused")
     assert entry["card_number"] == disk(path).card.card_number
@@ -1027,7 +1060,7 @@ def test_s7_query_password_of_a_holder_whose_id_ends_in_x(tmp_path: Path) -> Non
 # --- the outlet log -----------------------------------------------------------------------
 
 
-def test_outlet_log_one_json_line_per_operation_refused_too(tmp_path: Path) -> None:
+def test_outlet_log_one_result_line_per_operation_refused_too(tmp_path: Path) -> None:
     path = new_card(tmp_path, "employee-enabled")
     number = disk(path).card.card_number
     log = tmp_path / "audit" / "outlet.log"
@@ -1055,6 +1088,9 @@ def test_outlet_log_one_json_line_per_operation_refused_too(tmp_path: Path) -> N
     assert text.endswith("\n")
     entries = log_entries(log)
     assert len(entries) == 6
+    # an intent line before each command sent to the card; none before a refusal
+    assert_started_then(log, "started", "9000", "refused:", "refused:", "started", "9000",
+                        "started", "9000", "started", "6988")
     for entry in entries:
         assert set(entry) >= LOG_FIELDS
         assert entry["operator"] == OPERATOR
@@ -1082,6 +1118,7 @@ def test_outlet_log_default_operator_and_in_process(tmp_path: Path) -> None:
     outcome, _ = run_in_process(path, "cancel-pin", ENABLED_SSN, log, operator="desk-7")
     assert not isinstance(outcome, BaseException), repr(outcome)
     (entry,) = log_entries(log)
+    assert_started_then(log, "started", "9000")
     assert entry["operator"] == "desk-7"
     assert entry["operation"] == "cancel-pin"
     assert entry["card_number"] == "A14933182"

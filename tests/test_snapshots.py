@@ -79,6 +79,23 @@ async def authorised(pilot: Pilot) -> None:
     await enter(pilot, ENABLED_PIN)
 
 
+async def no_pin_authorised(pilot: Pilot) -> None:
+    await start_payment(pilot)
+    await enter(pilot, "")  # 确认 on the amount
+
+
+async def cancelled(pilot: Pilot) -> None:
+    await start_payment(pilot)
+    await type_digits(pilot, "80")
+    await pilot.press("escape")
+    await settle(pilot)
+
+
+async def change_current_pin(pilot: Pilot) -> None:
+    await pilot.press("2")
+    await settle(pilot)
+
+
 async def card_info(pilot: Pilot) -> None:
     await pilot.press("3")
     await settle(pilot)
@@ -117,7 +134,11 @@ SCREENS: dict[str, tuple[str, bool, Steps]] = {
     "wrong-pin": ("employee-enabled", True, wrong_pin),
     "locked": ("locked", True, pay),
     "authorised": ("employee-enabled", True, authorised),
-    "no-pin-authorised": ("resident-new", True, pay),
+    "no-pin-confirm-amount": ("resident-new", True, pay),
+    "no-pin-authorised": ("resident-new", True, no_pin_authorised),
+    "cancelled": ("employee-enabled", True, cancelled),
+    "change-current-pin": ("employee-enabled", True, change_current_pin),
+    "card-info-locked": ("locked", True, card_info),
     "card-info": ("employee-new", True, card_info),
     "not-activated": ("not-activated", True, pay),
     "card-removed": ("employee-enabled", True, removed),
@@ -133,3 +154,11 @@ def test_screen(snap_compare, tmp_path: Path, lang: str, name: str) -> None:
     card = make_card(tmp_path, profile)
     app = make_app(card, lang=lang, today=SNAPSHOT_TODAY, inserted=inserted)
     assert snap_compare(app, terminal_size=(80, 24), run_before=steps)
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_screen_too_small(snap_compare, tmp_path: Path, lang: str) -> None:
+    """Under 60x18 the pad says so instead of cutting the PIN field (issue 9, 9)."""
+    card = make_card(tmp_path, "employee-enabled")
+    app = make_app(card, lang=lang, today=SNAPSHOT_TODAY)
+    assert snap_compare(app, terminal_size=(50, 16), run_before=pay)

@@ -23,6 +23,7 @@ from terminal_helpers import (
     OTHER_PIN,
     UPGRADE_DATE,
     card_state,
+    confirm,
     enter,
     entry_text,
     file_bytes,
@@ -43,9 +44,13 @@ from textual.widgets import Button
 
 from cardio.card import store
 from cardio.card.state import CardFileError, LifeCycle, PinState
+from host.cli import seed_file
+from host.sqlite import SqliteHost
 from terminal import strings
 from terminal.app import build, main, parse_args
+from terminal.flow import Stage
 from terminal.screens.menu import MenuScreen
+from terminal.screens.stages import ResultScreen
 
 SIZE = (80, 24)
 
@@ -95,6 +100,11 @@ EN_RULES = {
 RULES = {"zh": ZH_RULES, "en": EN_RULES}
 ZH = ZH_RULES
 AUTHORISED = {lang: strings.text(lang, "authorised") for lang in ("zh", "en")}
+# the issue's phrases, exact: menu 2's first prompt, and a card without PIN's confirmation
+ENTER_OLD_PIN = {"zh": "请输入原密码", "en": "Please enter your current PIN"}
+CONFIRM_AMOUNT = {"zh": "请核对金额，按 确认 付款", "en": "Check the amount, press Enter to pay"}
+TAKE_CARD = {"zh": "请取回卡片", "en": "Please take your card"}
+NOT_DEBITED = {lang: strings.text(lang, "not_debited") for lang in ("zh", "en")}
 
 
 def amount_line(lang: str, amount: str = "12.50") -> str:
@@ -107,17 +117,31 @@ def amount_line(lang: str, amount: str = "12.50") -> str:
 @pytest.mark.parametrize("profile", ["resident-new", "pension-new", "legacy-medical", "disabled"])
 async def test_s4_s8_s12_s16_payment_without_pin(tmp_path: Path, profile: str) -> None:
     """S4 (INITIAL, not forced), S8 (390/170 out of scope), S12 (category L), S16
-    (DISABLED): the payment is authorised with 未启用密码, no PIN asked, card file
-    byte for byte as before."""
+    (DISABLED): no PIN asked; the amount is shown with 未启用密码 for the holder to
+    confirm, and only after 确认 is the payment authorised; card file byte for byte as
+    before."""
     card = make_card(tmp_path, profile)
     before = file_bytes(card)
     app = make_app(card, today=AFTER_UPGRADE)
     async with app.run_test(size=SIZE) as pilot:
         await start_payment(pilot)
+        assert app.flow is not None and app.flow.view.stage is Stage.CONFIRM_AMOUNT
+        text = screen_text(app)
+        assert ZH["no_pin"] in text
+        assert CONFIRM_AMOUNT["zh"] in text
+        assert amount_line("zh") in text
+        assert AUTHORISED["zh"] not in text  # nothing authorised before 确认
+        assert ZH["enter_pin"] not in text
+        assert ZH["forced_change"] not in text
+        assert ZH["new_pin"] not in text
+        assert file_bytes(card) == before
+        await confirm(pilot)
+        assert app.flow is not None and app.flow.view.stage is Stage.RESULT
         text = screen_text(app)
         assert ZH["no_pin"] in text
         assert AUTHORISED["zh"] in text
         assert amount_line("zh") in text
+        assert CONFIRM_AMOUNT["zh"] not in text
         assert ZH["enter_pin"] not in text
         assert ZH["forced_change"] not in text
         assert ZH["new_pin"] not in text
@@ -149,7 +173,8 @@ async def test_s8_forced_only_for_310_category_1_from_the_upgrade_date(
     tmp_path: Path, profile: str, today: dt.date, forced: bool
 ) -> None:
     """S8/S9/S12: only a 310, category 1, INITIAL card on or after the upgrade date is made
-    to change its PIN; every other INITIAL card pays with no PIN, as S4 says."""
+    to change its PIN; every other INITIAL card pays with no PIN, as S4 says (the amount
+    confirmed with 确认, then authorised)."""
     card = make_card(tmp_path, profile)
     before = file_bytes(card)
     app = make_app(card, today=today)
@@ -162,7 +187,16 @@ async def test_s8_forced_only_for_310_category_1_from_the_upgrade_date(
             assert AUTHORISED["zh"] not in text
             assert ZH["no_pin"] not in text
             assert entry_text(app) == "_ _ _ _ _ _"
+            assert amount_line("zh") in text
         else:
+            assert ZH["forced_change"] not in text
+            assert ZH["new_pin"] not in text
+            assert ZH["no_pin"] in text
+            assert CONFIRM_AMOUNT["zh"] in text
+            assert amount_line("zh") in text
+            assert AUTHORISED["zh"] not in text
+            await confirm(pilot)
+            text = screen_text(app)
             assert ZH["forced_change"] not in text
             assert ZH["new_pin"] not in text
             assert ZH["no_pin"] in text
@@ -467,7 +501,8 @@ async def test_s17_locked_card_is_refused_at_once(tmp_path: Path, menu: str) -> 
 
 
 async def test_menu2_change_pin(tmp_path: Path) -> None:
-    """S2/S3: current PIN, new PIN twice, 密码修改成功; the card holds the new PIN."""
+    """S2/S3: current PIN (asked as 请输入原密码, not the payment's 请输入密码), new PIN
+    twice, 密码修改成功; the card holds the new PIN."""
     card = make_card(tmp_path, "employee-enabled")
     app = make_app(card)
     async with app.run_test(size=SIZE) as pilot:
@@ -475,7 +510,8 @@ async def test_menu2_change_pin(tmp_path: Path) -> None:
         await settle(pilot)
         text = screen_text(app)
         assert strings.text("zh", "change") in text
-        assert ZH["enter_pin"] in text
+        assert ENTER_OLD_PIN["zh"] in text
+        assert ZH["enter_pin"] not in text
         await enter(pilot, ENABLED_PIN)
         assert ZH["new_pin"] in screen_text(app)
         await enter(pilot, NEW_PIN)
@@ -542,7 +578,9 @@ async def test_menu3_card_information_is_masked(tmp_path: Path) -> None:
         assert "A93230742" in text
         assert strings.text("zh", "scheme_310") in text
         assert strings.text("zh", "state_INITIAL") in text
-        assert strings.text("zh", "tries_left", n=6) in text
+        assert "密码剩余次数: 6" in text
+        assert strings.text("zh", "tries_left", n=6) not in text  # the PIN prompt's hint only
+        assert TAKE_CARD["zh"] in text
         assert holder["ssn"] not in text  # the full ID never
         assert holder["name"] not in text
         assert "19850312" not in text and "1985-03-12" not in text
@@ -568,15 +606,17 @@ async def test_menu3_shows_tries_left(tmp_path: Path) -> None:
         assert "3101**********0480" in text
         assert "310101197911020480" not in text
         assert strings.text("en", "state_ENABLED") in text
-        assert strings.text("en", "tries_left", n=5) in text
+        assert "PIN tries left: 5" in text
+        assert strings.text("en", "tries_left", n=5) not in text  # the PIN prompt's hint only
 
 
 # --- the card comes and goes (F2) ---------------------------------------------------------
 
 
 async def test_f2_removed_during_pin_entry(tmp_path: Path) -> None:
-    """Rule 1: removed mid-entry: 卡片已拔出, back to the menu, the card file unchanged;
-    F2 puts it back and a payment works."""
+    """Rule 1: removed mid-entry: a result says 卡片已拔出, the amount and 未扣款 until
+    确认, then the menu asks for a card; the card file unchanged; F2 puts it back and a
+    payment works."""
     card = make_card(tmp_path, "employee-enabled")
     before = file_bytes(card)
     app = make_app(card)
@@ -584,13 +624,24 @@ async def test_f2_removed_during_pin_entry(tmp_path: Path) -> None:
         await start_payment(pilot)
         await type_digits(pilot, ENABLED_PIN[:3])
         await toggle_card(pilot)
-        assert isinstance(app.screen, MenuScreen)
+        assert isinstance(app.screen, ResultScreen)
+        assert app.flow is not None and app.flow.view.stage is Stage.RESULT
         text = screen_text(app)
         assert ZH["removed"] in text
-        assert ZH["insert_card"] in text
+        assert amount_line("zh") in text
+        assert NOT_DEBITED["zh"] in text
         assert strings.text("zh", "no_card") in text
+        assert TAKE_CARD["zh"] not in text  # the card is already out
+        assert ENABLED_PIN[:3] not in text
+        assert app.entry == ""
         assert not app.reader.card_present()
         assert file_bytes(card) == before
+        await confirm(pilot)
+        assert isinstance(app.screen, MenuScreen)
+        assert app.flow is None
+        text = screen_text(app)
+        assert ZH["insert_card"] in text
+        assert strings.text("zh", "no_card") in text
         await toggle_card(pilot)
         text = screen_text(app)
         assert strings.text("zh", "card_present") in text
@@ -604,7 +655,9 @@ async def test_f2_removed_during_pin_entry(tmp_path: Path) -> None:
 
 async def test_f2_removed_after_typing_the_new_pin_twice(tmp_path: Path) -> None:
     """Removed after the new PIN and the repeat were typed, before Enter: nothing half
-    done. The card is still on its initial PIN, and the next payment forces the change."""
+    done. A result says 卡片已拔出 and 未扣款, and Enter on it only goes back to the menu
+    (the typed repeat is never sent). The card is still on its initial PIN, and the next
+    payment forces the change."""
     card = make_card(tmp_path, "employee-new")
     before = file_bytes(card)
     app = make_app(card)
@@ -613,12 +666,19 @@ async def test_f2_removed_after_typing_the_new_pin_twice(tmp_path: Path) -> None
         await enter(pilot, NEW_PIN)
         await type_digits(pilot, NEW_PIN)
         await toggle_card(pilot)
-        assert isinstance(app.screen, MenuScreen)
-        assert ZH["removed"] in screen_text(app)
+        assert isinstance(app.screen, ResultScreen)
+        assert app.flow is not None and app.flow.view.stage is Stage.RESULT
+        text = screen_text(app)
+        assert ZH["removed"] in text
+        assert NOT_DEBITED["zh"] in text
+        assert amount_line("zh") in text
+        assert ZH["changed"] not in text
+        assert app.entry == ""
         assert file_bytes(card) == before
-        await pilot.press("enter")  # Enter on the menu confirms nothing
-        await settle(pilot)
+        await confirm(pilot)  # Enter on the result confirms nothing: back to the menu
         assert isinstance(app.screen, MenuScreen)
+        assert app.flow is None
+        assert ZH["changed"] not in screen_text(app)
         assert file_bytes(card) == before
         await toggle_card(pilot)
         await start_payment(pilot)
@@ -632,15 +692,30 @@ async def test_f2_removed_after_typing_the_new_pin_twice(tmp_path: Path) -> None
 
 
 async def test_f2_removed_while_waiting_for_the_amount(tmp_path: Path) -> None:
+    """Removed while the amount is typed, before any card was read: the amount entry
+    stays as it was (the status says the card is out); after Enter the payment asks for
+    the card, and goes on when it is put back."""
     card = make_card(tmp_path, "employee-enabled")
     app = make_app(card)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("1", "5")
         await toggle_card(pilot)
-        # No card was read yet; the terminal says the card is out either way.
+        assert app.flow is not None and app.flow.view.stage is Stage.AMOUNT
         text = screen_text(app)
         assert strings.text("zh", "no_card") in text
+        assert strings.text("zh", "enter_amount") in text
+        assert entry_text(app) == "0.05 " + strings.text("zh", "yuan")
+        assert ZH["removed"] not in text
+        await confirm(pilot)
+        assert app.flow is not None and app.flow.view.stage is Stage.INSERT
+        text = screen_text(app)
         assert ZH["insert_card"] in text
+        assert amount_line("zh", "0.05") in text
+        assert strings.text("zh", "no_card") in text
+        await toggle_card(pilot)
+        text = screen_text(app)
+        assert ZH["enter_pin"] in text
+        assert amount_line("zh", "0.05") in text
 
 
 async def test_f2_insert_resumes_a_payment_waiting_for_the_card(tmp_path: Path) -> None:
@@ -667,16 +742,34 @@ async def test_f2_insert_resumes_a_payment_waiting_for_the_card(tmp_path: Path) 
 
 
 async def test_f2_removed_on_the_result_keeps_the_result(tmp_path: Path) -> None:
-    """A finished payment stays finished when the card is taken out."""
+    """A finished payment stays finished when the card is taken out: the receipt (money
+    moved at the host) stays, without 请取回卡片, until 确认; Escape does not close it."""
     card = make_card(tmp_path, "employee-enabled")
-    app = make_app(card)
+    host = SqliteHost(tmp_path / "h.db", seed=seed_file())
+    app = make_app(card, host=host)
     async with app.run_test(size=SIZE) as pilot:
         await start_payment(pilot)
         await enter(pilot, ENABLED_PIN)
-        await toggle_card(pilot)
         text = screen_text(app)
         assert AUTHORISED["zh"] in text
+        assert TAKE_CARD["zh"] in text
+        await toggle_card(pilot)
+        assert isinstance(app.screen, ResultScreen)
+        assert app.flow is not None and app.flow.view.stage is Stage.RESULT
+        text = screen_text(app)
+        assert AUTHORISED["zh"] in text
+        assert amount_line("zh") in text
+        assert "个人账户余额 1268.00 元" in text
         assert strings.text("zh", "no_card") in text
+        assert TAKE_CARD["zh"] not in text
+        await pilot.press("escape")
+        await settle(pilot)
+        assert isinstance(app.screen, ResultScreen)
+        assert AUTHORISED["zh"] in screen_text(app)
+        await confirm(pilot)
+        assert isinstance(app.screen, MenuScreen)
+        assert app.flow is None
+    host.close()
 
 
 # --- the APDU trace: F12 and --trace ---------------------------------------------------------
@@ -1002,14 +1095,23 @@ async def test_en_decisions(tmp_path: Path, profile: str, key: str) -> None:
 
 
 async def test_en_card_removed(tmp_path: Path) -> None:
+    """--lang en: pulled mid-PIN, the result says so in English; Enter, and the menu asks
+    for the card."""
     card = make_card(tmp_path, "employee-enabled")
     app = make_app(card, lang="en")
     async with app.run_test(size=SIZE) as pilot:
         await start_payment(pilot)
         await type_digits(pilot, "80")
         await toggle_card(pilot)
+        assert isinstance(app.screen, ResultScreen)
         text = screen_text(app)
         assert EN["removed"] in text
+        assert amount_line("en") in text
+        assert NOT_DEBITED["en"] in text
+        assert "卡" not in text
+        await confirm(pilot)
+        assert isinstance(app.screen, MenuScreen)
+        text = screen_text(app)
         assert EN["insert_card"] in text
         assert "卡" not in text
 
@@ -1028,7 +1130,9 @@ async def test_en_menu2_change(tmp_path: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("2")
         await settle(pilot)
-        assert EN["enter_pin"] in screen_text(app)
+        text = screen_text(app)
+        assert ENTER_OLD_PIN["en"] in text
+        assert EN["enter_pin"] not in text
         await enter(pilot, ENABLED_PIN)
         assert EN["new_pin"] in screen_text(app)
         await enter(pilot, NEW_PIN)

@@ -31,7 +31,7 @@ from terminal_helpers import (
 from textual.widgets import Static
 
 from cardio.card.state import LifeCycle, PinState
-from cardio.identity import check_digit, id_problem
+from cardio.identity import check_digit, id_problem, mask_id
 from terminal.app import PosApp, build, main, parse_args
 from terminal.screens.menu import MenuScreen
 from terminal.screens.stages import IdScreen, PinScreen, ResultScreen
@@ -175,7 +175,10 @@ async def enter_id(pilot, id_number: str) -> None:
 
 
 def log_entries(log: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in log.read_text("utf-8").splitlines()]
+    """One entry per operation: its result line (a "started" line of intent precedes a
+    command that is sent: see test_started_line_comes_before_the_result)."""
+    entries = [json.loads(line) for line in log.read_text("utf-8").splitlines()]
+    return [e for e in entries if e["result"] != "started"]
 
 
 def assert_no_pins(text: str, *pins: str) -> None:
@@ -428,6 +431,9 @@ async def test_s16_cancel_pin_then_the_pharmacy_asks_for_no_pin(tmp_path: Path) 
         await start_payment(pilot)
         text = screen_text(pharmacy)
         assert ZH["no_pin"] in text
+        assert ZH["authorised"] not in text  # the holder confirms the amount first
+        await enter(pilot, "")
+        text = screen_text(pharmacy)
         assert ZH["authorised"] in text
         assert ZH["enter_pin"] not in text
         assert ZH["forced_change"] not in text
@@ -495,6 +501,48 @@ async def test_the_x_key_types_x_for_an_id_ending_in_x(tmp_path: Path) -> None:
     assert card_state(card).pin_state is PinState.DISABLED
     (entry,) = log_entries(log)
     assert str(entry["result"]).split()[0] == "9000"
+
+
+async def test_the_x_button_only_as_the_last_character(tmp_path: Path) -> None:
+    """Issue 9 (12): the outlet's keypad has an X key; X is taken only as the 18th
+    character of an ID number."""
+    card = make_x_card(tmp_path)
+    log = tmp_path / "outlet.log"
+    app = outlet_app(card, log)
+    async with app.run_test(size=SIZE) as pilot:
+        assert app.screen.query_one("#key-X")
+        await choose(pilot, "3")
+        await pilot.click("#key-X")
+        await pilot.press("x")
+        assert app.entry == ""  # not as the first character
+        await type_digits(pilot, X_SSN[:10])
+        await pilot.click("#key-X")
+        assert app.entry == X_SSN[:10]  # nor in the middle
+        await type_digits(pilot, X_SSN[10:17])
+        await pilot.click("#key-X")
+        await pilot.pause()
+        assert entry_text(app) == X_SSN
+        await pilot.press("x")
+        assert app.entry == X_SSN  # nothing after the 18th
+        await pilot.press("enter")
+        await settle(pilot)
+        assert ZH["done_cancel-pin"] in screen_text(app)
+
+
+async def test_the_outlet_log_records_the_id_that_was_typed(tmp_path: Path) -> None:
+    """Issue 9 (12): the log keeps the ID the operator typed (masked), not the card's: on
+    a mismatch the two differ, and the log must show what the outlet was shown."""
+    card = make_card(tmp_path, "employee-enabled")
+    log = tmp_path / "outlet.log"
+    app = outlet_app(card, log)
+    async with app.run_test(size=SIZE) as pilot:
+        await choose(pilot, "2")
+        await enter_id(pilot, LOCKED_SSN)
+        assert ZH["id_mismatch"] in screen_text(app)
+    (entry,) = log_entries(log)
+    assert entry["holder_id"] == mask_id(LOCKED_SSN)
+    assert entry["holder_id"] != mask_id(ENABLED_SSN)
+    assert LOCKED_SSN not in log.read_text("utf-8")
 
 
 def wrong_check_digit(ssn: str) -> str:
@@ -723,7 +771,8 @@ async def test_pin_digits_are_never_on_screen_nor_in_the_trace(tmp_path: Path) -
 @pytest.mark.parametrize("typed", [0, 1], ids=["at-new-pin", "at-confirm"])
 async def test_f2_removed_in_the_middle_ends_the_operation(tmp_path: Path, typed: int) -> None:
     """The card pulled out after the ID was checked, while the new PIN is typed (or
-    before the repeat): 卡片已拔出, back to the menu, nothing sent, card file unchanged."""
+    before the repeat): 卡片已拔出 on a result screen that swallows the digits still
+    typed, then back to the menu; nothing sent, card file unchanged (issue 9, 3)."""
     card = make_card(tmp_path, "locked")
     before = file_bytes(card)
     trace = tmp_path / "apdu.log"
@@ -736,17 +785,20 @@ async def test_f2_removed_in_the_middle_ends_the_operation(tmp_path: Path, typed
             assert ZH["confirm_pin"] in screen_text(app)
         await type_digits(pilot, NEW_PIN[:3])
         await toggle_card(pilot)
-        assert isinstance(app.screen, MenuScreen)
+        assert isinstance(app.screen, ResultScreen)
         text = screen_text(app)
         assert ZH["removed"] in text
-        assert ZH["insert_card"] in text
         assert not app.reader.card_present()
-        assert app.flow is None
-        # Enter now does not finish the abandoned reset
+        # the rest of the PIN goes nowhere; Enter does not finish the abandoned reset
         await type_digits(pilot, NEW_PIN[3:])
+        assert app.entry == ""
         await pilot.press("enter")
         await settle(pilot)
-        assert ZH["done_reset-pin"] not in screen_text(app)
+        assert isinstance(app.screen, MenuScreen)
+        assert app.flow is None
+        text = screen_text(app)
+        assert ZH["insert_card"] in text
+        assert ZH["done_reset-pin"] not in text
     assert file_bytes(card) == before
     assert privileged(trace_lines(trace)) == []
 
@@ -810,6 +862,9 @@ async def test_en_id_mismatch_and_card_removed(tmp_path: Path) -> None:
         await enter_id(pilot, ENABLED_SSN)
         assert EN["new_pin"] in screen_text(app)
         await toggle_card(pilot)
-        assert isinstance(app.screen, MenuScreen)
+        assert isinstance(app.screen, ResultScreen)
         assert EN["removed"] in screen_text(app)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, MenuScreen)
     assert file_bytes(card) == before

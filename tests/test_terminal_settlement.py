@@ -26,6 +26,7 @@ from terminal_helpers import (
     NEW_PIN,
     UPGRADE_DATE,
     card_state,
+    confirm,
     enter,
     file_bytes,
     forced_change,
@@ -55,6 +56,7 @@ ENTER_PIN = "请输入密码"
 FORCED = "请修改初始密码"
 NO_PIN = "未启用密码"
 CHANGED = "密码修改成功"
+CONFIRM_AMOUNT = "请核对金额，按 确认 付款"  # the issue's phrase: a card without PIN
 # the terminal's own catalogue (terminal/strings.py), exact
 AUTHORISED = "消费授权成功"
 SETTLING = "正在结算，请稍候"
@@ -318,17 +320,30 @@ async def test_forced_change_then_payment_debits_once(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("profile", "after"), [("resident-new", "17.50"), ("disabled", "787.50")])
 async def test_no_pin_payment_is_debited(tmp_path: Path, profile: str, after: str) -> None:
-    """S4 (390, INITIAL) and S16 (DISABLED): no PIN asked, the account is debited once and
-    the card file is untouched."""
+    """S4 (390, INITIAL) and S16 (DISABLED): no PIN asked; the amount is confirmed with
+    确认 (nothing is debited before), then the account is debited once and the card file
+    is untouched."""
     card = make_card(tmp_path, profile)
     before = file_bytes(card)
     host = new_host(tmp_path)
     app = pos(card, host, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await start_payment(pilot, "1250")
+        assert app.flow is not None and app.flow.view.stage is Stage.CONFIRM_AMOUNT
+        text = screen_text(app)
+        assert NO_PIN in text
+        assert CONFIRM_AMOUNT in text
+        assert "金额 12.50 元" in text
+        assert AUTHORISED not in text
+        assert ENTER_PIN not in text
+        assert host.history(ssn_of(profile)) == []  # nothing before 确认
+        assert balance(host, profile) == BALANCES[profile]
+        assert receipt_files(tmp_path) == []
+        await confirm(pilot)
         text = screen_text(app)
         assert NO_PIN in text
         assert AUTHORISED in text
+        assert "金额 12.50 元" in text
         assert f"个人账户余额 {after} 元" in text
         assert ENTER_PIN not in text
     txns = debited(host, profile)
@@ -344,14 +359,19 @@ async def test_no_pin_payment_is_debited(tmp_path: Path, profile: str, after: st
 
 
 async def test_insufficient_balance_is_refused(tmp_path: Path) -> None:
-    """resident-new has 30.00 yuan: 30.01 is refused with the balance shown, nothing is
-    debited, and the refusal is recorded; 30.00 exactly then goes through."""
+    """resident-new has 30.00 yuan: 30.01 is refused (once the holder confirmed the
+    amount) with the balance shown, nothing is debited, and the refusal is recorded;
+    30.00 exactly then goes through."""
     profile = "resident-new"
     card = make_card(tmp_path, profile)
     host = new_host(tmp_path)
     app = pos(card, host, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await start_payment(pilot, "3001")
+        assert app.flow is not None and app.flow.view.stage is Stage.CONFIRM_AMOUNT
+        assert "金额 30.01 元" in screen_text(app)
+        assert host.history(ssn_of(profile)) == []  # the host is asked only after 确认
+        await confirm(pilot)
         text = screen_text(app)
         assert "个人账户余额不足（30.00 元），未扣款" in text
         assert "金额 30.01 元" in text
@@ -366,6 +386,9 @@ async def test_insufficient_balance_is_refused(tmp_path: Path) -> None:
         assert receipt_files(tmp_path) == []
         await back_to_menu(pilot)
         await start_payment(pilot, "3000")
+        assert CONFIRM_AMOUNT in screen_text(app)
+        assert len(host.history(ssn_of(profile))) == 1  # still only the refusal
+        await confirm(pilot)
         text = screen_text(app)
         assert AUTHORISED in text
         assert "个人账户余额 0.00 元" in text
@@ -375,13 +398,20 @@ async def test_insufficient_balance_is_refused(tmp_path: Path) -> None:
 
 
 async def test_pension_card_with_nothing_in_the_account_is_refused(tmp_path: Path) -> None:
-    """pension-new (170, balance 0): no PIN asked (S8 does not force 170), the host refuses."""
+    """pension-new (170, balance 0): no PIN asked (S8 does not force 170); the amount is
+    confirmed with 确认, then the host refuses."""
     profile = "pension-new"
     card = make_card(tmp_path, profile)
     host = new_host(tmp_path)
     app = pos(card, host, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await start_payment(pilot, "100")
+        text = screen_text(app)
+        assert NO_PIN in text
+        assert CONFIRM_AMOUNT in text
+        assert ENTER_PIN not in text
+        assert host.history(ssn_of(profile)) == []  # nothing asked of the host before 确认
+        await confirm(pilot)
         text = screen_text(app)
         assert "个人账户余额不足（0.00 元），未扣款" in text
         assert AUTHORISED not in text
@@ -426,8 +456,10 @@ async def test_s18_lost_card_is_refused_before_any_pin(tmp_path: Path, profile: 
     assert receipt_files(tmp_path) == []
 
 
-async def test_host_failure_is_not_debited(tmp_path: Path) -> None:
-    """A host that fails (HostError) when the debit is due: 结算失败，未扣款 with the reason."""
+async def test_host_failure_is_not_debited(tmp_path: Path,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    """A host that fails (HostError) when the debit is due: 结算失败，未扣款 and the amount,
+    from the catalogue only; the host's reason goes to the log, never to the screen."""
     profile = "employee-enabled"
     card = make_card(tmp_path, profile)
     host = FailingHost(tmp_path / "h.db", seed=seed_file())
@@ -436,12 +468,16 @@ async def test_host_failure_is_not_debited(tmp_path: Path) -> None:
         await start_payment(pilot, "1250")
         await enter(pilot, ENABLED_PIN)
         text = screen_text(app)
-        assert f"{SETTLE_FAILED}：host unreachable" in text
+        assert SETTLE_FAILED in text.splitlines()  # the whole line: no ": reason" tail
+        assert "金额 12.50 元" in text
+        assert "host unreachable" not in text
+        assert f"{SETTLE_FAILED}：" not in text and f"{SETTLE_FAILED}:" not in text
         assert AUTHORISED not in text
         assert "个人账户余额 " not in text
         assert app.flow is not None and app.flow.view.stage is Stage.RESULT
         assert app.flow.view.success is False
     assert host.calls == 1
+    assert "host unreachable" in caplog.text
     assert host.history(ssn_of(profile)) == []
     assert balance(host, profile) == 128050
     assert receipt_files(tmp_path) == []
@@ -589,7 +625,8 @@ async def test_two_payments_get_two_transactions(tmp_path: Path) -> None:
 
 
 async def test_en_payment_and_refusal(tmp_path: Path) -> None:
-    """--lang en: the balance after a payment, then a refusal for want of money."""
+    """--lang en: the balance after a payment, then (a card without PIN, its amount
+    confirmed) a refusal for want of money."""
     card = make_card(tmp_path, "employee-enabled")
     host = new_host(tmp_path)
     app = pos(card, host, tmp_path, lang="en")
@@ -608,6 +645,12 @@ async def test_en_payment_and_refusal(tmp_path: Path) -> None:
     app = pos(poor, host, tmp_path, lang="en")
     async with app.run_test(size=SIZE) as pilot:
         await start_payment(pilot, "3001")
+        text = screen_text(app)
+        assert "No PIN enabled" in text
+        assert "Check the amount, press Enter to pay" in text
+        assert "Amount 30.01 yuan" in text
+        assert host.history(ssn_of("resident-new")) == []  # nothing before Enter
+        await confirm(pilot)
         text = screen_text(app)
         assert "Not enough in the personal account (30.00 yuan); nothing debited" in text
         assert "Payment authorised" not in text

@@ -498,6 +498,25 @@ def test_write_frame_is_a_single_send() -> None:
     assert sock.writes == [frame(PIN_DATA_FRESH)]
 
 
+def test_a_signal_raises_stop_only_in_a_wait_and_only_once() -> None:
+    """StopGuard: a signal during a card command or the shutdown is noted and honoured at
+    the next wait; once stopping, no further signal raises anything (no traceback)."""
+    guard = vpcd.StopGuard()
+    guard.handle(signal.SIGTERM, None)  # in a card command: noted, not raised
+    assert guard.stopping
+    with pytest.raises(vpcd.Stop):
+        guard.enter()  # the next wait
+    guard.handle(signal.SIGTERM, None)  # in the shutdown: nothing
+    guard.handle(signal.SIGINT, None)
+
+    idle = vpcd.StopGuard()
+    idle.enter()  # blocked in recv, accept or the back-off sleep
+    with pytest.raises(vpcd.Stop):
+        idle.handle(signal.SIGINT, None)
+    idle.handle(signal.SIGTERM, None)  # a second one while stopping: nothing
+    assert idle.stopping and not idle.waiting
+
+
 def test_each_reply_is_one_frame_written_with_one_send(card_path: Path) -> None:
     atr_frame = frame(bytes((GET_ATR,)))
     data_frame = frame(GET_PIN_DATA)

@@ -17,7 +17,7 @@ from cardio import mac, pin, sw
 from cardio.apdu import Apdu
 from cardio.card import files
 from cardio.card.state import CardState, LifeCycle, PinHash, PinState
-from cardio.card.store import MemoryStore, Store
+from cardio.card.store import CardWriteError, MemoryStore, Store
 from cardio.sw import CardError
 from cardio.trace import failure
 
@@ -84,9 +84,6 @@ class VirtualCard:
             data, status = self._dispatch(bytes(apdu))
         except CardError as e:
             data, status = b"", e.sw
-        except OSError:
-            log.exception("the card file could not be written")
-            data, status = b"", sw.MEMORY_FAILURE
         except Exception as e:  # a bug: keep the card alive, and say so (never the bytes)
             log.error("emulator error: %s", failure(e))
             data, status = b"", sw.NO_DIAGNOSIS
@@ -124,8 +121,23 @@ class VirtualCard:
     # --- shared checks --------------------------------------------------------
 
     def _save(self, state: CardState) -> None:
-        """Durable first, then in memory: the card never claims what is not on disk."""
-        self._store.save(state)
+        """Durable first, then in memory: the card never claims what is not on disk.
+
+        A write that fails (a full disk, a read-only folder) is a real card's EEPROM
+        failure: 6581, the old state kept, and nothing done after it (VERIFY compares no
+        PIN). One log line, no traceback: the store's message names file and cause only.
+        """
+        try:
+            self._store.save(state)
+        except CardWriteError as e:
+            log.error("%s: the card answered 6581 (memory failure) and keeps its previous "
+                      "state; %s", e.problem, e.advice)
+            raise CardError(sw.MEMORY_FAILURE) from None
+        except OSError as e:  # another Store's failure: its message is not ours to show
+            log.error("the card could not be saved (%s): the card answered 6581 (memory "
+                      "failure) and keeps its previous state; check the disk",
+                      e.strerror or type(e).__name__)
+            raise CardError(sw.MEMORY_FAILURE) from None
         self._state = state
 
     def _require_active(self) -> None:

@@ -21,7 +21,8 @@ def names() -> list[str]:
 
 def _path(name: str) -> Path:
     path = data_dir("cards") / f"{name}.json"
-    if not path.is_file():
+    # Only the listed names: a name is not a path ('../x' must not load some other file).
+    if name not in names() or not path.is_file():
         raise UnknownProfileError(
             f"no profile named {name!r}; 'cardio card list-profiles' shows the names"
         )
@@ -41,7 +42,7 @@ def load(name: str) -> CardState:
     return state.with_(profile=name)
 
 
-def new_card(name: str, path: Path, *, force: bool = False) -> CardState:
+def new_card(name: str, path: store.CardPath, *, force: bool = False) -> CardState:
     state = load(name)
     store.create(path, state, force=force)
     return state

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -23,6 +24,13 @@ __all__ = ["CardData", "CardFileError", "CardState", "Holder", "LifeCycle", "Pin
 FORMAT = "shebao-pos/card"
 VERSION = 1
 MAX_TRY_LIMIT = 15  # 63Cx has one nibble for the tries left
+MIN_YEAR = 1000  # dates go on the card as 8 BCD digits: the year needs all four
+MAX_PROFILE_CHARS = 64
+# ASCII digits only: str.isdigit() and date.fromisoformat() take other scripts' digits
+# (Arabic-Indic, full-width) and other ISO forms (20190101), which the card cannot encode.
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_DIGITS = re.compile(r"[0-9]*")
+_SSN = re.compile(r"[0-9]{17}[0-9X]")
 
 
 class CardFileError(ValueError):
@@ -172,7 +180,7 @@ class CardState:
             birth_date=h.date("birth_date"),
         )
         return cls(
-            profile=r.text("profile"),
+            profile=r.label("profile", MAX_PROFILE_CHARS),
             life_cycle=LifeCycle(r.choice("life_cycle", tuple(LifeCycle))),
             pin_state=PinState(r.choice("pin_state", tuple(PinState))),
             tries_left=tries_left,
@@ -215,6 +223,17 @@ class _Fields:
         value = self._get(key)
         if not isinstance(value, str):
             raise self._fail(key, "must be a string")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (JSON allows "\ud800"): not text
+            raise self._fail(key, "must be valid Unicode text") from None
+        return value
+
+    def label(self, key: str, max_chars: int) -> str:
+        """Text shown to people as is: printable, one line, not empty."""
+        value = self.text(key)
+        if not 0 < len(value) <= max_chars or not value.isprintable():
+            raise self._fail(key, f"must be 1 to {max_chars} printable characters")
         return value
 
     def choice(self, key: str, options: tuple[str, ...]) -> str:
@@ -249,8 +268,8 @@ class _Fields:
 
     def digits(self, key: str, length: int) -> str:
         value = self.text(key)
-        if len(value) != length or not (value.isascii() and value.isdigit()):
-            raise self._fail(key, f"must be {length} digits")
+        if len(value) != length or not _DIGITS.fullmatch(value):
+            raise self._fail(key, f"must be {length} digits 0-9")
         return value
 
     def ascii(self, key: str, length: int) -> str:
@@ -261,8 +280,8 @@ class _Fields:
 
     def ssn(self, key: str) -> str:
         value = self.text(key)
-        if len(value) != 18 or not value[:17].isdigit() or value[17] not in "0123456789X":
-            raise self._fail(key, "must be 17 digits and a digit or X")
+        if not _SSN.fullmatch(value):
+            raise self._fail(key, "must be 17 digits 0-9 and a digit or X")
         return value
 
     def gbk(self, key: str, max_bytes: int) -> str:
@@ -273,11 +292,18 @@ class _Fields:
             raise self._fail(key, "must be written in characters GBK can encode") from None
         if not 0 < size <= max_bytes:
             raise self._fail(key, f"must take 1 to {max_bytes} bytes in GBK")
+        if not value.isprintable():
+            raise self._fail(key, "must be printable characters on one line")
         return value
 
     def date(self, key: str) -> dt.date:
         value = self.text(key)
         try:
-            return dt.date.fromisoformat(value)
+            if not _DATE.fullmatch(value):
+                raise ValueError(value)
+            day = dt.date.fromisoformat(value)
         except ValueError:
             raise self._fail(key, "must be a date written YYYY-MM-DD") from None
+        if day.year < MIN_YEAR:
+            raise self._fail(key, f"must be a date from {MIN_YEAR}-01-01 on")
+        return day

@@ -38,3 +38,15 @@ class SharingViolationError(ReaderError):
 
 class ProtocolError(ReaderError):
     default = "the card kept answering 61xx/6Cxx without end; remove the card and try again"
+
+
+class NoResponseError(ReaderError):
+    """The card took the command and gave no answer in time (the reader API's -4)."""
+
+    default = "the card does not respond; remove it and try again"
+
+
+class ReaderBusyError(ReaderError):
+    """An earlier command that never answered still holds the reader."""
+
+    default = "the card reader is still busy with an earlier command; wait a moment and retry"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from cardio.card.card import VirtualCard
-from cardio.card.store import FileStore
+from cardio.card.store import CardPath, FileStore, lockable_card_path
 from cardio.readers.base import CardEvent, EventKind, Reader, Trace
 from cardio.readers.errors import NoCardError
 
@@ -13,10 +14,14 @@ from cardio.readers.errors import NoCardError
 class VirtualReader(Reader):
     """Holds the card file locked while the card is inserted, as a real slot holds a card."""
 
-    def __init__(self, card_path: Path, *, inserted: bool = True, trace: Trace | None = None):
+    def __init__(self, card_path: CardPath, *, inserted: bool = True,
+                 trace: Trace | None = None):
         super().__init__(trace)
-        self.card_path = Path(card_path)
-        self.name = f"virtual:{self.card_path.name}"
+        self._shown = os.fspath(card_path)  # as the person wrote it, for messages
+        # Resolved once: re-inserting is the same card even if a symlink changes meanwhile.
+        # (Raises CardPathError for a path that cannot name a card file.)
+        self.card_path = lockable_card_path(card_path)
+        self.name = f"virtual:{Path(self._shown).name}"
         self._store: FileStore | None = None
         self._card: VirtualCard | None = None
         self._powered = False
@@ -31,7 +36,7 @@ class VirtualReader(Reader):
         """Put the card in the slot: lock and load its file (raises StoreError, CardFileError)."""
         if self._card is not None:
             return
-        store = FileStore(self.card_path)
+        store = FileStore(self.card_path, name=self._shown)
         state = store.open()
         self._store, self._card = store, VirtualCard(state, store)
         self._emit(CardEvent(EventKind.INSERTED, self.name, self._card.atr))
@@ -83,3 +88,4 @@ class VirtualReader(Reader):
 
     def close(self) -> None:
         self.remove()
+

@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from terminal.app import PosApp
 
 
-class PadScreen(Screen[None]):
-    """Subclasses fill the panel and act on pad keys in `key(name)`."""
+class PadScreen(Screen[None], inherit_bindings=False):
+    """Subclasses fill the panel. No focus keys and no copy key: only the pad's own."""
 
     @property
     def pos(self) -> PosApp:
@@ -27,15 +27,21 @@ class PadScreen(Screen[None]):
         return self.pos.t(key, **params)
 
     def compose(self) -> ComposeResult:
-        with Horizontal(id="topbar"):
-            yield Static(self.t(self.pos.title_key()), id="title")
-            yield Static("", id="card-status")
-        with Horizontal(id="body"):
-            with Vertical(id="panel"):
-                yield from self.compose_panel()
-            yield Keypad(self.pos.key_labels(), id="keypad")
-        yield RichLog(id="trace", max_lines=400, wrap=True, markup=False, auto_scroll=True)
-        yield Static(self.pos.hint_text(), id="hint")
+        with Vertical(id="pad"):
+            with Horizontal(id="topbar"):
+                yield Static(self.t(self.pos.title_key()), id="title")
+                yield Static("", id="card-status")
+            with Horizontal(id="body"):
+                with Vertical(id="panel"):
+                    yield from self.compose_panel()
+                yield Keypad(self.pos.key_labels(), with_x=bool(self.pos.options.outlet),
+                             id="keypad")
+            trace = RichLog(id="trace", max_lines=400, wrap=True, markup=False,
+                            auto_scroll=True)
+            trace.can_focus = False  # Enter always means confirm
+            yield trace
+            yield Static(self.pos.hint_text(), id="hint")
+        yield Static(self.t("too_small"), id="too-small")
 
     def compose_panel(self) -> ComposeResult:
         yield Static("", id="lines")

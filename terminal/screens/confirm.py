@@ -9,7 +9,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 
-class ConfirmScreen(ModalScreen[bool]):
+class ConfirmScreen(ModalScreen[bool], inherit_bindings=False):
     """Enter answers yes, Escape answers no."""
 
     def __init__(self, question: str, hint: str) -> None:

@@ -30,5 +30,7 @@ class MenuScreen(PadScreen):
             text.append(self.notice + "\n", style="bold red")
         if not self.pos.card_present:
             text.append(self.t("insert_card"), style="bold")
+        elif self.notice:  # a transaction just ended with the card still in
+            text.append(self.t("take_card"), style="bold")
         self.query_one("#lines", Static).update(text)
 

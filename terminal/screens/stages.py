@@ -77,14 +77,27 @@ class PinScreen(EntryScreen):
 
 
 class WaitScreen(StageScreen):
-    """Waiting for the card, or for the card to answer."""
+    """Waiting for the card, for the card to answer, or for the holder's 确认."""
 
 
 class ResultScreen(StageScreen):
+    """The end of a transaction: what happened, then 请取回卡片 while the card is in."""
+
     def lines_text(self, lines: tuple[Line, ...]) -> Text:
         text = super().lines_text(lines)
-        text.append("\n" + self.t("press_enter"))
+        self._add_take_card(text)
         return text
+
+    def _add_take_card(self, text: Text) -> None:
+        text.append("\n")
+        if self.pos.card_present:
+            text.append(self.t("take_card") + "\n", style="bold")
+        text.append(self.t("press_enter"))
+
+    def refresh_status(self) -> None:
+        super().refresh_status()
+        if self.is_mounted:
+            self.show(self.view)
 
 
 class InfoScreen(ResultScreen):
@@ -94,6 +107,14 @@ class InfoScreen(ResultScreen):
         if info is None:
             return text
         s = info.status
+        if self.view.lost:
+            text.append(self.t("lost") + "\n", style="bold red")
+        if s.tries_left == 0:
+            pin_state = self.t("state_LOCKED")  # S17: what the holder must know first
+        elif s.pin_state:
+            pin_state = self.t(f"state_{s.pin_state.value}")
+        else:
+            pin_state = self.t("state_unknown")
         rows = [
             ("holder", identity.mask_name(info.name) if info.name else "-"),
             ("id_number", identity.mask_id(info.ssn) if info.ssn else "-"),
@@ -102,16 +123,16 @@ class InfoScreen(ResultScreen):
              else self.t("scheme_unknown")),
             ("life_cycle",
              self.t(f"life_{s.life_cycle.value}" if s.life_cycle else "life_unknown")),
-            ("pin_state", self.t(f"state_{s.pin_state.value}" if s.pin_state else "state_unknown")),
+            ("pin_state", pin_state),
         ]
         for label, value in rows:
             text.append(f"{self.t(label)}: ", style="bold")
             text.append(f"{value}\n")
         if s.tries_left is not None:
-            text.append(self.t("tries_left", n=s.tries_left) + "\n")
+            text.append(self.t("tries_remaining", n=s.tries_left) + "\n")
         if info.category == "L":
             text.append(self.t("legacy_card") + "\n")
-        text.append("\n" + self.t("press_enter"))
+        self._add_take_card(text)
         return text
 
 
@@ -122,6 +143,7 @@ SCREENS: dict[Stage, type[StageScreen]] = {
     Stage.READING: WaitScreen,
     Stage.WORKING: WaitScreen,
     Stage.SETTLING: WaitScreen,
+    Stage.CONFIRM_AMOUNT: WaitScreen,
     Stage.PIN: PinScreen,
     Stage.NEW_PIN: PinScreen,
     Stage.CONFIRM_PIN: PinScreen,

@@ -20,7 +20,8 @@ KEY_NAMES = {
     "backspace": "back",
     "escape": "cancel",
     "delete": "clear",
-    "x": "X",  # the last character of some ID numbers (outlet); no button of its own
+    "x": "X",  # the last character of some ID numbers (the outlet's X key)
+    "X": "X",
 }
 
 
@@ -34,18 +35,24 @@ class PadKey(Button, can_focus=False):
 
 
 class Keypad(Grid):
-    """1 2 3 取消 / 4 5 6 退格 / 7 8 9 清除 / 0 确认."""
+    """1 2 3 取消 / 4 5 6 退格 / 7 8 9 清除 / 0 确认 (at the outlet: 0 X 确认)."""
 
-    def __init__(self, labels: dict[str, str], **kwargs: object) -> None:
+    def __init__(self, labels: dict[str, str], *, with_x: bool = False,
+                 **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.labels = labels
+        self.with_x = with_x  # the service outlet types ID numbers, some ending in X
 
     def compose(self) -> ComposeResult:
         rows = [("1", "2", "3", "cancel"), ("4", "5", "6", "back"), ("7", "8", "9", "clear")]
         for row in rows:
             for name in row:
                 yield self._key(name)
-        yield self._key("0", classes="zero")
+        if self.with_x:
+            yield self._key("0", classes="zero-x")
+            yield self._key("X")
+        else:
+            yield self._key("0", classes="zero")
         yield self._key("confirm")
 
     def _key(self, name: str, classes: str = "") -> PadKey:
