@@ -219,7 +219,8 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     try:
-        return vpcd.serve(Path(args.card), vpcd=vpcd_at, listen=listen_at, verbose=args.verbose)
+        return vpcd.serve(store.card_path(args.card), vpcd=vpcd_at, listen=listen_at,
+                          verbose=args.verbose)
     except vpcd.ServeError as e:  # an address that cannot be used: one line, like the others
         print(f"cardio: {e}", file=sys.stderr)
         return EXIT_FAILED

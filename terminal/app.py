@@ -656,7 +656,8 @@ def build(args: argparse.Namespace) -> PosApp:
 
         reader = pcsc.PcscReader(pcsc.resolve(args.reader))
     else:
-        reader = VirtualReader(Path(args.card) if args.card else default_card())
+        reader = VirtualReader(store.card_path(args.card) if args.card is not None
+                               else default_card())
     return PosApp(reader, options)
 
 
@@ -667,7 +668,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ReaderError, store.StoreError, CardFileError, OutletError, HostError,
             ValueError) as e:
         print(f"pos-terminal: {e}", file=sys.stderr)
-        return 2 if isinstance(e, (CardFileError, ValueError)) else 1
+        bad_input = isinstance(e, (CardFileError, ValueError, store.CardPathError))
+        return 2 if bad_input else 1  # as cardio: 2 for what was given, 1 for the rest
     except OSError as e:
         where = f"{e.filename}: " if e.filename else ""
         print(f"pos-terminal: {where}{e.strerror or e}; check the path and its permissions",

@@ -737,14 +737,16 @@ def _run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int,
     return code, err
 
 
-@pytest.mark.parametrize("case", ["directory", "missing", "damaged", "trace-dir",
+@pytest.mark.parametrize("case", ["empty", "directory", "missing", "damaged", "trace-dir",
                                   "holders-bad", "holders-not-utf8", "timeout-negative"])
 def test_13_pos_terminal_bad_input_is_one_line(tmp_path: Path, case: str,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     """Issue 9 (13): one line saying what to do, a non-zero exit, never a traceback."""
     card = make_card(tmp_path, "employee-enabled")
     args = ["--card", str(card)]
-    if case == "directory":
+    if case == "empty":
+        args = ["--card", ""]
+    elif case == "directory":
         args = ["--card", str(tmp_path)]
     elif case == "missing":
         args = ["--card", str(tmp_path / "nope.json")]
