@@ -26,7 +26,7 @@ from cardio import identity, mac, pin, resources, sw
 from cardio.pin_policy import Violation, check_new_pin
 from cardio.protocol import CardInfo, SocialSecurityCard
 from cardio.readers.base import Reader
-from cardio.resources import read_key
+from cardio.resources import private_folders, read_key
 
 
 class Operation(StrEnum):
@@ -114,27 +114,8 @@ class Outcome:
 
 
 FILE_MODE = 0o600  # the log names holders (masked) and operators: only its owner reads it
-FOLDER_MODE = 0o700
 
 STARTED = "started"  # the result of an intent line, written before the card command
-
-
-def _make_private_folders(folder: Path) -> None:
-    """The missing folders down to `folder`, each made 0700; existing ones are not ours
-    to change. (host.sqlite has the same rule for the host database.)"""
-    missing: list[Path] = []
-    here = folder
-    while not os.path.isdir(here) and here.parent != here:  # isdir: False on any OSError
-        missing.append(here)
-        here = here.parent
-    for path in reversed(missing):
-        try:
-            os.mkdir(path, FOLDER_MODE)
-        except FileExistsError:
-            if os.path.isdir(path):  # another process made it meanwhile
-                continue
-            raise
-        os.chmod(path, FOLDER_MODE)  # an odd umask may have lowered it
 
 
 class OutletLogError(OutletError):
@@ -158,7 +139,7 @@ class OutletLog:
         self.path = path
 
     def _open(self) -> int:
-        _make_private_folders(self.path.parent)
+        private_folders(self.path.parent)
         flags = os.O_APPEND | os.O_CLOEXEC
         try:
             try:

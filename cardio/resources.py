@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from contextlib import suppress
 from importlib import resources
 from pathlib import Path
 
@@ -73,3 +74,38 @@ def user_dir() -> Path:
     from platformdirs import user_data_path
 
     return user_data_path("shebao-pos")
+
+
+FOLDER_MODE = 0o700  # folders of personal data: their owner only
+
+
+def private_folders(folder: Path) -> list[Path]:
+    """Make the missing folders down to `folder`, each 0700 (they will hold personal data).
+
+    Folders that already exist are not ours to change and are left alone. Returns the
+    folders made, outermost first; if one cannot be made, those made are removed again.
+    Used for every file of personal data: the host database, the outlet log, the
+    terminal's trace and receipts.
+    """
+    missing: list[Path] = []
+    here = folder
+    while not os.path.isdir(here) and here.parent != here:  # isdir: False on any OSError
+        missing.append(here)
+        here = here.parent
+    made: list[Path] = []
+    try:
+        for path in reversed(missing):
+            try:
+                os.mkdir(path, FOLDER_MODE)
+            except FileExistsError:
+                if os.path.isdir(path):  # another process made it meanwhile
+                    continue
+                raise
+            os.chmod(path, FOLDER_MODE)  # an odd umask may have lowered it
+            made.append(path)
+    except BaseException:
+        for path in reversed(made):
+            with suppress(OSError):
+                path.rmdir()
+        raise
+    return made

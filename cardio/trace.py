@@ -1,9 +1,14 @@
-"""APDU lines for people: hex with every PIN byte shown as `**`.
+"""APDU lines for people: hex with every secret byte shown as `**`.
 
-Used by the CLI, the vpcd bridge log and the terminal's trace, so one rule decides
-what is masked. Responses never carry PINs; the commands that may are listed here.
-When such a command is malformed (a forgotten Lc, say), everything after the header
-is masked: its bytes may be PIN digits in the wrong place.
+Used by the CLI (`send`, `script`), the vpcd bridge log (`serve -v`) and the
+terminal's trace (its file and the F12 pane), so one rule decides what is masked.
+Responses never carry PINs. A command is secret when it may carry a PIN (VERIFY,
+CHANGE / RESET REFERENCE DATA, the PBOC-style PIN change) or a MAC (secure messaging,
+CLA 84): a MAC over a PIN, with the card's challenge from the same trace and the
+issuer key, gives the 6-digit PIN back by brute force in seconds. Of a secret command
+only CLA INS P1 P2 and a length that matches the command stay visible; when the length
+does not match (a forgotten Lc, say), everything after the header is masked, since the
+byte where Lc should be may be a PIN digit.
 """
 
 from __future__ import annotations
@@ -17,31 +22,41 @@ MASK = "**"
 PIN_INS = frozenset((0x20, 0x24, 0x2C, 0x5E))  # VERIFY, CHANGE REFERENCE, RESET RETRY, PBOC
 _LC = 4
 _DATA = 5
-_MAC = 4
+_EXT_DATA = 7  # extended length: 00 Lc1 Lc2, then the data
 
 
-def _masked(command: bytes) -> set[int]:
-    """Indexes of the bytes to hide."""
+def _secure_messaging(cla: int) -> bool:
+    """ISO 7816-4: bits b4 b3 of a first-interindustry CLA (used by the proprietary 8x
+    CLAs too, 84 among them), b6 of a further-interindustry one (4x-7x)."""
+    if cla & 0xC0 == 0x40:
+        return bool(cla & 0x20)
+    return bool(cla & 0x0C)
+
+
+def secret(command: bytes) -> bool:
+    """Whether the command may carry a PIN or a MAC."""
+    return len(command) > _LC and (command[1] in PIN_INS or _secure_messaging(command[0]))
+
+
+def _masked(command: bytes) -> range:
+    """The indexes of the bytes to hide: one run up to the end."""
     n = len(command)
-    if n <= _LC or command[1] not in PIN_INS:
-        return set()
-    cla, ins, p2, lc = command[0], command[1], command[3], command[_LC]
+    if not secret(command):
+        return range(0)
+    lc = command[_LC]
     if n == _DATA:  # a lone byte: Le 00 of a status query is harmless, anything else is not
-        return set() if lc == 0 else {_LC}
-    if lc == 0 or lc not in (n - _DATA, n - _DATA - 1):
-        return set(range(_LC, n))
-    if cla == 0x84 and ins == 0x5E:  # outlet: only reset (P2 00) carries a PIN; MACs are public
-        if p2 != 0x00:
-            return set()
-        return set(range(_DATA, _DATA + lc - _MAC)) if lc > _MAC else set(range(_DATA, n))
-    rest = set(range(_DATA, n))  # a trailing Le too: a mistyped PIN may sit there
-    if ins != 0x20 and lc == 7 and command[_DATA + 3] == 0xFF:  # old || FF || new
-        return rest - {_DATA + 3}
-    return rest
+        return range(0) if lc == 0 else range(_LC, n)
+    if lc and lc in (n - _DATA, n - _DATA - 1):  # short: Lc, data, maybe Le
+        return range(_DATA, n)
+    if lc == 0 and n > _EXT_DATA:  # extended: 00 Lc1 Lc2, data, maybe a 2-byte Le
+        extended = int.from_bytes(command[_DATA:_EXT_DATA], "big")
+        if extended and extended in (n - _EXT_DATA, n - _EXT_DATA - 2):
+            return range(_EXT_DATA, n)
+    return range(_LC, n)
 
 
 def mask_command(command: bytes) -> str:
-    """Hex of a command APDU with PIN bytes replaced by `**`."""
+    """Hex of a command APDU with its secret bytes replaced by `**`."""
     hidden = _masked(command)
     return " ".join(MASK if i in hidden else cell
                     for i, cell in enumerate(to_hex(command).split(" ")) if cell)

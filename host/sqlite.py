@@ -23,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 
 from cardio.identity import mask_id
+from cardio.resources import private_folders
 from host.api import (
     MAX_FEN,
     Debit,
@@ -57,7 +58,6 @@ CREATE INDEX IF NOT EXISTS transactions_by_ssn ON transactions (ssn, time);
 """
 
 FILE_MODE = 0o600
-FOLDER_MODE = 0o700
 
 HOLDER_BY_SSN = ("SELECT rowid, ssn, name, phone, scheme, balance_fen, lost FROM holders "
                  "WHERE ssn = ?")
@@ -73,37 +73,6 @@ _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 13, 14
 
 def now() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-def make_private_folders(folder: Path) -> list[Path]:
-    """Make the missing folders down to `folder`, each 0700 (they will hold personal data).
-
-    Folders that already exist are not ours to change and are left alone. Returns the
-    folders made, outermost first; if one cannot be made, those made are removed again.
-    (cardio.outlet has the same rule for the outlet log.)
-    """
-    missing: list[Path] = []
-    here = folder
-    while not os.path.isdir(here) and here.parent != here:  # isdir: False on any OSError
-        missing.append(here)
-        here = here.parent
-    made: list[Path] = []
-    try:
-        for path in reversed(missing):
-            try:
-                os.mkdir(path, FOLDER_MODE)
-            except FileExistsError:
-                if os.path.isdir(path):  # another process made it meanwhile
-                    continue
-                raise
-            os.chmod(path, FOLDER_MODE)  # an odd umask may have lowered it
-            made.append(path)
-    except BaseException:
-        for path in reversed(made):
-            with suppress(OSError):
-                path.rmdir()
-        raise
-    return made
 
 
 def _os_reason(e: OSError) -> str:
@@ -157,7 +126,7 @@ class SqliteHost:
                             f"give the path of a database file, such as "
                             f"{self.path / 'host.sqlite3'}")
         try:
-            made_folders = make_private_folders(self.path.parent)
+            made_folders = private_folders(self.path.parent)
         except OSError as e:
             raise self._path_error(e) from None
         except ValueError:  # a NUL character in the path

@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import errno
 import json
 import logging
 import os
+import stat
 import sys
 import threading
 from collections import deque
@@ -34,7 +36,7 @@ from cardio.pin import PIN_LENGTH
 from cardio.readers.base import CardEvent, EventKind, Reader
 from cardio.readers.errors import ReaderBusyError, ReaderError
 from cardio.readers.virtual import VirtualReader
-from cardio.resources import user_dir
+from cardio.resources import private_folders, user_dir
 from cardio.trace import failure
 from host.api import HostError, SettlementHost
 from terminal import strings
@@ -74,7 +76,9 @@ FLOW_TITLES = {Purpose.PAY: "pay", Purpose.CHANGE: "change", Purpose.INFO: "info
 ENTRY_LIMITS = {Stage.AMOUNT: MAX_AMOUNT_DIGITS, Stage.ID_NUMBER: ID_LENGTH,
                 Stage.CONFIRM_AMOUNT: 0}
 DEFAULT_TIMEOUT = 30.0  # seconds, like a real PIN pad's prompt
+NOTICE_SECONDS = 3.0  # how long 交易已取消 / 操作超时 stays before the menu
 MIN_SIZE = (60, 18)  # columns, rows: the pad with its PIN field whole
+TRACE_MIN_HEIGHT = 24  # rows: the pad and the APDU trace pane together
 
 
 class CardChanged(Message):
@@ -153,6 +157,7 @@ class PosApp(App[None], inherit_bindings=False):
         self._timer: Timer | None = None
         self._alerted: View | None = None
         self._toggle_later = False  # F2 pressed while a command ran
+        self._pulled_mid_command = False  # ... and its removal is on its way
         self._trace_lock = threading.Lock()
         self._trace_out = open_private_log(options.trace_file) if options.trace_file else None
         reader.trace = self._trace
@@ -204,8 +209,16 @@ class PosApp(App[None], inherit_bindings=False):
         self._fit(event.size.width, event.size.height)
 
     def _fit(self, width: int, height: int) -> None:
-        """Under 60x18 the pad would be cut off: the screens say so instead."""
+        """Under 60x18 the pad would be cut off: the screens say so instead. The APDU
+        trace takes 9 rows: under 24 it would push the PIN field off, so it waits."""
         self.set_class(width < MIN_SIZE[0] or height < MIN_SIZE[1], "-small")
+        pad = self.pad
+        if pad is not None:
+            pad.set_trace_visible(self.show_trace and height >= TRACE_MIN_HEIGHT)
+
+    @property
+    def trace_shown(self) -> bool:
+        return self.show_trace and self.size.height >= TRACE_MIN_HEIGHT
 
     def on_unmount(self) -> None:
         self.reader.unsubscribe(self._card_event)
@@ -229,6 +242,8 @@ class PosApp(App[None], inherit_bindings=False):
         """Every key and click, in the order typed, routed by what the terminal is doing."""
         if self.pending is not None:
             return  # a card or host command runs: its answer is shown first, keys wait
+        if self.has_class("-small"):
+            return  # the pad is not shown: nothing is typed blind
         flow = self.flow
         if flow is None:
             self._menu_key(name)
@@ -239,7 +254,7 @@ class PosApp(App[None], inherit_bindings=False):
             self._edit(name, view)
         elif view.final:
             if name == "confirm" or (name == "cancel" and not view.keep):
-                self.end_flow()
+                self.end_flow(self.t(view.lines[0].key) if view.brief else None)
         elif name == "cancel" and view.stage is Stage.INSERT:
             self.cancel_flow()
 
@@ -312,9 +327,17 @@ class PosApp(App[None], inherit_bindings=False):
 
     def cancel_flow(self) -> None:
         """Escape in a transaction: nothing more is sent, and the screen says so."""
-        if self.flow is not None:
-            self.flow.cancel()
-        self.end_flow(self.t("cancelled"))
+        self._end_briefly("cancelled")
+
+    def _end_briefly(self, key: str) -> None:
+        """A notice (交易已取消, 操作超时) that swallows the digits a holder may still be
+        typing, then the menu by itself a moment later (or at once with 确认)."""
+        flow = self.flow
+        if flow is None:
+            return
+        flow.cancel()
+        flow.ended(key)
+        self._show(flow.view)
 
     def end_flow(self, notice: str | None = None) -> None:
         if self.flow is not None:
@@ -370,15 +393,26 @@ class PosApp(App[None], inherit_bindings=False):
         terminal goes back to idle; nothing is sent. Never while a command runs."""
         self._stop_timer()
         flow = self.flow
-        if flow is None or self.pending is not None or not self.options.timeout:
+        if flow is None or self.pending is not None:
             return
-        if flow.view.timed:
+        if not self.options.timeout and not flow.view.brief:
+            return
+        timeout = self.options.timeout
+        delay = min(NOTICE_SECONDS, timeout or NOTICE_SECONDS) if flow.view.brief else timeout
+        if flow.view.timed or flow.view.brief:
             flow_id = self.flow_id
-            self._timer = self.set_timer(self.options.timeout, lambda: self._timed_out(flow_id))
+            self._timer = self.set_timer(delay, lambda: self._timed_out(flow_id))
 
     def _timed_out(self, flow_id: int) -> None:
-        if flow_id == self.flow_id and self.flow is not None and self.pending is None:
+        flow = self.flow
+        if flow_id != self.flow_id or flow is None or self.pending is not None:
+            return
+        if flow.view.brief:  # the notice has been read: idle, still saying it
+            self.end_flow(self.t(flow.view.lines[0].key))
+        elif flow.view.final:
             self.end_flow(self.t("timed_out"))
+        else:
+            self._end_briefly("timed_out")
 
     # --- card and host commands -------------------------------------------------------------
 
@@ -412,6 +446,7 @@ class PosApp(App[None], inherit_bindings=False):
         self.pending = None
         if self._toggle_later:
             self._toggle_later = False
+            self._pulled_mid_command = self.card_present
             self._toggle_virtual_card()
         present = message.present and self.card_present
         command = deliver(flow, message.result, present)
@@ -426,6 +461,7 @@ class PosApp(App[None], inherit_bindings=False):
 
     def on_card_changed(self, message: CardChanged) -> None:
         kind = message.event.kind
+        pulled_mid_command, self._pulled_mid_command = self._pulled_mid_command, False
         if kind is EventKind.INSERTED:
             self.card_present = True
         elif kind in (EventKind.REMOVED, EventKind.READER_GONE, EventKind.SERVICE_LOST):
@@ -440,8 +476,10 @@ class PosApp(App[None], inherit_bindings=False):
             return  # a command in flight: its answer comes first, then the removal counts
         if self.card_present:
             self._run(flow.card_inserted())
-        elif flow.view.final and not flow.view.keep:
+        elif flow.view.final and not flow.view.keep and not pulled_mid_command:
             self.end_flow()  # the holder took the card: back to idle
+        elif flow.view.final:
+            self._show(flow.view)  # what the command did stays, without 请取回卡片
         elif flow.removed():
             self._show(flow.view)
 
@@ -503,7 +541,7 @@ class PosApp(App[None], inherit_bindings=False):
         self.show_trace = not self.show_trace
         pad = self.pad
         if pad is not None:
-            pad.set_trace_visible(self.show_trace)
+            pad.set_trace_visible(self.trace_shown)
 
     def _fatal_error(self) -> None:
         """Textual's crash report, without local variables: they may hold PIN digits."""
@@ -514,7 +552,11 @@ class PosApp(App[None], inherit_bindings=False):
         self._close_messages_no_wait()
 
     def action_ask_quit(self) -> None:
-        """Ctrl+Q: asked in every state, never while a card or host command runs."""
+        """Ctrl+Q: asked in every state, never while a card or host command runs. Asked
+        after the screen change a key just before it made, which would drop it."""
+        self.call_after_refresh(self._ask_quit_now)
+
+    def _ask_quit_now(self) -> None:
         if self.pending is None and not isinstance(self.screen, ModalScreen):
             self.confirm_quit()
 
@@ -532,7 +574,7 @@ class PosApp(App[None], inherit_bindings=False):
 def default_card() -> Path:
     """The embedded default: a virtual employee-new card in the user data folder."""
     folder = user_dir() / "cards"
-    folder.mkdir(parents=True, exist_ok=True)
+    private_folders(folder)
     path = folder / f"{DEFAULT_PROFILE}.json"
     if not path.exists():
         profiles.new_card(DEFAULT_PROFILE, path)
@@ -547,29 +589,102 @@ def load_phones(path: Path | None) -> dict[str, str]:
         path = data_dir("holders") / "holders.json"
         if not path.exists():
             return {}
+    text = read_small_file(path, "holders file")
     try:
-        doc = json.loads(path.read_text("utf-8"))
-        holders = doc.get("holders", []) if isinstance(doc, dict) else None
+        doc = json.loads(text)
+        holders = doc.get("holders") if isinstance(doc, dict) else None
         if not isinstance(holders, list) or not all(isinstance(h, dict) for h in holders):
             raise ValueError
-        return {str(h["ssn"]): str(h["phone"]) for h in holders if h.get("phone")}
-    except (ValueError, KeyError, UnicodeDecodeError):
+        phones = {h["ssn"]: h["phone"] for h in holders if h.get("phone") is not None}
+        if not all(isinstance(v, str) for pair in phones.items() for v in pair):
+            raise ValueError
+        return phones
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise ValueError(f"{path}: not a holders file (JSON with a list 'holders' of "
-                         "objects with 'ssn' and 'phone'); fix it or leave --holders out"
+                         "objects with text 'ssn' and 'phone'); fix it or leave --holders out"
                          ) from None
 
 
-def open_private_log(path: Path) -> TextIO:
-    """The APDU trace: appended, 0600 (it names cards), never through a symlink."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o600)
+MAX_HOLDERS_FILE = 1 << 20
+
+
+def read_small_file(path: Path, what: str) -> str:
+    """A small text file given on the command line: never a fifo that would hang us, a
+    folder or a device; ValueError with one sentence otherwise."""
     try:
-        os.fchmod(fd, 0o600)  # an older trace may have been made wider
-    except OSError:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as e:
+        raise ValueError(f"{path} cannot be read ({e.strerror}); check the {what}'s path"
+                         ) from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path} is not a regular file; give the {what}")
+        raw = f.read(MAX_HOLDERS_FILE + 1)
+    if len(raw) > MAX_HOLDERS_FILE:
+        raise ValueError(f"{path} is too large to be a {what}")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text; give the {what}") from None
+
+
+def open_private_log(path: Path) -> TextIO:
+    """A log or trace: appended, 0600 (it names cards), a regular file, never through a
+    symlink; ValueError with one sentence when it cannot be."""
+    try:
+        private_folders(path.parent)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                     | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        reason = "it is a symbolic link" if e.errno == errno.ELOOP else e.strerror
+        raise ValueError(f"{path} cannot be written ({reason}); give a file in a folder "
+                         "you can write") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path} is not a regular file; give a file to append to")
+        os.fchmod(fd, 0o600)  # an older one may have been made wider
+        return os.fdopen(fd, "a", encoding="utf-8")
+    except OSError as e:
+        os.close(fd)
+        raise ValueError(f"{path} cannot be made private ({e.strerror}); give a file "
+                         "of your own") from None
+    except ValueError:
         os.close(fd)
         raise
-    return os.fdopen(fd, "a", encoding="utf-8")
+
+
+def start_log(path: Path) -> None:
+    """Where the terminal's own log goes (host, outlet, card file problems): Textual owns
+    the screen and stderr while it runs."""
+    handler = logging.StreamHandler(open_private_log(path))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def receipts_folder(text: str) -> Path:
+    """--receipts: a folder we can write into, checked before the first payment."""
+    if not text:
+        raise ValueError("the --receipts folder is empty; give a folder name")
+    path = Path(text)
+    try:
+        private_folders(path)
+    except OSError as e:
+        raise ValueError(f"{path} cannot be made a receipts folder ({e.strerror}); give "
+                         "a folder you can write") from None
+    if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"{path} is not a folder you can write; give another --receipts")
+    return path
+
+
+def terminal_id(text: str) -> str:
+    """--terminal-id: printed on receipts and stored with every debit."""
+    if not (0 < len(text) <= 32 and text.isascii() and all(c.isalnum() or c in "-_"
+                                                           for c in text)):
+        raise argparse.ArgumentTypeError(
+            f"{text[:40]!r} is not a terminal id: 1 to 32 letters, digits, '-' or '_'")
+    return text
 
 
 def seconds(text: str) -> float:
@@ -601,6 +716,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="how long a card command may take before the card is reported as "
                         f"not responding (default {DEFAULT_CARD_TIMEOUT:g}; 0: no limit)")
     p.add_argument("--quiet", action="store_true", help="no bell on errors")
+    p.add_argument("--log", metavar="FILE", type=Path,
+                   help="the terminal's own log (default: pos-terminal.log in the user data "
+                        "folder); never a PIN")
     outlet = p.add_argument_group("service outlet")
     outlet.add_argument("--outlet", action="store_true",
                         help="the service outlet's operations (reset, restore, cancel, activate)")
@@ -612,8 +730,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     settle = p.add_argument_group("settlement")
     settle.add_argument("--host-db", metavar="PATH", type=Path,
                         help="the settlement host's database (default: user data folder)")
-    settle.add_argument("--terminal-id", default="POS-0001", help="this terminal's id")
-    settle.add_argument("--receipts", metavar="DIR", type=Path,
+    settle.add_argument("--terminal-id", default="POS-0001", type=terminal_id,
+                        help="this terminal's id (1 to 32 letters, digits, '-', '_')")
+    settle.add_argument("--receipts", metavar="DIR",
                         help="also write each receipt as a text file here")
     args = p.parse_args(argv)
     if args.outlet and not (args.key or args.test_key):
@@ -637,8 +756,9 @@ def outlet_setup(args: argparse.Namespace) -> OutletSetup | None:
     from cardio.cli import default_outlet_log
 
     key = outlet.fixture_master_key() if args.test_key else outlet.load_key(args.key)
-    return OutletSetup(key, args.operator or getpass.getuser(),
-                       args.outlet_log or default_outlet_log())
+    log = args.outlet_log or default_outlet_log()
+    outlet.OutletLog(log).check_writable()  # before the first holder, not after
+    return OutletSetup(key, args.operator or getpass.getuser(), log)
 
 
 def build(args: argparse.Namespace) -> PosApp:
@@ -647,7 +767,9 @@ def build(args: argparse.Namespace) -> PosApp:
     options = Options(settings, lang=args.lang, virtual=args.reader is None,
                       trace_file=args.trace, phones=load_phones(args.holders),
                       outlet=outlet_setup(args), host=open_host(args.host_db),
-                      terminal_id=args.terminal_id, receipts=args.receipts,
+                      terminal_id=args.terminal_id,
+                      receipts=receipts_folder(args.receipts) if args.receipts is not None
+                      else None,
                       timeout=args.timeout, card_timeout=args.card_timeout,
                       quiet=args.quiet)
     reader: Reader
@@ -665,6 +787,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         app = build(args)
+        start_log(args.log or user_dir() / "pos-terminal.log")
     except (ReaderError, store.StoreError, CardFileError, OutletError, HostError,
             ValueError) as e:
         print(f"pos-terminal: {e}", file=sys.stderr)

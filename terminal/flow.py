@@ -75,6 +75,7 @@ class View:
     info: CardInfo | None = None
     success: bool | None = None  # for RESULT
     keep: bool = False  # a receipt: money moved, so only 确认 closes it
+    brief: bool = False  # a notice (cancelled, timed out) that closes by itself
     lost: bool = False  # for INFO: the host says the card was reported lost
 
     @property
@@ -88,7 +89,7 @@ class View:
 
     @property
     def timed(self) -> bool:
-        return self.stage in TIMED_STAGES and not self.keep
+        return self.stage in TIMED_STAGES and not self.keep and not self.brief
 
     @property
     def alert(self) -> bool:
@@ -189,6 +190,12 @@ class CardFlow:
 
     def card_inserted(self) -> ReadCard | None:
         return ReadCard() if self.view.stage is Stage.INSERT else None
+
+    def ended(self, key: str) -> None:
+        """Cancelled or timed out: a brief notice that keeps any digits still typed."""
+        self._forget_pins()
+        self.view = View(Stage.RESULT, (line(key, Tone.ERROR),), self.info, success=False,
+                         brief=True)
 
     def card_failed(self, key: str) -> None:
         """Rule 1: the card could not be read or did not answer; `key` says why."""
@@ -310,8 +317,16 @@ class Flow(CardFlow):
         self._result(False, *self._before, *self._removed_lines())
 
     def host_unavailable(self) -> None:
-        """The host could not be asked about the holder: no payment without it."""
-        self._result(False, "host_unavailable", self._amount_line())
+        """The host could not be asked about the holder (a lost card?): no payment, no PIN
+        change, no information without it."""
+        if self.purpose is Purpose.PAY:
+            self._result(False, "host_unavailable", self._amount_line())
+        else:
+            self._result(False, "host_unavailable_check")
+
+    def settle_card_failed(self, key: str) -> None:
+        """The card or reader failed when the debit was due: nothing was debited."""
+        self._result(False, *self._before, key, self._amount_line(), "not_debited")
 
     def settle_failed(self) -> None:
         self._result(False, *self._before, "settle_failed", self._amount_line())

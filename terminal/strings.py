@@ -102,6 +102,7 @@ ZH: Mapping[str, str] = {
     "settle_failed": "结算失败，未扣款",
     "not_debited": "未扣款",
     "host_unavailable": "无法查询个人账户，未扣款，请稍后重试",
+    "host_unavailable_check": "无法查询持卡人状态（是否挂失），请稍后重试",
     "restore_at_window": "请到社保卡服务窗口恢复初始密码后，再到药店修改密码",
     "reader_no_service": "读卡服务未运行，请联系管理员启动 pcscd",
     "reader_none": "未找到读卡器，请连接读卡器",
@@ -222,6 +223,8 @@ EN: Mapping[str, str] = {
     "settle_failed": "Settlement failed, nothing debited",
     "not_debited": "Nothing was debited",
     "host_unavailable": "The account could not be checked, nothing debited; try again later",
+    "host_unavailable_check": "The holder's status (lost card?) could not be checked; "
+                              "try again later",
     "restore_at_window": ("Please have the initial PIN restored at a service window, "
                           "then change it here"),
     "reader_no_service": "The PC/SC service is not running; ask to start pcscd",

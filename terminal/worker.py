@@ -36,6 +36,7 @@ from cardio.readers.errors import (
     ReaderGoneError,
     SharingViolationError,
 )
+from cardio.resources import private_folders
 from cardio.trace import failure
 from host.api import Debit, HostError, SettlementHost, format_fen
 from terminal.flow import Account, Command, Flow, ReadCard, Settle, Stage, Verify
@@ -146,6 +147,9 @@ def execute(desk: Desk, command: Command | RunOutlet) -> tuple[Result, bool]:
     try:
         if isinstance(command, Settle):  # the host's answer is waited for: money may move
             result = _settle(desk, command)
+        elif isinstance(command, ReadCard):  # the host is asked after the card: its own time
+            info = desk.slot.call(lambda: _read(desk), deadline=desk.card_timeout or None)
+            result = CardRead(info, _account(desk, info))
         else:
             result = desk.slot.call(lambda: _run(desk, command),
                                     deadline=desk.card_timeout or None)
@@ -166,14 +170,15 @@ def _present(reader: Reader) -> bool:
         return False
 
 
+def _read(desk: Desk) -> CardInfo:
+    desk.reader.reset()  # a fresh card session for each transaction
+    return SocialSecurityCard(desk.reader).read_info()
+
+
 def _run(desk: Desk, command: Command | RunOutlet) -> Result:
     card = SocialSecurityCard(desk.reader)
     if isinstance(command, RunOutlet):
         return _outlet(desk).run(command.operation, command.id_number, command.new_pin)
-    if isinstance(command, ReadCard):
-        desk.reader.reset()  # a fresh card session for each transaction
-        info = card.read_info()
-        return CardRead(info, _account(desk, info))
     if isinstance(command, Verify):
         return card.verify(command.pin)
     return card.change_pin(command.old, command.new)
@@ -244,6 +249,9 @@ def deliver(
     elif (isinstance(result, CardRemovedError) and isinstance(flow, Flow)
           and flow.view.stage is Stage.SETTLING):
         flow.removed_before_debit()
+    elif (isinstance(result, ReaderError) and isinstance(flow, Flow)
+          and flow.view.stage is Stage.SETTLING):
+        flow.settle_card_failed(reader_error_key(result))
     elif isinstance(result, ReaderError) and not present:
         flow.removed()
     elif isinstance(result, ReaderError):
@@ -298,7 +306,7 @@ def write_receipt(folder: Path, terminal_id: str, command: Settle, debit: Debit)
 def write_private(path: Path, data: bytes) -> None:
     """A new file only its owner can read (names and card numbers are personal data), in
     a folder made 0700 if it is new; never through a symlink planted at its name."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_folders(path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o600)
     with os.fdopen(fd, "wb") as out:

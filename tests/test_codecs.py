@@ -218,9 +218,9 @@ def test_mask_verify_status_query_has_nothing_to_hide():
     assert trace.mask_command(parse_hex("00 20 00 00")) == "00 20 00 00"
 
 
-def test_mask_change_pin_keeps_only_the_separator():
+def test_mask_change_pin_hides_the_whole_block():
     cmd = parse_hex("80 5E 01 00 07 12 34 56 FF 65 43 21")
-    assert trace.mask_command(cmd) == "80 5E 01 00 07 ** ** ** FF ** ** **"
+    assert trace.mask_command(cmd) == "80 5E 01 00 07 ** ** ** ** ** ** **"
 
 
 def test_mask_change_pin_without_separator_hides_everything():
@@ -228,9 +228,56 @@ def test_mask_change_pin_without_separator_hides_everything():
     assert trace.mask_command(cmd) == "80 5E 01 00 07 ** ** ** ** ** ** **"
 
 
-def test_mask_outlet_reset_hides_the_new_pin_shows_the_mac():
-    cmd = parse_hex("84 5E 00 00 07 65 43 21 AB CD EF 01")
-    assert trace.mask_command(cmd) == "84 5E 00 00 07 ** ** ** AB CD EF 01"
+def test_mask_outlet_reset_hides_the_new_pin_and_its_mac():
+    """The tester's finding: with the MAC shown, the card's challenge (in the same trace)
+    and the issuer key give the new PIN back by trying all 10^6 of them."""
+    cmd = parse_hex("84 5E 00 00 07 65 43 21 AA 3B 5C BF")
+    assert trace.mask_command(cmd) == "84 5E 00 00 07 ** ** ** ** ** ** **"
+    assert trace.command_line(cmd) == "> 84 5E 00 00 07 ** ** ** ** ** ** **"
+
+
+@pytest.mark.parametrize(
+    ("cmd", "shown"),
+    [
+        ("84 5E 00 01 04 12 34 56 78", "84 5E 00 01 04 ** ** ** **"),  # restore
+        ("84 5E 00 02 04 12 34 56 78", "84 5E 00 02 04 ** ** ** **"),  # cancel
+        ("84 5E 00 07 07 65 43 21 AA 3B 5C BF", "84 5E 00 07 07 ** ** ** ** ** ** **"),
+        ("84 18 00 00 04 12 34 56 78", "84 18 00 00 04 ** ** ** **"),  # activate
+        ("84 5E 00 00 07 65 43 21 AA 3B 5C BF 00", "84 5E 00 00 07 ** ** ** ** ** ** ** **"),
+        # wrong Lc: where Lc should be may be a digit, so it goes too
+        ("84 5E 00 00 08 65 43 21 AA 3B 5C BF", "84 5E 00 00 ** ** ** ** ** ** ** **"),
+        ("84 5E 00 00 65 43 21 AA 3B 5C BF", "84 5E 00 00 ** ** ** ** ** ** **"),
+        ("84 5E 00 00 07 65 43", "84 5E 00 00 ** ** **"),
+        # extended length: 00 00 07, then the data
+        ("84 5E 00 00 00 00 07 65 43 21 AA 3B 5C BF", "84 5E 00 00 00 00 07 ** ** ** ** ** ** **"),
+        ("84 5E 00 00 00 00 07 65 43 21 AA 3B 5C BF 00 00",
+         "84 5E 00 00 00 00 07 ** ** ** ** ** ** ** ** **"),
+        ("84 5E 00 00 00 00 09 65 43 21 AA 3B 5C BF", "84 5E 00 00 ** ** ** ** ** ** ** ** ** **"),
+        ("00 20 00 00 00 00 03 12 34 56", "00 20 00 00 00 00 03 ** ** **"),
+        ("84 5E 00 00 00 65 43", "84 5E 00 00 ** ** **"),
+        ("84 5E 00 00 00", "84 5E 00 00 00"),  # a lone Le 00: nothing to hide
+        ("84 5E 00 00 07", "84 5E 00 00 **"),
+        ("8C 5E 00 00 04 12 34 56 78", "8C 5E 00 00 04 ** ** ** **"),  # other SM CLAs too
+        ("0C 20 00 00 04 12 34 56 78", "0C 20 00 00 04 ** ** ** **"),
+        ("64 B0 00 00 02 12 34", "64 B0 00 00 02 ** **"),
+    ],
+)
+def test_mask_hides_every_data_byte_of_mac_and_pin_commands(cmd, shown):
+    assert trace.mask_command(parse_hex(cmd)) == shown
+
+
+@given(st.integers(100_000, 999_999), st.binary(min_size=4, max_size=4), st.integers(0, 255),
+       st.binary(max_size=3))
+def test_mask_no_outlet_byte_after_the_header_is_ever_shown(new_n, mac_bytes, p2, tail):
+    """Whatever P2, Lc or trailing bytes: of an 84 command only the header and a true Lc
+    show. (From 100000: a PIN starting 000 could pass for an extended length, which
+    shows as the length it is, like a true short Lc.)"""
+    new = pin.encode(f"{new_n:06d}")
+    for lc in (7, 4, 8, 0, 255):
+        raw = bytes((0x84, 0x5E, 0x00, p2, lc)) + new + mac_bytes + tail
+        cells = trace.mask_command(raw).split(" ")
+        assert cells[:4] == to_hex(raw[:4]).split(" ")
+        assert cells[5:] == ["**"] * (len(raw) - 5)
 
 
 def test_mask_line_helpers():
@@ -249,9 +296,9 @@ def test_mask_no_pin_digit_ever_visible(old_n, new_n, mac_bytes):
     verify = bytes.fromhex("0020000003") + pin.encode(old)
     assert _pin_cells(trace.mask_command(verify)) == ["**"] * 3
     change = bytes.fromhex("805E010007") + pin.change_block(old, new)
-    assert _pin_cells(trace.mask_command(change)) == ["**"] * 3 + ["FF"] + ["**"] * 3
+    assert _pin_cells(trace.mask_command(change)) == ["**"] * 7
     reset = bytes.fromhex("845E000007") + pin.encode(new) + mac_bytes
-    assert _pin_cells(trace.mask_command(reset)) == ["**"] * 3 + to_hex(mac_bytes).split(" ")
+    assert _pin_cells(trace.mask_command(reset)) == ["**"] * 7
     # with a trailing Le byte too
     assert _pin_cells(trace.mask_command(verify + b"\x00")) == ["**"] * 4
 
@@ -286,9 +333,7 @@ def test_mask_no_pin_digit_visible_in_malformed_verify(cmd):
         "80 CA 00 C1 00",
         "00 84 00 00 08",
         "00 C0 00 00 20",
-        "84 18 00 00 04 12 34 56 78",  # activate: a MAC only, public
-        "84 5E 00 01 04 12 34 56 78",  # restore: a MAC only, public
-        "84 5E 00 02 04 12 34 56 78",  # cancel: a MAC only, public
+        "84 18 00 00 00",  # a lone Le 00
     ],
 )
 def test_mask_other_commands_are_not_masked(cmd):

@@ -402,7 +402,13 @@ async def test_6_every_prompt_times_out_to_idle_and_sends_nothing(
         assert app.flow is not None and app.flow.view.stage is expected
         before = file_bytes(card)
         app.reader.trace = sent.append
-        await wait_until(pilot, lambda: on_menu(app), timeout=3)
+        if where != "result":  # a prompt: a notice first, that swallows digits
+            await wait_until(pilot, lambda: app.flow is not None and app.flow.view.brief,
+                             timeout=5)
+            await pilot.press(*"987")
+            assert ZH["timed_out"] in screen_text(app)
+            assert app.entry == ""
+        await wait_until(pilot, lambda: on_menu(app), timeout=5)
         await pilot.pause()
         assert ZH["timed_out"] in screen_text(app)
         assert ZH["take_card"] in screen_text(app)
@@ -424,19 +430,26 @@ async def test_6_activity_restarts_the_clock_and_0_turns_it_off(tmp_path: Path) 
 
 
 async def test_6_escape_cancels_and_says_so(tmp_path: Path) -> None:
-    """Issue 9 (6): Escape in a transaction shows 交易已取消; the PIN typed so far is gone."""
+    """Issue 9 (6): Escape in a transaction shows 交易已取消; the PIN typed so far is gone,
+    and digits typed on are swallowed by the notice; then the menu, still saying it."""
     card = make_card(tmp_path, "employee-enabled")
     before = file_bytes(card)
     app = pos(card, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await start_payment(pilot)
-        await pilot.press(*ENABLED_PIN[:4], "escape")
+        await pilot.press(*ENABLED_PIN[:4], "escape", *ENABLED_PIN[4:], "1")
         await settle(pilot)
-        assert on_menu(app)
+        assert app.flow is not None and app.flow.view.brief
         text = screen_text(app)
         assert ZH["cancelled"] in text
         assert ZH["take_card"] in text  # the card is still in
         assert app.entry == ""
+        await pilot.press("enter")
+        await settle(pilot)
+        assert on_menu(app)
+        text = screen_text(app)
+        assert ZH["cancelled"] in text
+        assert ZH["take_card"] in text
         await toggle_card(pilot)
         text = screen_text(app)
         assert ZH["take_card"] not in text
@@ -573,15 +586,39 @@ async def test_9_a_screen_too_small_says_so(tmp_path: Path, lang: str,
     card = make_card(tmp_path, "employee-enabled")
     app = pos(card, tmp_path, lang=lang)
     async with app.run_test(size=size) as pilot:
-        await start_payment(pilot)
+        await pilot.press("1")
+        await settle(pilot)
         text = screen_text(app)
         assert strings.text(lang, "too_small") in text
-        assert "_ _ _" not in text  # no PIN field cut in half
         assert not app.screen.query_one("#pad").display
+        assert app.flow is None  # nothing is typed blind
         await pilot.resize_terminal(80, 24)
         await pilot.pause()
         assert app.screen.query_one("#pad").display
-        assert "_ _ _ _ _ _" in entry_text(app).replace("*", "_") or "_" in entry_text(app)
+        await start_payment(pilot)
+        assert entry_text(app) == "_ _ _ _ _ _"
+        await pilot.press("8", "0")
+        await pilot.resize_terminal(*size)
+        await pilot.pause()
+        await pilot.press("2", "6")
+        assert app.entry == "80"  # typed while too small: dropped
+        assert strings.text(lang, "too_small") in screen_text(app)
+
+
+async def test_9_the_trace_waits_for_room(tmp_path: Path) -> None:
+    """Issue 9 (9): at 60x18 the APDU trace would push the PIN field off: it is not
+    shown until the window has 24 rows."""
+    card = make_card(tmp_path, "employee-enabled")
+    app = pos(card, tmp_path)
+    async with app.run_test(size=(60, 18)) as pilot:
+        await pilot.press("f12")
+        await start_payment(pilot)
+        assert not app.screen.query_one("#trace").display
+        assert entry_text(app) == "_ _ _ _ _ _"
+        assert app.screen.query_one("#entry").region.area > 0
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        assert app.screen.query_one("#trace").display
 
 
 async def test_9_a_big_screen_centres_the_pad(tmp_path: Path) -> None:
@@ -799,3 +836,60 @@ async def test_17_trace_and_receipts_are_private(tmp_path: Path) -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700, path.parent
     assert ENABLED_PIN not in trace.read_text("utf-8")
+
+
+async def test_1_f2_during_change_pin_keeps_the_result(tmp_path: Path) -> None:
+    """Issue 9 (1), menu 2 with a real F2 during CHANGE PIN: the virtual card leaves after
+    the answer, and 密码修改成功 stays on screen (without 请取回卡片) until 确认."""
+    card = make_card(tmp_path, "employee-enabled")
+    reader = GatedReader(card)
+    app = pos(None, tmp_path, reader=reader)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await settle(pilot)
+        await enter(pilot, ENABLED_PIN)
+        await enter(pilot, NEW_PIN)
+        reader.hold(0x5E)
+        await pilot.press(*NEW_PIN, "enter")
+        await wait_until(pilot, reader.holding.is_set)
+        await pilot.press("f2")
+        reader.gate.set()
+        await settle(pilot)
+        await wait_until(pilot, lambda: not app.card_present)
+        await settle(pilot)
+        assert app.flow is not None and app.flow.view.stage is Stage.RESULT
+        text = screen_text(app)
+        assert ZH["changed"] in text
+        assert ZH["take_card"] not in text
+        await pilot.press("enter")
+        await settle(pilot)
+        assert on_menu(app)
+    assert card_state(card).pin.matches(NEW_PIN)
+
+
+class DownHost(SqliteHost):
+    """A real host whose holder lookup fails, as a host that is down would."""
+
+    def holder(self, ssn: str):  # type: ignore[override]
+        from host.api import HostError
+
+        raise HostError("connection refused")
+
+
+@pytest.mark.parametrize(("key", "expected"), [
+    ("1", "host_unavailable"), ("2", "host_unavailable_check"), ("3", "host_unavailable_check")])
+async def test_11_host_down_says_what_could_not_be_checked(tmp_path: Path, key: str,
+                                                           expected: str) -> None:
+    """A PIN change or card information cannot check a lost card either: it says so,
+    without 未扣款 (nothing was being paid) and without the host's English reason."""
+    card = make_card(tmp_path, "employee-enabled")
+    app = pos(card, tmp_path, host=DownHost(tmp_path / "h.db", seed=seed_file()))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(key)
+        await settle(pilot)
+        if key == "1":
+            await enter(pilot, "1250")
+        text = screen_text(app)
+        assert strings.text("zh", expected) in text
+        assert "connection refused" not in text
+        assert ("未扣款" in text) == (key == "1")

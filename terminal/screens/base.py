@@ -53,7 +53,7 @@ class PadScreen(Screen[None], inherit_bindings=False):
         trace.write(self.t("trace_title"))
         for entry in self.pos.trace_lines:
             trace.write(entry)
-        self.set_trace_visible(self.pos.show_trace)
+        self.set_trace_visible(self.pos.trace_shown)
 
     def refresh_status(self) -> None:
         key = "card_present" if self.pos.card_present else "no_card"
