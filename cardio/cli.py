@@ -28,6 +28,7 @@ from cardio.readers.errors import ReaderError
 from cardio.readers.virtual import VirtualReader
 from cardio.resources import user_dir
 from cardio.trace import command_line, failure, response_line
+from cardio.usage import OneLineParser, one_line
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 MAX_SCRIPT_BYTES = 8 << 20  # far more than any APDU script; /dev/zero must not eat memory
@@ -269,7 +270,7 @@ def cmd_script(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="cardio", description="The card layer of shebao-pos: card files and APDUs."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -331,12 +332,6 @@ def _card_or_reader(p: argparse.ArgumentParser) -> None:
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--card", metavar="PATH", help="card file (in process)")
     target.add_argument("--reader", metavar="NAME|INDEX", help="PC/SC reader")
-
-
-def one_line(text: str) -> str:
-    """`text` on one line: a newline or a terminal escape in a path is shown, not obeyed."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                   for c in text)
 
 
 def _say(message: object) -> None:

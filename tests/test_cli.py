@@ -658,17 +658,40 @@ def test_script_missing_card_exits_1(tmp_path: Path) -> None:
 # --- usage ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [[], ["frobnicate"], ["card"], ["card", "explode"], ["card", "new", "x.json"],
-     ["card", "show"], ["script", "--card", "x.json"]],
-)
-def test_usage_errors_exit_2(tmp_path: Path, argv: list[str]) -> None:
+USAGE_ERRORS = [
+    # (argv, the prog that complains)
+    ([], "cardio"),
+    (["frobnicate"], "cardio"),
+    (["card"], "cardio card"),
+    (["card", "explode"], "cardio card"),
+    (["card", "new", "x.json"], "cardio card new"),
+    (["card", "new"], "cardio card new"),
+    (["card", "show"], "cardio card show"),
+    (["script", "--card", "x.json"], "cardio script"),
+    (["send", "--card", "x.json", "--reader", "0", "00 84 00 00 08"], "cardio send"),
+    (["outlet", "explode", "--card", "x.json", "--id", "1", "--test-key"], "cardio outlet"),
+    (["--bogus"], "cardio"),
+]
+
+
+@pytest.mark.parametrize(("argv", "prog"), USAGE_ERRORS, ids=[" ".join(a) or "none"
+                                                               for a, _ in USAGE_ERRORS])
+def test_usage_errors_are_one_line_exit_2(tmp_path: Path, argv: list[str], prog: str) -> None:
+    """Not the usage block: `PROG: what is wrong; see PROG --help`."""
     result = cardio(*argv, cwd=tmp_path)
     assert result.returncode == 2
-    assert "usage:" in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"{prog}: ")
+    assert result.stderr.endswith(f"; see {prog} --help\n")
+    assert "usage:" not in result.stderr and "Traceback" not in result.stderr
     assert result.stdout == ""
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_argument_of_card_new_names_it(tmp_path: Path) -> None:
+    result = cardio("card", "new", cwd=tmp_path)
+    assert result.stderr == ("cardio card new: the following arguments are required: "
+                             "--profile, path; see cardio card new --help\n")
 
 
 @pytest.mark.parametrize("argv", [[], ["frobnicate"]])
@@ -676,4 +699,5 @@ def test_usage_errors_in_process(argv: list[str], capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main(argv, out=io.StringIO())
     assert exc.value.code == 2
-    assert "usage:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("cardio: ") and "usage:" not in err

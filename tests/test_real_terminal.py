@@ -288,3 +288,22 @@ def test_escape_cancels_and_the_card_is_asked_back(tmp_path: Path, tmux_availabl
     assert _debits(_ssn_of("employee-enabled")) == []
     state = store.read(card)
     assert (state.tries_left, state.try_limit) == (6, 6)
+
+
+def test_quit_asked_right_after_enter_on_a_result(tmp_path: Path, tmux_available: None):
+    """Ctrl+Q typed right after 确认 on a result screen asks 退出终端？ (it was lost when the
+    screen change that Enter made replaced the question)."""
+    card = tmp_path / "card.json"
+    profiles.new_card("employee-enabled", card)
+    term = Tmux([sys.executable, "-m", "terminal.app", "--card", str(card)])
+    try:
+        term.wait_for("1  消费", "已插卡")
+        term.type("3")
+        term.wait_for("密码剩余次数: 6", "请取回卡片")
+        term.keys("Enter", "C-q")
+        term.wait_for("退出终端？")
+        term.keys("Escape")
+        shown = term.wait_until(lambda screen: "退出终端？" not in screen, "the question gone")
+        assert "1  消费" in shown
+    finally:
+        term.close()
