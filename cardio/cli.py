@@ -236,6 +236,7 @@ def cmd_outlet(args: argparse.Namespace, out: TextIO) -> int:
             raise UsageError(f"the {option} path is empty; give a file name")
     key = outlet.fixture_master_key() if args.test_key else outlet.load_key(Path(args.key))
     log = outlet.OutletLog(Path(args.log) if args.log is not None else default_outlet_log())
+    log.check_writable()  # a log we may not use is refused before the PIN is asked for
     try:
         new_pin = outlet.ask_new_pin() if operation is outlet.Operation.RESET_PIN else None
     except outlet.OutletError as e:  # refused before the card: still an operation to log

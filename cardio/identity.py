@@ -15,6 +15,8 @@ def check_digit(first17: str) -> str:
 
 def id_problem(number: str) -> str | None:
     """Why `number` is not a valid 18-character resident ID, or None when it is."""
+    if not number.isascii():  # full-width ３１０… pass isdigit(), but are not the number
+        return "must be written in ASCII digits 0-9 and X (switch the keyboard out of full-width)"
     if len(number) != 18:
         return "must have 18 characters"
     if not number[:17].isdigit() or not (number[17].isdigit() or number[17] == "X"):

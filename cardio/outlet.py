@@ -26,7 +26,7 @@ from cardio import identity, mac, pin, resources, sw
 from cardio.pin_policy import Violation, check_new_pin
 from cardio.protocol import CardInfo, SocialSecurityCard
 from cardio.readers.base import Reader
-from cardio.resources import private_folders, read_key
+from cardio.resources import file_kind, private_folders, read_key
 
 
 class Operation(StrEnum):
@@ -78,6 +78,15 @@ def load_key(path: Path) -> bytes:
         mode = path.stat().st_mode
     except FileNotFoundError:
         raise KeyFileError(f"{path}: no such key file; give the issuer key with --key") from None
+    except OSError as e:
+        raise KeyFileError(f"{path} cannot be read ({e.strerror}); check the key file and "
+                           "its permissions") from None
+    # Its kind first: the mode of a folder or a pipe says nothing about a key.
+    if stat.S_ISDIR(mode):
+        raise KeyFileError(f"{path} is a folder; give the issuer key file itself with --key")
+    if not stat.S_ISREG(mode):
+        raise KeyFileError(f"{path} is not a regular file ({file_kind(mode)}); give the "
+                           "issuer key file with --key")
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(f"{path} can be read by others; make it private (chmod 600 {path}) "
                            "and try again")
@@ -126,6 +135,14 @@ class OutletLogError(OutletError):
         self.reason = reason  # the system's word for it, such as "No space left on device"
 
 
+class _Unusable(OSError):
+    """A log path refused before any line: what it is, and what to do instead."""
+
+    def __init__(self, what: str, advice: str) -> None:
+        super().__init__(what)
+        self.what, self.advice = what, advice
+
+
 class OutletLog:
     """One JSON object a line: who, when, card, operation, result. Never a PIN.
 
@@ -133,6 +150,9 @@ class OutletLog:
     written and synced, and the result line follows with the same "op" id: a command
     that cannot be logged is never sent, and one whose result could not be logged still
     has its intent line.
+
+    The log is a regular file, 0600, opened never through a symlink: it names holders
+    and operators, and a symlink planted at its name would append them to another file.
     """
 
     def __init__(self, path: Path) -> None:
@@ -140,33 +160,70 @@ class OutletLog:
 
     def _open(self) -> int:
         private_folders(self.path.parent)
-        flags = os.O_APPEND | os.O_CLOEXEC
+        # O_NOFOLLOW: a symlink is refused (ELOOP). O_NONBLOCK: a fifo without a reader
+        # must not hang the outlet; it is refused below like any file that is not regular.
+        flags = os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
         try:
             try:
-                return os.open(self.path, os.O_RDWR | flags)
-            except PermissionError:  # a write-only log: no torn-line check, still appended
-                return os.open(self.path, os.O_WRONLY | flags)
-        except FileNotFoundError:
-            pass
+                try:
+                    fd = os.open(self.path, os.O_RDWR | flags)
+                except PermissionError:  # a write-only log: no torn-line check, still appended
+                    fd = os.open(self.path, os.O_WRONLY | flags)
+            except FileNotFoundError:
+                try:  # O_EXCL never follows a symlink either
+                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | flags,
+                                 FILE_MODE)
+                except FileExistsError:  # made meanwhile
+                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT | flags, FILE_MODE)
+        except OSError as e:
+            raise self._unusable(e) or e from None
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | flags, FILE_MODE)
-        except FileExistsError:  # made meanwhile, or a symlink to a log not made yet
-            return os.open(self.path, os.O_RDWR | os.O_CREAT | flags, FILE_MODE)
-        try:
-            os.fchmod(fd, FILE_MODE)  # exactly 0600, whatever the umask
+            self._make_private(fd)
         except BaseException:
             os.close(fd)
             raise
         return fd
 
+    def _unusable(self, e: OSError) -> _Unusable | None:
+        if e.errno == errno.ELOOP and os.path.islink(self.path):
+            return _Unusable("is a symbolic link", "give the path of the log file itself, "
+                             "not of a link to it")
+        if e.errno == errno.EISDIR:
+            return _Unusable("is a folder", "give the path of a log file, such as "
+                             f"{self.path / 'outlet.log'}")
+        if e.errno == errno.ENXIO:  # a fifo opened write-only, no reader
+            return _Unusable("is not a regular file (a named pipe)",
+                             "give the path of an ordinary file")
+        return None
+
+    def _make_private(self, fd: int) -> None:
+        """A regular file, exactly 0600: a log made 0644 by hand or by an older version is
+        made private before another holder is written into it."""
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _Unusable(f"is not a regular file ({file_kind(info.st_mode)})",
+                            "give the path of an ordinary file")
+        os.set_blocking(fd, True)
+        if stat.S_IMODE(info.st_mode) != FILE_MODE:
+            try:
+                os.fchmod(fd, FILE_MODE)  # exactly 0600, whatever the umask
+            except PermissionError:
+                raise _Unusable("can be read by others and is not yours to make private",
+                                f"ask its owner to make it private (chmod 600 {self.path}) "
+                                "or give another log file") from None
+
     def _error(self, e: OSError) -> OutletLogError:
+        if isinstance(e, _Unusable):
+            return OutletLogError(f"the outlet log {self.path} {e.what}; nothing was sent to "
+                                  f"the card: {e.advice}", e.what)
         reason = e.strerror or str(e)
         return OutletLogError(f"the outlet log {self.path} cannot be written ({reason}); "
                               "nothing was sent to the card: free some space or fix the log's "
                               "folder, or give another log file", reason)
 
     def check_writable(self) -> None:
-        """Before the card is even read: a log that cannot be opened is refused early."""
+        """Before the card is even read: a log that cannot be opened, or is no private
+        regular file of ours, is refused early."""
         try:
             os.close(self._open())
         except OSError as e:
@@ -178,7 +235,7 @@ class OutletLog:
             size = os.fstat(fd).st_size
             try:
                 torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
-            except OSError:  # opened write-only, or not a plain file
+            except OSError:  # opened write-only
                 torn = False
             if torn:  # a line cut short by a full disk must not swallow this one
                 line = b"\n" + line
@@ -189,7 +246,7 @@ class OutletLog:
                 os.fsync(fd)  # on disk before the card command is sent
             except OSError as e:
                 if e.errno not in (errno.EINVAL, errno.EROFS, errno.ENOTSUP):
-                    raise  # those three: a special file that cannot be synced, written
+                    raise  # those three: a file system that cannot sync; written
         finally:
             os.close(fd)
 

@@ -32,7 +32,8 @@ def read_key(path: Path) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         with os.fdopen(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise ValueError(f"{path} is not a regular file; give the key file")
+                raise ValueError(f"{path} is not a regular file "
+                                 f"({file_kind(os.fstat(fd).st_mode)}); give the key file")
             raw = f.read(MAX_KEY_FILE_BYTES + 1)
     except OSError as e:
         raise ValueError(f"{path} cannot be read ({e.strerror}); check the key file and "
@@ -109,3 +110,13 @@ def private_folders(folder: Path) -> list[Path]:
                 path.rmdir()
         raise
     return made
+
+
+_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a device"),
+          (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"),
+          (stat.S_ISLNK, "a symbolic link"))
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, for a message: "a named pipe"."""
+    return next((name for test, name in _KINDS if test(mode)), "a special file")

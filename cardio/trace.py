@@ -6,7 +6,8 @@ Responses never carry PINs. A command is secret when it may carry a PIN (VERIFY,
 CHANGE / RESET REFERENCE DATA, the PBOC-style PIN change) or a MAC (secure messaging,
 CLA 84): a MAC over a PIN, with the card's challenge from the same trace and the
 issuer key, gives the 6-digit PIN back by brute force in seconds. Of a secret command
-only CLA INS P1 P2 and a length that matches the command stay visible; when the length
+only CLA INS P1 P2 and a length that matches the command stay visible (and the FF
+between the old and new PIN of a plain CHANGE PIN, a constant); when the length
 does not match (a forgotten Lc, say), everything after the header is masked, since the
 byte where Lc should be may be a PIN digit.
 """
@@ -38,21 +39,25 @@ def secret(command: bytes) -> bool:
     return len(command) > _LC and (command[1] in PIN_INS or _secure_messaging(command[0]))
 
 
-def _masked(command: bytes) -> range:
-    """The indexes of the bytes to hide: one run up to the end."""
+def _masked(command: bytes) -> set[int]:
+    """The indexes of the bytes to hide."""
     n = len(command)
     if not secret(command):
-        return range(0)
-    lc = command[_LC]
+        return set()
+    cla, ins, lc = command[0], command[1], command[_LC]
     if n == _DATA:  # a lone byte: Le 00 of a status query is harmless, anything else is not
-        return range(0) if lc == 0 else range(_LC, n)
+        return set() if lc == 0 else {_LC}
     if lc and lc in (n - _DATA, n - _DATA - 1):  # short: Lc, data, maybe Le
-        return range(_DATA, n)
+        hidden = set(range(_DATA, n))
+        if (ins != 0x20 and lc == 7 and command[_DATA + 3] == 0xFF
+                and not _secure_messaging(cla)):
+            hidden.discard(_DATA + 3)  # old || FF || new: the separator is no secret
+        return hidden
     if lc == 0 and n > _EXT_DATA:  # extended: 00 Lc1 Lc2, data, maybe a 2-byte Le
         extended = int.from_bytes(command[_DATA:_EXT_DATA], "big")
         if extended and extended in (n - _EXT_DATA, n - _EXT_DATA - 2):
-            return range(_EXT_DATA, n)
-    return range(_LC, n)
+            return set(range(_EXT_DATA, n))
+    return set(range(_LC, n))
 
 
 def mask_command(command: bytes) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TextIO
 
 from cardio import identity
+from cardio.usage import OneLineParser, one_line
 from host.api import Holder, HostError, format_fen
 from host.sqlite import SqliteHost
 
@@ -48,21 +49,32 @@ class UsageError(Exception):
     pass
 
 
+def _card_of(holder: Holder) -> str:
+    return f"the card of {identity.mask_name(holder.name)} ({identity.mask_id(holder.ssn)})"
+
+
 def cmd_report_loss(args: argparse.Namespace, out: TextIO) -> int:
     ssn = _ssn(args)
     with open_host(args.db) as host:
-        holder = host.report_loss(ssn)
-    print(f"reported lost: the card of {identity.mask_name(holder.name)} "
-          f"({identity.mask_id(holder.ssn)}) is now refused at every terminal", file=out)
+        holder, changed = host.set_lost(ssn, True)
+    if changed:
+        print(f"reported lost: {_card_of(holder)} is now refused at every terminal", file=out)
+    else:
+        print(f"already reported lost: {_card_of(holder)} is refused at every terminal; "
+              "nothing changed", file=out)
     return EXIT_OK
 
 
 def cmd_cancel_loss(args: argparse.Namespace, out: TextIO) -> int:
+    """Exit 0 also when there was no loss report: the card works, as the holder wants."""
     ssn = _ssn(args)
     with open_host(args.db) as host:
-        holder = host.cancel_loss(ssn)
-    print(f"loss report cancelled: the card of {identity.mask_name(holder.name)} "
-          f"({identity.mask_id(holder.ssn)}) works again", file=out)
+        holder, changed = host.set_lost(ssn, False)
+    if changed:
+        print(f"loss report cancelled: {_card_of(holder)} works again", file=out)
+    else:
+        print(f"no loss report to cancel: {_card_of(holder)} was not reported lost and "
+              "works; nothing changed", file=out)
     return EXIT_OK
 
 
@@ -99,7 +111,7 @@ def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pos-host", description="The settlement host's desk.")
+    parser = OneLineParser(prog="pos-host", description="The settlement host's desk.")
     parser.add_argument("--db", metavar="PATH", help="host database (default: user data folder)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, func, text in (
@@ -118,16 +130,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _say(message: object) -> None:
+    print(f"pos-host: {one_line(str(message))}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Every failure is one `pos-host: <what>; <what to do>` line on stderr: exit 2 for
+    bad input (argparse's too), 1 for anything else; never a traceback."""
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
     try:
         return args.func(args, out)
     except UsageError as e:
-        print(f"pos-host: {e}", file=sys.stderr)
+        _say(e)
         return EXIT_USAGE
     except HostError as e:
-        print(f"pos-host: {e}", file=sys.stderr)
+        _say(e)
         return EXIT_FAILED
     except BrokenPipeError:  # the reader of our output went away (| head): nothing to say
         if out is sys.stdout:
@@ -135,11 +153,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return EXIT_FAILED
     except OSError as e:  # a last net: a person's mistake never ends in a traceback
         where = f"{e.filename}: " if e.filename else ""
-        print(f"pos-host: {where}{e.strerror or e}; check the path and try again",
-              file=sys.stderr)
+        _say(f"{where}{e.strerror or e}; check the path and try again")
         return EXIT_FAILED
     except KeyboardInterrupt:  # an open SQL transaction is rolled back by SQLite
-        print("pos-host: interrupted; an unfinished change was not made", file=sys.stderr)
+        _say("interrupted; an unfinished change was not made")
         return 130
 
 

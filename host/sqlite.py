@@ -4,8 +4,9 @@ A debit is one SQL transaction (BEGIN IMMEDIATE ... COMMIT), idempotent by its
 transaction id: a retry after a crash or a timeout finds the first answer and never
 debits twice. WAL with synchronous=FULL: a committed payment survives a crash.
 
-The file holds personal data: it is made 0600 (SQLite gives its -wal and -shm files the
-same mode) in folders made 0700. Every row read is checked, so a hand-edited row is a
+The file holds personal data: it must be a regular file, and it and its -wal and -shm
+are made 0600 on every open (an existing wider file too; one we may not change is
+refused), in folders made 0700. Every row read is checked, so a hand-edited row is a
 HostError naming that row, never a traceback.
 """
 
@@ -17,13 +18,14 @@ import errno
 import json
 import os
 import sqlite3
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
 
 from cardio.identity import mask_id
-from cardio.resources import private_folders
+from cardio.resources import file_kind, private_folders
 from host.api import (
     MAX_FEN,
     Debit,
@@ -58,6 +60,7 @@ CREATE INDEX IF NOT EXISTS transactions_by_ssn ON transactions (ssn, time);
 """
 
 FILE_MODE = 0o600
+_COMPANIONS = ("-wal", "-shm", "-journal")  # SQLite's files beside the database
 
 HOLDER_BY_SSN = ("SELECT rowid, ssn, name, phone, scheme, balance_fen, lost FROM holders "
                  "WHERE ssn = ?")
@@ -115,6 +118,7 @@ class SqliteHost:
             # Seeded while it has no holders: a first start killed before seeding is mended.
             if empty and seed is not None:
                 self.seed(seed)
+            self._companions_private()  # made by SQLite just now: with the database's mode
         except BaseException:
             self._undo(made_folders, made_file)
             raise
@@ -125,6 +129,7 @@ class SqliteHost:
             raise HostError(f"{self.path}: not a usable host database (it is a folder); "
                             f"give the path of a database file, such as "
                             f"{self.path / 'host.sqlite3'}")
+        self._refuse_special(self.path)  # before SQLite meets a fifo: "disk I/O error"
         try:
             made_folders = private_folders(self.path.parent)
         except OSError as e:
@@ -132,25 +137,75 @@ class SqliteHost:
         except ValueError:  # a NUL character in the path
             raise HostError(f"{self.path!r} is not a usable path; give another") from None
         made_file = False
+        # O_NONBLOCK: a fifo put there meanwhile does not hang us; it is refused below.
+        flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
         try:
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                             FILE_MODE)
+                fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, FILE_MODE)
                 made_file = True
             except FileExistsError:  # may we read and write it? (O_CREAT: a symlink's target)
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+                fd = os.open(self.path, flags | os.O_CREAT, FILE_MODE)
             try:
-                if made_file:
-                    os.fchmod(fd, FILE_MODE)  # exactly 0600, whatever the umask
+                self._make_private(fd, self.path)
             finally:
                 os.close(fd)
+            self._companions_private()  # left by an earlier run, perhaps with a wider mode
         except OSError as e:
             self._undo(made_folders, made_file)
             raise self._path_error(e) from None
         except ValueError:
             self._undo(made_folders, made_file)
             raise HostError(f"{self.path!r} is not a usable path; give another") from None
+        except HostError:
+            self._undo(made_folders, made_file)
+            raise
         return made_folders, made_file
+
+    @staticmethod
+    def _not_regular(path: Path, mode: int) -> HostError:
+        return HostError(f"{path}: not a usable host database (it is not a regular file but "
+                         f"{file_kind(mode)}); give the path of a database file")
+
+    def _refuse_special(self, path: Path) -> None:
+        try:
+            mode = os.stat(path).st_mode
+        except (OSError, ValueError):
+            return  # not there yet, or a bad path: told when it is opened
+        if not stat.S_ISREG(mode):
+            raise self._not_regular(path, mode)
+
+    def _make_private(self, fd: int, path: Path) -> None:
+        """Exactly 0600 and a regular file: the database holds every holder's name, ID and
+        phone, so a file made 0644 by hand or by an older version is made private before
+        anything is written to it; one we may not change is refused."""
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise self._not_regular(path, info.st_mode)
+        if stat.S_IMODE(info.st_mode) != FILE_MODE:
+            try:
+                os.fchmod(fd, FILE_MODE)
+            except PermissionError:
+                raise HostError(f"{path} can be read by others and is not yours to make "
+                                f"private; ask its owner to chmod 600 it, or give another "
+                                "--db path") from None
+
+    def _private_if_there(self, path: Path) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return
+        try:
+            self._make_private(fd, path)
+        finally:
+            os.close(fd)
+
+    def _companions_private(self) -> None:
+        """SQLite's -wal, -shm and -journal, 0600 like the database: they hold its rows."""
+        try:
+            for suffix in _COMPANIONS:
+                self._private_if_there(Path(f"{self.path}{suffix}"))
+        except OSError as e:
+            raise self._path_error(e) from None
 
     def _path_error(self, e: OSError) -> HostError:
         return HostError(f"cannot use {self.path} as the host database: {_os_reason(e)}")
@@ -161,7 +216,7 @@ class SqliteHost:
             self._db.close()
             self._db = None
         if made_file:
-            for suffix in ("", "-wal", "-shm", "-journal"):
+            for suffix in ("", *_COMPANIONS):
                 with suppress(OSError):
                     os.unlink(f"{self.path}{suffix}")
         for folder in reversed(made_folders):
@@ -371,7 +426,9 @@ class SqliteHost:
                 (txn_id, terminal_id, card_number, ssn, amount_fen, stamp, status.value, after))
         return Debit(txn_id, status, amount_fen, after, stamp)
 
-    def _set_lost(self, ssn: str, lost: bool) -> Holder:
+    def set_lost(self, ssn: str, lost: bool) -> tuple[Holder, bool]:
+        """The holder's card reported lost (True) or back in use (False): the holder as it
+        is now, and whether this changed it (False: it already was)."""
         ssn = checked_text("social security number", ssn).upper()
         with self._transaction() as db:
             row = db.execute(HOLDER_BY_SSN, (ssn,)).fetchone()
@@ -379,12 +436,14 @@ class SqliteHost:
                 raise HostError(f"no holder with social security number {mask_id(ssn)}; "
                                 "check the number")
             holder = self._holder_of(row)  # a row that does not parse is not changed
+            if holder.lost == lost:
+                return holder, False
             db.execute("UPDATE holders SET lost = ? WHERE ssn = ?", (int(lost), ssn))
-        return dataclasses.replace(holder, lost=lost)
+        return dataclasses.replace(holder, lost=lost), True
 
     def report_loss(self, ssn: str) -> Holder:
         """S18: a verbal loss report needs the ID or social security number, no PIN."""
-        return self._set_lost(ssn, True)
+        return self.set_lost(ssn, True)[0]
 
     def cancel_loss(self, ssn: str) -> Holder:
-        return self._set_lost(ssn, False)
+        return self.set_lost(ssn, False)[0]

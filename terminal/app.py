@@ -38,6 +38,7 @@ from cardio.readers.errors import ReaderBusyError, ReaderError
 from cardio.readers.virtual import VirtualReader
 from cardio.resources import private_folders, user_dir
 from cardio.trace import failure
+from cardio.usage import OneLineParser, one_line
 from host.api import HostError, SettlementHost
 from terminal import strings
 from terminal.flow import (
@@ -699,7 +700,7 @@ def seconds(text: str) -> float:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="pos-terminal", description="Pharmacy PIN pad.")
+    p = OneLineParser(prog="pos-terminal", description="Pharmacy PIN pad.")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--card", metavar="PATH", help="a card file (virtual card)")
     where.add_argument("--reader", metavar="NAME|INDEX", help="a PC/SC reader")
@@ -790,7 +791,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         start_log(args.log or user_dir() / "pos-terminal.log")
     except (ReaderError, store.StoreError, CardFileError, OutletError, HostError,
             ValueError) as e:
-        print(f"pos-terminal: {e}", file=sys.stderr)
+        print(f"pos-terminal: {one_line(str(e))}", file=sys.stderr)
         bad_input = isinstance(e, (CardFileError, ValueError, store.CardPathError))
         return 2 if bad_input else 1  # as cardio: 2 for what was given, 1 for the rest
     except OSError as e:

@@ -177,3 +177,16 @@ async def confirm(pilot: Pilot) -> None:
     """Enter (确认) where nothing is typed: a card without PIN's amount, a result."""
     await pilot.press("enter")
     await settle(pilot)
+
+
+async def cancel(pilot: Pilot) -> None:
+    """Escape in a transaction: the brief 交易已取消 notice (it swallows digits), then
+    确认 back to the menu."""
+    app = pilot.app
+    await pilot.press("escape")
+    await settle(pilot)
+    flow = app.flow
+    assert flow is not None and flow.view.brief, "Escape did not show the cancel notice"
+    assert flow.view.lines[0].key == "cancelled"
+    await pilot.press("enter")
+    await settle(pilot)

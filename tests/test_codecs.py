@@ -218,9 +218,9 @@ def test_mask_verify_status_query_has_nothing_to_hide():
     assert trace.mask_command(parse_hex("00 20 00 00")) == "00 20 00 00"
 
 
-def test_mask_change_pin_hides_the_whole_block():
+def test_mask_change_pin_keeps_only_the_separator():
     cmd = parse_hex("80 5E 01 00 07 12 34 56 FF 65 43 21")
-    assert trace.mask_command(cmd) == "80 5E 01 00 07 ** ** ** ** ** ** **"
+    assert trace.mask_command(cmd) == "80 5E 01 00 07 ** ** ** FF ** ** **"
 
 
 def test_mask_change_pin_without_separator_hides_everything():
@@ -244,6 +244,9 @@ def test_mask_outlet_reset_hides_the_new_pin_and_its_mac():
         ("84 5E 00 07 07 65 43 21 AA 3B 5C BF", "84 5E 00 07 07 ** ** ** ** ** ** **"),
         ("84 18 00 00 04 12 34 56 78", "84 18 00 00 04 ** ** ** **"),  # activate
         ("84 5E 00 00 07 65 43 21 AA 3B 5C BF 00", "84 5E 00 00 07 ** ** ** ** ** ** ** **"),
+        # a MAC starting FF is not the separator of a plain CHANGE PIN
+        ("84 5E 00 00 07 65 43 21 FF 3B 5C BF", "84 5E 00 00 07 ** ** ** ** ** ** **"),
+        ("84 5E 01 00 07 12 34 56 FF 65 43 21", "84 5E 01 00 07 ** ** ** ** ** ** **"),
         # wrong Lc: where Lc should be may be a digit, so it goes too
         ("84 5E 00 00 08 65 43 21 AA 3B 5C BF", "84 5E 00 00 ** ** ** ** ** ** ** **"),
         ("84 5E 00 00 65 43 21 AA 3B 5C BF", "84 5E 00 00 ** ** ** ** ** ** **"),
@@ -296,7 +299,7 @@ def test_mask_no_pin_digit_ever_visible(old_n, new_n, mac_bytes):
     verify = bytes.fromhex("0020000003") + pin.encode(old)
     assert _pin_cells(trace.mask_command(verify)) == ["**"] * 3
     change = bytes.fromhex("805E010007") + pin.change_block(old, new)
-    assert _pin_cells(trace.mask_command(change)) == ["**"] * 7
+    assert _pin_cells(trace.mask_command(change)) == ["**"] * 3 + ["FF"] + ["**"] * 3
     reset = bytes.fromhex("845E000007") + pin.encode(new) + mac_bytes
     assert _pin_cells(trace.mask_command(reset)) == ["**"] * 7
     # with a trailing Le byte too

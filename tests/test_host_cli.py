@@ -119,8 +119,17 @@ def test_cancel_loss(db):
 
 
 def test_cancel_loss_of_a_card_never_reported(db):
+    """Exit 0, the card works as wanted; but it says there was no report to cancel."""
     out = ok("cancel-loss", "--ssn", WANG, "--db", str(db))
-    assert out == "loss report cancelled: the card of 王* (3101**********3261) works again\n"
+    assert out == ("no loss report to cancel: the card of 王* (3101**********3261) was not "
+                   "reported lost and works; nothing changed\n")
+
+
+def test_report_loss_twice_says_it_already_was(db):
+    ok("report-loss", "--ssn", WANG, "--db", str(db))
+    out = ok("report-loss", "--ssn", WANG, "--db", str(db))
+    assert out == ("already reported lost: the card of 王* (3101**********3261) is refused "
+                   "at every terminal; nothing changed\n")
 
 
 # --- balance ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -173,11 +175,13 @@ def _path_too_long(tmp: Path, ro: list[Path]) -> tuple[list[str], int, tuple[str
 
 def _not_sqlite(tmp: Path, ro: list[Path]) -> tuple[list[str], int, tuple[str, ...]]:
     (tmp / "host.db").write_text("holders: 张伟 500.00\n" * 300, "utf-8")
+    (tmp / "host.db").chmod(0o600)  # a wider mode would be made 0600, a change
     return ["--db", str(tmp / "host.db")], 1, ("not a usable host database", "move it away")
 
 
 def _empty_sqlite_header(tmp: Path, ro: list[Path]) -> tuple[list[str], int, tuple[str, ...]]:
     (tmp / "host.db").write_bytes(b"SQLite format 3\x00" + b"\xff" * 2000)
+    (tmp / "host.db").chmod(0o600)
     return ["--db", str(tmp / "host.db")], 1, ("host database",)
 
 
@@ -253,6 +257,7 @@ def loose_db(path: Path) -> None:
         con.commit()
     finally:
         con.close()
+    path.chmod(0o600)  # as the host keeps it: a wider mode would be made 0600, a change
 
 
 def edit(path: Path, sql: str, *params: object, unchecked: bool = False) -> None:
@@ -457,30 +462,44 @@ def new_card(tmp_path: Path, profile: str) -> Path:
     return path
 
 
+class FullLog(OutletLog):
+    """An outlet log whose disk is full once `full` is set: every line fails with ENOSPC,
+    as os.write does then. (/dev/full cannot stand in: a log that is a device, or a
+    symlink, is refused before anything is written.)"""
+
+    def __init__(self, path: Path, *, full: bool = False) -> None:
+        super().__init__(path)
+        self.full = full
+
+    def _append(self, line: bytes) -> None:
+        if self.full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        super()._append(line)
+
+
 class DiskFillsUp(VirtualReader):
     """Just before the MAC-protected command reaches the card, the outlet log's disk is
-    full: the log path (a symlink) now points at /dev/full."""
+    full."""
 
-    def __init__(self, card_path: Path, log: Path) -> None:
+    def __init__(self, card_path: Path, log: FullLog) -> None:
         self.log = log
         self.sent: list[bytes] = []
         super().__init__(card_path)
 
     def _exchange(self, apdu: bytes) -> bytes:
         if apdu[:1] == b"\x84":  # CLA 84: the protected command (GET CHALLENGE is 00 84)
-            full = self.log.with_name("full")
-            full.symlink_to("/dev/full")
-            full.replace(self.log)
+            self.log.full = True
         self.sent.append(bytes(apdu))
         return super()._exchange(apdu)
 
 
-def run_outlet(card: Path, log: Path, operation: Operation, ssn: str,
+def run_outlet(card: Path, log: Path | OutletLog, operation: Operation, ssn: str,
                new_pin: str | None = None,
                reader: Callable[[Path], VirtualReader] = VirtualReader) -> object:
     r = reader(card)
     try:
-        desk = Outlet(r, fixture_master_key(), operator=OPERATOR, log=OutletLog(log))
+        desk = Outlet(r, fixture_master_key(), operator=OPERATOR,
+                      log=log if isinstance(log, OutletLog) else OutletLog(log))
         try:
             return desk.run(operation, ssn, new_pin)
         except Exception as e:  # the test inspects it
@@ -493,15 +512,32 @@ def lines(log: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in log.read_text("utf-8").splitlines()]
 
 
-needs_dev_full = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a tmpfs of its own, filled up; skips where mounting is not allowed."""
+    point = tmp_path / "full"
+    point.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(point)],
+                          capture_output=True, text=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    try:
+        (point / "outlet.log").touch(0o600)  # there before the disk filled up
+        with suppress(OSError), (point / "filler").open("wb") as f:
+            while True:
+                f.write(b"\0" * 4096)
+                f.flush()
+        yield point
+    finally:
+        subprocess.run(["umount", str(point)], check=False)
 
 
-@needs_dev_full
 def test_a_full_disk_before_the_card_command_sends_nothing(tmp_path: Path) -> None:
     card = new_card(tmp_path, "locked")
     before = card.read_bytes()
-    log = tmp_path / "outlet.log"
-    log.symlink_to("/dev/full")  # it opens, but every write fails: ENOSPC
+    log = FullLog(tmp_path / "outlet.log", full=True)
     trace: list[str] = []
 
     def traced(path: Path) -> VirtualReader:
@@ -511,18 +547,17 @@ def test_a_full_disk_before_the_card_command_sends_nothing(tmp_path: Path) -> No
     assert isinstance(outcome, OutletError), repr(outcome)
     message = str(outcome)
     assert "outlet log" in message and "nothing was sent to the card" in message
+    assert "No space left on device" in message
     assert "\n" not in message and NEW_PIN not in message
     assert card.read_bytes() == before  # still locked, PIN unchanged
     assert not any(line.startswith(("> 84 ", "> 00 84 ")) for line in trace)
 
 
-@needs_dev_full
 def test_a_full_disk_log_through_the_cli_is_one_line_and_the_card_unchanged(
-        tmp_path: Path) -> None:
+        tmp_path: Path, full_disk: Path) -> None:
     card = new_card(tmp_path, "locked")
     before = card.read_bytes()
-    log = tmp_path / "outlet.log"
-    log.symlink_to("/dev/full")
+    log = full_disk / "outlet.log"
     env = dict(os.environ, PYTHONUTF8="1", PYTHONIOENCODING="utf-8")
     done = subprocess.run(
         [sys.executable, "-m", "cardio.cli", "outlet", "reset-pin", "--card", str(card),
@@ -532,15 +567,14 @@ def test_a_full_disk_log_through_the_cli_is_one_line_and_the_card_unchanged(
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     assert done.stderr.count("\n") == 1 and "nothing was sent to the card" in done.stderr
+    assert "No space left on device" in done.stderr
     assert card.read_bytes() == before
 
 
-@needs_dev_full
 def test_a_disk_full_after_the_card_command_leaves_the_intent_line(tmp_path: Path) -> None:
     card = new_card(tmp_path, "locked")
-    real = tmp_path / "real.log"
-    log = tmp_path / "outlet.log"
-    log.symlink_to(real)
+    real = tmp_path / "outlet.log"
+    log = FullLog(real)
     outcome = run_outlet(card, log, Operation.RESET_PIN, LOCKED_SSN, NEW_PIN,
                          lambda path: DiskFillsUp(path, log))
     assert isinstance(outcome, OutletError), repr(outcome)

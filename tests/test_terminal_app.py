@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from terminal_helpers import (
+    cancel,
     AFTER_UPGRADE,
     BEFORE_UPGRADE,
     ENABLED_PIN,
@@ -596,8 +597,7 @@ async def test_menu3_shows_tries_left(tmp_path: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await start_payment(pilot)
         await enter(pilot, "111222")
-        await pilot.press("escape")
-        await settle(pilot)
+        await cancel(pilot)
         await pilot.press("3")
         await settle(pilot)
         text = screen_text(app)
@@ -971,8 +971,7 @@ async def test_escape_cancels_amount_entry(tmp_path: Path) -> None:
     app = make_app(card)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("1", "5", "0")
-        await pilot.press("escape")
-        await settle(pilot)
+        await cancel(pilot)
         assert isinstance(app.screen, MenuScreen)
         assert strings.text("zh", "menu_pay") in screen_text(app)
 
@@ -984,8 +983,7 @@ async def test_escape_cancels_pin_entry(tmp_path: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await start_payment(pilot)
         await type_digits(pilot, ENABLED_PIN)
-        await pilot.press("escape")
-        await settle(pilot)
+        await cancel(pilot)
         assert isinstance(app.screen, MenuScreen)
         assert AUTHORISED["zh"] not in screen_text(app)
         # the typed PIN went nowhere: a new payment starts with an empty entry
@@ -1002,8 +1000,7 @@ async def test_escape_cancels_forced_change_at_confirmation(tmp_path: Path) -> N
         await start_payment(pilot)
         await enter(pilot, NEW_PIN)
         await type_digits(pilot, NEW_PIN)
-        await pilot.press("escape")
-        await settle(pilot)
+        await cancel(pilot)
         assert isinstance(app.screen, MenuScreen)
         assert ZH["changed"] not in screen_text(app)
     assert file_bytes(card) == before

@@ -810,7 +810,7 @@ def test_13_pos_terminal_bad_input_is_one_line(tmp_path: Path, case: str,
         assert code != 0
     assert "Traceback" not in err
     lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 or case == "timeout-negative", err
+    assert len(lines) == 1, err
     assert lines[-1].startswith("pos-terminal")
     assert sorted(p.name for p in tmp_path.iterdir()) == listing
 
