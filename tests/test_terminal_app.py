@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from terminal_helpers import (
-    cancel,
     AFTER_UPGRADE,
     BEFORE_UPGRADE,
     ENABLED_PIN,
@@ -23,6 +22,7 @@ from terminal_helpers import (
     ON_UPGRADE,
     OTHER_PIN,
     UPGRADE_DATE,
+    cancel,
     card_state,
     confirm,
     enter,
