@@ -671,8 +671,9 @@ def test_outlet_without_a_key_is_a_usage_error(tmp_path: Path,
         parse_args(["--card", str(card), "--outlet"])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("usage: pos-terminal")
+    assert err.startswith("pos-terminal: --outlet needs the issuer key")
     assert "--key" in err
+    assert err.count("\n") == 1  # one line, not the usage block
     with pytest.raises(SystemExit) as info:
         main(["--card", str(card), "--outlet", "--operator", OPERATOR])
     assert info.value.code == 2
