@@ -96,7 +96,7 @@ mode, which, card = sys.argv[1:4]
 import textual.app
 t_textual = time.clock_gettime_ns(MONO)
 if which == "ours":
-    from terminal.app import build, parse_args
+    from terminal.cli import build, parse_args
     t_import = time.clock_gettime_ns(MONO)
     app = build(parse_args(["--card", card]))
 else:

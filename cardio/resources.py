@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from contextlib import suppress
 from importlib import resources
 from pathlib import Path
+from typing import TextIO
 
 HOME_VARIABLE = "SHEBAO_POS_HOME"
 
@@ -120,3 +122,52 @@ _KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a device"),
 def file_kind(mode: int) -> str:
     """What a file that is not a regular one is, for a message: "a named pipe"."""
     return next((name for test, name in _KINDS if test(mode)), "a special file")
+
+
+MAX_SMALL_FILE = 1 << 20
+
+
+def read_small_file(path: Path, what: str) -> str:
+    """A small text file given on the command line: never a fifo that would hang us, a
+    folder or a device; ValueError with one sentence otherwise."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as e:
+        raise ValueError(f"{path} cannot be read ({e.strerror}); check the {what}'s path"
+                         ) from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path} is not a regular file; give the {what}")
+        raw = f.read(MAX_SMALL_FILE + 1)
+    if len(raw) > MAX_SMALL_FILE:
+        raise ValueError(f"{path} is too large to be a {what}")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text; give the {what}") from None
+
+
+def open_private_log(path: Path) -> TextIO:
+    """A log or trace (the terminal's APDU trace, its own log): appended, 0600 (it names
+    cards), a regular file, never through a symlink; ValueError with one sentence when it
+    cannot be."""
+    try:
+        private_folders(path.parent)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                     | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        reason = "it is a symbolic link" if e.errno == errno.ELOOP else e.strerror
+        raise ValueError(f"{path} cannot be written ({reason}); give a file in a folder "
+                         "you can write") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path} is not a regular file; give a file to append to")
+        os.fchmod(fd, 0o600)  # an older one may have been made wider
+        return os.fdopen(fd, "a", encoding="utf-8")
+    except OSError as e:
+        os.close(fd)
+        raise ValueError(f"{path} cannot be made private ({e.strerror}); give a file "
+                         "of your own") from None
+    except ValueError:
+        os.close(fd)
+        raise

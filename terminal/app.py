@@ -1,4 +1,5 @@
-"""`pos-terminal`: the pharmacy's PIN pad for the social security card.
+"""The pharmacy's PIN pad for the social security card: the Textual app (`terminal/cli.py`
+starts it).
 
 Data flows one way: keypad -> screen -> flow/rules -> reader -> card. Reader calls run
 in worker threads and come back as messages, so the screen never freezes.
@@ -6,40 +7,27 @@ in worker threads and come back as messages, so the screen never freezes.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import datetime as dt
-import errno
-import json
 import logging
-import os
-import stat
-import sys
 import threading
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
 from textual import events, work
 from textual.app import App
 from textual.binding import Binding
-from textual.message import Message
 from textual.screen import ModalScreen
 from textual.timer import Timer
 
-from cardio.card import profiles, store
-from cardio.card.state import CardFileError
-from cardio.outlet import Operation, OutletError
+from cardio.card import store
+from cardio.outlet import Operation
 from cardio.pin import PIN_LENGTH
 from cardio.readers.base import CardEvent, EventKind, Reader
 from cardio.readers.errors import ReaderBusyError, ReaderError
-from cardio.readers.virtual import VirtualReader
-from cardio.resources import private_folders, user_dir
+from cardio.resources import open_private_log
 from cardio.trace import failure
-from cardio.usage import OneLineParser, one_line
-from host.api import HostError, SettlementHost
+from host.api import SettlementHost
 from terminal import strings
 from terminal.flow import (
     MAX_AMOUNT_DIGITS,
@@ -51,6 +39,7 @@ from terminal.flow import (
     Stage,
     View,
 )
+from terminal.messages import CardChanged, CardFileProblem, CardResult, TraceLine
 from terminal.outlet_flow import ID_LENGTH, TITLES, OutletFlow, RunOutlet
 from terminal.rules import Settings
 from terminal.screens.base import PadScreen
@@ -61,15 +50,12 @@ from terminal.worker import (
     DEFAULT_CARD_TIMEOUT,
     Desk,
     OutletSetup,
-    Result,
     deliver,
     execute,
 )
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PROFILE = "employee-new"
-DEFAULT_UPGRADE_DATE = dt.date(2020, 4, 13)  # S8: in the past, so the upgrade is in force
 MENU_CHOICES = {"1": Purpose.PAY, "2": Purpose.CHANGE, "3": Purpose.INFO}
 OUTLET_CHOICES = {"1": Operation.RESET_PIN, "2": Operation.RESTORE_INITIAL,
                   "3": Operation.CANCEL_PIN, "4": Operation.ACTIVATE}
@@ -82,42 +68,10 @@ MIN_SIZE = (60, 18)  # columns, rows: the pad with its PIN field whole
 TRACE_MIN_HEIGHT = 24  # rows: the pad and the APDU trace pane together
 
 
-class CardChanged(Message):
-    def __init__(self, event: CardEvent) -> None:
-        super().__init__()
-        self.event = event
-
-
-class CardResult(Message):
-    """What a worker got for command number `seq` of flow number `flow_id`."""
-
-    def __init__(self, flow_id: int, seq: int, result: Result, present: bool = True) -> None:
-        super().__init__()
-        self.flow_id = flow_id
-        self.seq = seq
-        self.result = result
-        self.present = present  # was the card still there when the worker finished
-
-
-class CardFileProblem(Message):
-    """F2 could not put the virtual card in or take it out; `key` says why."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__()
-        self.key = key
-
-
-class TraceLine(Message):
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
-
-
 @dataclass(frozen=True)
 class Options:
     settings: Settings
     lang: str = "zh"
-    virtual: bool = True
     trace_file: Path | None = None
     phones: dict[str, str] | None = None
     outlet: OutletSetup | None = None
@@ -147,7 +101,8 @@ class PosApp(App[None], inherit_bindings=False):
         self.reader = reader
         self.options = options
         self.lang = options.lang
-        self.card_present = reader.card_present() if options.virtual else False
+        # A virtual slot knows now; a PC/SC reader says so through watch()'s first event.
+        self.card_present = reader.card_present() if reader.can_toggle else False
         self.show_trace = False
         self.trace_lines: deque[str] = deque(maxlen=400)
         self.flow: Flow | OutletFlow | None = None
@@ -178,7 +133,7 @@ class PosApp(App[None], inherit_bindings=False):
 
     def hint_text(self) -> str:
         parts = [self.t("hint")]
-        if self.options.virtual:
+        if self.reader.can_toggle:
             parts.append(self.t("hint_virtual"))
         parts.append(self.t("hint_trace"))
         return "  ".join(parts)
@@ -201,10 +156,7 @@ class PosApp(App[None], inherit_bindings=False):
     def on_mount(self) -> None:
         self._fit(self.size.width, self.size.height)
         self.push_screen(MenuScreen())
-        if not self.options.virtual:
-            watch = getattr(self.reader, "watch", None)
-            if watch is not None:
-                watch()
+        self.reader.watch()
 
     def on_resize(self, event: events.Resize) -> None:
         self._fit(event.size.width, event.size.height)
@@ -348,7 +300,7 @@ class PosApp(App[None], inherit_bindings=False):
         self.pending = None
         if self._toggle_later:
             self._toggle_later = False
-            self._toggle_virtual_card()
+            self._toggle_card()
         self.flow_id += 1  # late answers for the old flow are dropped
         self._menu(notice)
 
@@ -448,7 +400,7 @@ class PosApp(App[None], inherit_bindings=False):
         if self._toggle_later:
             self._toggle_later = False
             self._pulled_mid_command = self.card_present
-            self._toggle_virtual_card()
+            self._toggle_card()
         present = message.present and self.card_present
         command = deliver(flow, message.result, present)
         self._show(flow.view)
@@ -487,22 +439,18 @@ class PosApp(App[None], inherit_bindings=False):
     def action_toggle_card(self) -> None:
         """F2. A virtual card cannot leave in the middle of an APDU: during a card command
         the pull waits for its answer, as the command's effect must be shown."""
-        if not isinstance(self.reader, VirtualReader):
+        if not self.reader.can_toggle:
             return
         if self.pending is not None:
             self._toggle_later = True
         else:
-            self._toggle_virtual_card()
+            self._toggle_card()
 
     @work(thread=True, group="card")
-    def _toggle_virtual_card(self) -> None:
+    def _toggle_card(self) -> None:
         """F2: never a crash, whatever the card file or its folder has become."""
-        reader = self.reader
-        if not isinstance(reader, VirtualReader):
-            return
         try:
-            self.desk.slot.call(
-                reader.remove if reader.card_present() else reader.insert, wait=2.0)
+            self.desk.slot.call(self.reader.toggle, wait=2.0)
         except store.CardInUseError:
             self.post_message(CardFileProblem("card_in_use"))
         except ReaderBusyError:
@@ -567,241 +515,3 @@ class PosApp(App[None], inherit_bindings=False):
                 self.exit()
 
         self.push_screen(ConfirmScreen(self.t("quit_question"), self.t("quit_hint")), done)
-
-
-# --- command line --------------------------------------------------------------------------------
-
-
-def default_card() -> Path:
-    """The embedded default: a virtual employee-new card in the user data folder."""
-    folder = user_dir() / "cards"
-    private_folders(folder)
-    path = folder / f"{DEFAULT_PROFILE}.json"
-    if not path.exists():
-        profiles.new_card(DEFAULT_PROFILE, path)
-    return path
-
-
-def load_phones(path: Path | None) -> dict[str, str]:
-    """Holders' phone numbers by social security number (S15's phone rule)."""
-    if path is None:
-        from cardio.resources import data_dir
-
-        path = data_dir("holders") / "holders.json"
-        if not path.exists():
-            return {}
-    text = read_small_file(path, "holders file")
-    try:
-        doc = json.loads(text)
-        holders = doc.get("holders") if isinstance(doc, dict) else None
-        if not isinstance(holders, list) or not all(isinstance(h, dict) for h in holders):
-            raise ValueError
-        phones = {h["ssn"]: h["phone"] for h in holders if h.get("phone") is not None}
-        if not all(isinstance(v, str) for pair in phones.items() for v in pair):
-            raise ValueError
-        return phones
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise ValueError(f"{path}: not a holders file (JSON with a list 'holders' of "
-                         "objects with text 'ssn' and 'phone'); fix it or leave --holders out"
-                         ) from None
-
-
-MAX_HOLDERS_FILE = 1 << 20
-
-
-def read_small_file(path: Path, what: str) -> str:
-    """A small text file given on the command line: never a fifo that would hang us, a
-    folder or a device; ValueError with one sentence otherwise."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError as e:
-        raise ValueError(f"{path} cannot be read ({e.strerror}); check the {what}'s path"
-                         ) from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError(f"{path} is not a regular file; give the {what}")
-        raw = f.read(MAX_HOLDERS_FILE + 1)
-    if len(raw) > MAX_HOLDERS_FILE:
-        raise ValueError(f"{path} is too large to be a {what}")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError(f"{path} is not UTF-8 text; give the {what}") from None
-
-
-def open_private_log(path: Path) -> TextIO:
-    """A log or trace: appended, 0600 (it names cards), a regular file, never through a
-    symlink; ValueError with one sentence when it cannot be."""
-    try:
-        private_folders(path.parent)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
-                     | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, 0o600)
-    except OSError as e:
-        reason = "it is a symbolic link" if e.errno == errno.ELOOP else e.strerror
-        raise ValueError(f"{path} cannot be written ({reason}); give a file in a folder "
-                         "you can write") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError(f"{path} is not a regular file; give a file to append to")
-        os.fchmod(fd, 0o600)  # an older one may have been made wider
-        return os.fdopen(fd, "a", encoding="utf-8")
-    except OSError as e:
-        os.close(fd)
-        raise ValueError(f"{path} cannot be made private ({e.strerror}); give a file "
-                         "of your own") from None
-    except ValueError:
-        os.close(fd)
-        raise
-
-
-def start_log(path: Path) -> None:
-    """Where the terminal's own log goes (host, outlet, card file problems): Textual owns
-    the screen and stderr while it runs."""
-    handler = logging.StreamHandler(open_private_log(path))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-
-
-def receipts_folder(text: str) -> Path:
-    """--receipts: a folder we can write into, checked before the first payment."""
-    if not text:
-        raise ValueError("the --receipts folder is empty; give a folder name")
-    path = Path(text)
-    try:
-        private_folders(path)
-    except OSError as e:
-        raise ValueError(f"{path} cannot be made a receipts folder ({e.strerror}); give "
-                         "a folder you can write") from None
-    if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
-        raise ValueError(f"{path} is not a folder you can write; give another --receipts")
-    return path
-
-
-def terminal_id(text: str) -> str:
-    """--terminal-id: printed on receipts and stored with every debit."""
-    if not (0 < len(text) <= 32 and text.isascii() and all(c.isalnum() or c in "-_"
-                                                           for c in text)):
-        raise argparse.ArgumentTypeError(
-            f"{text[:40]!r} is not a terminal id: 1 to 32 letters, digits, '-' or '_'")
-    return text
-
-
-def seconds(text: str) -> float:
-    """A number of seconds, 0 or more (argparse type)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 <= value <= 86400:
-        raise argparse.ArgumentTypeError(f"seconds must be from 0 to 86400, not {text}")
-    return value
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = OneLineParser(prog="pos-terminal", description="Pharmacy PIN pad.")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--card", metavar="PATH", help="a card file (virtual card)")
-    where.add_argument("--reader", metavar="NAME|INDEX", help="a PC/SC reader")
-    p.add_argument("--upgrade-date", metavar="YYYY-MM-DD", type=dt.date.fromisoformat,
-                   default=DEFAULT_UPGRADE_DATE, help="the system upgrade date (S8)")
-    p.add_argument("--lang", choices=("zh", "en"), default="zh")
-    p.add_argument("--trace", metavar="FILE", type=Path, help="append the APDU trace here")
-    p.add_argument("--holders", metavar="FILE", type=Path, help="holders' phones (JSON)")
-    p.add_argument("--timeout", metavar="SECONDS", type=seconds, default=DEFAULT_TIMEOUT,
-                   help="how long a prompt or result waits for the holder before going back "
-                        f"to idle (default {DEFAULT_TIMEOUT:g}; 0: no limit, for demos)")
-    p.add_argument("--card-timeout", metavar="SECONDS", type=seconds,
-                   default=DEFAULT_CARD_TIMEOUT,
-                   help="how long a card command may take before the card is reported as "
-                        f"not responding (default {DEFAULT_CARD_TIMEOUT:g}; 0: no limit)")
-    p.add_argument("--quiet", action="store_true", help="no bell on errors")
-    p.add_argument("--log", metavar="FILE", type=Path,
-                   help="the terminal's own log (default: pos-terminal.log in the user data "
-                        "folder); never a PIN")
-    outlet = p.add_argument_group("service outlet")
-    outlet.add_argument("--outlet", action="store_true",
-                        help="the service outlet's operations (reset, restore, cancel, activate)")
-    keys = outlet.add_mutually_exclusive_group()
-    keys.add_argument("--key", metavar="FILE", type=Path, help="issuer master key file (mode 600)")
-    keys.add_argument("--test-key", action="store_true", help="the fixture cards' public test key")
-    outlet.add_argument("--operator", default=None, help="who operates (for the outlet log)")
-    outlet.add_argument("--outlet-log", metavar="FILE", type=Path, help="the outlet log")
-    settle = p.add_argument_group("settlement")
-    settle.add_argument("--host-db", metavar="PATH", type=Path,
-                        help="the settlement host's database (default: user data folder)")
-    settle.add_argument("--terminal-id", default="POS-0001", type=terminal_id,
-                        help="this terminal's id (1 to 32 letters, digits, '-', '_')")
-    settle.add_argument("--receipts", metavar="DIR",
-                        help="also write each receipt as a text file here")
-    args = p.parse_args(argv)
-    if args.outlet and not (args.key or args.test_key):
-        p.error("--outlet needs the issuer key: --key FILE (or --test-key for test cards)")
-    return args
-
-
-def open_host(db: Path | None) -> SettlementHost:
-    from host.cli import default_db, seed_file
-    from host.sqlite import SqliteHost
-
-    return SqliteHost(db or default_db(), seed=seed_file())
-
-
-def outlet_setup(args: argparse.Namespace) -> OutletSetup | None:
-    if not args.outlet:
-        return None
-    import getpass
-
-    from cardio import outlet
-    from cardio.cli import default_outlet_log
-
-    key = outlet.fixture_master_key() if args.test_key else outlet.load_key(args.key)
-    log = args.outlet_log or default_outlet_log()
-    outlet.OutletLog(log).check_writable()  # before the first holder, not after
-    return OutletSetup(key, args.operator or getpass.getuser(), log)
-
-
-def build(args: argparse.Namespace) -> PosApp:
-    """The app for these arguments; raises ReaderError / StoreError with a clear message."""
-    settings = Settings(upgrade_date=args.upgrade_date)  # today: read at each decision
-    options = Options(settings, lang=args.lang, virtual=args.reader is None,
-                      trace_file=args.trace, phones=load_phones(args.holders),
-                      outlet=outlet_setup(args), host=open_host(args.host_db),
-                      terminal_id=args.terminal_id,
-                      receipts=receipts_folder(args.receipts) if args.receipts is not None
-                      else None,
-                      timeout=args.timeout, card_timeout=args.card_timeout,
-                      quiet=args.quiet)
-    reader: Reader
-    if args.reader is not None:
-        from cardio.readers import pcsc
-
-        reader = pcsc.PcscReader(pcsc.resolve(args.reader))
-    else:
-        reader = VirtualReader(store.card_path(args.card) if args.card is not None
-                               else default_card())
-    return PosApp(reader, options)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        app = build(args)
-        start_log(args.log or user_dir() / "pos-terminal.log")
-    except (ReaderError, store.StoreError, CardFileError, OutletError, HostError,
-            ValueError) as e:
-        print(f"pos-terminal: {one_line(str(e))}", file=sys.stderr)
-        bad_input = isinstance(e, (CardFileError, ValueError, store.CardPathError))
-        return 2 if bad_input else 1  # as cardio: 2 for what was given, 1 for the rest
-    except OSError as e:
-        where = f"{e.filename}: " if e.filename else ""
-        print(f"pos-terminal: {where}{e.strerror or e}; check the path and its permissions",
-              file=sys.stderr)
-        return 1
-    app.run()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

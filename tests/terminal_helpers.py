@@ -20,7 +20,8 @@ from cardio.card.state import CardState
 from cardio.readers.virtual import VirtualReader
 from cardio.resources import data_dir
 from host.api import SettlementHost
-from terminal.app import Options, PosApp, load_phones
+from terminal.app import Options, PosApp
+from terminal.cli import load_phones
 from terminal.rules import Settings
 
 INITIAL_PIN = "123456"  # fixtures/README.md: INITIAL cards

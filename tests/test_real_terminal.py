@@ -87,7 +87,7 @@ def tmux_available() -> None:
 def test_forced_change_then_payment_in_a_real_terminal(tmp_path: Path, tmux_available: None):
     card = tmp_path / "card.json"
     profiles.new_card("employee-new", card)
-    term = Tmux([sys.executable, "-m", "terminal.app", "--card", str(card)])
+    term = Tmux([sys.executable, "-m", "terminal.cli", "--card", str(card)])
     seen: list[str] = []
     try:
         seen.append(term.wait_for("1  消费", "2  修改密码", "3  卡片信息", "已插卡"))
@@ -131,7 +131,7 @@ PAY_AMOUNT = "1250"  # 12.50 yuan
 
 
 def _pos_terminal(card: Path, *extra: str) -> Tmux:
-    return Tmux([sys.executable, "-m", "terminal.app", "--card", str(card), *extra])
+    return Tmux([sys.executable, "-m", "terminal.cli", "--card", str(card), *extra])
 
 
 def _ssn_of(profile: str) -> str:
@@ -295,7 +295,7 @@ def test_quit_asked_right_after_enter_on_a_result(tmp_path: Path, tmux_available
     screen change that Enter made replaced the question)."""
     card = tmp_path / "card.json"
     profiles.new_card("employee-enabled", card)
-    term = Tmux([sys.executable, "-m", "terminal.app", "--card", str(card)])
+    term = Tmux([sys.executable, "-m", "terminal.cli", "--card", str(card)])
     try:
         term.wait_for("1  消费", "已插卡")
         term.type("3")

@@ -45,8 +45,9 @@ from host.api import DebitStatus
 from host.cli import seed_file
 from host.sqlite import SqliteHost
 from terminal import strings
-from terminal.app import CardChanged, Options, PosApp
+from terminal.app import Options, PosApp
 from terminal.flow import Stage
+from terminal.messages import CardChanged
 from terminal.rules import Settings
 from terminal.screens.confirm import ConfirmScreen
 from terminal.screens.menu import MenuScreen
@@ -767,7 +768,7 @@ async def test_19_a_mute_card_times_out_then_busy_then_works(tmp_path: Path) -> 
 
 
 def _run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    from terminal.app import main
+    from terminal.cli import main
 
     code = main(args)
     err = capsys.readouterr().err

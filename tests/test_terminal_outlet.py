@@ -33,7 +33,8 @@ from textual.widgets import Static
 
 from cardio.card.state import LifeCycle, PinState
 from cardio.identity import check_digit, id_problem, mask_id
-from terminal.app import PosApp, build, main, parse_args
+from terminal.app import PosApp
+from terminal.cli import build, main, parse_args
 from terminal.screens.menu import MenuScreen
 from terminal.screens.stages import IdScreen, PinScreen, ResultScreen
 

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from cardio.card import profiles, store
-from terminal.app import build, parse_args
+from terminal.cli import build, parse_args
 
 ENABLED_PIN = "802613"  # fixtures/README.md
 

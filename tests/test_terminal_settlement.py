@@ -42,7 +42,8 @@ from cardio.readers.virtual import VirtualReader
 from host.api import Debit, DebitStatus, HostError, Transaction
 from host.cli import seed_file
 from host.sqlite import SqliteHost
-from terminal.app import Options, PosApp, build, parse_args
+from terminal.app import Options, PosApp
+from terminal.cli import build, parse_args
 from terminal.flow import Stage
 from terminal.rules import Settings
 

@@ -43,6 +43,8 @@ class Reader(ABC):
     """A slot that may hold a card. One connection at a time; `transmit` handles T=0 habits."""
 
     name: str
+    # The card can be put in and pulled out by software (a virtual slot): toggle().
+    can_toggle: bool = False
 
     def __init__(self, trace: Trace | None = None) -> None:
         self.trace = trace
@@ -106,6 +108,15 @@ class Reader(ABC):
             listeners = list(self._listeners)
         for listener in listeners:
             listener(event)
+
+    def toggle(self) -> None:
+        """Put the card in, or pull it out (only where can_toggle)."""
+        raise NotImplementedError(f"{self.name}: the card cannot be moved by software")
+
+    def watch(self) -> object | None:
+        """Start reporting insertions and removals to subscribers. A slot that reports
+        them as they happen (a virtual one) needs nothing: the default does nothing."""
+        return None
 
     def close(self) -> None:
         """Stop watching and let the card go."""

@@ -14,6 +14,8 @@ from cardio.readers.errors import NoCardError
 class VirtualReader(Reader):
     """Holds the card file locked while the card is inserted, as a real slot holds a card."""
 
+    can_toggle = True
+
     def __init__(self, card_path: CardPath, *, inserted: bool = True,
                  trace: Trace | None = None):
         super().__init__(trace)
@@ -51,6 +53,13 @@ class VirtualReader(Reader):
         if store is not None:
             store.close()
         self._emit(CardEvent(EventKind.REMOVED, self.name))
+
+    def toggle(self) -> None:
+        """F2: the card in if it is out, out if it is in."""
+        if self._card is None:
+            self.insert()
+        else:
+            self.remove()
 
     def card_present(self) -> bool:
         return self._card is not None

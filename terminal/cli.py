@@ -1,0 +1,218 @@
+"""`pos-terminal`: the command line. Parses the options, builds the reader, the host and
+the app (terminal/app.py), and turns every start-up problem into one line and an exit
+status: 2 for what was given (a path, a file's content), 1 for the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from cardio.card import profiles, store
+from cardio.card.state import CardFileError
+from cardio.outlet import OutletError
+from cardio.readers.base import Reader
+from cardio.readers.errors import ReaderError
+from cardio.readers.virtual import VirtualReader
+from cardio.resources import open_private_log, private_folders, read_small_file, user_dir
+from cardio.usage import OneLineParser, one_line
+from host.api import HostError, SettlementHost
+from terminal.app import DEFAULT_TIMEOUT, Options, PosApp
+from terminal.rules import Settings
+from terminal.worker import DEFAULT_CARD_TIMEOUT, OutletSetup
+
+DEFAULT_PROFILE = "employee-new"
+DEFAULT_UPGRADE_DATE = dt.date(2020, 4, 13)  # S8: in the past, so the upgrade is in force
+
+
+def default_card() -> Path:
+    """The embedded default: a virtual employee-new card in the user data folder."""
+    folder = user_dir() / "cards"
+    private_folders(folder)
+    path = folder / f"{DEFAULT_PROFILE}.json"
+    if not path.exists():
+        profiles.new_card(DEFAULT_PROFILE, path)
+    return path
+
+
+def load_phones(path: Path | None) -> dict[str, str]:
+    """Holders' phone numbers by social security number (S15's phone rule)."""
+    if path is None:
+        from cardio.resources import data_dir
+
+        path = data_dir("holders") / "holders.json"
+        if not path.exists():
+            return {}
+    text = read_small_file(path, "holders file")
+    try:
+        doc = json.loads(text)
+        holders = doc.get("holders") if isinstance(doc, dict) else None
+        if not isinstance(holders, list) or not all(isinstance(h, dict) for h in holders):
+            raise ValueError
+        phones = {h["ssn"]: h["phone"] for h in holders if h.get("phone") is not None}
+        if not all(isinstance(v, str) for pair in phones.items() for v in pair):
+            raise ValueError
+        return phones
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise ValueError(f"{path}: not a holders file (JSON with a list 'holders' of "
+                         "objects with text 'ssn' and 'phone'); fix it or leave --holders out"
+                         ) from None
+
+
+def start_log(path: Path) -> None:
+    """Where the terminal's own log goes (host, outlet, card file problems): Textual owns
+    the screen and stderr while it runs."""
+    handler = logging.StreamHandler(open_private_log(path))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def receipts_folder(text: str) -> Path:
+    """--receipts: a folder we can write into, checked before the first payment."""
+    if not text:
+        raise ValueError("the --receipts folder is empty; give a folder name")
+    path = Path(text)
+    try:
+        private_folders(path)
+    except OSError as e:
+        raise ValueError(f"{path} cannot be made a receipts folder ({e.strerror}); give "
+                         "a folder you can write") from None
+    if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"{path} is not a folder you can write; give another --receipts")
+    return path
+
+
+def terminal_id(text: str) -> str:
+    """--terminal-id: printed on receipts and stored with every debit."""
+    if not (0 < len(text) <= 32 and text.isascii() and all(c.isalnum() or c in "-_"
+                                                           for c in text)):
+        raise argparse.ArgumentTypeError(
+            f"{text[:40]!r} is not a terminal id: 1 to 32 letters, digits, '-' or '_'")
+    return text
+
+
+def seconds(text: str) -> float:
+    """A number of seconds, 0 or more (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"seconds must be from 0 to 86400, not {text}")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = OneLineParser(prog="pos-terminal", description="Pharmacy PIN pad.")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--card", metavar="PATH", help="a card file (virtual card)")
+    where.add_argument("--reader", metavar="NAME|INDEX", help="a PC/SC reader")
+    p.add_argument("--upgrade-date", metavar="YYYY-MM-DD", type=dt.date.fromisoformat,
+                   default=DEFAULT_UPGRADE_DATE, help="the system upgrade date (S8)")
+    p.add_argument("--lang", choices=("zh", "en"), default="zh")
+    p.add_argument("--trace", metavar="FILE", type=Path, help="append the APDU trace here")
+    p.add_argument("--holders", metavar="FILE", type=Path, help="holders' phones (JSON)")
+    p.add_argument("--timeout", metavar="SECONDS", type=seconds, default=DEFAULT_TIMEOUT,
+                   help="how long a prompt or result waits for the holder before going back "
+                        f"to idle (default {DEFAULT_TIMEOUT:g}; 0: no limit, for demos)")
+    p.add_argument("--card-timeout", metavar="SECONDS", type=seconds,
+                   default=DEFAULT_CARD_TIMEOUT,
+                   help="how long a card command may take before the card is reported as "
+                        f"not responding (default {DEFAULT_CARD_TIMEOUT:g}; 0: no limit)")
+    p.add_argument("--quiet", action="store_true", help="no bell on errors")
+    p.add_argument("--log", metavar="FILE", type=Path,
+                   help="the terminal's own log (default: pos-terminal.log in the user data "
+                        "folder); never a PIN")
+    outlet = p.add_argument_group("service outlet")
+    outlet.add_argument("--outlet", action="store_true",
+                        help="the service outlet's operations (reset, restore, cancel, activate)")
+    keys = outlet.add_mutually_exclusive_group()
+    keys.add_argument("--key", metavar="FILE", type=Path, help="issuer master key file (mode 600)")
+    keys.add_argument("--test-key", action="store_true", help="the fixture cards' public test key")
+    outlet.add_argument("--operator", default=None, help="who operates (for the outlet log)")
+    outlet.add_argument("--outlet-log", metavar="FILE", type=Path, help="the outlet log")
+    settle = p.add_argument_group("settlement")
+    settle.add_argument("--host-db", metavar="PATH", type=Path,
+                        help="the settlement host's database (default: user data folder)")
+    settle.add_argument("--terminal-id", default="POS-0001", type=terminal_id,
+                        help="this terminal's id (1 to 32 letters, digits, '-', '_')")
+    settle.add_argument("--receipts", metavar="DIR",
+                        help="also write each receipt as a text file here")
+    args = p.parse_args(argv)
+    if args.outlet and not (args.key or args.test_key):
+        p.error("--outlet needs the issuer key: --key FILE (or --test-key for test cards)")
+    return args
+
+
+def open_host(db: Path | None) -> SettlementHost:
+    from host.cli import default_db, seed_file
+    from host.sqlite import SqliteHost
+
+    return SqliteHost(db or default_db(), seed=seed_file())
+
+
+def outlet_setup(args: argparse.Namespace) -> OutletSetup | None:
+    if not args.outlet:
+        return None
+    import getpass
+
+    from cardio import outlet
+    from cardio.cli import default_outlet_log
+
+    key = outlet.fixture_master_key() if args.test_key else outlet.load_key(args.key)
+    log = args.outlet_log or default_outlet_log()
+    outlet.OutletLog(log).check_writable()  # before the first holder, not after
+    return OutletSetup(key, args.operator or getpass.getuser(), log)
+
+
+def build(args: argparse.Namespace) -> PosApp:
+    """The app for these arguments; raises ReaderError / StoreError with a clear message."""
+    settings = Settings(upgrade_date=args.upgrade_date)  # today: read at each decision
+    options = Options(settings, lang=args.lang,
+                      trace_file=args.trace, phones=load_phones(args.holders),
+                      outlet=outlet_setup(args), host=open_host(args.host_db),
+                      terminal_id=args.terminal_id,
+                      receipts=receipts_folder(args.receipts) if args.receipts is not None
+                      else None,
+                      timeout=args.timeout, card_timeout=args.card_timeout,
+                      quiet=args.quiet)
+    reader: Reader
+    if args.reader is not None:
+        from cardio.readers import pcsc
+
+        reader = pcsc.PcscReader(pcsc.resolve(args.reader))
+    else:
+        reader = VirtualReader(store.card_path(args.card) if args.card is not None
+                               else default_card())
+    return PosApp(reader, options)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        app = build(args)
+        start_log(args.log or user_dir() / "pos-terminal.log")
+    except (ReaderError, store.StoreError, CardFileError, OutletError, HostError,
+            ValueError) as e:
+        print(f"pos-terminal: {one_line(str(e))}", file=sys.stderr)
+        bad_input = isinstance(e, (CardFileError, ValueError, store.CardPathError))
+        return 2 if bad_input else 1  # as cardio: 2 for what was given, 1 for the rest
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"pos-terminal: {where}{e.strerror or e}; check the path and its permissions",
+              file=sys.stderr)
+        return 1
+    app.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
