@@ -22,7 +22,6 @@ from textual.timer import Timer
 
 from cardio.card import store
 from cardio.outlet import Operation
-from cardio.pin import PIN_LENGTH
 from cardio.readers.base import CardEvent, EventKind, Reader
 from cardio.readers.errors import ReaderBusyError, ReaderError
 from cardio.resources import open_private_log
@@ -30,7 +29,6 @@ from cardio.trace import failure
 from host.api import SettlementHost
 from terminal import strings
 from terminal.flow import (
-    MAX_AMOUNT_DIGITS,
     Command,
     Flow,
     Purpose,
@@ -38,9 +36,10 @@ from terminal.flow import (
     Settle,
     Stage,
     View,
+    typed,
 )
 from terminal.messages import CardChanged, CardFileProblem, CardResult, TraceLine
-from terminal.outlet_flow import ID_LENGTH, TITLES, OutletFlow, RunOutlet
+from terminal.outlet_flow import TITLES, OutletFlow, RunOutlet
 from terminal.rules import Settings
 from terminal.screens.base import PadScreen
 from terminal.screens.confirm import ConfirmScreen
@@ -60,8 +59,6 @@ MENU_CHOICES = {"1": Purpose.PAY, "2": Purpose.CHANGE, "3": Purpose.INFO}
 OUTLET_CHOICES = {"1": Operation.RESET_PIN, "2": Operation.RESTORE_INITIAL,
                   "3": Operation.CANCEL_PIN, "4": Operation.ACTIVATE}
 FLOW_TITLES = {Purpose.PAY: "pay", Purpose.CHANGE: "change", Purpose.INFO: "info"}
-ENTRY_LIMITS = {Stage.AMOUNT: MAX_AMOUNT_DIGITS, Stage.ID_NUMBER: ID_LENGTH,
-                Stage.CONFIRM_AMOUNT: 0}
 DEFAULT_TIMEOUT = 30.0  # seconds, like a real PIN pad's prompt
 NOTICE_SECONDS = 3.0  # how long 交易已取消 / 操作超时 stays before the menu
 MIN_SIZE = (60, 18)  # columns, rows: the pad with its PIN field whole
@@ -227,14 +224,10 @@ class PosApp(App[None], inherit_bindings=False):
                 self.start_flow(choice)
 
     def _edit(self, name: str, view: View) -> None:
-        stage = view.stage
-        limit = ENTRY_LIMITS.get(stage, PIN_LENGTH)
-        # X ends some ID numbers: it is taken only as their last character.
-        x_ok = name == "X" and stage is Stage.ID_NUMBER and len(self.entry) == ID_LENGTH - 1
-        if name.isdigit() or x_ok:
-            leading_zero = stage is Stage.AMOUNT and not self.entry and name == "0"
-            if len(self.entry) < limit and not leading_zero:
-                self._set_entry(self.entry + name)
+        if name.isdigit() or name == "X":
+            text = typed(view.stage, self.entry, name)  # the stage's own input rules
+            if text != self.entry:
+                self._set_entry(text)
         elif name == "back":
             self._set_entry(self.entry[:-1])
         elif name == "clear":

@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from cardio import identity
-from cardio.pin import PinFormatError, check_format
+from cardio.pin import PIN_LENGTH, PinFormatError, check_format
 from cardio.protocol import CardInfo, PinOutcome
 from host.api import Debit, DebitStatus, format_fen
 from terminal import rules
 from terminal.rules import CardFacts, Decision, Settings
 
 MAX_AMOUNT_DIGITS = 8  # up to 999999.99 yuan
+ID_LENGTH = 18  # a resident ID number (the outlet types it)
 
 
 class Purpose(StrEnum):
@@ -47,6 +48,8 @@ ENTRY_STAGES = {Stage.AMOUNT, Stage.ID_NUMBER, Stage.PIN, Stage.NEW_PIN, Stage.C
 PIN_STAGES = {Stage.PIN, Stage.NEW_PIN, Stage.CONFIRM_PIN}
 FINAL_STAGES = {Stage.RESULT, Stage.INFO}
 INPUT_STAGES = ENTRY_STAGES | {Stage.CONFIRM_AMOUNT}  # Enter is taken here
+ENTRY_LIMITS = {Stage.AMOUNT: MAX_AMOUNT_DIGITS, Stage.ID_NUMBER: ID_LENGTH,
+                Stage.CONFIRM_AMOUNT: 0}  # other entry stages: a PIN's length
 # Nothing is in flight on these: the holder's time is limited (--timeout).
 TIMED_STAGES = INPUT_STAGES | FINAL_STAGES | {Stage.INSERT}
 
@@ -55,6 +58,19 @@ class Tone(StrEnum):
     PLAIN = "plain"
     OK = "ok"
     ERROR = "error"
+
+
+def typed(stage: Stage, entry: str, key: str) -> str:
+    """The entry after `key` on `stage`: what the stage takes and no more. ASCII digits
+    up to the stage's length; an amount never starts with 0; X only as the last
+    character of an ID number (some end in X)."""
+    if len(entry) >= ENTRY_LIMITS.get(stage, PIN_LENGTH):
+        return entry
+    if key in "0123456789" and len(key) == 1:
+        return entry if stage is Stage.AMOUNT and not entry and key == "0" else entry + key
+    if key == "X" and stage is Stage.ID_NUMBER and len(entry) == ID_LENGTH - 1:
+        return entry + key
+    return entry
 
 
 @dataclass(frozen=True)

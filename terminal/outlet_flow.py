@@ -30,7 +30,6 @@ class RunOutlet:
     new_pin: str | None = field(default=None, repr=False)
 
 
-ID_LENGTH = 18
 TITLES = {
     Operation.RESET_PIN: "menu_reset",
     Operation.RESTORE_INITIAL: "menu_restore",

@@ -867,3 +867,32 @@ def test_e2e_info_purpose(insert) -> None:
     assert info.category == "1"
     assert info.scheme == "170"
     assert info.status == PinStatus(LifeCycle.ACTIVE, PinState.INITIAL, 6, 6)
+
+
+# --- what each entry stage takes (issue 10: input rules in the flow, not the screen) -------
+
+
+@pytest.mark.parametrize(("stage", "entry", "key", "after"), [
+    (Stage.PIN, "", "8", "8"),
+    (Stage.PIN, "80261", "3", "802613"),
+    (Stage.PIN, "802613", "4", "802613"),  # six digits at most
+    (Stage.NEW_PIN, "12345", "6", "123456"),
+    (Stage.PIN, "", "X", ""),  # X only in ID numbers
+    (Stage.PIN, "", "８", ""),  # ASCII digits only
+    (Stage.AMOUNT, "", "0", ""),  # an amount never starts with 0
+    (Stage.AMOUNT, "1", "0", "10"),
+    (Stage.AMOUNT, "1234567", "8", "12345678"),
+    (Stage.AMOUNT, "12345678", "9", "12345678"),  # 999999.99 yuan at most
+    (Stage.ID_NUMBER, "", "0", "0"),
+    (Stage.ID_NUMBER, "", "X", ""),  # X only as the 18th character
+    (Stage.ID_NUMBER, "1101051949100", "X", "1101051949100"),
+    (Stage.ID_NUMBER, "11010519491001001", "X", "11010519491001001X"),
+    (Stage.ID_NUMBER, "11010519491001001X", "X", "11010519491001001X"),
+    (Stage.ID_NUMBER, "11010519491001001X", "1", "11010519491001001X"),
+    (Stage.CONFIRM_AMOUNT, "", "1", ""),  # nothing is typed on the amount's confirmation
+])
+def test_typed_takes_what_the_stage_takes(stage: Stage, entry: str, key: str,
+                                          after: str) -> None:
+    from terminal.flow import typed
+
+    assert typed(stage, entry, key) == after
