@@ -15,7 +15,7 @@ MAC_LENGTH = 4
 CHALLENGE_LENGTH = 8
 
 
-def _sm4(key: bytes, mode: modes.Mode, data: bytes) -> bytes:
+def _sm4(key: bytes, mode: modes.ECB | modes.CBC, data: bytes) -> bytes:
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
     encryptor = Cipher(algorithms.SM4(key), mode).encryptor()

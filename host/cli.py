@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -139,8 +139,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     bad input (argparse's too), 1 for anything else; never a traceback."""
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace, TextIO], int] = args.func
     try:
-        return args.func(args, out)
+        return func(args, out)
     except UsageError as e:
         _say(e)
         return EXIT_USAGE

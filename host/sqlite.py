@@ -310,7 +310,7 @@ class SqliteHost:
         return HostError(f"{self.path}: the {table} row {rowid} ({label}) {what}; correct or "
                          "delete that row, or restore the host database from a backup")
 
-    def _holder_of(self, row: tuple) -> Holder:
+    def _holder_of(self, row: tuple[object, ...]) -> Holder:
         rowid, ssn, name, phone, scheme, fen, lost = row
         label = (f"holder {mask_id(ssn)}" if isinstance(ssn, str) and ssn
                  else "a holder without a number")
@@ -332,7 +332,7 @@ class SqliteHost:
             raise bad("has a lost flag that is neither 0 nor 1")
         return Holder(ssn, name, phone, scheme, fen, bool(lost))
 
-    def _transaction_of(self, row: tuple) -> Transaction:
+    def _transaction_of(self, row: tuple[object, ...]) -> Transaction:
         rowid, txn_id, terminal_id, card_number, ssn, amount, time, status, after = row
         label = (f"payment {txn_id[:40]!r}" if isinstance(txn_id, str) and txn_id
                  else "a payment without a transaction id")
@@ -342,10 +342,12 @@ class SqliteHost:
 
         if not isinstance(txn_id, str) or not txn_id:
             raise bad("has no transaction id as text")
-        for column, value in (("terminal id", terminal_id), ("card number", card_number),
-                              ("social security number", ssn)):
-            if not isinstance(value, str):
-                raise bad(f"has a {column} that is not text")
+        if not isinstance(terminal_id, str):
+            raise bad("has a terminal id that is not text")
+        if not isinstance(card_number, str):
+            raise bad("has a card number that is not text")
+        if not isinstance(ssn, str):
+            raise bad("has a social security number that is not text")
         if type(amount) is not int or amount <= 0:
             raise bad("has an amount that is not a whole number of fen above 0")
         if not isinstance(time, str):

@@ -316,8 +316,8 @@ class PosApp(App[None], inherit_bindings=False):
         self._arm_timer()
         cls = SCREENS[view.stage]
         current = self.screen
-        same_screen = not new and type(current) is cls and isinstance(current, StageScreen)
-        if same_screen and (view.entry or current.view.stage is view.stage):
+        if (not new and type(current) is cls and isinstance(current, StageScreen)
+                and (view.entry or current.view.stage is view.stage)):
             current.show(view)
             return
         self._switch(cls(view))

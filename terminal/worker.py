@@ -39,7 +39,7 @@ from cardio.readers.errors import (
 from cardio.resources import private_folders
 from cardio.trace import failure
 from host.api import Debit, HostError, SettlementHost, format_fen
-from terminal.flow import Account, Command, Flow, ReadCard, Settle, Stage, Verify
+from terminal.flow import Account, ChangePin, Command, Flow, ReadCard, Settle, Stage, Verify
 from terminal.outlet_flow import OutletFlow, RunOutlet
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,9 @@ def _run(desk: Desk, command: Command | RunOutlet) -> Result:
         return _outlet(desk).run(command.operation, command.id_number, command.new_pin)
     if isinstance(command, Verify):
         return card.verify(command.pin)
-    return card.change_pin(command.old, command.new)
+    if isinstance(command, ChangePin):
+        return card.change_pin(command.old, command.new)
+    raise TypeError(f"not a card command: {type(command).__name__}")
 
 
 def _account(desk: Desk, info: CardInfo) -> Account | None:
