@@ -26,7 +26,6 @@ from cardio.protocol import CardCommandError, NotASocialSecurityCard
 from cardio.readers.base import Reader
 from cardio.readers.errors import ReaderError
 from cardio.readers.virtual import VirtualReader
-from cardio.resources import user_dir
 from cardio.trace import command_line, failure, response_line
 from cardio.usage import OneLineParser, one_line
 
@@ -235,7 +234,7 @@ def cmd_outlet(args: argparse.Namespace, out: TextIO) -> int:
         if value == "":
             raise UsageError(f"the {option} path is empty; give a file name")
     key = outlet.fixture_master_key() if args.test_key else outlet.load_key(Path(args.key))
-    log = outlet.OutletLog(Path(args.log) if args.log is not None else default_outlet_log())
+    log = outlet.OutletLog(Path(args.log) if args.log is not None else outlet.default_log())
     log.check_writable()  # a log we may not use is refused before the PIN is asked for
     try:
         new_pin = outlet.ask_new_pin() if operation is outlet.Operation.RESET_PIN else None
@@ -255,10 +254,6 @@ def cmd_outlet(args: argparse.Namespace, out: TextIO) -> int:
     print(f"online query password (查询密码, not the card PIN): {result.query_password}",
           file=out)
     return EXIT_OK
-
-
-def default_outlet_log() -> Path:
-    return user_dir() / "outlet.log"
 
 
 def cmd_script(args: argparse.Namespace, out: TextIO) -> int:

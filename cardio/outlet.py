@@ -127,6 +127,11 @@ FILE_MODE = 0o600  # the log names holders (masked) and operators: only its owne
 STARTED = "started"  # the result of an intent line, written before the card command
 
 
+def default_log() -> Path:
+    """The outlet log in the user data folder (cardio outlet, pos-terminal --outlet)."""
+    return resources.user_dir() / "outlet.log"
+
+
 class OutletLogError(OutletError):
     """The outlet log could not take a line; the message says whether the card changed."""
 

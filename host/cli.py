@@ -12,21 +12,9 @@ from typing import TextIO
 from cardio import identity
 from cardio.usage import OneLineParser, one_line
 from host.api import Holder, HostError, format_fen
-from host.sqlite import SqliteHost
+from host.sqlite import SqliteHost, default_db, seed_file
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def default_db() -> Path:
-    from cardio.resources import user_dir
-
-    return user_dir() / "host.sqlite3"
-
-
-def seed_file() -> Path:
-    from cardio.resources import data_dir
-
-    return data_dir("holders") / "holders.json"
 
 
 def open_host(db: str | None) -> SqliteHost:

@@ -74,6 +74,20 @@ _SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
 _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 13, 14
 
 
+def default_db() -> Path:
+    """The embedded host's database: the user data folder (what `make run` uses)."""
+    from cardio.resources import user_dir
+
+    return user_dir() / "host.sqlite3"
+
+
+def seed_file() -> Path:
+    """The test holders a new database is seeded with."""
+    from cardio.resources import data_dir
+
+    return data_dir("holders") / "holders.json"
+
+
 def now() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
 

@@ -153,8 +153,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def open_host(db: Path | None) -> SettlementHost:
-    from host.cli import default_db, seed_file
-    from host.sqlite import SqliteHost
+    from host.sqlite import SqliteHost, default_db, seed_file
 
     return SqliteHost(db or default_db(), seed=seed_file())
 
@@ -165,10 +164,9 @@ def outlet_setup(args: argparse.Namespace) -> OutletSetup | None:
     import getpass
 
     from cardio import outlet
-    from cardio.cli import default_outlet_log
 
     key = outlet.fixture_master_key() if args.test_key else outlet.load_key(args.key)
-    log = args.outlet_log or default_outlet_log()
+    log = args.outlet_log or outlet.default_log()
     outlet.OutletLog(log).check_writable()  # before the first holder, not after
     return OutletSetup(key, args.operator or getpass.getuser(), log)
 

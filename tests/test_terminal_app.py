@@ -45,8 +45,7 @@ from textual.widgets import Button
 
 from cardio.card import store
 from cardio.card.state import CardFileError, LifeCycle, PinState
-from host.cli import seed_file
-from host.sqlite import SqliteHost
+from host.sqlite import SqliteHost, seed_file
 from terminal import strings
 from terminal.cli import build, main, parse_args
 from terminal.flow import Stage

@@ -42,8 +42,7 @@ from cardio.card.state import PinState
 from cardio.readers.base import CardEvent, EventKind
 from cardio.readers.virtual import VirtualReader
 from host.api import DebitStatus
-from host.cli import seed_file
-from host.sqlite import SqliteHost
+from host.sqlite import SqliteHost, seed_file
 from terminal import strings
 from terminal.app import Options, PosApp
 from terminal.flow import Stage

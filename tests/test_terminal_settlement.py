@@ -40,8 +40,7 @@ from textual.pilot import Pilot
 
 from cardio.readers.virtual import VirtualReader
 from host.api import Debit, DebitStatus, HostError, Transaction
-from host.cli import seed_file
-from host.sqlite import SqliteHost
+from host.sqlite import SqliteHost, seed_file
 from terminal.app import Options, PosApp
 from terminal.cli import build, parse_args
 from terminal.flow import Stage
