@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from cardio import mac, pin, sw
 from cardio.apdu import command, split_response
 from cardio.mac import CHALLENGE_LENGTH
-from cardio.model import SSSE_NAME, LifeCycle, PinState
+from cardio.model import (
+    LIFE_CYCLE_BYTES,
+    PIN_STATE_OF_BYTE,
+    SSSE_NAME,
+    Ins,
+    LifeCycle,
+    PinState,
+)
 from cardio.readers.base import Reader
 
 SFI_CARD, SFI_HOLDER, SFI_MEDICAL = 0x05, 0x06, 0x05
@@ -120,16 +127,16 @@ class SocialSecurityCard:
 
     def pin_status(self) -> PinStatus:
         """GET DATA C1 (emulator convention, §5); a real card's fallback: the status query."""
-        data, status = self._send(command(0x80, 0xCA, 0x00, 0xC1, le=0))
+        data, status = self._send(command(0x80, Ins.GET_DATA, 0x00, 0xC1, le=0))
         if status == sw.OK and len(data) == 6 and data[:2] == b"\xC1\x04":
             life, state, left, limit = data[2:]
             return PinStatus(
-                LifeCycle.ACTIVE if life == 0x01 else LifeCycle.NOT_ACTIVATED,
-                list(PinState)[state] if state < len(PinState) else None,
-                left, limit,
+                LifeCycle.ACTIVE if life == LIFE_CYCLE_BYTES[LifeCycle.ACTIVE]
+                else LifeCycle.NOT_ACTIVATED,
+                PIN_STATE_OF_BYTE.get(state), left, limit,
             )
         # Never a guessed PIN: the empty VERIFY costs no try.
-        _, status = self._send(command(0x00, 0x20, 0x00, 0x00))
+        _, status = self._send(command(0x00, Ins.VERIFY, 0x00, 0x00))
         if status == sw.PIN_BLOCKED:
             return PinStatus(LifeCycle.ACTIVE, None, 0, None)
         if status == sw.CONDITIONS_NOT_SATISFIED:

@@ -18,9 +18,10 @@ import traceback
 from pathlib import Path
 
 from cardio.apdu import to_hex
+from cardio.model import PIN_INS, Ins
 
 MASK = "**"
-PIN_INS = frozenset((0x20, 0x24, 0x2C, 0x5E))  # VERIFY, CHANGE REFERENCE, RESET RETRY, PBOC
+
 _LC = 4
 _DATA = 5
 _EXT_DATA = 7  # extended length: 00 Lc1 Lc2, then the data
@@ -49,7 +50,7 @@ def _masked(command: bytes) -> set[int]:
         return set() if lc == 0 else {_LC}
     if lc and lc in (n - _DATA, n - _DATA - 1):  # short: Lc, data, maybe Le
         hidden = set(range(_DATA, n))
-        if (ins != 0x20 and lc == 7 and command[_DATA + 3] == 0xFF
+        if (ins != Ins.VERIFY and lc == 7 and command[_DATA + 3] == 0xFF
                 and not _secure_messaging(cla)):
             hidden.discard(_DATA + 3)  # old || FF || new: the separator is no secret
         return hidden

@@ -18,6 +18,7 @@ from cardio.apdu import Apdu
 from cardio.card import files
 from cardio.card.state import CardState, LifeCycle, PinHash, PinState
 from cardio.card.store import CardWriteError, MemoryStore, Store
+from cardio.model import CHANGE_PIN, LIFE_CYCLE_BYTES, PIN_STATE_BYTES, Ins
 from cardio.sw import CardError
 from cardio.trace import failure
 
@@ -266,9 +267,8 @@ class VirtualCard:
         self._no_data(apdu)
         self._exact_le(apdu, 6)
         s = self._state
-        life = 0x01 if s.life_cycle is LifeCycle.ACTIVE else 0x00
-        pin_state = list(PinState).index(s.pin_state)
-        return bytes((0xC1, 0x04, life, pin_state, s.tries_left, s.try_limit))
+        return bytes((0xC1, 0x04, LIFE_CYCLE_BYTES[s.life_cycle], PIN_STATE_BYTES[s.pin_state],
+                      s.tries_left, s.try_limit))
 
     def get_challenge(self, apdu: Apdu) -> bytes:
         self._p1p2(apdu, 0, 0)
@@ -338,14 +338,14 @@ class VirtualCard:
 
 
 _COMMANDS: dict[tuple[int, int], Handler] = {
-    (0x00, 0xA4): VirtualCard.select,
-    (0x00, 0xB2): VirtualCard.read_record,
-    (0x00, 0x20): VirtualCard.verify,
-    (0x80, 0x5E): VirtualCard.change_pin,
-    (0x80, 0xCA): VirtualCard.get_data,
-    (0x00, 0x84): VirtualCard.get_challenge,
+    (0x00, Ins.SELECT): VirtualCard.select,
+    (0x00, Ins.READ_RECORD): VirtualCard.read_record,
+    (0x00, Ins.VERIFY): VirtualCard.verify,
+    (0x80, CHANGE_PIN): VirtualCard.change_pin,
+    (0x80, Ins.GET_DATA): VirtualCard.get_data,
+    (0x00, Ins.GET_CHALLENGE): VirtualCard.get_challenge,
 }
 _OUTLET: dict[int, Callable[[VirtualCard, Apdu, bytes], bytes]] = {
-    0x5E: VirtualCard.outlet_pin,
-    0x18: VirtualCard.outlet_activate,
+    Ins.OUTLET_PIN: VirtualCard.outlet_pin,
+    Ins.OUTLET_ACTIVATE: VirtualCard.outlet_activate,
 }
