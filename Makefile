@@ -30,8 +30,11 @@ pcsc: $(STAMP)
 run: $(STAMP)
 	$(BIN)/pos-terminal
 
+# ruff, the types (mypy --strict) and the layers (import-linter, pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy cardio host terminal
+	$(BIN)/lint-imports
 
 test: $(STAMP) pcsc lint
 	$(BIN)/python -m pytest
