@@ -1,4 +1,4 @@
-# The two commands a newcomer needs: `make run` and `make test`.
+# The two commands a newcomer needs: `make run` and `make test` (`make check` while editing).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +10,14 @@ PCSC_DEBS := pcscd vsmartcard-vpcd pcsc-tools opensc libpcsclite-dev swig pkg-co
 # The benchmark also runs vsmartcard's own virtual card, for comparison.
 BENCH_DEBS := vsmartcard-vpicc python3-pycryptodome
 
-.PHONY: run test lint pcsc bench clean
+# pytest-xdist: JOBS workers (default: one per CPU core, `-n auto`). The PC/SC tests share
+# one worker (--dist loadgroup, pyproject.toml). Python caches bytecode in the venv even
+# when PYTHONDONTWRITEBYTECODE is set: every test's subprocess imports the same modules.
+JOBS ?= auto
+PYTEST := env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(CURDIR)/$(VENV)/pycache \
+	$(BIN)/python -m pytest -n $(JOBS)
+
+.PHONY: run test check lint pcsc bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,8 +43,13 @@ lint: $(STAMP)
 	$(BIN)/mypy cardio host terminal
 	$(BIN)/lint-imports
 
+# Everything, the slow and the PC/SC tests too.
 test: $(STAMP) pcsc lint
-	$(BIN)/python -m pytest
+	$(PYTEST)
+
+# The edit-run loop: all but the `slow` and `pcsc` tests.
+check: $(STAMP) lint
+	$(PYTEST) -m "not slow and not pcsc"
 
 bench: $(STAMP) pcsc
 	@tools/system-deps.sh $(BENCH_DEBS)

@@ -20,6 +20,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
 PCSCD_SOCKET = Path("/run/pcscd/pcscd.comm")
 DEBIAN_VPCD_PORT = 35963
@@ -38,6 +41,13 @@ def missing() -> str | None:
     if not VPCD_DRIVER.exists():
         return "the vpcd driver is not installed (Debian package vsmartcard-vpcd)"
     return None
+
+
+def unavailable(reason: str) -> None:
+    """Skip the test, except under CI=true, where a missing PC/SC stack is a failure."""
+    if IN_CI:
+        pytest.fail(f"PC/SC stack required under CI=true: {reason}", pytrace=False)
+    pytest.skip(f"PC/SC stack not available: {reason}")
 
 
 def slot_name(slot: int) -> str:
@@ -130,13 +140,21 @@ class PcscStack:
     proc: subprocess.Popen | None = None
     served: list[ServedCard] = field(default_factory=list)
     _lock_fd: int | None = None
+    _serial: int = 0  # names the serve logs: never the log of an earlier card
 
     # --- pcscd --------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Take the machine's one pcscd for this run (other runs wait: there is one daemon)."""
+    @property
+    def started(self) -> bool:
+        return self._lock_fd is not None
+
+    def start(self) -> float:
+        """Take the machine's one pcscd for this run (other runs wait: there is one daemon);
+        the seconds spent waiting for another run to let it go."""
         self._lock_fd = os.open(MACHINE_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        waited = time.monotonic()
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        waited = time.monotonic() - waited
         readers = _readers() if PCSCD_SOCKET.exists() else None
         if readers is not None:
             # Someone else's pcscd: usable only if it has vpcd on Debian's default port.
@@ -146,10 +164,11 @@ class PcscStack:
                     "(pcscd.socket too) or add /etc/reader.conf.d/vpcd, then rerun"
                 )
             self.port = int(os.environ.get("SHEBAO_VPCD_PORT", DEBIAN_VPCD_PORT))
-            return
+            return waited
         self.port = pick_port_pair()
         self.owned = True
         self._launch()
+        return waited
 
     def _launch(self) -> None:
         conf = self.workdir / "reader.conf.d"
@@ -182,11 +201,14 @@ class PcscStack:
         self._launch()
 
     def close(self) -> None:
+        """Stop what was started and let the next run have pcscd; start() may follow."""
         for served in self.served:
             with contextlib.suppress(Exception):
                 served.stop()
+        self.served.clear()
         if self.owned:
             self.stop_pcscd()
+            self.owned = False
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -195,7 +217,8 @@ class PcscStack:
 
     def serve(self, path: Path, slot: int = 0, *extra: str, wait: bool = True) -> ServedCard:
         reader = slot_name(slot)
-        log = self.workdir / f"serve-{path.stem}-{len(self.served)}.log"
+        self._serial += 1
+        log = self.workdir / f"serve-{path.stem}-{self._serial}.log"
         out = open(log, "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
             [sys.executable, "-m", "cardio.cli", "serve", str(path),

@@ -134,15 +134,17 @@ def entry_text(app: PosApp) -> str:
 
 
 async def settle(pilot: Pilot) -> None:
-    """Let card workers finish and their answers reach the screen (answers may start more)."""
+    """Let card workers finish and their answers reach the screen (answers may start more).
+
+    A pause returns once the app has handled every message (pilot_waits.py); a worker
+    not yet started counts as unfinished, as a running one does.
+    """
     app = pilot.app
-    for _ in range(10):
+    for _ in range(20):
         await app.workers.wait_for_complete()
         await pilot.pause()
-        if not any(w.is_running for w in app.workers):
-            await pilot.pause()
-            if not any(w.is_running for w in app.workers):
-                return
+        if all(w.is_finished for w in app.workers):
+            return
 
 
 async def type_digits(pilot: Pilot, digits: str) -> None:

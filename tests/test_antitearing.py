@@ -34,6 +34,8 @@ from cardio import pin
 from cardio.card import profiles, store
 from cardio.card.state import CardState, PinState
 
+pytestmark = pytest.mark.slow  # each test SIGKILLs cardio processes many times
+
 PY = sys.executable
 LIMIT = 15  # the largest try limit the format allows: more room between blocks
 

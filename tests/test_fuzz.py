@@ -257,6 +257,7 @@ def test_random_bytes_always_get_a_status_word(profile: str, apdus: list[bytes])
     run_sequence(profile, list(apdus))
 
 
+@pytest.mark.slow  # 300 examples a profile
 @pytest.mark.parametrize("profile", PROFILES)
 @settings(FUZZ, max_examples=300)
 @given(apdus=sequences)
@@ -510,4 +511,4 @@ PinCounter.TestCase.settings = settings(
     max_examples=300, stateful_step_count=50, deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-test_pin_counter_model = PinCounter.TestCase
+test_pin_counter_model = pytest.mark.slow(PinCounter.TestCase)  # a long stateful run

@@ -553,6 +553,7 @@ def test_history_orders_by_time_then_by_arrival(host, monkeypatch):
     assert rows[-1].time == "2025-03-01T09:00:03+08:00"
 
 
+@pytest.mark.slow  # real seconds
 def test_history_of_real_payments_over_seconds(host):
     host.debit("s-1", "POS-01", ZHANG_CARD, ZHANG, 100)
     time.sleep(1.05)

@@ -305,6 +305,7 @@ def test_pin_is_rejected(db, command):
 # --- masking ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a CLI run per field and command
 def test_output_never_shows_the_full_id_or_name(db, tmp_path):
     x_holder(db, tmp_path)
     for i, ssn in enumerate((ZHANG, LI, X_SSN)):

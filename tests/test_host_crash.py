@@ -25,7 +25,10 @@ import pytest
 from host.api import DebitStatus
 from host.sqlite import SqliteHost
 
-pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+pytestmark = [
+    pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL"),
+    pytest.mark.slow,  # SIGKILLs the host many times
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "fixtures" / "holders" / "holders.json"

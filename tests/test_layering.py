@@ -96,3 +96,27 @@ def test_host_side_does_not_load_the_emulator():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+def imported_test_modules(path: Path) -> list[str]:
+    """The test modules (and conftest) the file imports: shared code lives in helpers."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text("utf-8"), str(path))):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        found += [f"{path.name}:{node.lineno} {n}" for n in names
+                  if n.split(".")[0] == "conftest" or n.split(".")[0].startswith("test_")]
+    return found
+
+
+def test_no_test_imports_another_test_module() -> None:
+    found = [hit for path in sorted((ROOT / "tests").glob("*.py"))
+             for hit in imported_test_modules(path)]
+    assert found == []
+
+
+def test_the_test_import_check_finds_one(tmp_path: Path) -> None:
+    sample = tmp_path / "test_sample.py"
+    sample.write_text("import os\nfrom test_vpcd_bridge import frame\nimport conftest\n")
+    assert imported_test_modules(sample) == ["test_sample.py:2 test_vpcd_bridge",
+                                             "test_sample.py:3 conftest"]

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from card_helpers import INITIAL_PIN, SELECT_SSSE, h
 from pcsc_stack import card_present, slot_name, wait_for
-from smartcard.System import readers as pyscard_readers
 
 from cardio.apdu import to_hex
 from cardio.card import profiles, store
@@ -363,6 +362,8 @@ def assert_powered_off_between_sessions(card) -> None:
 
 
 def test_pyscard_default_disconnect_powers_the_card_off(tmp_path, served):
+    from smartcard.System import readers as pyscard_readers  # `served` skips without it
+
     path = new_card(tmp_path, "card")
     card = serve_idle(served, path)
     (slot,) = [r for r in pyscard_readers() if str(r) == card.reader]

@@ -19,6 +19,8 @@ from cardio.card import profiles, store
 from cardio.card.state import PinState
 from cardio.resources import data_dir
 
+pytestmark = pytest.mark.slow  # a real terminal (tmux): waits until the screen stays put
+
 NEW_PIN = "802613"  # passes S15 for the employee-new holder (born 1985-03-12)
 WAIT = 20.0
 STEADY = 0.5  # how long a screen must stay put to count as settled

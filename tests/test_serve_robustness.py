@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from test_vpcd_bridge import (
+from vpcd_fakes import (
     DEADLINE,
     GET_PIN_DATA,
     NOT_VERIFIED,
@@ -50,6 +50,7 @@ from test_vpcd_bridge import (
     expected_atr,
     frame,
     free_port,
+    serving,
 )
 
 from cardio import vpcd
@@ -149,16 +150,8 @@ def test_a_host_or_port_that_cannot_be_one_is_a_usage_error(
 
 @pytest.fixture
 def serve() -> Iterator[Callable[..., Served]]:
-    started: list[Served] = []
-
-    def start(card: Path, *args: str) -> Served:
-        served = Served(card, *args)
-        started.append(served)
-        return served
-
-    yield start
-    for served in started:
-        served.kill()
+    with serving() as start:
+        yield start
 
 
 def two_signals_at_once(pid: int, first: int, second: int) -> None:

@@ -52,6 +52,8 @@ from terminal.flow import Stage
 from terminal.screens.menu import MenuScreen
 from terminal.screens.stages import ResultScreen
 
+pytestmark = pytest.mark.slow  # Pilot through whole flows, key by key: ~0.3-2 s a test
+
 SIZE = (80, 24)
 
 # terminal-rules.md, "What the screen says": exact.

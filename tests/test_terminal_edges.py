@@ -51,6 +51,8 @@ from terminal.rules import Settings
 from terminal.screens.confirm import ConfirmScreen
 from terminal.screens.menu import MenuScreen
 
+pytestmark = pytest.mark.slow  # Pilot through whole flows, key by key: ~0.3-2 s a test
+
 SIZE = (80, 24)
 ZH = {key: strings.text("zh", key) for key in (
     "changed", "removed", "not_debited", "authorised", "take_card", "cancelled", "timed_out",

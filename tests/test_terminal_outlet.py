@@ -38,6 +38,8 @@ from terminal.cli import build, main, parse_args
 from terminal.screens.menu import MenuScreen
 from terminal.screens.stages import IdScreen, PinScreen, ResultScreen
 
+pytestmark = pytest.mark.slow  # Pilot through whole flows, key by key: ~0.3-2 s a test
+
 SIZE = (80, 24)
 OPERATOR = "wang"
 

@@ -46,6 +46,8 @@ from terminal.cli import build, parse_args
 from terminal.flow import Stage
 from terminal.rules import Settings
 
+pytestmark = pytest.mark.slow  # Pilot through whole flows, key by key: ~0.3-2 s a test
+
 SIZE = (80, 24)
 TERMINAL = "POS-0042"
 

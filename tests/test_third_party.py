@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import _unavailable
+from pcsc_stack import unavailable
 
 from cardio.card import profiles
 from cardio.readers import pcsc
@@ -36,8 +36,8 @@ APDUS = [
 def tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        _unavailable(f"{name} is not installed (Debian package "
-                     f"{'pcsc-tools' if name == 'scriptor' else 'opensc'})")
+        unavailable(f"{name} is not installed (Debian package "
+                    f"{'pcsc-tools' if name == 'scriptor' else 'opensc'})")
     assert path is not None
     return path
 
