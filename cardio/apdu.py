@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from cardio import sw
-from cardio.sw import CardError
+from cardio.errors import UsageError
+from cardio.sw import CardError, Sw
 
 _HEX_SEPARATORS = re.compile(r"[\s:]+")
 
 
-class HexError(ValueError):
+class HexError(UsageError, ValueError):
     """Text that is not a whole number of hex bytes."""
 
 
@@ -58,20 +58,20 @@ class Apdu:
         """Short APDUs only; anything else raises CardError(6700)."""
         n = len(raw)
         if n < 4:
-            raise CardError(sw.WRONG_LENGTH)
+            raise CardError(Sw.WRONG_LENGTH)
         cla, ins, p1, p2 = raw[0], raw[1], raw[2], raw[3]
         if n == 4:
             return cls(cla, ins, p1, p2)
         if n == 5:
             return cls(cla, ins, p1, p2, le=raw[4] or 256)
         lc = raw[4]
-        if lc == 0:  # extended length: not supported (§ intro)
-            raise CardError(sw.WRONG_LENGTH)
+        if lc == 0:  # extended length: not supported (docs/card.md §3)
+            raise CardError(Sw.WRONG_LENGTH)
         if n == 5 + lc:
             return cls(cla, ins, p1, p2, data=bytes(raw[5:]))
         if n == 6 + lc:
             return cls(cla, ins, p1, p2, data=bytes(raw[5:-1]), le=raw[-1] or 256)
-        raise CardError(sw.WRONG_LENGTH)
+        raise CardError(Sw.WRONG_LENGTH)
 
     def to_bytes(self) -> bytes:
         out = bytearray((self.cla, self.ins, self.p1, self.p2))

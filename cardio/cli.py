@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import getpass
 import io
@@ -20,28 +19,25 @@ from typing import TextIO
 from cardio import identity, vpcd
 from cardio.apdu import HexError, parse_hex, to_hex
 from cardio.card import profiles, store
-from cardio.card.state import CardFileError, CardState
-from cardio.outlet import OutletError
-from cardio.protocol import CardCommandError, NotASocialSecurityCard
+from cardio.card.state import CardState
+from cardio.errors import Exit, UsageError
+from cardio.model import Category, Scheme
 from cardio.readers.base import Reader
-from cardio.readers.errors import ReaderError
 from cardio.readers.virtual import VirtualReader
-from cardio.trace import command_line, failure, response_line
-from cardio.usage import OneLineParser, one_line
+from cardio.trace import command_line, response_line
+from cardio.usage import OneLineParser, one_line, run_command, say
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 MAX_SCRIPT_BYTES = 8 << 20  # far more than any APDU script; /dev/zero must not eat memory
 
-SCHEMES = {
-    "310": "urban employee basic medical insurance",
-    "390": "urban-rural resident medical insurance",
-    "170": "urban-rural resident pension",
+SCHEMES: dict[str, str] = {
+    Scheme.EMPLOYEE_MEDICAL: "urban employee basic medical insurance",
+    Scheme.RESIDENT_MEDICAL: "urban-rural resident medical insurance",
+    Scheme.RESIDENT_PENSION: "urban-rural resident pension",
 }
-CATEGORIES = {"1": "social security card", "L": "old city medical insurance card"}
-
-
-class UsageError(Exception):
-    """Bad input from the command line or a script: exit 2, nothing sent."""
+CATEGORIES: dict[str, str] = {
+    Category.SOCIAL_SECURITY: "social security card",
+    Category.OLD_MEDICAL: "old city medical insurance card",
+}
 
 
 # --- card ---------------------------------------------------------------------
@@ -72,21 +68,21 @@ def cmd_list_profiles(args: argparse.Namespace, out: TextIO) -> int:
     width = max(map(len, names), default=0)
     for name in names:
         print(f"{name:<{width}}  {profiles.describe(name)}", file=out)
-    return EXIT_OK
+    return Exit.OK
 
 
 def cmd_new(args: argparse.Namespace, out: TextIO) -> int:
     state = profiles.new_card(args.profile, args.path, force=args.force)
     print(f"made {one_line(args.path)} from profile {args.profile} "
           f"({state.pin_state.value}, {state.tries_left}/{state.try_limit} tries)", file=out)
-    return EXIT_OK
+    return Exit.OK
 
 
 def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
     info = summary(store.read(args.path))
     if args.json:
         print(json.dumps(info, ensure_ascii=False), file=out)
-        return EXIT_OK
+        return Exit.OK
     holder = info["holder"]
     assert isinstance(holder, dict)
     rows = [
@@ -102,7 +98,7 @@ def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
     ]
     for label, value in rows:
         print(f"{label:<12} {value}", file=out)
-    return EXIT_OK
+    return Exit.OK
 
 
 # --- send / script --------------------------------------------------------------
@@ -143,7 +139,7 @@ def run_steps(reader: Reader, steps: Sequence[Step], out: TextIO) -> int:
             continue
         print(command_line(step.apdu), file=out)
         print(response_line(reader.transmit_raw(step.apdu)), file=out, flush=True)
-    return EXIT_OK
+    return Exit.OK
 
 
 def parse_apdu(text: str, where: str) -> bytes:
@@ -204,11 +200,11 @@ def cmd_readers(args: argparse.Namespace, out: TextIO) -> int:
     infos = pcsc.list_readers()
     if not infos:
         print("no PC/SC readers", file=out)
-        return EXIT_OK
+        return Exit.OK
     for index, info in enumerate(infos):
         card = f"card  {to_hex(info.atr)}" if info.atr else "no card"
         print(f"{index}: {info.name}  [{card}]", file=out)
-    return EXIT_OK
+    return Exit.OK
 
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
@@ -218,12 +214,8 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         listen_at = vpcd.parse_address(args.listen) if args.listen is not None else None
     except ValueError as e:
         raise UsageError(str(e)) from None
-    try:
-        return vpcd.serve(store.card_path(args.card), vpcd=vpcd_at, listen=listen_at,
-                          verbose=args.verbose)
-    except vpcd.ServeError as e:  # an address that cannot be used: one line, like the others
-        print(f"cardio: {e}", file=sys.stderr)
-        return EXIT_FAILED
+    return vpcd.serve(store.card_path(args.card), vpcd=vpcd_at, listen=listen_at,
+                      verbose=args.verbose)
 
 
 def cmd_outlet(args: argparse.Namespace, out: TextIO) -> int:
@@ -253,7 +245,7 @@ def cmd_outlet(args: argparse.Namespace, out: TextIO) -> int:
           f"{status.tries_left} of {status.try_limit} tries", file=out)
     print(f"online query password (查询密码, not the card PIN): {result.query_password}",
           file=out)
-    return EXIT_OK
+    return Exit.OK
 
 
 def cmd_script(args: argparse.Namespace, out: TextIO) -> int:
@@ -331,7 +323,7 @@ def _card_or_reader(p: argparse.ArgumentParser) -> None:
 
 
 def _say(message: object) -> None:
-    print(f"cardio: {one_line(str(message))}", file=sys.stderr)
+    say("cardio", message)
 
 
 class _StderrLines(logging.Handler):
@@ -362,36 +354,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         lines = _StderrLines()
         logging.getLogger("cardio").addHandler(lines)
     try:
-        code = func(args, out)
-        out.flush()  # a closed pipe is told here, not by a traceback at exit
-        return code
-    except (UsageError, CardFileError, profiles.UnknownProfileError,
-            store.CardPathError) as e:
-        _say(e)
-        return EXIT_USAGE
-    except (store.StoreError, ReaderError, OutletError, CardCommandError,
-            NotASocialSecurityCard) as e:
-        _say(e)
-        return EXIT_FAILED
-    except BrokenPipeError:  # `cardio ... | head`: whoever read our output is gone
-        if out is sys.stdout:
-            with contextlib.suppress(OSError, ValueError):
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_FAILED
-    except OSError as e:
-        where = f"{e.filename}: " if e.filename else ""
-        _say(f"{where}{e.strerror or type(e).__name__}; check the path and try again")
-        return EXIT_FAILED
-    except EOFError:
-        _say("the input ended before the answer; type it in a terminal or give it on "
-             "standard input")
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        _say("interrupted; run the command again to finish")
-        return EXIT_FAILED
-    except Exception as e:  # a bug: its type and place only (its message may hold a PIN)
-        _say(f"unexpected error ({failure(e)}); this is a bug in cardio, please report it")
-        return EXIT_FAILED
+        return run_command("cardio", lambda: func(args, out), out)
     finally:
         if lines is not None:
             logging.getLogger("cardio").removeHandler(lines)

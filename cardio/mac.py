@@ -1,4 +1,4 @@
-"""SM4 secure messaging of the service-outlet commands (card-apdu.md §7).
+"""SM4 secure messaging of the service-outlet commands (docs/card.md §5).
 
 Shared by the emulated card (to check) and the service outlet (to compute).
 """
@@ -29,7 +29,7 @@ def card_key(master_key: bytes, identification_code: bytes) -> bytes:
     """Card key = SM4-ECB(master key, card identification code)."""
     from cryptography.hazmat.primitives.ciphers import modes
 
-    # One block, a key derivation by contract (§7): ECB is what is specified.
+    # One block, a key derivation by contract (docs/card.md §5): ECB is what is specified.
     return _sm4(master_key, modes.ECB(), identification_code)  # noqa: S305
 
 

@@ -1,6 +1,10 @@
 """What the card application is, for both its sides: the emulated card and the host.
 
-The host side (protocol, terminal rules) needs these names but not the emulator.
+The host side (protocol, terminal rules) needs these names but not the emulator. Each
+protocol name (CLA and INS bytes, file ids, SFIs, record tags, wire bytes of the card's
+states, scheme and category codes) is written here once, and every other module uses
+the name (docs/card.md §2 and §3). Status words live beside their families and their
+meanings in `cardio.sw`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,14 @@ class PinState(StrEnum):
     INITIAL = "INITIAL"
     ENABLED = "ENABLED"
     DISABLED = "DISABLED"
+
+
+class Cla(IntEnum):
+    """The class bytes the card answers; any other is 6E00."""
+
+    ISO = 0x00
+    PROPRIETARY = 0x80  # CHANGE PIN, GET DATA
+    SECURE_MESSAGING = 0x84  # the service outlet's MAC-protected commands (ours)
 
 
 class Ins(IntEnum):
@@ -45,3 +57,75 @@ LIFE_CYCLE_BYTES: dict[LifeCycle, int] = {LifeCycle.NOT_ACTIVATED: 0x00, LifeCyc
 PIN_STATE_BYTES: dict[PinState, int] = {PinState.INITIAL: 0x00, PinState.ENABLED: 0x01,
                                          PinState.DISABLED: 0x02}
 PIN_STATE_OF_BYTE = {byte: state for state, byte in PIN_STATE_BYTES.items()}
+
+PIN_STATUS_TAG = 0xC1  # GET DATA 80 CA 00 C1 (ours): its P2, and the tag of its answer
+PIN_STATUS_LENGTH = 4  # its value: life cycle, PIN state, tries left, try limit
+
+
+class OutletPin(IntEnum):
+    """P2 of the service outlet's 84 5E 00 P2 (ours)."""
+
+    RESET = 0x00  # a new PIN, unblocked, ENABLED
+    RESTORE_INITIAL = 0x01  # 123456, INITIAL
+    CANCEL = 0x02  # DISABLED
+
+
+class Fid(IntEnum):
+    """File identifiers (docs/card.md §2). The SSSE has none: it is selected by name.
+
+    EF05 names two files: the SSSE's card data, and the medical record under DF04.
+    """
+
+    MF = 0x3F00
+    EF05 = 0xEF05
+    EF06 = 0xEF06
+    DF04 = 0xDF04  # medical insurance
+
+
+class Sfi(IntEnum):
+    """Short file identifiers, for READ RECORD's P2 (`(SFI << 3) | 04`)."""
+
+    EF05 = 0x05  # the SSSE's card data; under DF04, the medical record
+    EF06 = 0x06  # the SSSE's holder data
+
+
+class Tag(IntEnum):
+    """Record tags of the SSSE's EF05 (01-07) and EF06 (08-0D): READ RECORD's P1."""
+
+    IDENTIFICATION_CODE = 0x01  # 卡识别码: derives the card's MAC key
+    CATEGORY = 0x02  # 卡类别 (`Category`)
+    SPEC_VERSION = 0x03  # 规范版本
+    ISSUER = 0x04  # 初始化机构编号
+    ISSUE_DATE = 0x05  # 发卡日期
+    EXPIRY_DATE = 0x06  # 卡有效期
+    CARD_NUMBER = 0x07  # 卡号
+    SSN = 0x08  # 社会保障号码
+    NAME = 0x09  # 姓名
+    SEX = 0x0A  # 性别
+    ETHNIC = 0x0B  # 民族
+    BIRTHPLACE = 0x0C  # 出生地
+    BIRTH_DATE = 0x0D  # 出生日期
+
+
+class MedicalTag(IntEnum):
+    """Record tags of DF04's EF05 (our own layout)."""
+
+    SCHEME = 0x01  # the insurance scheme (`Scheme`)
+
+
+class Category(StrEnum):
+    """The card category, EF05 tag 02: one ASCII character (the first contract's codes)."""
+
+    SOCIAL_SECURITY = "1"  # a 社会保障卡
+    OLD_MEDICAL = "L"  # a 旧医保卡, the city's old medical insurance card
+
+
+class Scheme(StrEnum):
+    """National insurance scheme codes, DF04/EF05 tag 01: three ASCII digits.
+
+    The ones the terminal knows by name; a card file may hold any three digits.
+    """
+
+    EMPLOYEE_MEDICAL = "310"  # 职工基本医疗保险
+    RESIDENT_MEDICAL = "390"  # 城乡居民基本医疗保险
+    RESIDENT_PENSION = "170"  # 城乡居民基本养老保险 (no medical scheme)

@@ -1,4 +1,4 @@
-"""The service outlet (card-apdu.md §7; S6, S13, S14, S16, S17): the operator's side.
+"""The service outlet (docs/card.md §5; S6, S13, S14, S16, S17): the operator's side.
 
 It checks the holder's ID against the card before any privileged command, computes
 each command's SM4 MAC with the issuer master key, and records every operation in
@@ -23,10 +23,13 @@ from enum import StrEnum
 from pathlib import Path
 
 from cardio import identity, mac, pin, resources, sw
+from cardio.errors import CardioError
+from cardio.model import Ins, OutletPin
 from cardio.pin_policy import Violation, check_new_pin
 from cardio.protocol import CardInfo, SocialSecurityCard
 from cardio.readers.base import Reader
 from cardio.resources import file_kind, private_folders, read_key
+from cardio.sw import Sw
 
 
 class Operation(StrEnum):
@@ -36,16 +39,16 @@ class Operation(StrEnum):
     ACTIVATE = "activate"  # 激活 (S13)
 
 
-# INS, P2 of each operation's command (§7)
+# INS, P2 of each operation's command (docs/card.md §5)
 _COMMANDS: dict[Operation, tuple[int, int]] = {
-    Operation.RESET_PIN: (0x5E, 0x00),
-    Operation.RESTORE_INITIAL: (0x5E, 0x01),
-    Operation.CANCEL_PIN: (0x5E, 0x02),
-    Operation.ACTIVATE: (0x18, 0x00),
+    Operation.RESET_PIN: (Ins.OUTLET_PIN, OutletPin.RESET),
+    Operation.RESTORE_INITIAL: (Ins.OUTLET_PIN, OutletPin.RESTORE_INITIAL),
+    Operation.CANCEL_PIN: (Ins.OUTLET_PIN, OutletPin.CANCEL),
+    Operation.ACTIVATE: (Ins.OUTLET_ACTIVATE, 0x00),
 }
 
 
-class OutletError(Exception):
+class OutletError(CardioError):
     """One sentence for the operator, saying what to do."""
 
 
@@ -114,7 +117,7 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return self.sw == sw.OK
+        return self.sw == Sw.OK
 
     @property
     def query_password(self) -> str | None:
@@ -329,9 +332,9 @@ class Outlet:
             raise
         self._result(operation, info, id_number, f"{status:04X} {sw.meaning(status)}", op,
                      sent)
-        if status == sw.MAC_WRONG:
+        if status == Sw.MAC_WRONG:
             raise WrongKeyError()
-        if status != sw.OK:
+        if status != Sw.OK:
             raise OutletError(f"the card answered {status:04X} ({sw.meaning(status)}); "
                               "nothing was changed")
         return Outcome(operation, info, status)

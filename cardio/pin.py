@@ -6,12 +6,14 @@ PIN never reaches the card and never costs a try.
 
 from __future__ import annotations
 
+from cardio.errors import UsageError
+
 INITIAL_PIN = "123456"
 PIN_LENGTH = 6
 CHANGE_SEPARATOR = 0xFF
 
 
-class PinFormatError(ValueError):
+class PinFormatError(UsageError, ValueError):
     """A PIN that is not exactly six digits. The message never contains the digits."""
 
 

@@ -10,9 +10,16 @@ from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
+from cardio.errors import UsageError
+
 HOME_VARIABLE = "SHEBAO_POS_HOME"
 
 _SOURCE_FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+class UnusableFileError(UsageError, ValueError):
+    """A file given to a command that cannot be used; the message names it and says what
+    to give instead."""
 
 
 def data_dir(kind: str) -> Path:
@@ -27,34 +34,34 @@ MAX_KEY_FILE_BYTES = 64 * 1024  # a key file is one line of hex and some comment
 def read_key(path: Path) -> bytes:
     """A 16-byte SM4 key written as hex; '#' starts a comment.
 
-    Raises ValueError whose message is one sentence naming the file.
+    Raises UnusableFileError whose message is one sentence naming the file.
     """
     try:
         # NONBLOCK: a fifo given as the key file must not hang us; it is refused below.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         with os.fdopen(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise ValueError(f"{path} is not a regular file "
+                raise UnusableFileError(f"{path} is not a regular file "
                                  f"({file_kind(os.fstat(fd).st_mode)}); give the key file")
             raw = f.read(MAX_KEY_FILE_BYTES + 1)
     except OSError as e:
-        raise ValueError(f"{path} cannot be read ({e.strerror}); check the key file and "
+        raise UnusableFileError(f"{path} cannot be read ({e.strerror}); check the key file and "
                          "its permissions") from None
     if len(raw) > MAX_KEY_FILE_BYTES:
-        raise ValueError(f"{path} is too large to be a key file; give the key file")
+        raise UnusableFileError(f"{path} is too large to be a key file; give the key file")
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError:
-        raise ValueError(f"{path}: a key file holds only ASCII hex digits and '#' comments; "
+        raise UnusableFileError(f"{path}: a key file holds only ASCII hex digits and '#' comments; "
                          "check that this is the key file") from None
     lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
     text = "".join(lines).replace(" ", "")
     try:
         key = bytes.fromhex(text)
     except ValueError:
-        raise ValueError(f"{path}: the key must be written in hex digits") from None
+        raise UnusableFileError(f"{path}: the key must be written in hex digits") from None
     if len(key) != 16:
-        raise ValueError(f"{path}: an SM4 key is 16 bytes (32 hex digits), found {len(key)}")
+        raise UnusableFileError(f"{path}: an SM4 key is 16 bytes (32 hex digits), found {len(key)}")
     return key
 
 
@@ -129,22 +136,22 @@ MAX_SMALL_FILE = 1 << 20
 
 def read_small_file(path: Path, what: str) -> str:
     """A small text file given on the command line: never a fifo that would hang us, a
-    folder or a device; ValueError with one sentence otherwise."""
+    folder or a device; UnusableFileError with one sentence otherwise."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as e:
-        raise ValueError(f"{path} cannot be read ({e.strerror}); check the {what}'s path"
+        raise UnusableFileError(f"{path} cannot be read ({e.strerror}); check the {what}'s path"
                          ) from None
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError(f"{path} is not a regular file; give the {what}")
+            raise UnusableFileError(f"{path} is not a regular file; give the {what}")
         raw = f.read(MAX_SMALL_FILE + 1)
     if len(raw) > MAX_SMALL_FILE:
-        raise ValueError(f"{path} is too large to be a {what}")
+        raise UnusableFileError(f"{path} is too large to be a {what}")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ValueError(f"{path} is not UTF-8 text; give the {what}") from None
+        raise UnusableFileError(f"{path} is not UTF-8 text; give the {what}") from None
 
 
 def open_private_log(path: Path) -> TextIO:
@@ -157,16 +164,16 @@ def open_private_log(path: Path) -> TextIO:
                      | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, 0o600)
     except OSError as e:
         reason = "it is a symbolic link" if e.errno == errno.ELOOP else e.strerror
-        raise ValueError(f"{path} cannot be written ({reason}); give a file in a folder "
+        raise UnusableFileError(f"{path} cannot be written ({reason}); give a file in a folder "
                          "you can write") from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError(f"{path} is not a regular file; give a file to append to")
+            raise UnusableFileError(f"{path} is not a regular file; give a file to append to")
         os.fchmod(fd, 0o600)  # an older one may have been made wider
         return os.fdopen(fd, "a", encoding="utf-8")
     except OSError as e:
         os.close(fd)
-        raise ValueError(f"{path} cannot be made private ({e.strerror}); give a file "
+        raise UnusableFileError(f"{path} cannot be made private ({e.strerror}); give a file "
                          "of your own") from None
     except ValueError:
         os.close(fd)

@@ -1,72 +1,114 @@
-"""Status words of the card contract (card-apdu.md §6) and the exception that carries one."""
+"""Status words (docs/card.md §3, "Status words"), named once, and the exception that carries one.
+
+The card raises them, the host side compares against them: both import `Sw` from here.
+A status word is an `int` on the wire and in every comparison (`Sw` is an `IntEnum`,
+so `status == Sw.OK` holds for the plain int a response is split into). The three
+families that carry a number in their low bits (61xx, 63Cx, 6Cxx) are built and
+recognised by the functions below, and have no members.
+"""
 
 from __future__ import annotations
 
-OK = 0x9000
-WRONG_LENGTH = 0x6700
-SECURITY_NOT_SATISFIED = 0x6982
-PIN_BLOCKED = 0x6983
-NO_CHALLENGE = 0x6984
-CONDITIONS_NOT_SATISFIED = 0x6985
-NO_CURRENT_EF = 0x6986
-MAC_MISSING = 0x6987
-MAC_WRONG = 0x6988
-WRONG_DATA = 0x6A80
-FILE_NOT_FOUND = 0x6A82
-RECORD_NOT_FOUND = 0x6A83
-WRONG_P1P2 = 0x6A86
-DATA_NOT_FOUND = 0x6A88
-INS_NOT_SUPPORTED = 0x6D00
-CLA_NOT_SUPPORTED = 0x6E00
+from enum import IntEnum
 
-_MEANINGS: dict[int, str] = {
-    OK: "success",
-    WRONG_LENGTH: "wrong length",
-    SECURITY_NOT_SATISFIED: "security status not satisfied",
-    PIN_BLOCKED: "PIN blocked",
-    NO_CHALLENGE: "no valid challenge",
-    CONDITIONS_NOT_SATISFIED: "conditions of use not satisfied",
-    NO_CURRENT_EF: "no current EF",
-    MAC_MISSING: "MAC missing",
-    MAC_WRONG: "MAC wrong",
-    WRONG_DATA: "wrong data",
-    FILE_NOT_FOUND: "file not found",
-    RECORD_NOT_FOUND: "record not found",
-    WRONG_P1P2: "wrong P1/P2",
-    DATA_NOT_FOUND: "referenced data not found",
-    INS_NOT_SUPPORTED: "INS not supported",
-    CLA_NOT_SUPPORTED: "CLA not supported",
+
+class Sw(IntEnum):
+    """Every fixed status word the card can answer (its meaning: `MEANINGS`)."""
+
+    OK = 0x9000
+    # Not in the first contract: the host under the emulated card could not write its
+    # file. A real card answers 6581 when its EEPROM write fails, and nothing was compared.
+    MEMORY_FAILURE = 0x6581
+    WRONG_LENGTH = 0x6700
+    SECURITY_NOT_SATISFIED = 0x6982  # defined, never answered: no file has an access condition
+    PIN_BLOCKED = 0x6983
+    NO_CHALLENGE = 0x6984
+    CONDITIONS_NOT_SATISFIED = 0x6985
+    NO_CURRENT_EF = 0x6986
+    MAC_MISSING = 0x6987
+    MAC_WRONG = 0x6988
+    WRONG_DATA = 0x6A80
+    FILE_NOT_FOUND = 0x6A82
+    RECORD_NOT_FOUND = 0x6A83
+    WRONG_P1P2 = 0x6A86
+    DATA_NOT_FOUND = 0x6A88
+    INS_NOT_SUPPORTED = 0x6D00
+    CLA_NOT_SUPPORTED = 0x6E00
+    # Not in the first contract either: an emulator bug. Hypothesis tests make sure no
+    # input reaches it.
+    NO_DIAGNOSIS = 0x6F00
+
+
+MEANINGS: dict[int, str] = {
+    Sw.OK: "success",
+    Sw.MEMORY_FAILURE: "memory failure",
+    Sw.WRONG_LENGTH: "wrong length",
+    Sw.SECURITY_NOT_SATISFIED: "security status not satisfied",
+    Sw.PIN_BLOCKED: "PIN blocked",
+    Sw.NO_CHALLENGE: "no valid challenge",
+    Sw.CONDITIONS_NOT_SATISFIED: "conditions of use not satisfied",
+    Sw.NO_CURRENT_EF: "no current EF",
+    Sw.MAC_MISSING: "MAC missing",
+    Sw.MAC_WRONG: "MAC wrong",
+    Sw.WRONG_DATA: "wrong data",
+    Sw.FILE_NOT_FOUND: "file not found",
+    Sw.RECORD_NOT_FOUND: "record not found",
+    Sw.WRONG_P1P2: "wrong P1/P2",
+    Sw.DATA_NOT_FOUND: "referenced data not found",
+    Sw.INS_NOT_SUPPORTED: "INS not supported",
+    Sw.CLA_NOT_SUPPORTED: "CLA not supported",
+    Sw.NO_DIAGNOSIS: "no precise diagnosis",
 }
 
-
-def wrong_pin(tries_left: int) -> int:
-    """63Cx: wrong PIN, x tries left."""
-    return 0x63C0 | (tries_left & 0x0F)
+# The families: a fixed high part, a number in the low bits.
+_BYTES_AVAILABLE = 0x6100  # 61xx
+_WRONG_PIN = 0x63C0  # 63Cx
+_WRONG_LE = 0x6C00  # 6Cxx
 
 
 def bytes_available(n: int) -> int:
     """61xx: xx bytes wait for GET RESPONSE (00 stands for 256)."""
-    return 0x6100 | (n & 0xFF)
+    return _BYTES_AVAILABLE | (n & 0xFF)
+
+
+def wrong_pin(tries_left: int) -> int:
+    """63Cx: wrong PIN, x tries left."""
+    return _WRONG_PIN | (tries_left & 0x0F)
 
 
 def wrong_le(n: int) -> int:
     """6Cxx: resend with Le = xx."""
-    return 0x6C00 | (n & 0xFF)
+    return _WRONG_LE | (n & 0xFF)
 
 
-def split(sw: int) -> bytes:
-    return sw.to_bytes(2, "big")
+def available(status: int) -> int | None:
+    """Of a 61xx: xx, as the card sent it (00 stands for 256); None for any other word."""
+    return status & 0xFF if status & 0xFF00 == _BYTES_AVAILABLE else None
 
 
-def meaning(sw: int) -> str:
-    hi = sw >> 8
-    if hi == 0x61:
-        return f"{sw & 0xFF or 256} bytes available"
-    if hi == 0x6C:
-        return f"wrong Le, use {sw & 0xFF:02X}"
-    if sw & 0xFFF0 == 0x63C0:
-        return f"wrong PIN, {sw & 0x0F} tries left"
-    return _MEANINGS.get(sw, "unknown status")
+def tries_left(status: int) -> int | None:
+    """Of a 63Cx: x, the tries left; None for any other word."""
+    return status & 0x0F if status & 0xFFF0 == _WRONG_PIN else None
+
+
+def right_le(status: int) -> int | None:
+    """Of a 6Cxx: xx, the Le to resend with; None for any other word."""
+    return status & 0xFF if status & 0xFF00 == _WRONG_LE else None
+
+
+def split(status: int) -> bytes:
+    """SW1 SW2, as they end a response."""
+    return status.to_bytes(2, "big")
+
+
+def meaning(status: int) -> str:
+    if (waiting := available(status)) is not None:
+        return f"{waiting or 256} bytes available"
+    if (le := right_le(status)) is not None:
+        return f"wrong Le, use {le:02X}"
+    if (left := tries_left(status)) is not None:
+        return f"wrong PIN, {left} tries left"
+    return MEANINGS.get(status, "unknown status")
 
 
 class CardError(Exception):
@@ -75,11 +117,3 @@ class CardError(Exception):
     def __init__(self, sw: int) -> None:
         super().__init__(f"{sw:04X} {meaning(sw)}")
         self.sw = sw
-
-# Not in §6: the host under the emulated card could not write its file. A real card
-# answers 6581 when its EEPROM write fails, and nothing was compared.
-MEMORY_FAILURE = 0x6581
-# Not in §6 either: an emulator bug. Hypothesis tests make sure no input reaches it.
-NO_DIAGNOSIS = 0x6F00
-_MEANINGS[MEMORY_FAILURE] = "memory failure"
-_MEANINGS[NO_DIAGNOSIS] = "no precise diagnosis"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from cardio.apdu import to_hex
 from cardio.model import PIN_INS, Ins
+from cardio.pin import CHANGE_SEPARATOR
 
 MASK = "**"
 
@@ -50,7 +51,7 @@ def _masked(command: bytes) -> set[int]:
         return set() if lc == 0 else {_LC}
     if lc and lc in (n - _DATA, n - _DATA - 1):  # short: Lc, data, maybe Le
         hidden = set(range(_DATA, n))
-        if (ins != Ins.VERIFY and lc == 7 and command[_DATA + 3] == 0xFF
+        if (ins != Ins.VERIFY and lc == 7 and command[_DATA + 3] == CHANGE_SEPARATOR
                 and not _secure_messaging(cla)):
             hidden.discard(_DATA + 3)  # old || FF || new: the separator is no secret
         return hidden

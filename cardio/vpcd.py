@@ -1,8 +1,8 @@
 """The vpcd bridge: a card file plugged into pcscd through vsmartcard's vpcd driver.
 
-Wire format (card-apdu.md §8), both directions: 2-byte big-endian length, then the
-payload. A 1-byte payload from vpcd is a control message; anything else is an APDU
-answered by exactly one frame.
+Wire format (vsmartcard's vpcd protocol), both directions: 2-byte big-endian length,
+then the payload. A 1-byte payload from vpcd is a control message; anything else is an
+APDU answered by exactly one frame.
 
 Speed: Debian's vpcd (3.3) writes each frame as two send()s (length, then payload)
 with Nagle on, so its payload waits for our ACK of the length, and Linux delays that
@@ -28,6 +28,7 @@ from types import FrameType
 
 from cardio.card.card import VirtualCard
 from cardio.card.store import FileStore
+from cardio.errors import CardioError
 from cardio.trace import command_line, response_line
 
 log = logging.getLogger("cardio.serve")
@@ -103,7 +104,7 @@ def _where(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-class ServeError(Exception):
+class ServeError(CardioError):
     """`cardio serve` cannot start; the message says what is wrong and what to do."""
 
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from cardio.errors import CardioError
+
 
 class DebitStatus(StrEnum):
     DEBITED = "DEBITED"
@@ -52,7 +54,7 @@ class Transaction:
     balance_after_fen: int | None
 
 
-class HostError(Exception):
+class HostError(CardioError):
     """A host problem for a person: the message says what to do."""
 
 

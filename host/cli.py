@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
 from cardio import identity
-from cardio.usage import OneLineParser, one_line
+from cardio.errors import Exit, UsageError
+from cardio.usage import OneLineParser, run_command
 from host.api import Holder, HostError, format_fen
 from host.sqlite import SqliteHost, default_db, seed_file
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def open_host(db: str | None) -> SqliteHost:
@@ -33,10 +31,6 @@ def _ssn(args: argparse.Namespace) -> str:
     return number
 
 
-class UsageError(Exception):
-    pass
-
-
 def _card_of(holder: Holder) -> str:
     return f"the card of {identity.mask_name(holder.name)} ({identity.mask_id(holder.ssn)})"
 
@@ -50,7 +44,7 @@ def cmd_report_loss(args: argparse.Namespace, out: TextIO) -> int:
     else:
         print(f"already reported lost: {_card_of(holder)} is refused at every terminal; "
               "nothing changed", file=out)
-    return EXIT_OK
+    return Exit.OK
 
 
 def cmd_cancel_loss(args: argparse.Namespace, out: TextIO) -> int:
@@ -63,7 +57,7 @@ def cmd_cancel_loss(args: argparse.Namespace, out: TextIO) -> int:
     else:
         print(f"no loss report to cancel: {_card_of(holder)} was not reported lost and "
               "works; nothing changed", file=out)
-    return EXIT_OK
+    return Exit.OK
 
 
 def _holder(host: SqliteHost, ssn: str) -> Holder:
@@ -81,7 +75,7 @@ def cmd_balance(args: argparse.Namespace, out: TextIO) -> int:
     state = "reported lost" if holder.lost else "in use"
     print(f"{identity.mask_name(holder.name)} ({identity.mask_id(holder.ssn)}): personal "
           f"account balance {format_fen(holder.balance_fen)} yuan; card {state}", file=out)
-    return EXIT_OK
+    return Exit.OK
 
 
 def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
@@ -95,7 +89,7 @@ def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
         after = format_fen(t.balance_after_fen) if t.balance_after_fen is not None else "-"
         print(f"{t.time}  {t.terminal_id:<10} {t.status.value:<14} "
               f"{format_fen(t.amount_fen):>10}  balance {after:>10}  {t.txn_id}", file=out)
-    return EXIT_OK
+    return Exit.OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,35 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _say(message: object) -> None:
-    print(f"pos-host: {one_line(str(message))}", file=sys.stderr)
-
-
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Every failure is one `pos-host: <what>; <what to do>` line on stderr: exit 2 for
     bad input (argparse's too), 1 for anything else; never a traceback."""
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace, TextIO], int] = args.func
-    try:
-        return func(args, out)
-    except UsageError as e:
-        _say(e)
-        return EXIT_USAGE
-    except HostError as e:
-        _say(e)
-        return EXIT_FAILED
-    except BrokenPipeError:  # the reader of our output went away (| head): nothing to say
-        if out is sys.stdout:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_FAILED
-    except OSError as e:  # a last net: a person's mistake never ends in a traceback
-        where = f"{e.filename}: " if e.filename else ""
-        _say(f"{where}{e.strerror or e}; check the path and try again")
-        return EXIT_FAILED
-    except KeyboardInterrupt:  # an open SQL transaction is rolled back by SQLite
-        _say("interrupted; an unfinished change was not made")
-        return 130
+    return run_command("pos-host", lambda: func(args, out), out)
 
 
 if __name__ == "__main__":

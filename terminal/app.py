@@ -28,26 +28,22 @@ from cardio.resources import open_private_log
 from cardio.trace import failure
 from host.api import SettlementHost
 from terminal import strings
-from terminal.flow import (
-    Command,
-    Flow,
-    Purpose,
-    ReadCard,
-    Settle,
-    Stage,
-    View,
-    typed,
-)
+from terminal.flow.base import CardFlow
+from terminal.flow.commands import Command, ReadCard, Settle
+from terminal.flow.outlet import TITLES as OUTLET_TITLES
+from terminal.flow.outlet import OutletFlow
+from terminal.flow.pharmacy import PharmacyFlow, Purpose
+from terminal.flow.view import Stage, View, typed
 from terminal.messages import CardChanged, CardFileProblem, CardResult, TraceLine
-from terminal.outlet_flow import TITLES, OutletFlow, RunOutlet
 from terminal.rules import Settings
 from terminal.screens.base import PadScreen
 from terminal.screens.confirm import ConfirmScreen
 from terminal.screens.menu import MenuScreen
+from terminal.screens.pos import Chrome, Pos
 from terminal.screens.stages import SCREENS, StageScreen
 from terminal.worker import (
     DEFAULT_CARD_TIMEOUT,
-    Desk,
+    Equipment,
     OutletSetup,
     deliver,
     execute,
@@ -58,7 +54,6 @@ log = logging.getLogger(__name__)
 MENU_CHOICES = {"1": Purpose.PAY, "2": Purpose.CHANGE, "3": Purpose.INFO}
 OUTLET_CHOICES = {"1": Operation.RESET_PIN, "2": Operation.RESTORE_INITIAL,
                   "3": Operation.CANCEL_PIN, "4": Operation.ACTIVATE}
-FLOW_TITLES = {Purpose.PAY: "pay", Purpose.CHANGE: "change", Purpose.INFO: "info"}
 DEFAULT_TIMEOUT = 30.0  # seconds, like a real PIN pad's prompt
 NOTICE_SECONDS = 3.0  # how long 交易已取消 / 操作超时 stays before the menu
 MIN_SIZE = (60, 18)  # columns, rows: the pad with its PIN field whole
@@ -102,7 +97,7 @@ class PosApp(App[None], inherit_bindings=False):
         self.card_present = reader.card_present() if reader.can_toggle else False
         self.show_trace = False
         self.trace_lines: deque[str] = deque(maxlen=400)
-        self.flow: Flow | OutletFlow | None = None
+        self.flow: CardFlow | None = None
         self.entry = ""  # what is being typed; PIN digits live here only until Enter
         self.flow_id = 0
         self.pending: int | None = None  # the command in flight; keys wait for its answer
@@ -115,38 +110,22 @@ class PosApp(App[None], inherit_bindings=False):
         self._trace_out = open_private_log(options.trace_file) if options.trace_file else None
         reader.trace = self._trace
         reader.subscribe(self._card_event)
-        self.desk = Desk(reader, host=options.host, terminal_id=options.terminal_id,
-                         receipts=options.receipts, outlet=options.outlet,
-                         card_timeout=options.card_timeout)
+        self.equipment = Equipment(reader, host=options.host, terminal_id=options.terminal_id,
+                                   receipts=options.receipts, outlet=options.outlet,
+                                   card_timeout=options.card_timeout)
+        self.chrome = Chrome(
+            title="outlet_title" if options.outlet else "title",
+            menu=(tuple(OUTLET_TITLES.values()) if options.outlet
+                  else ("menu_pay", "menu_change", "menu_info")),
+            hint=(("hint", "hint_virtual", "hint_trace") if reader.can_toggle
+                  else ("hint", "hint_trace")),
+            with_x=options.outlet is not None,
+        )
 
     # --- text ---------------------------------------------------------------------
 
     def t(self, key: str, **params: object) -> str:
         return strings.text(self.lang, key, **params)
-
-    def key_labels(self) -> dict[str, str]:
-        names = ("confirm", "back", "cancel", "clear", "X")
-        return {name: self.t(f"key_{name}") for name in names}
-
-    def hint_text(self) -> str:
-        parts = [self.t("hint")]
-        if self.reader.can_toggle:
-            parts.append(self.t("hint_virtual"))
-        parts.append(self.t("hint_trace"))
-        return "  ".join(parts)
-
-    def title_key(self) -> str:
-        return "outlet_title" if self.options.outlet else "title"
-
-    def menu_keys(self) -> list[str]:
-        if self.options.outlet:
-            return list(TITLES.values())
-        return ["menu_pay", "menu_change", "menu_info"]
-
-    def flow_title_key(self) -> str:
-        if isinstance(self.flow, OutletFlow):
-            return TITLES[self.flow.operation]
-        return FLOW_TITLES[self.flow.purpose] if self.flow else self.title_key()
 
     # --- life -----------------------------------------------------------------------
 
@@ -174,7 +153,7 @@ class PosApp(App[None], inherit_bindings=False):
         self.reader.unsubscribe(self._card_event)
         # Let a running card command finish first; a hung reader call gets a moment only.
         with contextlib.suppress(ReaderError):
-            self.desk.slot.call(self.reader.close, wait=2.0)
+            self.equipment.slot.call(self.reader.close, wait=2.0)
         if self._trace_out:
             self._trace_out.close()
 
@@ -213,15 +192,13 @@ class PosApp(App[None], inherit_bindings=False):
         if name == "cancel":
             self.confirm_quit()
         elif name in choices:
-            if self.desk.slot.busy:  # a command that never answered still holds the reader
+            if self.equipment.slot.busy:  # a command that never answered still holds the reader
                 self.bell_once()
                 self._menu(self.t("reader_busy"))
                 return
             choice = choices[name]
-            if isinstance(choice, Operation):
-                self.start_outlet(choice)
-            else:
-                self.start_flow(choice)
+            self.start_flow(OutletFlow(choice) if isinstance(choice, Operation)
+                            else self._pharmacy_flow(choice))
 
     def _edit(self, name: str, view: View) -> None:
         if name.isdigit() or name == "X":
@@ -247,20 +224,17 @@ class PosApp(App[None], inherit_bindings=False):
 
     # --- flows ------------------------------------------------------------------------
 
-    def start_flow(self, purpose: Purpose) -> None:
-        self.flow_id += 1
-        self.entry = ""
-        self.flow = Flow(purpose, self.options.settings, phone_of=self._phone_of,
-                         settles=self.options.host is not None,
-                         terminal_id=self.options.terminal_id)
-        self._show(self.flow.view, new=True)
-        self._run(self.flow.start())
+    def _pharmacy_flow(self, purpose: Purpose) -> PharmacyFlow:
+        return PharmacyFlow(purpose, self.options.settings, phone_of=self._phone_of,
+                            settles=self.options.host is not None,
+                            terminal_id=self.options.terminal_id)
 
-    def start_outlet(self, operation: Operation) -> None:
+    def start_flow(self, flow: CardFlow) -> None:
         self.flow_id += 1
         self.entry = ""
-        self.flow = OutletFlow(operation)
-        self._show(self.flow.view, new=True)
+        self.flow = flow
+        self._show(flow, new=True)
+        self._run(flow.start())
 
     def _phone_of(self, ssn: str) -> str | None:
         return (self.options.phones or {}).get(ssn)
@@ -268,7 +242,7 @@ class PosApp(App[None], inherit_bindings=False):
     def flow_entered(self, text: str) -> None:
         if self.flow is not None:
             command = self.flow.entered(text)
-            self._show(self.flow.view)
+            self._show(self.flow)
             self._run(command)
 
     def cancel_flow(self) -> None:
@@ -283,7 +257,7 @@ class PosApp(App[None], inherit_bindings=False):
             return
         flow.cancel()
         flow.ended(key)
-        self._show(flow.view)
+        self._show(flow)
 
     def end_flow(self, notice: str | None = None) -> None:
         if self.flow is not None:
@@ -307,7 +281,8 @@ class PosApp(App[None], inherit_bindings=False):
             self.pop_screen()
         self.switch_screen(screen)
 
-    def _show(self, view: View, new: bool = False) -> None:
+    def _show(self, flow: CardFlow, new: bool = False) -> None:
+        view = flow.view
         if not view.accepts:
             self.entry = ""  # digits typed for a prompt that is gone are dropped
         if view.alert and view is not self._alerted:
@@ -320,7 +295,7 @@ class PosApp(App[None], inherit_bindings=False):
                 and (view.entry or current.view.stage is view.stage)):
             current.show(view)
             return
-        self._switch(cls(view))
+        self._switch(cls(view, flow.title))
 
     def bell_once(self) -> None:
         """A wrong PIN, a lock, a refusal (--quiet: silent)."""
@@ -362,27 +337,27 @@ class PosApp(App[None], inherit_bindings=False):
 
     # --- card and host commands -------------------------------------------------------------
 
-    def _run(self, command: Command | RunOutlet | None) -> None:
+    def _run(self, command: Command | None) -> None:
         flow = self.flow
         if flow is None:
             return
         if command is None or (not self.card_present and not isinstance(command, Settle)):
             if not self.card_present and flow.removed():  # pulled while it was asked
-                self._show(flow.view)
+                self._show(flow)
             return
         if isinstance(command, ReadCard):
             flow.reading()
-            self._show(flow.view)
+            self._show(flow)
         self._seq += 1
         self.pending = self._seq
         self._stop_timer()
         self._card_work(self.flow_id, self._seq, command)
 
     @work(thread=True, group="card")
-    def _card_work(self, flow_id: int, seq: int, command: Command | RunOutlet) -> None:
+    def _card_work(self, flow_id: int, seq: int, command: Command) -> None:
         """Blocking reader and host calls, off the UI thread; the answer comes back as a
         message. A card call has a deadline (--card-timeout): see CardSlot."""
-        result, present = execute(self.desk, command)
+        result, present = execute(self.equipment, command)
         self.post_message(CardResult(flow_id, seq, result, present))
 
     def on_card_result(self, message: CardResult) -> None:
@@ -396,7 +371,7 @@ class PosApp(App[None], inherit_bindings=False):
             self._toggle_card()
         present = message.present and self.card_present
         command = deliver(flow, message.result, present)
-        self._show(flow.view)
+        self._show(flow)
         self._run(command)
 
     # --- the card comes and goes ---------------------------------------------------------
@@ -425,9 +400,9 @@ class PosApp(App[None], inherit_bindings=False):
         elif flow.view.final and not flow.view.keep and not pulled_mid_command:
             self.end_flow()  # the holder took the card: back to idle
         elif flow.view.final:
-            self._show(flow.view)  # what the command did stays, without 请取回卡片
+            self._show(flow)  # what the command did stays, without 请取回卡片
         elif flow.removed():
-            self._show(flow.view)
+            self._show(flow)
 
     def action_toggle_card(self) -> None:
         """F2. A virtual card cannot leave in the middle of an APDU: during a card command
@@ -443,7 +418,7 @@ class PosApp(App[None], inherit_bindings=False):
     def _toggle_card(self) -> None:
         """F2: never a crash, whatever the card file or its folder has become."""
         try:
-            self.desk.slot.call(self.reader.toggle, wait=2.0)
+            self.equipment.slot.call(self.reader.toggle, wait=2.0)
         except store.CardInUseError:
             self.post_message(CardFileProblem("card_in_use"))
         except ReaderBusyError:
@@ -459,7 +434,7 @@ class PosApp(App[None], inherit_bindings=False):
             self._menu(self.t(message.key))
         elif self.pending is None and flow.view.stage is Stage.INSERT:
             flow.card_failed(message.key)
-            self._show(flow.view)
+            self._show(flow)
         else:
             self.notify(self.t(message.key), severity="error")
 
@@ -508,3 +483,6 @@ class PosApp(App[None], inherit_bindings=False):
                 self.exit()
 
         self.push_screen(ConfirmScreen(self.t("quit_question"), self.t("quit_hint")), done)
+
+
+_SCREENS_SEE: type[Pos] = PosApp  # mypy checks that the app gives its screens all of Pos

@@ -1,6 +1,6 @@
 """`pos-terminal`: the command line. Parses the options, builds the reader, the host and
-the app (terminal/app.py), and turns every start-up problem into one line and an exit
-status: 2 for what was given (a path, a file's content), 1 for the rest.
+the app (terminal/app.py), and runs it; a start-up problem is one line and an exit status
+(cardio.errors.Exit: 2 for what was given, a path or a file's content; 1 for the rest).
 """
 
 from __future__ import annotations
@@ -15,14 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cardio.card import profiles, store
-from cardio.card.state import CardFileError
-from cardio.outlet import OutletError
+from cardio.errors import Exit, UsageError
 from cardio.readers.base import Reader
-from cardio.readers.errors import ReaderError
 from cardio.readers.virtual import VirtualReader
 from cardio.resources import open_private_log, private_folders, read_small_file, user_dir
-from cardio.usage import OneLineParser, one_line
-from host.api import HostError, SettlementHost
+from cardio.usage import OneLineParser, run_command
+from host.api import SettlementHost
 from terminal.app import DEFAULT_TIMEOUT, Options, PosApp
 from terminal.rules import Settings
 from terminal.worker import DEFAULT_CARD_TIMEOUT, OutletSetup
@@ -60,7 +58,7 @@ def load_phones(path: Path | None) -> dict[str, str]:
             raise ValueError
         return phones
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise ValueError(f"{path}: not a holders file (JSON with a list 'holders' of "
+        raise UsageError(f"{path}: not a holders file (JSON with a list 'holders' of "
                          "objects with text 'ssn' and 'phone'); fix it or leave --holders out"
                          ) from None
 
@@ -78,15 +76,15 @@ def start_log(path: Path) -> None:
 def receipts_folder(text: str) -> Path:
     """--receipts: a folder we can write into, checked before the first payment."""
     if not text:
-        raise ValueError("the --receipts folder is empty; give a folder name")
+        raise UsageError("the --receipts folder is empty; give a folder name")
     path = Path(text)
     try:
         private_folders(path)
     except OSError as e:
-        raise ValueError(f"{path} cannot be made a receipts folder ({e.strerror}); give "
+        raise UsageError(f"{path} cannot be made a receipts folder ({e.strerror}); give "
                          "a folder you can write") from None
     if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
-        raise ValueError(f"{path} is not a folder you can write; give another --receipts")
+        raise UsageError(f"{path} is not a folder you can write; give another --receipts")
     return path
 
 
@@ -195,21 +193,14 @@ def build(args: argparse.Namespace) -> PosApp:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
+
+    def start() -> int:
         app = build(args)
         start_log(args.log or user_dir() / "pos-terminal.log")
-    except (ReaderError, store.StoreError, CardFileError, OutletError, HostError,
-            ValueError) as e:
-        print(f"pos-terminal: {one_line(str(e))}", file=sys.stderr)
-        bad_input = isinstance(e, (CardFileError, ValueError, store.CardPathError))
-        return 2 if bad_input else 1  # as cardio: 2 for what was given, 1 for the rest
-    except OSError as e:
-        where = f"{e.filename}: " if e.filename else ""
-        print(f"pos-terminal: {where}{e.strerror or e}; check the path and its permissions",
-              file=sys.stderr)
-        return 1
-    app.run()
-    return 0
+        app.run()
+        return Exit.OK
+
+    return run_command("pos-terminal", start)
 
 
 if __name__ == "__main__":

@@ -9,14 +9,14 @@ import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
 
-from cardio.model import LifeCycle, PinState
+from cardio.model import Category, LifeCycle, PinState, Scheme
 from cardio.pin import INITIAL_PIN
 from cardio.pin_policy import Violation, check_new_pin
 
 __all__ = ["Violation", "check_new_pin"]  # S15 lives with the card layer: the outlet needs it too
 
-FORCED_SCHEME = "310"  # S8: urban-employee basic medical insurance only
-SOCIAL_SECURITY_CATEGORY = "1"  # S12: 'L' is an old city medical insurance card
+FORCED_SCHEME = Scheme.EMPLOYEE_MEDICAL  # S8: urban-employee basic medical insurance only
+FORCED_CATEGORY = Category.SOCIAL_SECURITY  # S12: never an old medical insurance card ('L')
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def forced_change_due(facts: CardFacts, settings: Settings) -> bool:
     """S8, S9, S11, S12: upgrade reached, category 1, scheme 310, PIN still INITIAL."""
     return (
         settings.upgraded
-        and facts.category == SOCIAL_SECURITY_CATEGORY
+        and facts.category == FORCED_CATEGORY
         and facts.scheme == FORCED_SCHEME
         and facts.pin_state is PinState.INITIAL
     )

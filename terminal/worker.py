@@ -39,8 +39,19 @@ from cardio.readers.errors import (
 from cardio.resources import private_folders
 from cardio.trace import failure
 from host.api import Debit, HostError, SettlementHost, format_fen
-from terminal.flow import Account, ChangePin, Command, Flow, ReadCard, Settle, Stage, Verify
-from terminal.outlet_flow import OutletFlow, RunOutlet
+from terminal.flow.base import CardFlow
+from terminal.flow.commands import (
+    Account,
+    ChangePin,
+    Command,
+    ReadCard,
+    RunOutlet,
+    Settle,
+    Verify,
+)
+from terminal.flow.outlet import OutletFlow
+from terminal.flow.pharmacy import PharmacyFlow
+from terminal.flow.view import Stage
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +120,10 @@ class CardSlot:
 
 
 @dataclass(frozen=True)
-class Desk:
-    """What commands run against."""
+class Equipment:
+    """What the terminal's commands run against: its reader (one call at a time, through
+    `slot`), the settlement host, where receipts go, the outlet's key and operator, and
+    the terminal's ID."""
 
     reader: Reader
     host: SettlementHost | None = None  # None: payments end at the card's authorisation
@@ -141,18 +154,19 @@ EXPECTED_ERRORS = (ReaderError, NotASocialSecurityCard, PinFormatError, OutletEr
                    CardCommandError, HostError)
 
 
-def execute(desk: Desk, command: Command | RunOutlet) -> tuple[Result, bool]:
+def execute(equipment: Equipment, command: Command) -> tuple[Result, bool]:
     """One command; never raises. Returns the result and whether the card is still in."""
     result: Result
     try:
         if isinstance(command, Settle):  # the host's answer is waited for: money may move
-            result = _settle(desk, command)
+            result = _settle(equipment, command)
         elif isinstance(command, ReadCard):  # the host is asked after the card: its own time
-            info = desk.slot.call(lambda: _read(desk), deadline=desk.card_timeout or None)
-            result = CardRead(info, _account(desk, info))
+            info = equipment.slot.call(lambda: _read(equipment),
+                                       deadline=equipment.card_timeout or None)
+            result = CardRead(info, _account(equipment, info))
         else:
-            result = desk.slot.call(lambda: _run(desk, command),
-                                    deadline=desk.card_timeout or None)
+            result = equipment.slot.call(lambda: _run(equipment, command),
+                                         deadline=equipment.card_timeout or None)
     except (NoResponseError, ReaderBusyError) as e:
         return e, True  # the reader cannot be asked while a call is stuck on it
     except EXPECTED_ERRORS as e:
@@ -160,7 +174,7 @@ def execute(desk: Desk, command: Command | RunOutlet) -> tuple[Result, bool]:
     except Exception as e:  # never a crash: a traceback's locals could show PIN digits
         log.error("card work failed: %s", failure(e))
         result = WorkFailed(type(e).__name__)
-    return result, (_present(desk.reader) if isinstance(result, Exception) else True)
+    return result, (_present(equipment.reader) if isinstance(result, Exception) else True)
 
 
 def _present(reader: Reader) -> bool:
@@ -170,15 +184,15 @@ def _present(reader: Reader) -> bool:
         return False
 
 
-def _read(desk: Desk) -> CardInfo:
-    desk.reader.reset()  # a fresh card session for each transaction
-    return SocialSecurityCard(desk.reader).read_info()
+def _read(equipment: Equipment) -> CardInfo:
+    equipment.reader.reset()  # a fresh card session for each transaction
+    return SocialSecurityCard(equipment.reader).read_info()
 
 
-def _run(desk: Desk, command: Command | RunOutlet) -> Result:
-    card = SocialSecurityCard(desk.reader)
+def _run(equipment: Equipment, command: Command) -> Result:
+    card = SocialSecurityCard(equipment.reader)
     if isinstance(command, RunOutlet):
-        return _outlet(desk).run(command.operation, command.id_number, command.new_pin)
+        return _outlet(equipment).run(command.operation, command.id_number, command.new_pin)
     if isinstance(command, Verify):
         return card.verify(command.pin)
     if isinstance(command, ChangePin):
@@ -186,56 +200,56 @@ def _run(desk: Desk, command: Command | RunOutlet) -> Result:
     raise TypeError(f"not a card command: {type(command).__name__}")
 
 
-def _account(desk: Desk, info: CardInfo) -> Account | None:
-    if desk.host is None or not info.ssn:
+def _account(equipment: Equipment, info: CardInfo) -> Account | None:
+    if equipment.host is None or not info.ssn:
         return None
-    holder = desk.host.holder(info.ssn)
+    holder = equipment.host.holder(info.ssn)
     return Account(lost=holder.lost, phone=holder.phone) if holder else Account()
 
 
-def _settle(desk: Desk, command: Settle) -> Debit:
+def _settle(equipment: Equipment, command: Settle) -> Debit:
     """The debit, only while the card is still there; its receipt when it went through."""
-    if desk.host is None:
+    if equipment.host is None:
         raise HostError("this terminal has no settlement host")
-    if not desk.slot.call(desk.reader.card_present):
+    if not equipment.slot.call(equipment.reader.card_present):
         raise CardRemovedError()  # pulled out after authorisation: nothing is debited
-    debit = desk.host.debit(command.txn_id, desk.terminal_id, command.card_number,
-                            command.ssn, command.amount_fen)
-    if debit.ok and desk.receipts is not None:
+    debit = equipment.host.debit(command.txn_id, equipment.terminal_id, command.card_number,
+                                 command.ssn, command.amount_fen)
+    if debit.ok and equipment.receipts is not None:
         try:
-            write_receipt(desk.receipts, desk.terminal_id, command, debit)
+            write_receipt(equipment.receipts, equipment.terminal_id, command, debit)
         except OSError:  # the money moved: the screen still shows the receipt
             log.exception("the receipt file could not be written")
     return debit
 
 
-def _outlet(desk: Desk) -> Outlet:
-    setup = desk.outlet
+def _outlet(equipment: Equipment) -> Outlet:
+    setup = equipment.outlet
     if setup is None:
         raise OutletError("this terminal is not a service outlet; start it with --outlet")
 
     def phone_of(ssn: str) -> str | None:
-        holder = desk.host.holder(ssn) if desk.host is not None else None
+        holder = equipment.host.holder(ssn) if equipment.host is not None else None
         return holder.phone if holder else None
 
-    return Outlet(desk.reader, setup.master_key, operator=setup.operator,
+    return Outlet(equipment.reader, setup.master_key, operator=setup.operator,
                   log=OutletLog(setup.log), phone_of=phone_of)
 
 
 def deliver(
-    flow: Flow | OutletFlow,
+    flow: CardFlow,
     result: Result,
     present: bool = True,
-) -> Command | RunOutlet | None:
+) -> Command | None:
     """Hand a command's result to the flow; returns the flow's next command, if any.
     Every failure becomes a catalogue key: the screen never shows an exception's text."""
     if isinstance(result, CardRead):
         return flow.card_read(result.info, result.account)
-    if isinstance(result, PinOutcome) and isinstance(flow, Flow):
+    if isinstance(result, PinOutcome) and isinstance(flow, PharmacyFlow):
         return flow.card_answer(result)
-    if isinstance(result, Debit) and isinstance(flow, Flow):
+    if isinstance(result, Debit) and isinstance(flow, PharmacyFlow):
         flow.settled(result)
-    elif isinstance(result, HostError) and isinstance(flow, Flow):
+    elif isinstance(result, HostError) and isinstance(flow, PharmacyFlow):
         log.warning("settlement host: %s", result)
         if flow.view.stage is Stage.SETTLING:
             flow.settle_failed()
@@ -248,10 +262,10 @@ def deliver(
         flow.outlet_failed(result)
     elif isinstance(result, NotASocialSecurityCard):
         flow.not_a_card()
-    elif (isinstance(result, CardRemovedError) and isinstance(flow, Flow)
+    elif (isinstance(result, CardRemovedError) and isinstance(flow, PharmacyFlow)
           and flow.view.stage is Stage.SETTLING):
         flow.removed_before_debit()
-    elif (isinstance(result, ReaderError) and isinstance(flow, Flow)
+    elif (isinstance(result, ReaderError) and isinstance(flow, PharmacyFlow)
           and flow.view.stage is Stage.SETTLING):
         flow.settle_card_failed(reader_error_key(result))
     elif isinstance(result, ReaderError) and not present:
@@ -315,5 +329,5 @@ def write_private(path: Path, data: bytes) -> None:
         out.write(data)
 
 
-__all__ = ["CardRead", "Desk", "Operation", "OutletSetup", "WorkFailed", "deliver", "execute",
+__all__ = ["CardRead", "Equipment", "Operation", "OutletSetup", "WorkFailed", "deliver", "execute",
            "reader_error_key", "write_receipt"]

@@ -6,9 +6,10 @@ import json
 
 from cardio.readers.base import Reader
 from cardio.resources import data_dir
-from terminal.flow import Command, Flow, Purpose, ReadCard
+from terminal.flow.commands import Command, ReadCard
+from terminal.flow.pharmacy import PharmacyFlow, Purpose
 from terminal.rules import Settings
-from terminal.worker import Desk, deliver, execute
+from terminal.worker import Equipment, deliver, execute
 
 
 def fixture_phones() -> dict[str, str]:
@@ -27,21 +28,21 @@ class Worker:
         self.reader = reader
         self.sent: list[str] = []
 
-    def run(self, flow: Flow, command: Command | None) -> None:
+    def run(self, flow: PharmacyFlow, command: Command | None) -> None:
         while command is not None:
             self.sent.append(type(command).__name__)
             if isinstance(command, ReadCard):
                 flow.reading()
-            result, present = execute(Desk(self.reader), command)
+            result, present = execute(Equipment(self.reader), command)
             command = deliver(flow, result, present)
 
-    def start(self, purpose: Purpose, settings: Settings) -> Flow:
+    def start(self, purpose: Purpose, settings: Settings) -> PharmacyFlow:
         """A flow of `purpose` with the card read (a payment of 12.50 yuan)."""
-        flow = Flow(purpose, settings, phone_of=PHONES.get)
+        flow = PharmacyFlow(purpose, settings, phone_of=PHONES.get)
         self.run(flow, flow.start())
         if purpose is Purpose.PAY:
             self.run(flow, flow.entered("1250"))
         return flow
 
-    def enter(self, flow: Flow, text: str) -> None:
+    def enter(self, flow: PharmacyFlow, text: str) -> None:
         self.run(flow, flow.entered(text))

@@ -751,7 +751,7 @@ def test_ctrl_c_is_one_line(monkeypatch: pytest.MonkeyPatch,
         raise KeyboardInterrupt
 
     monkeypatch.setattr(profiles, "names", interrupted)
-    assert main(["card", "list-profiles"], out=io.StringIO()) == 1
+    assert main(["card", "list-profiles"], out=io.StringIO()) == 130  # as a shell reports SIGINT
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("cardio: interrupted")
 

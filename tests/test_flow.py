@@ -1,4 +1,4 @@
-"""terminal.flow.Flow, the pure transaction state machine (terminal-rules.md).
+"""terminal.flow.pharmacy.PharmacyFlow, the pure transaction state machine (terminal-rules.md).
 
 First with CardInfo / PinStatus / PinOutcome built by hand (no card), then end to end
 with a VirtualReader and real card files from the profiles, driven by a small worker
@@ -18,20 +18,10 @@ from cardio.card.state import LifeCycle, PinState
 from cardio.identity import query_password
 from cardio.protocol import CardInfo, PinOutcome, PinStatus
 from cardio.readers.virtual import VirtualReader
-from terminal.flow import (
-    Account,
-    ChangePin,
-    Command,
-    Flow,
-    Line,
-    Purpose,
-    ReadCard,
-    Stage,
-    Tone,
-    Verify,
-    View,
-    format_fen,
-)
+from host.api import format_fen
+from terminal.flow.commands import Account, ChangePin, Command, ReadCard, Verify
+from terminal.flow.pharmacy import PharmacyFlow, Purpose
+from terminal.flow.view import Line, Stage, Tone, View
 from terminal.rules import Settings
 
 UPGRADE = dt.date(2025, 4, 13)
@@ -94,9 +84,9 @@ def phones(ssn: str) -> str | None:
     return {SSN: PHONE}.get(ssn)
 
 
-def paying(info: CardInfo, settings: Settings = AFTER, amount: str = "1250", **kw) -> Flow:
+def paying(info: CardInfo, settings: Settings = AFTER, amount: str = "1250", **kw) -> PharmacyFlow:
     """A payment flow that has read `info`."""
-    flow = Flow(Purpose.PAY, settings, **kw)
+    flow = PharmacyFlow(Purpose.PAY, settings, **kw)
     assert flow.start() is None
     assert flow.view.stage is Stage.AMOUNT
     assert flow.entered(amount) == ReadCard()
@@ -107,8 +97,8 @@ def paying(info: CardInfo, settings: Settings = AFTER, amount: str = "1250", **k
     return flow
 
 
-def changing(info: CardInfo, **kw) -> Flow:
-    flow = Flow(Purpose.CHANGE, AFTER, **kw)
+def changing(info: CardInfo, **kw) -> PharmacyFlow:
+    flow = PharmacyFlow(Purpose.CHANGE, AFTER, **kw)
     assert flow.start() == ReadCard()
     assert flow.view.stage is Stage.INSERT
     flow.reading()
@@ -116,7 +106,7 @@ def changing(info: CardInfo, **kw) -> Flow:
     return flow
 
 
-def assert_pins_forgotten(flow: Flow) -> None:
+def assert_pins_forgotten(flow: PharmacyFlow) -> None:
     assert flow._current is None
     assert flow._new is None
 
@@ -134,7 +124,7 @@ def test_format_fen(fen: int, text: str) -> None:
 
 
 def test_amount_1250_is_12_50_and_asks_for_the_card() -> None:
-    flow = Flow(Purpose.PAY, AFTER)
+    flow = PharmacyFlow(Purpose.PAY, AFTER)
     assert flow.view.stage is Stage.AMOUNT
     assert "bad_amount" not in keys(flow.view)
     assert flow.entered("1250") == ReadCard()
@@ -145,7 +135,7 @@ def test_amount_1250_is_12_50_and_asks_for_the_card() -> None:
 
 
 def test_amount_largest_eight_digits() -> None:
-    flow = Flow(Purpose.PAY, AFTER)
+    flow = PharmacyFlow(Purpose.PAY, AFTER)
     assert flow.entered("99999999") == ReadCard()
     assert params(flow.view, "amount") == {"amount": "999999.99"}
 
@@ -156,7 +146,7 @@ def test_amount_largest_eight_digits() -> None:
      "123456789", "000000001", "999999999"],
 )
 def test_bad_amount_refused_and_asked_again(text: str) -> None:
-    flow = Flow(Purpose.PAY, AFTER)
+    flow = PharmacyFlow(Purpose.PAY, AFTER)
     assert flow.entered(text) is None
     assert flow.view.stage is Stage.AMOUNT
     assert flow.view.lines[0] == Line("bad_amount", (), Tone.ERROR)
@@ -167,7 +157,7 @@ def test_bad_amount_refused_and_asked_again(text: str) -> None:
 @pytest.mark.parametrize("text", ["²", "12³", "①"])
 def test_bad_amount_non_ascii_digit_characters(text: str) -> None:
     """str.isdigit accepts these, int() does not: still just a bad amount, never a crash."""
-    flow = Flow(Purpose.PAY, AFTER)
+    flow = PharmacyFlow(Purpose.PAY, AFTER)
     assert flow.entered(text) is None
     assert flow.view.stage is Stage.AMOUNT
     assert keys(flow.view)[0] == "bad_amount"
@@ -258,7 +248,7 @@ def test_s13_not_activated_refused_on_reading() -> None:
 
 def test_s18_lost_card_refused() -> None:
     """The host's word that the card is lost (S18) refuses it before any PIN."""
-    flow = Flow(Purpose.PAY, AFTER)
+    flow = PharmacyFlow(Purpose.PAY, AFTER)
     assert flow.entered("1250") == ReadCard()
     flow.reading()
     assert flow.card_read(card_info(PinState.ENABLED), Account(lost=True)) is None
@@ -284,7 +274,7 @@ def test_pin_stage_short_entry_never_reaches_the_card() -> None:
 # --- S8: forced change ----------------------------------------------------------------
 
 
-def forced(**kw) -> Flow:
+def forced(**kw) -> PharmacyFlow:
     flow = paying(card_info(PinState.INITIAL), phone_of=phones, **kw)
     assert flow.view.stage is Stage.NEW_PIN
     assert keys(flow.view) == ["amount", "forced_change", "new_pin"]
@@ -484,7 +474,7 @@ def test_change_purpose_refused(info: CardInfo, expected: list[str]) -> None:
 
 
 def test_change_purpose_lost_refused() -> None:
-    flow = Flow(Purpose.CHANGE, AFTER)
+    flow = PharmacyFlow(Purpose.CHANGE, AFTER)
     flow.reading()
     assert flow.card_read(card_info(PinState.ENABLED), Account(lost=True)) is None
     assert flow.view.success is False
@@ -506,7 +496,7 @@ def test_change_purpose_not_activated_answer_from_card() -> None:
 
 def test_info_purpose_reads_and_shows_the_card() -> None:
     info = card_info(PinState.ENABLED)
-    flow = Flow(Purpose.INFO, AFTER)
+    flow = PharmacyFlow(Purpose.INFO, AFTER)
     assert flow.start() == ReadCard()
     assert flow.card_inserted() == ReadCard()
     flow.reading()
@@ -523,7 +513,7 @@ def test_info_purpose_reads_and_shows_the_card() -> None:
 @pytest.mark.parametrize("where", ["amount", "insert"])
 def test_removed_before_the_card_is_asked_for_changes_nothing(where: str) -> None:
     """The amount is typed before the card; a card pulled then is simply asked for."""
-    flow = Flow(Purpose.PAY, AFTER)
+    flow = PharmacyFlow(Purpose.PAY, AFTER)
     if where == "insert":
         flow.entered("1250")
     before = flow.view
@@ -535,7 +525,7 @@ def test_removed_before_the_card_is_asked_for_changes_nothing(where: str) -> Non
     "where", ["reading", "pin", "new-pin", "confirm", "working", "confirm-amount"])
 def test_removed_mid_flow_ends_it(where: str) -> None:
     if where == "reading":
-        flow = Flow(Purpose.PAY, AFTER)
+        flow = PharmacyFlow(Purpose.PAY, AFTER)
         flow.entered("1250")
         flow.reading()
     elif where == "pin":
@@ -568,7 +558,7 @@ def test_removed_after_a_final_view_changes_nothing() -> None:
     assert final.final is True
     assert flow.removed() is False
     assert flow.view is final
-    info_flow = Flow(Purpose.INFO, AFTER)
+    info_flow = PharmacyFlow(Purpose.INFO, AFTER)
     info_flow.card_read(card_info())
     assert info_flow.removed() is False
     assert info_flow.view.stage is Stage.INFO
@@ -657,7 +647,7 @@ def test_no_pin_digits_kept_after_the_command() -> None:
     assert all(ENABLED_PIN not in repr(v) for v in vars(flow).values())
 
 
-# --- end to end: VirtualReader + SocialSecurityCard + Flow, no Textual -----------------
+# --- end to end: VirtualReader + SocialSecurityCard + PharmacyFlow, no Textual ---------
 
 
 
@@ -838,7 +828,7 @@ def test_e2e_s5_employee_enabled_asks_pin(insert) -> None:
 def test_e2e_change_purpose_on_employee_enabled(insert) -> None:
     reader, path = insert("employee-enabled")
     worker = Worker(reader)
-    flow = Flow(Purpose.CHANGE, AFTER, phone_of=PHONES.get)
+    flow = PharmacyFlow(Purpose.CHANGE, AFTER, phone_of=PHONES.get)
     worker.run(flow, flow.start())
     assert flow.view.stage is Stage.PIN
     for text in (ENABLED_PIN, NEW_PIN, NEW_PIN):
@@ -854,7 +844,7 @@ def test_e2e_change_purpose_on_employee_enabled(insert) -> None:
 def test_e2e_info_purpose(insert) -> None:
     reader, path = insert("pension-new")
     worker = Worker(reader)
-    flow = Flow(Purpose.INFO, AFTER)
+    flow = PharmacyFlow(Purpose.INFO, AFTER)
     worker.run(flow, flow.start())
     assert flow.view.stage is Stage.INFO
     info = flow.view.info
@@ -893,6 +883,6 @@ def test_e2e_info_purpose(insert) -> None:
 ])
 def test_typed_takes_what_the_stage_takes(stage: Stage, entry: str, key: str,
                                           after: str) -> None:
-    from terminal.flow import typed
+    from terminal.flow.view import typed
 
     assert typed(stage, entry, key) == after

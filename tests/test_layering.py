@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PURE_TERMINAL = [ROOT / "terminal" / "rules.py", ROOT / "terminal" / "flow.py"]
+PURE_TERMINAL = [ROOT / "terminal" / "rules.py", ROOT / "terminal" / "worker.py",
+                 *sorted((ROOT / "terminal" / "flow").glob("*.py"))]
 IMPORT_TEXTUAL = re.compile(r"^\s*(import\s+textual\b|from\s+textual\b)", re.MULTILINE)
 
 
@@ -35,7 +36,8 @@ def textual_imports(path: Path) -> list[str]:
 def test_importing_cardio_and_pure_terminal_does_not_load_textual() -> None:
     code = (
         "import cardio.cli, cardio.vpcd, cardio.readers.pcsc, cardio.protocol, "
-        "terminal.rules, terminal.flow, terminal.worker, terminal.outlet_flow, host.sqlite; "
+        "terminal.rules, terminal.flow.pharmacy, terminal.flow.outlet, terminal.worker, "
+        "host.sqlite; "
         "import sys; print('textual' in sys.modules)"
     )
     done = subprocess.run(
@@ -73,6 +75,7 @@ def test_no_textual_import_in_cardio_sources() -> None:
 
 
 def test_no_textual_import_in_terminal_rules_and_flow() -> None:
+    assert ROOT / "terminal" / "flow" / "pharmacy.py" in PURE_TERMINAL
     offending = [hit for path in PURE_TERMINAL for hit in textual_imports(path)]
     assert offending == []
 
@@ -91,7 +94,7 @@ def test_the_static_check_finds_a_textual_import(tmp_path: Path) -> None:
 
 def test_host_side_does_not_load_the_emulator():
     """The protocol, the rules and the flow speak to any card: the emulator stays out."""
-    code = ("import sys; import cardio.protocol, terminal.rules, terminal.flow; "
+    code = ("import sys; import cardio.protocol, terminal.rules, terminal.flow.pharmacy; "
             "print(sorted(m for m in sys.modules if m.startswith('cardio.card')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()

@@ -7,7 +7,7 @@ new PIN's rules), S16 (cancel the PIN), S17 (a locked card is unblocked only her
 Each operation runs three ways: in process (Outlet over a VirtualReader), through the
 `cardio outlet` CLI on a card file (--card), and through the real PC/SC stack (pcscd +
 vpcd + `cardio serve`, CLI with --reader). After each, the card is checked through the
-same channel: VERIFY, GET DATA, and a terminal.flow.Flow driven by a small worker.
+same channel: VERIFY, GET DATA, and a PharmacyFlow driven by a small worker.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ from cardio.readers.base import Reader
 from cardio.readers.virtual import VirtualReader
 from cardio.resources import data_dir
 from terminal import rules
-from terminal.flow import Flow, Purpose, Stage, facts_of
+from terminal.flow.pharmacy import PharmacyFlow, Purpose, facts_of
+from terminal.flow.view import Stage
 from terminal.rules import Decision, Settings
 
 INITIAL_PIN = "123456"
@@ -208,7 +209,7 @@ def run_in_process(path: Path, operation: str, id_number: str, log: Path,
     return result, trace
 
 
-def keys(flow: Flow) -> list[str]:
+def keys(flow: PharmacyFlow) -> list[str]:
     return [ln.key for ln in flow.view.lines]
 
 

@@ -13,9 +13,11 @@ from cardio.protocol import SocialSecurityCard
 from cardio.readers.virtual import VirtualReader
 from terminal import strings
 from terminal.app import Options, PosApp
-from terminal.flow import Flow, Purpose, ReadCard, Stage
+from terminal.flow.commands import ReadCard
+from terminal.flow.pharmacy import PharmacyFlow, Purpose
+from terminal.flow.view import Stage
 from terminal.rules import Settings
-from terminal.worker import Desk, deliver, execute
+from terminal.worker import Equipment, deliver, execute
 
 AFTER_UPGRADE = Settings(dt.date(2020, 4, 13), dt.date(2026, 11, 27))
 GET_DATA = bytes((0x80, 0xCA))
@@ -54,11 +56,11 @@ def test_payment_treats_the_pin_as_enabled_and_shows_the_tries_first(tmp_path: P
     lines: list[str] = []
     # employee-new is INITIAL on the card, but this card does not say so: rule 8, not S8.
     path, reader = reader_for(tmp_path, "employee-new", lines)
-    flow = Flow(Purpose.PAY, AFTER_UPGRADE)
+    flow = PharmacyFlow(Purpose.PAY, AFTER_UPGRADE)
     command = flow.entered("1250")
     assert command == ReadCard()
     flow.reading()
-    result, present = execute(Desk(reader), command)
+    result, present = execute(Equipment(reader), command)
     assert deliver(flow, result, present) is None
     assert flow.view.stage is Stage.PIN
     assert [ln.key for ln in flow.view.lines] == ["amount", "tries_left", "enter_pin"]

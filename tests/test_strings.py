@@ -13,7 +13,7 @@ from cardio.model import LifeCycle, PinState
 from cardio.outlet import Operation
 from cardio.pin_policy import Violation
 from terminal import strings
-from terminal.outlet_flow import TITLES
+from terminal.flow.outlet import TITLES
 from terminal.worker import READER_ERROR_KEYS
 
 TERMINAL = Path(__file__).resolve().parent.parent / "terminal"

@@ -48,7 +48,7 @@ from cardio.card.state import CardFileError, LifeCycle, PinState
 from host.sqlite import SqliteHost, seed_file
 from terminal import strings
 from terminal.cli import build, main, parse_args
-from terminal.flow import Stage
+from terminal.flow.view import Stage
 from terminal.screens.menu import MenuScreen
 from terminal.screens.stages import ResultScreen
 

@@ -45,7 +45,7 @@ from host.api import DebitStatus
 from host.sqlite import SqliteHost, seed_file
 from terminal import strings
 from terminal.app import Options, PosApp
-from terminal.flow import Stage
+from terminal.flow.view import Stage
 from terminal.messages import CardChanged
 from terminal.rules import Settings
 from terminal.screens.confirm import ConfirmScreen
@@ -758,7 +758,7 @@ async def test_19_a_mute_card_times_out_then_busy_then_works(tmp_path: Path) -> 
         assert app.flow is None
         reader.held = None
         reader.gate.set()  # the late answer comes; nobody waits for it
-        await wait_until(pilot, lambda: not app.desk.slot.busy, timeout=3)
+        await wait_until(pilot, lambda: not app.equipment.slot.busy, timeout=3)
         await pilot.press("3")
         await settle(pilot)
         assert app.flow is not None and app.flow.view.stage is Stage.INFO

@@ -112,7 +112,7 @@ async def test_a_card_that_never_answers_through_pcscd(tmp_path: Path, pcsc_stac
             await _until(pilot, lambda: "读卡器忙" in _text(app), "reader busy")
             assert app.flow is None
             mute.close()  # the card goes; the stuck call ends with an error, ignored
-            await _until(pilot, lambda: not app.desk.slot.busy, "the reader to free")
+            await _until(pilot, lambda: not app.equipment.slot.busy, "the reader to free")
             path = tmp_path / "card.json"
             profiles.new_card("employee-enabled", path)
             served(path)

@@ -43,7 +43,7 @@ from host.api import Debit, DebitStatus, HostError, Transaction
 from host.sqlite import SqliteHost, seed_file
 from terminal.app import Options, PosApp
 from terminal.cli import build, parse_args
-from terminal.flow import Stage
+from terminal.flow.view import Stage
 from terminal.rules import Settings
 
 pytestmark = pytest.mark.slow  # Pilot through whole flows, key by key: ~0.3-2 s a test

@@ -1,1 +1,1 @@
-"""The emulated social security card (card-apdu.md)."""
+"""The emulated social security card (docs/card.md)."""

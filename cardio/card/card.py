@@ -18,14 +18,23 @@ from cardio.apdu import Apdu
 from cardio.card import files
 from cardio.card.state import CardState, LifeCycle, PinHash, PinState
 from cardio.card.store import CardWriteError, MemoryStore, Store
-from cardio.model import CHANGE_PIN, LIFE_CYCLE_BYTES, PIN_STATE_BYTES, Ins
-from cardio.sw import CardError
+from cardio.model import (
+    CHANGE_PIN,
+    LIFE_CYCLE_BYTES,
+    PIN_STATE_BYTES,
+    PIN_STATUS_TAG,
+    Cla,
+    Fid,
+    Ins,
+    OutletPin,
+)
+from cardio.sw import CardError, Sw
 from cardio.trace import failure
 
 log = logging.getLogger(__name__)
 
 ATR_PREFIX = bytes((0x3B, 0x6D, 0x00, 0x00))  # TB1, TC1, 13 historical bytes; T=0 implied
-GET_RESPONSE = bytes((0x00, 0xC0))
+GET_RESPONSE = bytes((Cla.ISO, Ins.GET_RESPONSE))
 Handler = Callable[["VirtualCard", Apdu], bytes]
 
 
@@ -87,7 +96,7 @@ class VirtualCard:
             data, status = b"", e.sw
         except Exception as e:  # a bug: keep the card alive, and say so (never the bytes)
             log.error("emulator error: %s", failure(e))
-            data, status = b"", sw.NO_DIAGNOSIS
+            data, status = b"", Sw.NO_DIAGNOSIS
         return data + sw.split(status)
 
     def _dispatch(self, raw: bytes) -> tuple[bytes, int]:
@@ -100,24 +109,24 @@ class VirtualCard:
             # fetches a T=0 answer is transport, not a command of its own.
             session.challenge = None
         apdu = Apdu.parse(raw)
-        if apdu.cla not in (0x00, 0x80, 0x84):
-            raise CardError(sw.CLA_NOT_SUPPORTED)
-        if t0 and (apdu.cla, apdu.ins) == (0x00, 0xC0):
+        if apdu.cla not in tuple(Cla):
+            raise CardError(Sw.CLA_NOT_SUPPORTED)
+        if t0 and (apdu.cla, apdu.ins) == (Cla.ISO, Ins.GET_RESPONSE):
             return self._get_response(apdu, pending)
-        if apdu.cla == 0x84:
+        if apdu.cla == Cla.SECURE_MESSAGING:
             outlet = _OUTLET.get(apdu.ins)
             if outlet is None:
-                raise CardError(sw.INS_NOT_SUPPORTED)
+                raise CardError(Sw.INS_NOT_SUPPORTED)
             data = outlet(self, apdu, self._unwrap(apdu, challenge))
         else:
             handler = _COMMANDS.get((apdu.cla, apdu.ins))
             if handler is None:
-                raise CardError(sw.INS_NOT_SUPPORTED)
+                raise CardError(Sw.INS_NOT_SUPPORTED)
             data = handler(self, apdu)
-        if data and t0:  # §8: announce the data, hand it out on GET RESPONSE
+        if data and t0:  # docs/card.md §6: announce the data, hand it out on GET RESPONSE
             session.pending = data
             return b"", sw.bytes_available(len(data))
-        return data, sw.OK
+        return data, Sw.OK
 
     # --- shared checks --------------------------------------------------------
 
@@ -133,23 +142,23 @@ class VirtualCard:
         except CardWriteError as e:
             log.error("%s: the card answered 6581 (memory failure) and keeps its previous "
                       "state; %s", e.problem, e.advice)
-            raise CardError(sw.MEMORY_FAILURE) from None
+            raise CardError(Sw.MEMORY_FAILURE) from None
         except OSError as e:  # another Store's failure: its message is not ours to show
             log.error("the card could not be saved (%s): the card answered 6581 (memory "
                       "failure) and keeps its previous state; check the disk",
                       e.strerror or type(e).__name__)
-            raise CardError(sw.MEMORY_FAILURE) from None
+            raise CardError(Sw.MEMORY_FAILURE) from None
         self._state = state
 
     def _require_active(self) -> None:
         if self._state.life_cycle is not LifeCycle.ACTIVE:
-            raise CardError(sw.CONDITIONS_NOT_SATISFIED)
+            raise CardError(Sw.CONDITIONS_NOT_SATISFIED)
 
     def _compare_pin(self, candidate: str) -> None:
         """jCardSim's OwnerPIN.check order: decrement (durably), compare, caller restores."""
         state = self._state
         if state.blocked:
-            raise CardError(sw.PIN_BLOCKED)
+            raise CardError(Sw.PIN_BLOCKED)
         self._session.verified = False
         left = state.tries_left - 1
         self._save(state.with_(tries_left=left))
@@ -159,12 +168,12 @@ class VirtualCard:
     @staticmethod
     def _no_data(apdu: Apdu) -> None:
         if apdu.data:
-            raise CardError(sw.WRONG_LENGTH)
+            raise CardError(Sw.WRONG_LENGTH)
 
     @staticmethod
     def _p1p2(apdu: Apdu, p1: int, p2: int) -> None:
         if (apdu.p1, apdu.p2) != (p1, p2):
-            raise CardError(sw.WRONG_P1P2)
+            raise CardError(Sw.WRONG_P1P2)
 
     @staticmethod
     def _exact_le(apdu: Apdu, length: int) -> None:
@@ -172,30 +181,30 @@ class VirtualCard:
         if apdu.le not in (256, length):
             raise CardError(sw.wrong_le(length))
 
-    # --- §3 commands ----------------------------------------------------------
+    # --- commands (docs/card.md §3) -------------------------------------------
 
     def select(self, apdu: Apdu) -> bytes:
         if apdu.p2 not in (0x00, 0x0C):
-            raise CardError(sw.WRONG_P1P2)
+            raise CardError(Sw.WRONG_P1P2)
         if apdu.p1 == 0x04:
             if not apdu.data:
-                raise CardError(sw.WRONG_LENGTH)
+                raise CardError(Sw.WRONG_LENGTH)
             target: files.Ef | files.Df | None = self._mf.df_by_name(apdu.data)
         elif apdu.p1 == 0x00:
             if len(apdu.data) != 2:
-                raise CardError(sw.WRONG_LENGTH)
+                raise CardError(Sw.WRONG_LENGTH)
             fid = int.from_bytes(apdu.data, "big")
             current = self._session.df
-            if fid == files.MF_FID:
+            if fid == Fid.MF:
                 target = self._mf
             elif fid == current.fid:
                 target = current
             else:
                 target = current.child_by_fid(fid)
         else:
-            raise CardError(sw.WRONG_P1P2)
+            raise CardError(Sw.WRONG_P1P2)
         if target is None:
-            raise CardError(sw.FILE_NOT_FOUND)
+            raise CardError(Sw.FILE_NOT_FOUND)
         if isinstance(target, files.Ef):
             self._session.ef = target
             return b""
@@ -206,20 +215,20 @@ class VirtualCard:
     def read_record(self, apdu: Apdu) -> bytes:
         self._no_data(apdu)
         if apdu.p1 == 0 or apdu.p2 & 0x07 != 0x04:
-            raise CardError(sw.WRONG_P1P2)
+            raise CardError(Sw.WRONG_P1P2)
         sfi = apdu.p2 >> 3
         if sfi:
             ef = self._session.df.ef_by_sfi(sfi)
             if ef is None:
-                raise CardError(sw.FILE_NOT_FOUND)
+                raise CardError(Sw.FILE_NOT_FOUND)
             self._session.ef = ef
         elif self._session.ef is None:
-            raise CardError(sw.NO_CURRENT_EF)
+            raise CardError(Sw.NO_CURRENT_EF)
         else:
             ef = self._session.ef
         record = ef.record(apdu.p1)
         if record is None:
-            raise CardError(sw.RECORD_NOT_FOUND)
+            raise CardError(Sw.RECORD_NOT_FOUND)
         self._exact_le(apdu, len(record))
         return record
 
@@ -227,18 +236,18 @@ class VirtualCard:
         self._p1p2(apdu, 0, 0)
         if not apdu.data:  # the status query: never costs a try
             if apdu.le not in (None, 256):
-                raise CardError(sw.WRONG_LENGTH)
+                raise CardError(Sw.WRONG_LENGTH)
             self._require_active()
             if self._state.blocked:
-                raise CardError(sw.PIN_BLOCKED)
+                raise CardError(Sw.PIN_BLOCKED)
             if not self._session.verified:
                 raise CardError(sw.wrong_pin(self._state.tries_left))
             return b""
         if len(apdu.data) != 3 or apdu.le is not None:
-            raise CardError(sw.WRONG_LENGTH)
+            raise CardError(Sw.WRONG_LENGTH)
         candidate = pin.decode(apdu.data)
         if candidate is None:
-            raise CardError(sw.WRONG_DATA)
+            raise CardError(Sw.WRONG_DATA)
         self._require_active()
         self._compare_pin(candidate)
         self._save(self._state.with_(tries_left=self._state.try_limit))
@@ -248,10 +257,10 @@ class VirtualCard:
     def change_pin(self, apdu: Apdu) -> bytes:
         self._p1p2(apdu, 0x01, 0x00)
         if len(apdu.data) != 7:
-            raise CardError(sw.WRONG_LENGTH)
+            raise CardError(Sw.WRONG_LENGTH)
         old, new = pin.decode(apdu.data[:3]), pin.decode(apdu.data[4:])
         if apdu.data[3] != pin.CHANGE_SEPARATOR or old is None or new is None:
-            raise CardError(sw.WRONG_DATA)
+            raise CardError(Sw.WRONG_DATA)
         self._require_active()
         self._compare_pin(old)
         state = self._state
@@ -262,13 +271,15 @@ class VirtualCard:
         return b""
 
     def get_data(self, apdu: Apdu) -> bytes:
-        if (apdu.p1, apdu.p2) != (0x00, 0xC1):
-            raise CardError(sw.DATA_NOT_FOUND)
+        if (apdu.p1, apdu.p2) != (0x00, PIN_STATUS_TAG):
+            raise CardError(Sw.DATA_NOT_FOUND)
         self._no_data(apdu)
-        self._exact_le(apdu, 6)
         s = self._state
-        return bytes((0xC1, 0x04, LIFE_CYCLE_BYTES[s.life_cycle], PIN_STATE_BYTES[s.pin_state],
-                      s.tries_left, s.try_limit))
+        value = bytes((LIFE_CYCLE_BYTES[s.life_cycle], PIN_STATE_BYTES[s.pin_state],
+                       s.tries_left, s.try_limit))
+        answer = bytes((PIN_STATUS_TAG, len(value))) + value
+        self._exact_le(apdu, len(answer))
+        return answer
 
     def get_challenge(self, apdu: Apdu) -> bytes:
         self._p1p2(apdu, 0, 0)
@@ -279,48 +290,48 @@ class VirtualCard:
         return self._session.challenge
 
     def _get_response(self, apdu: Apdu, pending: bytes) -> tuple[bytes, int]:
-        """§8: hand out what a T=0 style answer announced with 61xx."""
+        """docs/card.md §6: hand out what a T=0 style answer announced with 61xx."""
         self._p1p2(apdu, 0, 0)
         self._no_data(apdu)
         if not pending:
-            raise CardError(sw.CONDITIONS_NOT_SATISFIED)
+            raise CardError(Sw.CONDITIONS_NOT_SATISFIED)
         le = apdu.le
         if le is None or (le > len(pending) and le != 256):
             self._session.pending = pending  # kept, so the terminal can ask again
             raise CardError(sw.wrong_le(len(pending)))
         if le == 256 or le == len(pending):
-            return pending, sw.OK
+            return pending, Sw.OK
         self._session.pending = pending[le:]
         return pending[:le], sw.bytes_available(len(pending) - le)
 
-    # --- §7 service-outlet commands ------------------------------------------
+    # --- service-outlet commands (docs/card.md §5) ----------------------------
 
     def _unwrap(self, apdu: Apdu, challenge: bytes | None) -> bytes:
         """Check the MAC; return the data without it."""
         if challenge is None:
-            raise CardError(sw.NO_CHALLENGE)
+            raise CardError(Sw.NO_CHALLENGE)
         if len(apdu.data) < mac.MAC_LENGTH:
-            raise CardError(sw.MAC_MISSING)
+            raise CardError(Sw.MAC_MISSING)
         body, given = apdu.data[: -mac.MAC_LENGTH], apdu.data[-mac.MAC_LENGTH :]
         header = bytes((apdu.cla, apdu.ins, apdu.p1, apdu.p2, len(apdu.data)))
         expected = mac.mac(self._state.card_key, challenge, header, body)
         if not hmac.compare_digest(given, expected):
-            raise CardError(sw.MAC_WRONG)
+            raise CardError(Sw.MAC_WRONG)
         return body
 
     def outlet_pin(self, apdu: Apdu, body: bytes) -> bytes:
         """84 5E 00 P2: reset and unblock (00), restore the initial PIN (01), cancel (02)."""
         state = self._state
-        if apdu.p1 != 0x00 or apdu.p2 not in (0x00, 0x01, 0x02):
-            raise CardError(sw.WRONG_P1P2)
-        if len(body) != (3 if apdu.p2 == 0x00 else 0):
-            raise CardError(sw.WRONG_LENGTH)
-        if apdu.p2 == 0x00:
+        if apdu.p1 != 0x00 or apdu.p2 not in tuple(OutletPin):
+            raise CardError(Sw.WRONG_P1P2)
+        if len(body) != (3 if apdu.p2 == OutletPin.RESET else 0):
+            raise CardError(Sw.WRONG_LENGTH)
+        if apdu.p2 == OutletPin.RESET:
             new = pin.decode(body)
             if new is None:
-                raise CardError(sw.WRONG_DATA)
+                raise CardError(Sw.WRONG_DATA)
             changed = state.with_(pin=PinHash.of(new), pin_state=PinState.ENABLED)
-        elif apdu.p2 == 0x01:
+        elif apdu.p2 == OutletPin.RESTORE_INITIAL:
             changed = state.with_(pin=PinHash.of(pin.INITIAL_PIN), pin_state=PinState.INITIAL)
         else:
             changed = state.with_(pin_state=PinState.DISABLED)
@@ -332,18 +343,18 @@ class VirtualCard:
         """84 18 00 00: life cycle ACTIVE."""
         self._p1p2(apdu, 0, 0)
         if body:
-            raise CardError(sw.WRONG_LENGTH)
+            raise CardError(Sw.WRONG_LENGTH)
         self._save(self._state.with_(life_cycle=LifeCycle.ACTIVE))
         return b""
 
 
 _COMMANDS: dict[tuple[int, int], Handler] = {
-    (0x00, Ins.SELECT): VirtualCard.select,
-    (0x00, Ins.READ_RECORD): VirtualCard.read_record,
-    (0x00, Ins.VERIFY): VirtualCard.verify,
-    (0x80, CHANGE_PIN): VirtualCard.change_pin,
-    (0x80, Ins.GET_DATA): VirtualCard.get_data,
-    (0x00, Ins.GET_CHALLENGE): VirtualCard.get_challenge,
+    (Cla.ISO, Ins.SELECT): VirtualCard.select,
+    (Cla.ISO, Ins.READ_RECORD): VirtualCard.read_record,
+    (Cla.ISO, Ins.VERIFY): VirtualCard.verify,
+    (Cla.PROPRIETARY, CHANGE_PIN): VirtualCard.change_pin,
+    (Cla.PROPRIETARY, Ins.GET_DATA): VirtualCard.get_data,
+    (Cla.ISO, Ins.GET_CHALLENGE): VirtualCard.get_challenge,
 }
 _OUTLET: dict[int, Callable[[VirtualCard, Apdu, bytes], bytes]] = {
     Ins.OUTLET_PIN: VirtualCard.outlet_pin,

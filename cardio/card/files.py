@@ -1,4 +1,4 @@
-"""The card's file tree (card-apdu.md §2), built from its state.
+"""The card's file tree (docs/card.md §2, "Application and files"), built from its state.
 
 Records are addressed by record number = tag and read back as tag(1) len(1) value.
 """
@@ -9,9 +9,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from cardio.card.state import CardState
-from cardio.model import SSSE_NAME
+from cardio.model import SSSE_NAME, Fid, MedicalTag, Sfi, Tag
 
-MF_FID = 0x3F00
 NAME_FIELD_LENGTH = 30
 
 
@@ -63,23 +62,24 @@ def _bcd_date(day: dt.date) -> bytes:
 def build(state: CardState) -> Df:
     """MF 3F00 / SSSE (by name) / EF05, EF06, DF04 / EF05."""
     c, h = state.card, state.holder
-    card_data = Ef(0xEF05, 0x05, {
-        0x01: c.identification_code,
-        0x02: c.category.encode("ascii"),
-        0x03: c.spec_version.encode("ascii"),
-        0x04: c.issuer_id,
-        0x05: _bcd_date(c.issue_date),
-        0x06: _bcd_date(c.expiry_date),
-        0x07: c.card_number.encode("ascii"),
+    card_data = Ef(Fid.EF05, Sfi.EF05, {
+        Tag.IDENTIFICATION_CODE: c.identification_code,
+        Tag.CATEGORY: c.category.encode("ascii"),
+        Tag.SPEC_VERSION: c.spec_version.encode("ascii"),
+        Tag.ISSUER: c.issuer_id,
+        Tag.ISSUE_DATE: _bcd_date(c.issue_date),
+        Tag.EXPIRY_DATE: _bcd_date(c.expiry_date),
+        Tag.CARD_NUMBER: c.card_number.encode("ascii"),
     })
-    holder = Ef(0xEF06, 0x06, {
-        0x08: h.ssn.encode("ascii"),
-        0x09: h.name.encode("gbk").ljust(NAME_FIELD_LENGTH, b"\x00"),
-        0x0A: h.sex.encode("ascii"),
-        0x0B: bytes.fromhex(h.ethnic),
-        0x0C: bytes.fromhex(h.birthplace),
-        0x0D: _bcd_date(h.birth_date),
+    holder = Ef(Fid.EF06, Sfi.EF06, {
+        Tag.SSN: h.ssn.encode("ascii"),
+        Tag.NAME: h.name.encode("gbk").ljust(NAME_FIELD_LENGTH, b"\x00"),
+        Tag.SEX: h.sex.encode("ascii"),
+        Tag.ETHNIC: bytes.fromhex(h.ethnic),
+        Tag.BIRTHPLACE: bytes.fromhex(h.birthplace),
+        Tag.BIRTH_DATE: _bcd_date(h.birth_date),
     })
-    medical = Df(0xDF04, None, (Ef(0xEF05, 0x05, {0x01: state.scheme.encode("ascii")}),))
+    medical_record = Ef(Fid.EF05, Sfi.EF05, {MedicalTag.SCHEME: state.scheme.encode("ascii")})
+    medical = Df(Fid.DF04, None, (medical_record,))
     ssse = Df(None, SSSE_NAME, (card_data, holder, medical))
-    return Df(MF_FID, None, (ssse,))
+    return Df(Fid.MF, None, (ssse,))

@@ -7,12 +7,13 @@ from pathlib import Path
 
 from cardio.card import store
 from cardio.card.state import CardState, PinHash, PinState
+from cardio.errors import UsageError
 from cardio.pin import INITIAL_PIN
 from cardio.resources import data_dir
 
 
-class UnknownProfileError(LookupError):
-    pass
+class UnknownProfileError(UsageError, LookupError):
+    """No profile of that name; the message lists the ones there are."""
 
 
 def names() -> list[str]:

@@ -16,10 +16,11 @@ import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cardio.model import LifeCycle, PinState
+from cardio.errors import UsageError
+from cardio.model import Category, LifeCycle, PinState
 
-__all__ = ["CardData", "CardFileError", "CardState", "Holder", "LifeCycle", "PinHash",
-           "PinState"]
+__all__ = ["CardData", "CardFileError", "CardState", "Category", "Holder", "LifeCycle",
+           "PinHash", "PinState"]
 
 FORMAT = "shebao-pos/card"
 VERSION = 1
@@ -33,7 +34,7 @@ _DIGITS = re.compile(r"[0-9]*")
 _SSN = re.compile(r"[0-9]{17}[0-9X]")
 
 
-class CardFileError(ValueError):
+class CardFileError(UsageError, ValueError):
     """A card file that cannot be used; the message is one line naming file and field."""
 
     def __init__(self, path: str, where: str, reason: str) -> None:
@@ -69,7 +70,7 @@ class CardData:
     """SSSE/EF05."""
 
     identification_code: bytes  # 16 bytes, first 3 BCD region code
-    category: str  # '1' social security card, 'L' old city medical insurance card
+    category: Category
     spec_version: str  # '1.00' / '2.00' / '3.00'
     issuer_id: bytes  # 12 bytes
     issue_date: dt.date
@@ -97,12 +98,12 @@ class CardState:
     tries_left: int
     try_limit: int
     pin: PinHash
-    card_key: bytes = field(repr=False)  # SM4 key for service-outlet MACs (§7)
+    card_key: bytes = field(repr=False)  # SM4 key for service-outlet MACs (docs/card.md §5)
     t0_style: bool
     historical: bytes  # 13 historical ATR bytes
     card: CardData
     holder: Holder
-    scheme: str  # national insurance scheme code, DF04/EF05
+    scheme: str  # national insurance scheme code, DF04/EF05: any 3 digits, `Scheme` if known
 
     @property
     def blocked(self) -> bool:
@@ -164,7 +165,7 @@ class CardState:
         s = r.section("secrets")
         card = CardData(
             identification_code=c.hexbytes("identification_code", 16),
-            category=c.choice("category", ("1", "L")),
+            category=Category(c.choice("category", tuple(Category))),
             spec_version=c.choice("spec_version", ("1.00", "2.00", "3.00")),
             issuer_id=c.hexbytes("issuer_id", 12),
             issue_date=c.date("issue_date"),

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from cardio.card.state import CardFileError, CardState
+from cardio.errors import CardioError, Exit
 
 FILE_MODE = 0o600
 MAX_CARD_BYTES = 1 << 20  # a card file is about 1 KB: anything this big is some other file
@@ -31,7 +32,7 @@ _SIDECAR_EXTRA = len(".") + len(".tmp-") + _PID_DIGITS  # the longest sidecar: .
 CardPath = str | os.PathLike[str]
 
 
-class StoreError(Exception):
+class StoreError(CardioError):
     """A card file problem a person can act on; the message says what to do."""
 
 
@@ -41,6 +42,8 @@ class CardInUseError(StoreError):
 
 class CardPathError(StoreError):
     """The path cannot name a card file (empty, a folder, a device, too long): bad input."""
+
+    exit_code = Exit.USAGE
 
 
 class CardWriteError(StoreError):

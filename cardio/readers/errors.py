@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from cardio.errors import CardioError
 
-class ReaderError(Exception):
-    """Base class; str(e) is the sentence to show."""
+
+class ReaderError(CardioError):
+    """Base class of the reader's errors; str(e) is the sentence to show."""
 
     default = "the card reader failed; try again"
-
-    def __init__(self, message: str | None = None) -> None:
-        super().__init__(message or self.default)
 
 
 class NoServiceError(ReaderError):

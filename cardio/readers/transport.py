@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from cardio import sw
 from cardio.apdu import Apdu
+from cardio.model import Cla, Ins
 from cardio.readers.errors import ProtocolError
 from cardio.sw import CardError
 
@@ -25,7 +27,7 @@ def with_le(apdu: bytes, le: int) -> bytes:
 
 
 def get_response(le: int) -> bytes:
-    return bytes((0x00, 0xC0, 0x00, 0x00, le))
+    return bytes((Cla.ISO, Ins.GET_RESPONSE, 0x00, 0x00, le))
 
 
 def exchange(send: Callable[[bytes], bytes], apdu: bytes, max_rounds: int = MAX_ROUNDS) -> bytes:
@@ -36,12 +38,12 @@ def exchange(send: Callable[[bytes], bytes], apdu: bytes, max_rounds: int = MAX_
     for _ in range(max_rounds):
         if len(response) < 2:
             return collected + response
-        sw1, sw2 = response[-2], response[-1]
-        if sw1 == 0x6C:  # wrong Le: the same command again, with the Le the card named
-            last = with_le(last, sw2)
-        elif sw1 == 0x61:  # more data waiting
+        status = int.from_bytes(response[-2:], "big")
+        if (le := sw.right_le(status)) is not None:  # the same command again, with that Le
+            last = with_le(last, le)
+        elif (waiting := sw.available(status)) is not None:  # more data waiting
             collected += response[:-2]
-            last = get_response(sw2)
+            last = get_response(waiting)
         else:
             return collected + response
         response = send(last)

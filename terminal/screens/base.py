@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import cast
 
 from textual import events, on
 from textual.app import ComposeResult
@@ -10,18 +10,17 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, RichLog, Static
 
-from terminal.widgets.keypad import KEY_NAMES, Keypad
-
-if TYPE_CHECKING:
-    from terminal.app import PosApp
+from terminal.screens.pos import Pos
+from terminal.widgets.keypad import KEY_NAMES, LABELLED, Keypad
 
 
 class PadScreen(Screen[None], inherit_bindings=False):
     """Subclasses fill the panel. No focus keys and no copy key: only the pad's own."""
 
     @property
-    def pos(self) -> PosApp:
-        return self.app  # type: ignore[return-value]
+    def pos(self) -> Pos:
+        """The terminal, as far as a screen may see it."""
+        return cast(Pos, self.app)
 
     def t(self, key: str, **params: object) -> str:
         return self.pos.t(key, **params)
@@ -29,18 +28,18 @@ class PadScreen(Screen[None], inherit_bindings=False):
     def compose(self) -> ComposeResult:
         with Vertical(id="pad"):
             with Horizontal(id="topbar"):
-                yield Static(self.t(self.pos.title_key()), id="title")
+                yield Static(self.t(self.pos.chrome.title), id="title")
                 yield Static("", id="card-status")
             with Horizontal(id="body"):
                 with Vertical(id="panel"):
                     yield from self.compose_panel()
-                yield Keypad(self.pos.key_labels(), with_x=bool(self.pos.options.outlet),
-                             id="keypad")
+                yield Keypad({name: self.t(f"key_{name}") for name in LABELLED},
+                             with_x=self.pos.chrome.with_x, id="keypad")
             trace = RichLog(id="trace", max_lines=400, wrap=True, markup=False,
                             auto_scroll=True)
             trace.can_focus = False  # Enter always means confirm
             yield trace
-            yield Static(self.pos.hint_text(), id="hint")
+            yield Static("  ".join(self.t(key) for key in self.pos.chrome.hint), id="hint")
         yield Static(self.t("too_small"), id="too-small")
 
     def compose_panel(self) -> ComposeResult:

@@ -23,7 +23,7 @@ class MenuScreen(PadScreen):
 
     def show_menu(self) -> None:
         text = Text()
-        for key in self.pos.menu_keys():
+        for key in self.pos.chrome.menu:
             text.append(self.t(key) + "\n", style="bold")
         text.append("\n" + self.t("choose") + "\n")
         if self.notice:

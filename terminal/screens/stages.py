@@ -7,7 +7,8 @@ from textual.app import ComposeResult
 from textual.widgets import Static
 
 from cardio import identity
-from terminal.flow import Line, Stage, Tone, View
+from cardio.model import Category, Scheme
+from terminal.flow.view import Line, Stage, Tone, View
 from terminal.screens.base import PadScreen
 from terminal.widgets.entry import Entry
 
@@ -15,17 +16,15 @@ TONE_STYLES = {Tone.PLAIN: "", Tone.OK: "bold green", Tone.ERROR: "bold red"}
 
 
 class StageScreen(PadScreen):
-    """Base of the stage screens: the flow's lines, and keys handed to the app."""
+    """Base of the stage screens: the flow's title and lines, and keys handed to the app."""
 
-    def __init__(self, view: View) -> None:
+    def __init__(self, view: View, title_key: str) -> None:
         super().__init__()
         self.view = view
-
-    def title_key(self) -> str:
-        return self.pos.flow_title_key()
+        self.title_key = title_key  # the transaction's title, a catalogue key
 
     def compose_panel(self) -> ComposeResult:
-        yield Static(self.t(self.title_key()), id="stage-title")
+        yield Static(self.t(self.title_key), id="stage-title")
         yield Static("", id="lines")
 
     def on_mount(self) -> None:
@@ -119,7 +118,7 @@ class InfoScreen(ResultScreen):
             ("holder", identity.mask_name(info.name) if info.name else "-"),
             ("id_number", identity.mask_id(info.ssn) if info.ssn else "-"),
             ("card_number", info.card_number or "-"),
-            ("scheme", self.t(f"scheme_{info.scheme}") if info.scheme in ("310", "390", "170")
+            ("scheme", self.t(f"scheme_{info.scheme}") if info.scheme in tuple(Scheme)
              else self.t("scheme_unknown")),
             ("life_cycle",
              self.t(f"life_{s.life_cycle.value}" if s.life_cycle else "life_unknown")),
@@ -130,7 +129,7 @@ class InfoScreen(ResultScreen):
             text.append(f"{value}\n")
         if s.tries_left is not None:
             text.append(self.t("tries_remaining", n=s.tries_left) + "\n")
-        if info.category == "L":
+        if info.category == Category.OLD_MEDICAL:
             text.append(self.t("legacy_card") + "\n")
         self._add_take_card(text)
         return text

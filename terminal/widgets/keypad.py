@@ -23,6 +23,7 @@ KEY_NAMES = {
     "x": "X",  # the last character of some ID numbers (the outlet's X key)
     "X": "X",
 }
+LABELLED = ("confirm", "back", "cancel", "clear", "X")  # keys labelled in words (key_*)
 
 
 class PadKey(Button, can_focus=False):

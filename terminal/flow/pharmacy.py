@@ -1,26 +1,21 @@
-"""What the terminal does next: one transaction as a pure state machine. No Textual here.
-
-Screens feed it what the holder typed and what the card answered; it answers with the
-next view to show and, at times, a card command for a worker to run. PIN digits live
-here only while they are being collected, and leave in exactly one command.
-"""
+"""The pharmacy's transactions on the pad: a payment, a PIN change, the card's
+information (the stage diagram is in terminal/flow/__init__.py)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from enum import StrEnum
 
 from cardio import identity
-from cardio.pin import PIN_LENGTH, PinFormatError, check_format
+from cardio.pin import PinFormatError, check_format
 from cardio.protocol import CardInfo, PinOutcome
 from host.api import Debit, DebitStatus, format_fen
 from terminal import rules
+from terminal.flow.base import CardFlow
+from terminal.flow.commands import Account, ChangePin, Command, ReadCard, Settle, Verify
+from terminal.flow.view import MAX_AMOUNT_DIGITS, Line, Stage, Tone, View, line
 from terminal.rules import CardFacts, Decision, Settings
-
-MAX_AMOUNT_DIGITS = 8  # up to 999999.99 yuan
-ID_LENGTH = 18  # a resident ID number (the outlet types it)
 
 
 class Purpose(StrEnum):
@@ -29,137 +24,7 @@ class Purpose(StrEnum):
     INFO = "info"
 
 
-class Stage(StrEnum):
-    AMOUNT = "amount"
-    ID_NUMBER = "id-number"  # the service outlet asks for the holder's ID
-    INSERT = "insert"
-    READING = "reading"
-    CONFIRM_AMOUNT = "confirm-amount"  # a card without PIN: the holder confirms the amount
-    PIN = "pin"
-    NEW_PIN = "new-pin"
-    CONFIRM_PIN = "confirm-pin"
-    WORKING = "working"
-    SETTLING = "settling"
-    RESULT = "result"
-    INFO = "info"
-
-
-ENTRY_STAGES = {Stage.AMOUNT, Stage.ID_NUMBER, Stage.PIN, Stage.NEW_PIN, Stage.CONFIRM_PIN}
-PIN_STAGES = {Stage.PIN, Stage.NEW_PIN, Stage.CONFIRM_PIN}
-FINAL_STAGES = {Stage.RESULT, Stage.INFO}
-INPUT_STAGES = ENTRY_STAGES | {Stage.CONFIRM_AMOUNT}  # Enter is taken here
-ENTRY_LIMITS = {Stage.AMOUNT: MAX_AMOUNT_DIGITS, Stage.ID_NUMBER: ID_LENGTH,
-                Stage.CONFIRM_AMOUNT: 0}  # other entry stages: a PIN's length
-# Nothing is in flight on these: the holder's time is limited (--timeout).
-TIMED_STAGES = INPUT_STAGES | FINAL_STAGES | {Stage.INSERT}
-
-
-class Tone(StrEnum):
-    PLAIN = "plain"
-    OK = "ok"
-    ERROR = "error"
-
-
-def typed(stage: Stage, entry: str, key: str) -> str:
-    """The entry after `key` on `stage`: what the stage takes and no more. ASCII digits
-    up to the stage's length; an amount never starts with 0; X only as the last
-    character of an ID number (some end in X)."""
-    if len(entry) >= ENTRY_LIMITS.get(stage, PIN_LENGTH):
-        return entry
-    if key in "0123456789" and len(key) == 1:
-        return entry if stage is Stage.AMOUNT and not entry and key == "0" else entry + key
-    if key == "X" and stage is Stage.ID_NUMBER and len(entry) == ID_LENGTH - 1:
-        return entry + key
-    return entry
-
-
-@dataclass(frozen=True)
-class Line:
-    key: str
-    params: tuple[tuple[str, object], ...] = ()
-    tone: Tone = Tone.PLAIN
-
-
-def line(key: str, tone: Tone = Tone.PLAIN, **params: object) -> Line:
-    return Line(key, tuple(params.items()), tone)
-
-
-@dataclass(frozen=True)
-class View:
-    stage: Stage
-    lines: tuple[Line, ...] = ()
-    info: CardInfo | None = None
-    success: bool | None = None  # for RESULT
-    keep: bool = False  # a receipt: money moved, so only 确认 closes it
-    brief: bool = False  # a notice (cancelled, timed out) that closes by itself
-    lost: bool = False  # for INFO: the host says the card was reported lost
-
-    @property
-    def entry(self) -> bool:
-        return self.stage in ENTRY_STAGES
-
-    @property
-    def accepts(self) -> bool:
-        """Keys go to the entry line and Enter is taken."""
-        return self.stage in INPUT_STAGES
-
-    @property
-    def timed(self) -> bool:
-        return self.stage in TIMED_STAGES and not self.keep and not self.brief
-
-    @property
-    def alert(self) -> bool:
-        """A wrong PIN, a lock, a refusal: the terminal beeps."""
-        return any(item.tone is Tone.ERROR for item in self.lines)
-
-    @property
-    def secret(self) -> bool:
-        return self.stage in PIN_STAGES
-
-    @property
-    def final(self) -> bool:
-        return self.stage in FINAL_STAGES
-
-
-# --- commands for the worker -----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ReadCard:
-    pass
-
-
-@dataclass(frozen=True)
-class Verify:
-    pin: str = field(repr=False)
-
-
-@dataclass(frozen=True)
-class ChangePin:
-    old: str = field(repr=False)
-    new: str = field(repr=False)
-
-
-@dataclass(frozen=True)
-class Settle:
-    """Debit the holder's personal account at the host (idempotent by txn_id)."""
-
-    txn_id: str
-    amount_fen: int
-    card_number: str
-    ssn: str
-    holder_name: str | None = None  # for the receipt
-
-
-@dataclass(frozen=True)
-class Account:
-    """What the host says of the holder, fetched with the card's facts."""
-
-    lost: bool = False
-    phone: str | None = None
-
-
-Command = ReadCard | Verify | ChangePin | Settle
+TITLES = {Purpose.PAY: "pay", Purpose.CHANGE: "change", Purpose.INFO: "info"}
 
 
 def facts_of(info: CardInfo, lost: bool = False) -> CardFacts:
@@ -178,70 +43,7 @@ _REFUSALS: dict[Decision, tuple[str, ...]] = {
 }
 
 
-class CardFlow:
-    """What every transaction on the pad shares: its view, the card's facts, and PINs
-    kept only while they are being collected."""
-
-    view: View
-    info: CardInfo | None = None
-
-    def _forget_pins(self) -> None:
-        """Drop every PIN digit the flow still holds."""
-
-    def _context(self) -> tuple[Line, ...]:
-        """Lines that stay on every prompt of the transaction (a payment's amount)."""
-        return ()
-
-    def _ask(self, stage: Stage, *lines: Line) -> None:
-        self.view = View(stage, (*self._context(), *lines), self.info)
-
-    def _result(self, ok: bool, *keys: str | Line, keep: bool = False) -> None:
-        self._forget_pins()
-        lines = [k if isinstance(k, Line) else line(k, Tone.OK if ok else Tone.ERROR)
-                 for k in keys]
-        self.view = View(Stage.RESULT, tuple(lines), self.info, success=ok, keep=keep)
-
-    def start(self) -> Command | None:
-        return None
-
-    def card_inserted(self) -> ReadCard | None:
-        return ReadCard() if self.view.stage is Stage.INSERT else None
-
-    def ended(self, key: str) -> None:
-        """Cancelled or timed out: a brief notice that keeps any digits still typed."""
-        self._forget_pins()
-        self.view = View(Stage.RESULT, (line(key, Tone.ERROR),), self.info, success=False,
-                         brief=True)
-
-    def card_failed(self, key: str) -> None:
-        """Rule 1: the card could not be read or did not answer; `key` says why."""
-        self._result(False, key)
-
-    def not_a_card(self) -> None:
-        self._result(False, "not_ssc")
-
-    def _ends_on_removal(self) -> bool:
-        """Before the card is asked for, a removal changes nothing; after, it ends."""
-        return not self.view.final and self.view.stage not in (
-            Stage.AMOUNT, Stage.ID_NUMBER, Stage.INSERT)
-
-    def _removed_lines(self) -> tuple[Line, ...]:
-        return (line("removed", Tone.ERROR),)
-
-    def removed(self) -> bool:
-        """The card left the reader while no command was in flight. True when this
-        ended the flow (on a result screen that keeps any digits still typed)."""
-        if not self._ends_on_removal():
-            return False
-        self.info = None
-        self._result(False, *self._removed_lines())
-        return True
-
-    def cancel(self) -> None:
-        self._forget_pins()
-
-
-class Flow(CardFlow):
+class PharmacyFlow(CardFlow):
     """One transaction: payment, PIN change or card information."""
 
     def __init__(
@@ -254,6 +56,7 @@ class Flow(CardFlow):
         terminal_id: str = "POS-0001",
     ) -> None:
         self.purpose = purpose
+        self.title = TITLES[purpose]
         self.settings = settings
         self._phone_of = phone_of
         self.settles = settles  # a host debits the account; else authorising ends it
@@ -364,24 +167,26 @@ class Flow(CardFlow):
                 self._ask(Stage.WORKING, line("working"))
                 return Verify(text)
             self._current = text
-            self._ask(Stage.NEW_PIN, line("new_pin"))
+            self._ask_new_pin()
             return None
         if stage is Stage.NEW_PIN:
-            return self._new_pin(text)
+            self._new_pin(text)
+            return None
         if stage is Stage.CONFIRM_PIN:
-            return self._confirm(text)
+            return self._change(text)
         if stage is Stage.CONFIRM_AMOUNT:
             return self._authorised(line("no_pin"))
         return None
 
     def _phone(self) -> str | None:
-        """S15's phone rule: the host's phone for the holder, where the terminal knows it."""
-        if self.account is not None and self.account.phone:
-            return self.account.phone
+        """S15's phone rule: the host's phone for the holder, else --holders'."""
+        phone = super()._phone()
+        if phone:
+            return phone
         info = self.info
         return self._phone_of(info.ssn) if info and info.ssn else None
 
-    def _forced_line(self) -> tuple[Line, ...]:
+    def _new_pin_reason(self) -> tuple[Line, ...]:
         """While a forced change is asked again, the reason stays on screen."""
         return (line("forced_change"),) if self._forced else ()
 
@@ -403,38 +208,22 @@ class Flow(CardFlow):
         self._ask(Stage.INSERT, line("insert_card"))
         return ReadCard()
 
-    def _new_pin(self, text: str) -> Command | None:
-        info = self.info
-        violation = rules.check_new_pin(
-            text,
-            birth_date=info.birth_date if info else None,
-            phone=self._phone(),
-        )
-        if violation is not None:
-            self._ask(Stage.NEW_PIN, *self._forced_line(), line(f"v_{violation.value}", Tone.ERROR),
-                      line("new_pin"))
-            return None
-        self._new = text
-        self._ask(Stage.CONFIRM_PIN, line("confirm_pin"))
-        return None
-
-    def _confirm(self, text: str) -> Command | None:
-        if text != self._new:
-            self._new = None
-            self._ask(Stage.NEW_PIN, *self._forced_line(), line("mismatch", Tone.ERROR),
-                      line("new_pin"))
+    def _change(self, text: str) -> Command | None:
+        """The new PIN typed again: the change goes to the card, from the current PIN the
+        holder typed, or from the initial one in a forced change (S1)."""
+        new = self._confirmed(text)
+        if new is None:
             return None
         old = rules.current_pin_for_forced_change() if self._forced else self._current
         if old is None:  # cannot happen: the flow asked for it first
             self._result(False, "refused")
             return None
-        command = ChangePin(old, text)
+        command = ChangePin(old, new)
         self._forget_pins()
         self._ask(Stage.WORKING, line("working"))
         return command
 
-    def reading(self) -> None:
-        self._ask(Stage.READING, line("reading"))
+    # --- the card's answers ---------------------------------------------------------------
 
     def card_read(self, info: CardInfo, account: Account | None = None) -> Command | None:
         self.info = info
@@ -449,7 +238,7 @@ class Flow(CardFlow):
         elif decision is Decision.FORCED_CHANGE:
             # S8: a payment or a change, the initial PIN is sent for the holder.
             self._forced = True
-            self._ask(Stage.NEW_PIN, line("forced_change"), line("new_pin"))
+            self._ask_new_pin()
         elif decision is Decision.ASK_PIN or self.purpose is Purpose.CHANGE:
             self._ask(Stage.PIN, *self._tries_hint(facts), self._pin_prompt())
         else:

@@ -1,12 +1,11 @@
-"""The service outlet's steps on the keypad (`pos-terminal --outlet`). Pure, like flow.py.
+"""The service outlet's steps on the keypad (`pos-terminal --outlet`).
 
 Holder's ID first (凭本人身份证件), then the card; the ID must match the card before
-any privileged command; a reset asks for the new PIN twice, checked against S15.
+any privileged command; a reset asks for the new PIN twice, checked against S15 (the
+stage diagram is in terminal/flow/__init__.py).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 from cardio import identity
 from cardio.outlet import (
@@ -18,17 +17,10 @@ from cardio.outlet import (
     WrongKeyError,
     same_id,
 )
-from cardio.pin_policy import check_new_pin
 from cardio.protocol import CardInfo
-from terminal.flow import Account, CardFlow, ReadCard, Stage, Tone, View, line
-
-
-@dataclass(frozen=True)
-class RunOutlet:
-    operation: Operation
-    id_number: str
-    new_pin: str | None = field(default=None, repr=False)
-
+from terminal.flow.base import CardFlow
+from terminal.flow.commands import Account, ReadCard, RunOutlet
+from terminal.flow.view import Stage, Tone, View, line
 
 TITLES = {
     Operation.RESET_PIN: "menu_reset",
@@ -43,14 +35,12 @@ class OutletFlow(CardFlow):
 
     def __init__(self, operation: Operation) -> None:
         self.operation = operation
+        self.title = TITLES[operation]
         self.id_number: str | None = None
         self.info: CardInfo | None = None
-        self.phone: str | None = None  # the host's phone for the holder (S15)
+        self.account: Account | None = None  # the host's phone for the holder (S15)
         self._new: str | None = None
         self.view = View(Stage.ID_NUMBER, (line("enter_id"),))
-
-    def _forget_pins(self) -> None:
-        self._new = None
 
     def entered(self, text: str) -> ReadCard | RunOutlet | None:
         stage = self.view.stage
@@ -62,20 +52,11 @@ class OutletFlow(CardFlow):
             self._ask(Stage.INSERT, line("insert_card"))
             return ReadCard()
         if stage is Stage.NEW_PIN:
-            violation = check_new_pin(text, birth_date=self.info.birth_date if self.info else None,
-                                      phone=self.phone)
-            if violation is not None:
-                self._ask(Stage.NEW_PIN, line(f"v_{violation.value}", Tone.ERROR), line("new_pin"))
-                return None
-            self._new = text
-            self._ask(Stage.CONFIRM_PIN, line("confirm_pin"))
+            self._new_pin(text)
             return None
         if stage is Stage.CONFIRM_PIN:
-            if text != self._new:
-                self._new = None
-                self._ask(Stage.NEW_PIN, line("mismatch", Tone.ERROR), line("new_pin"))
-                return None
-            return self._run(text)
+            new = self._confirmed(text)
+            return None if new is None else self._run(new)
         return None
 
     def _run(self, new_pin: str | None) -> RunOutlet | None:
@@ -85,17 +66,14 @@ class OutletFlow(CardFlow):
         self._ask(Stage.WORKING, line("working"))
         return RunOutlet(self.operation, self.id_number, new_pin)
 
-    def reading(self) -> None:
-        self._ask(Stage.READING, line("reading"))
-
     def card_read(self, info: CardInfo, account: Account | None = None) -> RunOutlet | None:
         self.info = info
-        self.phone = account.phone if account else None
+        self.account = account
         if not same_id(self.id_number or "", info.ssn):
             # The outlet itself refuses it, so the refusal is logged like any other.
             return self._run(None)
         if self.operation is Operation.RESET_PIN:
-            self._ask(Stage.NEW_PIN, line("new_pin"))
+            self._ask_new_pin()
             return None
         return self._run(None)
 
@@ -114,4 +92,3 @@ class OutletFlow(CardFlow):
             self._result(False, line(f"v_{error.violation.value}", Tone.ERROR))
         else:
             self._result(False, line("outlet_failed", Tone.ERROR))
-

@@ -1,0 +1,57 @@
+"""What a flow asks the worker (terminal/worker.py) to run, and what the host says of the
+holder when a card is read. PIN digits leave a flow only inside one of these commands,
+and never show in their repr.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cardio.outlet import Operation
+
+
+@dataclass(frozen=True)
+class ReadCard:
+    pass
+
+
+@dataclass(frozen=True)
+class Verify:
+    pin: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ChangePin:
+    old: str = field(repr=False)
+    new: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Settle:
+    """Debit the holder's personal account at the host (idempotent by txn_id)."""
+
+    txn_id: str
+    amount_fen: int
+    card_number: str
+    ssn: str
+    holder_name: str | None = None  # for the receipt
+
+
+@dataclass(frozen=True)
+class RunOutlet:
+    """One of the service outlet's privileged operations (cardio.outlet.Outlet.run)."""
+
+    operation: Operation
+    id_number: str
+    new_pin: str | None = field(default=None, repr=False)
+
+
+Command = ReadCard | Verify | ChangePin | Settle | RunOutlet
+
+
+@dataclass(frozen=True)
+class Account:
+    """What the host says of the holder, fetched with the card's facts."""
+
+    lost: bool = False
+    phone: str | None = None
