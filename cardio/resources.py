@@ -6,7 +6,6 @@ import errno
 import os
 import stat
 from contextlib import suppress
-from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
@@ -14,6 +13,7 @@ from cardio.errors import UsageError
 
 HOME_VARIABLE = "SHEBAO_POS_HOME"
 
+_PACKAGE = Path(__file__).parent
 _SOURCE_FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
@@ -24,7 +24,9 @@ class UnusableFileError(UsageError, ValueError):
 
 def data_dir(kind: str) -> Path:
     """`kind` is 'cards', 'keys' or 'holders'."""
-    packaged = Path(str(resources.files("cardio"))) / f"_{kind}"
+    # The package's folder, as importlib.resources.files("cardio") gives it for an
+    # installed package, without importing importlib.resources (1.5 ms at every start).
+    packaged = _PACKAGE / f"_{kind}"
     return packaged if packaged.is_dir() else _SOURCE_FIXTURES / kind
 
 

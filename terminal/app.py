@@ -8,56 +8,59 @@ in worker threads and come back as messages, so the screen never freezes.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import threading
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from textual import events, work
+from textual import work
 from textual.app import App
 from textual.binding import Binding
 from textual.screen import ModalScreen
-from textual.timer import Timer
 
-from cardio.card import store
-from cardio.outlet import Operation
-from cardio.readers.base import CardEvent, EventKind, Reader
+from cardio.readers.base import EventKind
 from cardio.readers.errors import ReaderBusyError, ReaderError
 from cardio.resources import open_private_log
 from cardio.trace import failure
-from host.api import SettlementHost
 from terminal import strings
-from terminal.flow.base import CardFlow
-from terminal.flow.commands import Command, ReadCard, Settle
-from terminal.flow.outlet import TITLES as OUTLET_TITLES
-from terminal.flow.outlet import OutletFlow
-from terminal.flow.pharmacy import PharmacyFlow, Purpose
-from terminal.flow.view import Stage, View, typed
+from terminal.equipment import DEFAULT_CARD_TIMEOUT, Equipment
 from terminal.messages import CardChanged, CardFileProblem, CardResult, TraceLine
-from terminal.rules import Settings
 from terminal.screens.base import PadScreen
-from terminal.screens.confirm import ConfirmScreen
 from terminal.screens.menu import MenuScreen
-from terminal.screens.pos import Chrome, Pos
-from terminal.screens.stages import SCREENS, StageScreen
-from terminal.worker import (
-    DEFAULT_CARD_TIMEOUT,
-    Equipment,
-    OutletSetup,
-    deliver,
-    execute,
-)
+from terminal.screens.pos import Chrome
+
+# The first screen is the menu: what only a transaction needs (the flows, the card
+# protocol, the outlet, the worker, the stage screens) is imported once it is drawn.
+if TYPE_CHECKING:
+    from asyncio import AbstractEventLoop
+    from pathlib import Path
+
+    from textual import events
+    from textual.app import AutopilotCallbackType
+    from textual.timer import Timer
+
+    from cardio.outlet import Operation
+    from cardio.readers.base import CardEvent, Reader
+    from host.api import SettlementHost
+    from terminal.equipment import OutletSetup
+    from terminal.flow.base import CardFlow
+    from terminal.flow.commands import Command
+    from terminal.flow.pharmacy import PharmacyFlow, Purpose
+    from terminal.flow.view import View
+    from terminal.rules import Settings
+    from terminal.screens.pos import Pos
 
 log = logging.getLogger(__name__)
 
-MENU_CHOICES = {"1": Purpose.PAY, "2": Purpose.CHANGE, "3": Purpose.INFO}
-OUTLET_CHOICES = {"1": Operation.RESET_PIN, "2": Operation.RESTORE_INITIAL,
-                  "3": Operation.CANCEL_PIN, "4": Operation.ACTIVATE}
 DEFAULT_TIMEOUT = 30.0  # seconds, like a real PIN pad's prompt
 NOTICE_SECONDS = 3.0  # how long 交易已取消 / 操作超时 stays before the menu
 MIN_SIZE = (60, 18)  # columns, rows: the pad with its PIN field whole
 TRACE_MIN_HEIGHT = 24  # rows: the pad and the APDU trace pane together
+# Seconds from mounting to importing what only a transaction needs: the menu's frames
+# are done by then (tens of ms), and a person has not yet pressed a key.
+IMPORT_DELAY = 0.25
 
 
 @dataclass(frozen=True)
@@ -113,10 +116,14 @@ class PosApp(App[None], inherit_bindings=False):
         self.equipment = Equipment(reader, host=options.host, terminal_id=options.terminal_id,
                                    receipts=options.receipts, outlet=options.outlet,
                                    card_timeout=options.card_timeout)
+        menu: tuple[str, ...] = ("menu_pay", "menu_change", "menu_info")
+        if options.outlet:
+            from terminal.flow.outlet import TITLES as OUTLET_TITLES
+
+            menu = tuple(OUTLET_TITLES.values())
         self.chrome = Chrome(
             title="outlet_title" if options.outlet else "title",
-            menu=(tuple(OUTLET_TITLES.values()) if options.outlet
-                  else ("menu_pay", "menu_change", "menu_info")),
+            menu=menu,
             hint=(("hint", "hint_virtual", "hint_trace") if reader.can_toggle
                   else ("hint", "hint_trace")),
             with_x=options.outlet is not None,
@@ -129,10 +136,45 @@ class PosApp(App[None], inherit_bindings=False):
 
     # --- life -----------------------------------------------------------------------
 
+    def run(
+        self,
+        *,
+        headless: bool = False,
+        inline: bool = False,
+        inline_no_clear: bool = False,
+        mouse: bool = True,
+        size: tuple[int, int] | None = None,
+        auto_pilot: AutopilotCallbackType | None = None,
+        loop: AbstractEventLoop | None = None,
+    ) -> None:
+        """Textual's run, with what start-up made frozen while the app runs: the modules,
+        classes and tables just imported live as long as the program, so the garbage
+        collector need not go through them again (gc.freeze). Without it, the first full
+        collection falls on building the first screen and goes through them all, about
+        30 ms here (bench/bench_terminal.py). Unfrozen when the app ends, so a process
+        that runs apps one after another (the snapshot tests) collects as before."""
+        gc.freeze()
+        try:
+            return super().run(headless=headless, inline=inline,
+                               inline_no_clear=inline_no_clear, mouse=mouse, size=size,
+                               auto_pilot=auto_pilot, loop=loop)
+        finally:
+            gc.unfreeze()
+
     def on_mount(self) -> None:
         self._fit(self.size.width, self.size.height)
         self.push_screen(MenuScreen())
         self.reader.watch()
+        self.set_timer(IMPORT_DELAY, self._import_the_rest)
+
+    def _import_the_rest(self) -> None:
+        """What a transaction needs (the flows, the worker with the card protocol and the
+        outlet, the stage screens, the quit question), imported once the menu is drawn
+        and still, so that neither the menu nor, usually, the first key waits for it
+        (each use imports what it needs itself, so an early key works all the same)."""
+        import terminal.screens.confirm
+        import terminal.screens.stages
+        import terminal.worker  # noqa: F401
 
     def on_resize(self, event: events.Resize) -> None:
         self._fit(event.size.width, event.size.height)
@@ -177,6 +219,8 @@ class PosApp(App[None], inherit_bindings=False):
         if flow is None:
             self._menu_key(name)
             return
+        from terminal.flow.view import Stage
+
         view = flow.view
         self._arm_timer()  # the holder is active: the clock starts again
         if view.accepts:
@@ -188,7 +232,7 @@ class PosApp(App[None], inherit_bindings=False):
             self.cancel_flow()
 
     def _menu_key(self, name: str) -> None:
-        choices = OUTLET_CHOICES if self.options.outlet else MENU_CHOICES
+        choices = menu_choices(outlet=self.options.outlet is not None)
         if name == "cancel":
             self.confirm_quit()
         elif name in choices:
@@ -196,11 +240,16 @@ class PosApp(App[None], inherit_bindings=False):
                 self.bell_once()
                 self._menu(self.t("reader_busy"))
                 return
+            from cardio.outlet import Operation
+            from terminal.flow.outlet import OutletFlow
+
             choice = choices[name]
             self.start_flow(OutletFlow(choice) if isinstance(choice, Operation)
                             else self._pharmacy_flow(choice))
 
     def _edit(self, name: str, view: View) -> None:
+        from terminal.flow.view import typed
+
         if name.isdigit() or name == "X":
             text = typed(view.stage, self.entry, name)  # the stage's own input rules
             if text != self.entry:
@@ -225,6 +274,8 @@ class PosApp(App[None], inherit_bindings=False):
     # --- flows ------------------------------------------------------------------------
 
     def _pharmacy_flow(self, purpose: Purpose) -> PharmacyFlow:
+        from terminal.flow.pharmacy import PharmacyFlow
+
         return PharmacyFlow(purpose, self.options.settings, phone_of=self._phone_of,
                             settles=self.options.host is not None,
                             terminal_id=self.options.terminal_id)
@@ -282,6 +333,8 @@ class PosApp(App[None], inherit_bindings=False):
         self.switch_screen(screen)
 
     def _show(self, flow: CardFlow, new: bool = False) -> None:
+        from terminal.screens.stages import SCREENS, StageScreen
+
         view = flow.view
         if not view.accepts:
             self.entry = ""  # digits typed for a prompt that is gone are dropped
@@ -338,6 +391,8 @@ class PosApp(App[None], inherit_bindings=False):
     # --- card and host commands -------------------------------------------------------------
 
     def _run(self, command: Command | None) -> None:
+        from terminal.flow.commands import ReadCard, Settle
+
         flow = self.flow
         if flow is None:
             return
@@ -357,6 +412,8 @@ class PosApp(App[None], inherit_bindings=False):
     def _card_work(self, flow_id: int, seq: int, command: Command) -> None:
         """Blocking reader and host calls, off the UI thread; the answer comes back as a
         message. A card call has a deadline (--card-timeout): see CardSlot."""
+        from terminal.worker import execute
+
         result, present = execute(self.equipment, command)
         self.post_message(CardResult(flow_id, seq, result, present))
 
@@ -369,6 +426,8 @@ class PosApp(App[None], inherit_bindings=False):
             self._toggle_later = False
             self._pulled_mid_command = self.card_present
             self._toggle_card()
+        from terminal.worker import deliver
+
         present = message.present and self.card_present
         command = deliver(flow, message.result, present)
         self._show(flow)
@@ -417,6 +476,8 @@ class PosApp(App[None], inherit_bindings=False):
     @work(thread=True, group="card")
     def _toggle_card(self) -> None:
         """F2: never a crash, whatever the card file or its folder has become."""
+        from cardio.card import store
+
         try:
             self.equipment.slot.call(self.reader.toggle, wait=2.0)
         except store.CardInUseError:
@@ -428,6 +489,8 @@ class PosApp(App[None], inherit_bindings=False):
             self.post_message(CardFileProblem("card_unreadable"))
 
     def on_card_file_problem(self, message: CardFileProblem) -> None:
+        from terminal.flow.view import Stage
+
         self.bell_once()
         flow = self.flow
         if flow is None:
@@ -478,11 +541,25 @@ class PosApp(App[None], inherit_bindings=False):
             self.confirm_quit()
 
     def confirm_quit(self) -> None:
+        from terminal.screens.confirm import ConfirmScreen
+
         def done(yes: bool | None) -> None:
             if yes:
                 self.exit()
 
         self.push_screen(ConfirmScreen(self.t("quit_question"), self.t("quit_hint")), done)
+
+
+def menu_choices(*, outlet: bool) -> dict[str, Purpose | Operation]:
+    """What each key of the menu starts (imported at the first key, not for the menu)."""
+    if outlet:
+        from cardio.outlet import Operation
+
+        return {"1": Operation.RESET_PIN, "2": Operation.RESTORE_INITIAL,
+                "3": Operation.CANCEL_PIN, "4": Operation.ACTIVATE}
+    from terminal.flow.pharmacy import Purpose
+
+    return {"1": Purpose.PAY, "2": Purpose.CHANGE, "3": Purpose.INFO}
 
 
 _SCREENS_SEE: type[Pos] = PosApp  # mypy checks that the app gives its screens all of Pos

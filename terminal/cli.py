@@ -13,17 +13,22 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cardio.card import profiles, store
+from cardio.card import store
 from cardio.errors import Exit, UsageError
-from cardio.readers.base import Reader
 from cardio.readers.virtual import VirtualReader
 from cardio.resources import open_private_log, private_folders, read_small_file, user_dir
 from cardio.usage import OneLineParser, run_command
-from host.api import SettlementHost
 from terminal.app import DEFAULT_TIMEOUT, Options, PosApp
+from terminal.equipment import DEFAULT_CARD_TIMEOUT, OutletSetup
 from terminal.rules import Settings
-from terminal.worker import DEFAULT_CARD_TIMEOUT, OutletSetup
+
+# Imported only when needed: the card profiles (to make the default card), the host's
+# SQLite (by open_host), the outlet (--outlet), PC/SC (--reader).
+if TYPE_CHECKING:
+    from cardio.readers.base import Reader
+    from host.api import SettlementHost
 
 DEFAULT_PROFILE = "employee-new"
 DEFAULT_UPGRADE_DATE = dt.date(2020, 4, 13)  # S8: in the past, so the upgrade is in force
@@ -35,6 +40,8 @@ def default_card() -> Path:
     private_folders(folder)
     path = folder / f"{DEFAULT_PROFILE}.json"
     if not path.exists():
+        from cardio.card import profiles
+
         profiles.new_card(DEFAULT_PROFILE, path)
     return path
 
@@ -140,11 +147,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     settle = p.add_argument_group("settlement")
     settle.add_argument("--host-db", metavar="PATH", type=Path,
                         help="the settlement host's database (default: user data folder)")
+    settle.add_argument("--no-host", action="store_true",
+                        help="no settlement host: a payment ends once the card has "
+                             "authorised it (no debit, no receipt, no loss check)")
     settle.add_argument("--terminal-id", default="POS-0001", type=terminal_id,
                         help="this terminal's id (1 to 32 letters, digits, '-', '_')")
     settle.add_argument("--receipts", metavar="DIR",
                         help="also write each receipt as a text file here")
     args = p.parse_args(argv)
+    if args.no_host and args.host_db is not None:
+        p.error("--no-host and --host-db cannot go together; give one of them")
     if args.outlet and not (args.key or args.test_key):
         p.error("--outlet needs the issuer key: --key FILE (or --test-key for test cards)")
     return args
@@ -174,7 +186,8 @@ def build(args: argparse.Namespace) -> PosApp:
     settings = Settings(upgrade_date=args.upgrade_date)  # today: read at each decision
     options = Options(settings, lang=args.lang,
                       trace_file=args.trace, phones=load_phones(args.holders),
-                      outlet=outlet_setup(args), host=open_host(args.host_db),
+                      outlet=outlet_setup(args),
+                      host=None if args.no_host else open_host(args.host_db),
                       terminal_id=args.terminal_id,
                       receipts=receipts_folder(args.receipts) if args.receipts is not None
                       else None,

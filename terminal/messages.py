@@ -3,10 +3,13 @@ the UI thread (workers post them, never touch the screen)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from textual.message import Message
 
-from cardio.readers.base import CardEvent
-from terminal.worker import Result
+if TYPE_CHECKING:  # the worker is imported after the first screen, not for it
+    from cardio.readers.base import CardEvent
+    from terminal.worker import Result
 
 
 class CardChanged(Message):

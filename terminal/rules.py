@@ -1,4 +1,4 @@
-"""The terminal's decisions (terminal-rules.md), as pure functions. No Textual here.
+"""The terminal's decisions (docs/terminal-rules.md), as pure functions. No Textual here.
 
 Each function names the rules it implements (S1..S18), so tests can cite them.
 """
@@ -57,7 +57,7 @@ class Settings:
 
 
 class Decision(StrEnum):
-    """What happens once a card is read, in the order terminal-rules.md gives."""
+    """What happens once a card is read, in the order docs/terminal-rules.md §3 gives."""
 
     LOST = "lost"  # 2, S18
     NOT_ACTIVATED = "not-activated"  # 3, S13

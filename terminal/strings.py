@@ -1,6 +1,6 @@
 """Every phrase the terminal shows, one catalogue per language (zh-CN is the default).
 
-The phrases of terminal-rules.md are kept exactly; tests look for them. No emoji and
+The phrases of docs/terminal-rules.md §6 are kept exactly; tests look for them. No emoji and
 no ambiguous-width symbols: CJK text must line up in any terminal.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 ZH: Mapping[str, str] = {
-    # terminal-rules.md, exact
+    # docs/terminal-rules.md §6, exact
     "insert_card": "请插入社会保障卡",
     "enter_pin": "请输入密码",
     "wrong_pin": "密码错误，还可输入{n}次",

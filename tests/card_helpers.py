@@ -1,4 +1,4 @@
-"""Small helpers for talking to the emulated card in tests (card-apdu.md)."""
+"""Small helpers for talking to the emulated card in tests (docs/card.md)."""
 
 from __future__ import annotations
 

@@ -6,10 +6,11 @@ import json
 
 from cardio.readers.base import Reader
 from cardio.resources import data_dir
+from terminal.equipment import Equipment
 from terminal.flow.commands import Command, ReadCard
 from terminal.flow.pharmacy import PharmacyFlow, Purpose
 from terminal.rules import Settings
-from terminal.worker import Equipment, deliver, execute
+from terminal.worker import deliver, execute
 
 
 def fixture_phones() -> dict[str, str]:

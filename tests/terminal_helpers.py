@@ -1,12 +1,17 @@
-"""Shared helpers for the terminal's Pilot and snapshot tests (terminal-rules.md).
+"""Shared helpers for the terminal's Pilot and snapshot tests (docs/terminal-rules.md).
 
 Cards are made from profiles into a test's tmp_path; the app runs on a VirtualReader over
-that file with fixed dates, so nothing on screen depends on the clock.
+that file with fixed dates, so nothing on screen depends on the clock. As `pos-terminal`
+runs by default, the app has a settlement host: a SqliteHost on a database of its own in
+the test's tmp_path, seeded with the fixture holders (what terminal/cli.open_host opens).
+A payment then goes on to SETTLING and ends on a receipt, or a refusal. `host=None` is
+the `--no-host` configuration: a payment ends at the card's authorisation.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import io
 import json
 from pathlib import Path
@@ -20,6 +25,7 @@ from cardio.card.state import CardState
 from cardio.readers.virtual import VirtualReader
 from cardio.resources import data_dir
 from host.api import SettlementHost
+from host.sqlite import SqliteHost, seed_file
 from terminal.app import Options, PosApp
 from terminal.cli import load_phones
 from terminal.rules import Settings
@@ -48,6 +54,22 @@ def make_card(tmp_path: Path, profile: str, name: str = "c.json") -> Path:
     return path
 
 
+HOST_DB = "host.db"  # the host's database, in the test's tmp_path (beside the card)
+
+
+class Default(enum.Enum):
+    """make_app's `host` default: a fresh SqliteHost beside the card file."""
+
+    HOST = enum.auto()
+
+
+def new_host(folder: Path) -> SqliteHost:
+    """The settlement host `pos-terminal` opens (terminal/cli.open_host): a SqliteHost
+    seeded from the fixture holders, on `folder`/host.db (the same database for every
+    call with that folder, as for every terminal run with one --host-db)."""
+    return SqliteHost(folder / HOST_DB, seed=seed_file())
+
+
 def make_app(
     card: Path,
     *,
@@ -56,13 +78,38 @@ def make_app(
     upgrade_date: dt.date = UPGRADE_DATE,
     inserted: bool = True,
     trace_file: Path | None = None,
-    host: SettlementHost | None = None,
+    host: SettlementHost | None | Default = Default.HOST,
+    terminal_id: str = "POS-0001",
+    receipts: Path | None = None,
+    reader: VirtualReader | None = None,
 ) -> PosApp:
-    """Without a host a payment ends at the card's authorisation (no debit, no receipt)."""
+    """The app `pos-terminal --card CARD` is, with fixed dates: by default with a settlement
+    host, `new_host(card.parent)` (a payment is debited and ends on a receipt; the host is
+    `host_of(app)`). `host=None`: the `--no-host` configuration, where a payment ends at
+    the card's authorisation (no debit, no receipt, no loss check). `reader`: another
+    reader over the card (default a VirtualReader, `inserted` or not)."""
     settings = Settings(upgrade_date=upgrade_date, today=today)
+    if host is Default.HOST:
+        host = new_host(card.parent)
     options = Options(settings, lang=lang, trace_file=trace_file, phones=load_phones(None),
-                      host=host)
-    return PosApp(VirtualReader(card, inserted=inserted), options)
+                      host=host, terminal_id=terminal_id, receipts=receipts)
+    return PosApp(reader if reader is not None else VirtualReader(card, inserted=inserted),
+                  options)
+
+
+def host_of(app: PosApp) -> SqliteHost:
+    """The app's settlement host (make_app's SqliteHost), to read its database."""
+    host = app.options.host
+    assert isinstance(host, SqliteHost), host
+    return host
+
+
+def balance_fen(app_or_host: PosApp | SqliteHost, profile: str) -> int:
+    """The holder's personal account balance at the host, in fen."""
+    host = host_of(app_or_host) if isinstance(app_or_host, PosApp) else app_or_host
+    holder = host.holder(holders()[profile]["ssn"])
+    assert holder is not None, profile
+    return holder.balance_fen
 
 
 def card_state(card: Path) -> CardState:

@@ -1,4 +1,4 @@
-"""Anti-tearing (card-apdu.md §4): kill the card's process at any instant, never gain a try.
+"""Anti-tearing (docs/card.md §4, §7): kill the card's process at any instant, never gain a try.
 
 A child process (the venv's python, a script given with -c) opens a card file through
 FileStore + VirtualCard and sends a fixed cycle of PIN commands forever, writing the

@@ -1,4 +1,4 @@
-"""The emulated card against its APDU contract, ../shared/spec/card-apdu.md.
+"""The emulated card against its description, docs/card.md.
 
 Every test names the section (s1..s8) it proves. Expected bytes are written out from
 the spec and from fixtures/cards/*.json, not computed with the card's own code.

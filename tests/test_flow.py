@@ -1,4 +1,4 @@
-"""terminal.flow.pharmacy.PharmacyFlow, the pure transaction state machine (terminal-rules.md).
+"""terminal.flow.pharmacy.PharmacyFlow, the pure transaction state machine (docs/terminal-rules.md).
 
 First with CardInfo / PinStatus / PinOutcome built by hand (no card), then end to end
 with a VirtualReader and real card files from the profiles, driven by a small worker

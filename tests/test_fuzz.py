@@ -1,4 +1,4 @@
-"""Random APDUs against every card profile (card-apdu.md §3, §4, §6, §7).
+"""Random APDUs against every card profile (docs/card.md §3, §4, §5).
 
 - execute never raises and always answers >= 2 bytes ending in a §6 status word
   (never 6F00, the emulator's "bug" word);

@@ -10,6 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PURE_TERMINAL = [ROOT / "terminal" / "rules.py", ROOT / "terminal" / "worker.py",
+                 ROOT / "terminal" / "equipment.py",
                  *sorted((ROOT / "terminal" / "flow").glob("*.py"))]
 IMPORT_TEXTUAL = re.compile(r"^\s*(import\s+textual\b|from\s+textual\b)", re.MULTILINE)
 

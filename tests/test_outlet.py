@@ -1,6 +1,6 @@
-"""The service outlet: `cardio.outlet` and `cardio outlet` (card-apdu.md §4, §7).
+"""The service outlet: `cardio.outlet` and `cardio outlet` (docs/card.md §4, §5).
 
-terminal-rules.md S6 (reset at an outlet with the holder's ID), S7 (the online query
+docs/terminal-rules.md S6 (reset at an outlet with the holder's ID), S7 (the online query
 password, not the card PIN), S13 (activation), S14 (restore the initial PIN), S15 (the
 new PIN's rules), S16 (cancel the PIN), S17 (a locked card is unblocked only here).
 

@@ -1,7 +1,7 @@
 """The served card through the real PC/SC stack: pcscd + vpcd + pyscard, never a mock.
 
 Each test serves its own card file (`served`), talks to it through pcscd, and stops it.
-Contract: card-apdu.md §3 (commands), §4 (PIN rules), §6 (status words), §8 (transport).
+The card: docs/card.md §3 (commands and status words), §4 (the PIN), §6 (T=0).
 """
 
 from __future__ import annotations

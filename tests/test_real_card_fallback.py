@@ -1,7 +1,7 @@
 """Rule 8 with a card like a real one: it does not answer GET DATA C1 (6D00).
 
 The terminal then treats the PIN as ENABLED, shows the tries left that the empty VERIFY
-reported before asking, and never sends a guessed PIN (card-apdu.md §5)."""
+reported before asking, and never sends a guessed PIN (docs/card.md §8)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from cardio.protocol import SocialSecurityCard
 from cardio.readers.virtual import VirtualReader
 from terminal import strings
 from terminal.app import Options, PosApp
+from terminal.equipment import Equipment
 from terminal.flow.commands import ReadCard
 from terminal.flow.pharmacy import PharmacyFlow, Purpose
 from terminal.flow.view import Stage
 from terminal.rules import Settings
-from terminal.worker import Equipment, deliver, execute
+from terminal.worker import deliver, execute
 
 AFTER_UPGRADE = Settings(dt.date(2020, 4, 13), dt.date(2026, 11, 27))
 GET_DATA = bytes((0x80, 0xCA))

@@ -1,4 +1,4 @@
-"""terminal/rules.py against terminal-rules.md: S1-S18 and the decision order 1-8.
+"""terminal/rules.py against docs/terminal-rules.md: S1-S18 and the decision order 1-8.
 
 Each test names the rule it proves (test_s8_..., test_rule5_...). The expected values
 come from the rules text, not from the code.

@@ -1,8 +1,13 @@
 """Snapshots of every screen of pos-terminal at 80x24, in zh and en.
 
+As `pos-terminal` runs: with a settlement host (terminal_helpers.make_app), so a payment
+ends on the host's receipt; `-no-host` screens are the `--no-host` configuration, where it
+ends at the card's authorisation.
+
 Deterministic: fixed dates (Settings.today), card files from profiles (the fresh PIN salt
-is never shown), no clock on screen. Update with `pytest tests/test_snapshots.py
---snapshot-update` and look at the SVGs before accepting them.
+is never shown), the host's clock fixed for the receipt's time (host.sqlite.now), no other
+clock on screen. Update with `pytest tests/test_snapshots.py --snapshot-update` and look at
+the SVGs before accepting them.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from terminal_helpers import (
     ENABLED_PIN,
     NEW_PIN,
     SNAPSHOT_TODAY,
+    Default,
     enter,
     make_app,
     make_card,
@@ -25,7 +31,11 @@ from terminal_helpers import (
 )
 from textual.pilot import Pilot
 
+import host.sqlite
+
 Steps = Callable[[Pilot], Awaitable[None]]
+
+RECEIPT_TIME = "2024-06-01T10:30:00+08:00"  # the host's clock (SNAPSHOT_TODAY), on a receipt
 
 
 async def nothing(pilot: Pilot) -> None:
@@ -119,7 +129,7 @@ async def trace_open(pilot: Pilot) -> None:
     await type_digits(pilot, ENABLED_PIN[:3])
 
 
-# name: (profile, inserted, steps)
+# name: (profile, inserted, steps); a name ending in -no-host runs without a settlement host
 SCREENS: dict[str, tuple[str, bool, Steps]] = {
     "menu-card-in": ("employee-enabled", True, nothing),
     "menu-no-card": ("employee-enabled", False, nothing),
@@ -134,6 +144,7 @@ SCREENS: dict[str, tuple[str, bool, Steps]] = {
     "wrong-pin": ("employee-enabled", True, wrong_pin),
     "locked": ("locked", True, pay),
     "authorised": ("employee-enabled", True, authorised),
+    "authorised-no-host": ("employee-enabled", True, authorised),
     "no-pin-confirm-amount": ("resident-new", True, pay),
     "no-pin-authorised": ("resident-new", True, no_pin_authorised),
     "cancelled": ("employee-enabled", True, cancelled),
@@ -149,10 +160,13 @@ SCREENS: dict[str, tuple[str, bool, Steps]] = {
 
 @pytest.mark.parametrize("name", list(SCREENS))
 @pytest.mark.parametrize("lang", ["zh", "en"])
-def test_screen(snap_compare, tmp_path: Path, lang: str, name: str) -> None:
+def test_screen(snap_compare, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lang: str,
+                name: str) -> None:
     profile, inserted, steps = SCREENS[name]
+    monkeypatch.setattr(host.sqlite, "now", lambda: RECEIPT_TIME)
     card = make_card(tmp_path, profile)
-    app = make_app(card, lang=lang, today=SNAPSHOT_TODAY, inserted=inserted)
+    app = make_app(card, lang=lang, today=SNAPSHOT_TODAY, inserted=inserted,
+                   host=None if name.endswith("-no-host") else Default.HOST)
     assert snap_compare(app, terminal_size=(80, 24), run_before=steps)
 
 

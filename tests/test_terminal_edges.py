@@ -29,6 +29,7 @@ from terminal_helpers import (
     file_bytes,
     holders,
     make_card,
+    new_host,
     screen_text,
     settle,
     start_payment,
@@ -59,7 +60,7 @@ ZH = {key: strings.text("zh", key) for key in (
     "enter_old_pin", "forced_change", "enter_pin", "new_pin", "confirm_pin", "lost",
     "state_LOCKED", "card_unreadable", "card_in_use", "reader_no_response", "reader_busy",
     "too_small", "no_pin", "confirm_amount", "reading", "quit_question")}
-# terminal-rules.md / the issue, exact
+# docs/terminal-rules.md §6, exact
 assert ZH["changed"] == "密码修改成功"
 assert ZH["removed"] == "卡片已拔出"
 assert ZH["cancelled"] == "交易已取消"
@@ -123,10 +124,6 @@ class GatedReader(VirtualReader):
             self.holding.set()
             self.gate.wait(10)
         return response
-
-
-def new_host(tmp_path: Path) -> SqliteHost:
-    return SqliteHost(tmp_path / "h.db", seed=seed_file())
 
 
 def pos(card: Path | None, tmp_path: Path, *, host: SqliteHost | None = None,

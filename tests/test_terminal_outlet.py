@@ -1,6 +1,6 @@
 """Pilot tests of `pos-terminal --outlet`: the service outlet's operations on the keypad
-(the same operations as `cardio outlet`), against terminal-rules.md S6, S7, S13, S14,
-S15, S16 and S17, and card-apdu.md §7.
+(the same operations as `cardio outlet`), against docs/terminal-rules.md S6, S7, S13, S14,
+S15, S16 and S17, and docs/card.md §5.
 
 Every app is built the way the command line builds it (`build(parse_args([...]))`) on a
 card file made from a profile in tmp_path, with the fixtures' public test key (or a
@@ -65,7 +65,7 @@ TARGETS = {
     "cancel-pin": ("3", "employee-enabled", ENABLED_SSN),
     "activate": ("4", "not-activated", NOT_ACTIVATED_SSN),
 }
-# operation -> head (CLA INS P1 P2 Lc) of its MAC-protected command (card-apdu.md §7)
+# operation -> head (CLA INS P1 P2 Lc) of its MAC-protected command (docs/card.md §5)
 APDU_HEADS = {
     "reset-pin": "84 5E 00 00 07",
     "restore-initial": "84 5E 00 01 04",
@@ -73,7 +73,7 @@ APDU_HEADS = {
     "activate": "84 18 00 00 04",
 }
 
-# terminal-rules.md, exact
+# docs/terminal-rules.md §6, exact
 ZH_RULES = {
     "insert_card": "请插入社会保障卡",
     "enter_pin": "请输入密码",

@@ -3,7 +3,8 @@ the host (host/sqlite.py) once the card rules said yes, and a receipt is shown a
 
 Every app runs at 80x24 on a VirtualReader over a card file made from a profile in
 tmp_path, with a fresh SqliteHost in tmp_path seeded from fixtures/holders/holders.json
-(balances in fen), terminal id POS-0042 and receipts written to tmp_path/rc. Phrases and
+(balances in fen; terminal_helpers.new_host, what make_app gives every terminal test),
+terminal id POS-0042 and receipts written to tmp_path/rc. Phrases and
 balances are written out exactly, so a wrong word or a wrong fen fails.
 
 The card pulled out between authorisation and debit is made deterministic in two ways:
@@ -31,7 +32,9 @@ from terminal_helpers import (
     file_bytes,
     forced_change,
     holders,
+    make_app,
     make_card,
+    new_host,
     screen_text,
     settle,
     start_payment,
@@ -41,17 +44,16 @@ from textual.pilot import Pilot
 from cardio.readers.virtual import VirtualReader
 from host.api import Debit, DebitStatus, HostError, Transaction
 from host.sqlite import SqliteHost, seed_file
-from terminal.app import Options, PosApp
+from terminal.app import PosApp
 from terminal.cli import build, parse_args
 from terminal.flow.view import Stage
-from terminal.rules import Settings
 
 pytestmark = pytest.mark.slow  # Pilot through whole flows, key by key: ~0.3-2 s a test
 
 SIZE = (80, 24)
 TERMINAL = "POS-0042"
 
-# terminal-rules.md, exact
+# docs/terminal-rules.md §6, exact
 LOST = "此卡已挂失"
 REMOVED = "卡片已拔出"
 ENTER_PIN = "请输入密码"
@@ -104,14 +106,6 @@ def name_of(profile: str) -> str:
     return holders()[profile]["name"]
 
 
-def settings() -> Settings:
-    return Settings(upgrade_date=UPGRADE_DATE, today=AFTER_UPGRADE)
-
-
-def new_host(tmp_path: Path) -> SqliteHost:
-    return SqliteHost(tmp_path / "h.db", seed=seed_file())
-
-
 def pos(
     card: Path,
     host: SqliteHost,
@@ -121,9 +115,9 @@ def pos(
     trace_file: Path | None = None,
     reader: VirtualReader | None = None,
 ) -> PosApp:
-    options = Options(settings(), lang=lang, host=host, terminal_id=TERMINAL,
-                      receipts=tmp_path / "rc", trace_file=trace_file)
-    return PosApp(reader if reader is not None else VirtualReader(card), options)
+    return make_app(card, lang=lang, today=AFTER_UPGRADE, upgrade_date=UPGRADE_DATE,
+                    host=host, terminal_id=TERMINAL, receipts=tmp_path / "rc",
+                    trace_file=trace_file, reader=reader)
 
 
 def balance(host: SqliteHost, profile: str) -> int:

@@ -2,7 +2,7 @@
 served card exactly what `cardio send --card` gets in process for the same APDUs.
 
 Each tool talks to a freshly served card; `cardio send --card` runs on a second card
-file made from the same profile, so both start in the same state (card-apdu.md §3-§6).
+file made from the same profile, so both start in the same state (docs/card.md §3-§4).
 """
 
 from __future__ import annotations

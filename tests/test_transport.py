@@ -1,4 +1,4 @@
-"""T=0 habits in the transport (card-apdu.md §6, §8), the in-process VirtualReader, and
+"""T=0 habits in the transport (docs/card.md §6), the in-process VirtualReader, and
 the PC/SC error mapping. No pcscd: `exchange` runs over a scripted `send` function,
 the reader over card files in tmp_path, and `error_for` is a pure function.
 """
