@@ -37,9 +37,10 @@ pcsc: $(STAMP)
 run: $(STAMP)
 	$(BIN)/pos-terminal
 
-# ruff, the types (mypy --strict) and the layers (import-linter, pyproject.toml).
+# ruff (lint and format), the types (mypy --strict) and the layers (import-linter, pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy cardio host terminal
 	$(BIN)/lint-imports
 

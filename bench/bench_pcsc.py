@@ -74,8 +74,7 @@ class Command:
 
 
 GET_CHALLENGE = Command("get_challenge", "GET CHALLENGE", bytes.fromhex("0084000008"), 10)
-SELECT = Command("select_df_name", "SELECT by DF name",
-                 bytes.fromhex("00A404000F") + SSSE_NAME, 2)
+SELECT = Command("select_df_name", "SELECT by DF name", bytes.fromhex("00A404000F") + SSSE_NAME, 2)
 GET_DATA = Command("get_data", "GET DATA C1", bytes.fromhex("80CA00C100"), 8)
 READ_RECORD = Command("read_record", "READ RECORD", bytes.fromhex("00B2072C00"), 13)  # SFI 5 #7
 # Order matters for ours: READ RECORD by SFI needs the SSSE DF that SELECT makes current.
@@ -135,8 +134,11 @@ def machine_lock() -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"waiting for {stack.MACHINE_LOCK} (someone else is using pcscd)...",
-                  file=sys.stderr, flush=True)
+            print(
+                f"waiting for {stack.MACHINE_LOCK} (someone else is using pcscd)...",
+                file=sys.stderr,
+                flush=True,
+            )
             fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
@@ -162,8 +164,10 @@ class Stack:
         readers = stack._readers() if stack.PCSCD_SOCKET.exists() else None
         if readers is not None:
             if self.reader not in readers:
-                raise RuntimeError(f"a pcscd runs here without vpcd readers ({readers}); "
-                                   "stop it or add /etc/reader.conf.d/vpcd, then rerun")
+                raise RuntimeError(
+                    f"a pcscd runs here without vpcd readers ({readers}); "
+                    "stop it or add /etc/reader.conf.d/vpcd, then rerun"
+                )
             self.port = int(os.environ.get("SHEBAO_VPCD_PORT", stack.DEBIAN_VPCD_PORT))
             if stack.card_present(self.reader):
                 raise RuntimeError(f"{self.reader} already holds a card; remove it first")
@@ -180,12 +184,14 @@ class Stack:
             self.pcscd.stop_pcscd()
             self.pcscd = None
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None,
-              cwd: Path | None = None) -> tuple[subprocess.Popen, Path]:
+    def spawn(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> tuple[subprocess.Popen, Path]:
         log = self.workdir / f"{name}.log"
         with open(log, "ab") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                    cwd=cwd, start_new_session=True)
+            proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
+            )
         self.procs.append(proc)
         return proc, log
 
@@ -198,8 +204,10 @@ class Stack:
                 break
             time.sleep(0.02)
         stop_process(proc)
-        raise CardUnavailable(f"{what} never showed up in {self.reader} "
-                              f"(exit status {proc.poll()}); its log ends:\n{tail(log)}")
+        raise CardUnavailable(
+            f"{what} never showed up in {self.reader} "
+            f"(exit status {proc.poll()}); its log ends:\n{tail(log)}"
+        )
 
     def wait_absent(self) -> None:
         stack.wait_for(lambda: not stack.card_present(self.reader), f"{self.reader} to be empty")
@@ -263,8 +271,17 @@ class FloorCard(Card):
         self.atr = atr  # ours: so that pcscd picks the same protocol
 
     def argv(self):
-        return ([sys.executable, str(Path(__file__).resolve()),
-                 "--floor-card", f"127.0.0.1:{self.stack.port}", self.atr.hex()], None, None)
+        return (
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--floor-card",
+                f"127.0.0.1:{self.stack.port}",
+                self.atr.hex(),
+            ],
+            None,
+            None,
+        )
 
 
 class OurCard(Card):
@@ -276,8 +293,19 @@ class OurCard(Card):
         self.path = path
 
     def argv(self):
-        return ([sys.executable, "-m", "cardio.cli", "serve", str(self.path),
-                 "--vpcd", f"127.0.0.1:{self.stack.port}"], None, REPO)
+        return (
+            [
+                sys.executable,
+                "-m",
+                "cardio.cli",
+                "serve",
+                str(self.path),
+                "--vpcd",
+                f"127.0.0.1:{self.stack.port}",
+            ],
+            None,
+            REPO,
+        )
 
 
 class ViccCard(Card):
@@ -295,8 +323,12 @@ class ViccCard(Card):
 
     @staticmethod
     def missing() -> str | None:
-        for path, package in ((VICC, "vsmartcard-vpicc"), (VICC_LIB, "python3-virtualsmartcard"),
-                              (CRYPTODOME, "python3-pycryptodome"), (VICC_PYTHON, "python3")):
+        for path, package in (
+            (VICC, "vsmartcard-vpicc"),
+            (VICC_LIB, "python3-virtualsmartcard"),
+            (CRYPTODOME, "python3-pycryptodome"),
+            (VICC_PYTHON, "python3"),
+        ):
             if not path.exists():
                 return f"{path} is missing (Debian package {package}; `make bench` installs it)"
         return None
@@ -305,7 +337,10 @@ class ViccCard(Card):
         try:
             result = subprocess.run(
                 [str(VICC_PYTHON), "-c", "import virtualsmartcard.VirtualSmartcard"],
-                env=self.env, capture_output=True, text=True, timeout=60,
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=60,
             )
         except (OSError, subprocess.SubprocessError) as e:
             return f"vicc's library could not be tried: {e}"
@@ -315,8 +350,20 @@ class ViccCard(Card):
         return None
 
     def argv(self):
-        return ([str(VICC_PYTHON), str(VICC), "-t", "iso7816", "-H", "127.0.0.1",
-                 "-P", str(self.stack.port)], self.env, None)
+        return (
+            [
+                str(VICC_PYTHON),
+                str(VICC),
+                "-t",
+                "iso7816",
+                "-H",
+                "127.0.0.1",
+                "-P",
+                str(self.stack.port),
+            ],
+            self.env,
+            None,
+        )
 
 
 # --- measurement ----------------------------------------------------------------------
@@ -331,8 +378,11 @@ class Series:
 
     def visit_medians_ms(self) -> list[float]:
         bounds = [0, *self.visits]
-        return [statistics.median(self.times_ns[a:b]) / 1e6
-                for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+        return [
+            statistics.median(self.times_ns[a:b]) / 1e6
+            for a, b in zip(bounds, bounds[1:], strict=False)
+            if b > a
+        ]
 
     def summary(self) -> dict[str, object]:
         ms = [t / 1e6 for t in self.times_ns]
@@ -376,8 +426,11 @@ class Client:
         deadline = time.monotonic() + 5
         while True:
             hr, hcard, protocol = scard.SCardConnect(
-                self.ctx, self.reader, scard.SCARD_SHARE_SHARED,
-                scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1)
+                self.ctx,
+                self.reader,
+                scard.SCARD_SHARE_SHARED,
+                scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1,
+            )
             if hr == scard.SCARD_S_SUCCESS:
                 break
             if time.monotonic() > deadline:
@@ -404,17 +457,21 @@ class Client:
 
 def check_response(card: str, command: Command, response: list[int]) -> None:
     if response[-2:] != [0x90, 0x00]:
-        raise RuntimeError(f"{card} answered {command.label} with "
-                           f"{bytes(response).hex(' ').upper()}, not ... 90 00")
+        raise RuntimeError(
+            f"{card} answered {command.label} with "
+            f"{bytes(response).hex(' ').upper()}, not ... 90 00"
+        )
     if card == "ours" and len(response) != command.expect_len:
-        raise RuntimeError(f"ours answered {command.label} with {len(response)} bytes, "
-                           f"not {command.expect_len}")
+        raise RuntimeError(
+            f"ours answered {command.label} with {len(response)} bytes, not {command.expect_len}"
+        )
     if card == "vicc" and command is GET_CHALLENGE and len(response) != 10:
         raise RuntimeError(f"vicc answered GET CHALLENGE with {len(response)} bytes, not 10")
 
 
-def visit(card: Card, client: Client, cycles: int, warmup: int,
-          series: dict[tuple[str, str], Series]) -> dict[str, object]:
+def visit(
+    card: Card, client: Client, cycles: int, warmup: int, series: dict[tuple[str, str], Series]
+) -> dict[str, object]:
     """Insert the card, connect, time `cycles` passes over its APDUs, disconnect, remove."""
     t0 = time.monotonic()
     card.insert()
@@ -444,8 +501,11 @@ def visit(card: Card, client: Client, cycles: int, warmup: int,
         client.disconnect()
         card.remove()
     t0_protocol = client.scard.SCARD_PROTOCOL_T0
-    return {"card": card.name, "protocol": "T=0" if protocol == t0_protocol else "T=1",
-            "insert_s": round(inserted, 3)}
+    return {
+        "card": card.name,
+        "protocol": "T=0" if protocol == t0_protocol else "T=1",
+        "insert_s": round(inserted, 3),
+    }
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -479,20 +539,20 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         if vicc_reason:
             print(f"vicc: not measured: {vicc_reason}", file=sys.stderr, flush=True)
 
-        series = {(card.name, c.key): Series(card.name, c)
-                  for card in cards for c in card.commands}
-        cycles = {card.name: split(args.n_vicc if card.name == "vicc" else args.n, args.rounds)
-                  for card in cards}
+        series = {(card.name, c.key): Series(card.name, c) for card in cards for c in card.commands}
+        cycles = {
+            card.name: split(args.n_vicc if card.name == "vicc" else args.n, args.rounds)
+            for card in cards
+        }
         protocols: dict[str, str] = {}
         insert_times: dict[str, list[float]] = {card.name: [] for card in cards}
         for r in range(args.rounds):
-            order = cards[r % len(cards):] + cards[:r % len(cards)]
+            order = cards[r % len(cards) :] + cards[: r % len(cards)]
             for card in order:
                 if cycles[card.name][r] == 0:
                     continue
                 if not args.json:
-                    print(f"round {r + 1}/{args.rounds}: {card.name}", file=sys.stderr,
-                          flush=True)
+                    print(f"round {r + 1}/{args.rounds}: {card.name}", file=sys.stderr, flush=True)
                 warmup = WARMUP_VICC if card.name == "vicc" else WARMUP
                 try:
                     info = visit(card, client, cycles[card.name][r], warmup, series)
@@ -535,10 +595,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         "n_vicc": args.n_vicc if vicc_reason is None else 0,
         "warmup_cycles_per_connect": {"floor": WARMUP, "ours": WARMUP, "vicc": WARMUP_VICC},
         "protocols": protocols,
-        "card_insert_seconds_mean": {k: statistics.fmean(v) for k, v in insert_times.items()
-                                     if v},
-        "common_apdu": {"key": GET_CHALLENGE.key,
-                        "hex": GET_CHALLENGE.apdu.hex(" ").upper()},
+        "card_insert_seconds_mean": {k: statistics.fmean(v) for k, v in insert_times.items() if v},
+        "common_apdu": {"key": GET_CHALLENGE.key, "hex": GET_CHALLENGE.apdu.hex(" ").upper()},
         "vicc": {"measured": vicc_reason is None, "reason": vicc_reason},
         "series": results,
         "ratios": ratios,
@@ -552,14 +610,17 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
 
 
 def _ratio(a: dict[str, object], b: dict[str, object]) -> dict[str, float]:
-    return {"median": float(a["median_ms"]) / float(b["median_ms"]),  # type: ignore[arg-type]
-            "mean": float(a["mean_ms"]) / float(b["mean_ms"])}  # type: ignore[arg-type]
+    return {
+        "median": float(a["median_ms"]) / float(b["median_ms"]),  # type: ignore[arg-type]
+        "mean": float(a["mean_ms"]) / float(b["mean_ms"]),
+    }  # type: ignore[arg-type]
 
 
 def _pcscd_version() -> str:
     try:
-        out = subprocess.run(["pcscd", "--version"], capture_output=True, text=True,
-                             timeout=10).stdout
+        out = subprocess.run(
+            ["pcscd", "--version"], capture_output=True, text=True, timeout=10
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     first = out.splitlines()[0] if out else ""
@@ -582,15 +643,21 @@ def print_table(res: dict[str, object]) -> None:
     protocols = res["protocols"]
     assert isinstance(protocols, dict)
     print(f"PC/SC APDU round trip: {res['stack']}")
-    print(f"pcscd {res['pcscd_version']} ({owner}), {res['reader']} on port {res['vpcd_port']}, "
-          f"Python {res['python']}; protocols: "
-          + ", ".join(f"{card} {proto}" for card, proto in protocols.items()))
-    print(f"{res['rounds']} interleaved rounds; each card in slot 0 once a round "
-          f"(+{WARMUP} warm-up cycles a connect, {WARMUP_VICC} for vicc)")
+    print(
+        f"pcscd {res['pcscd_version']} ({owner}), {res['reader']} on port {res['vpcd_port']}, "
+        f"Python {res['python']}; protocols: "
+        + ", ".join(f"{card} {proto}" for card, proto in protocols.items())
+    )
+    print(
+        f"{res['rounds']} interleaved rounds; each card in slot 0 once a round "
+        f"(+{WARMUP} warm-up cycles a connect, {WARMUP_VICC} for vicc)"
+    )
     print(f"APDU all three answer: GET CHALLENGE {common['hex']}")
     print()
-    header = (f"{'card':<6} {'APDU':<18} {'bytes':<22} {'n':>5} {'mean ms':>9} "
-              f"{'median ms':>10} {'p90 ms':>9}  {'rounds: medians':>17}")
+    header = (
+        f"{'card':<6} {'APDU':<18} {'bytes':<22} {'n':>5} {'mean ms':>9} "
+        f"{'median ms':>10} {'p90 ms':>9}  {'rounds: medians':>17}"
+    )
     print(header)
     print("-" * len(header))
     keys = [c.key for c in OURS_COMMANDS]
@@ -600,30 +667,46 @@ def print_table(res: dict[str, object]) -> None:
         hexs = hexs if len(hexs) <= 22 else hexs[:18] + " ..."
         visits = s["visit_medians_ms"]
         spread = f"{min(visits):.3f}-{max(visits):.3f}"
-        print(f"{s['card']:<6} {s['label']:<18} {hexs:<22} {s['n']:>5} {s['mean_ms']:>9.3f} "
-              f"{s['median_ms']:>10.3f} {s['p90_ms']:>9.3f}  {spread:>17}")
+        print(
+            f"{s['card']:<6} {s['label']:<18} {hexs:<22} {s['n']:>5} {s['mean_ms']:>9.3f} "
+            f"{s['median_ms']:>10.3f} {s['p90_ms']:>9.3f}  {spread:>17}"
+        )
     print()
     for name, r in ratios.items():
         print(f"{name:<32} {r['median']:>8.2f}x median {r['mean']:>8.2f}x mean")
     if not vicc["measured"]:
         print(f"vicc not measured: {vicc['reason']}")
     print()
-    print(f"target: {target['text']}: {target['value']:.2f}x -> "
-          f"{'met' if target['met'] else 'NOT met'}")
+    print(
+        f"target: {target['text']}: {target['value']:.2f}x -> "
+        f"{'met' if target['met'] else 'NOT met'}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=2000,
-                        help="timed APDUs per APDU kind for ours and the floor (default 2000)")
-    parser.add_argument("--n-vicc", type=int, default=100,
-                        help="timed APDUs for vicc, ~44 ms each (default 100; 0 skips it)")
+    parser.add_argument(
+        "--n",
+        type=int,
+        default=2000,
+        help="timed APDUs per APDU kind for ours and the floor (default 2000)",
+    )
+    parser.add_argument(
+        "--n-vicc",
+        type=int,
+        default=100,
+        help="timed APDUs for vicc, ~44 ms each (default 100; 0 skips it)",
+    )
     parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds (default 20)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the work folder (logs, card file) and print its path")
-    parser.add_argument("--floor-card", nargs=2, metavar=("HOST:PORT", "ATR"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the work folder (logs, card file) and print its path",
+    )
+    parser.add_argument(
+        "--floor-card", nargs=2, metavar=("HOST:PORT", "ATR"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.floor_card:
         address, atr = args.floor_card

@@ -218,15 +218,28 @@ def calculator_path() -> Path | None:
         CALC_DIR.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=CALC_DIR.parent) as tmp:
             result = subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                 "--disable-pip-version-check", "--only-binary=:all:", "--dest", tmp,
-                 f"textual-calculator=={CALC_VERSION}"],
-                capture_output=True, text=True, timeout=300,
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--quiet",
+                    "--no-deps",
+                    "--disable-pip-version-check",
+                    "--only-binary=:all:",
+                    "--dest",
+                    tmp,
+                    f"textual-calculator=={CALC_VERSION}",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=300,
             )
             wheels = sorted(Path(tmp).glob("textual_calculator-*.whl"))
             if result.returncode != 0 or not wheels:
-                raise SystemExit("could not download textual-calculator:\n"
-                                 + result.stdout + result.stderr)
+                raise SystemExit(
+                    "could not download textual-calculator:\n" + result.stdout + result.stderr
+                )
             unpacked = Path(tmp) / "unpacked"
             with zipfile.ZipFile(wheels[0]) as wheel:
                 wheel.extractall(unpacked)
@@ -248,7 +261,8 @@ def child_env(extra_path: Path | None) -> dict[str, str]:
         env.setdefault("PYTHONPYCACHEPREFIX", str(PYCACHE))
     if extra_path is not None:
         env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(extra_path), env.get("PYTHONPATH", "")) if p)
+            p for p in (str(extra_path), env.get("PYTHONPATH", "")) if p
+        )
     return env
 
 
@@ -283,22 +297,32 @@ class StartSamples:
     totals_ms: list[float] = field(default_factory=list)
     first_frame_ms: list[float] = field(default_factory=list)
     phases_ms: dict[str, list[float]] = field(
-        default_factory=lambda: {key: [] for key, _ in PHASES})
+        default_factory=lambda: {key: [] for key, _ in PHASES}
+    )
     frames: list[int] = field(default_factory=list)
 
 
 def start_once(run: Run, which: str) -> dict[str, Any]:
     t0 = now_ns()
-    proc = subprocess.run(run.argv("start", which), capture_output=True, text=True,
-                          cwd=run.cwd, env=run.env, timeout=TIMEOUT)
+    proc = subprocess.run(
+        run.argv("start", which),
+        capture_output=True,
+        text=True,
+        cwd=run.cwd,
+        env=run.env,
+        timeout=TIMEOUT,
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
-        raise SystemExit(f"{LABELS[which]} start-up failed (exit {proc.returncode}):\n"
-                         f"{proc.stdout}{proc.stderr}")
+        raise SystemExit(
+            f"{LABELS[which]} start-up failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}"
+        )
     doc = json.loads(lines[-1])
     if doc["screen"] != SCREENS[which] or doc["t_ready"] is None:
-        raise SystemExit(f"{LABELS[which]}: ended on screen {doc['screen']} "
-                         f"after {doc['frames']} frames, not on {SCREENS[which]}")
+        raise SystemExit(
+            f"{LABELS[which]}: ended on screen {doc['screen']} "
+            f"after {doc['frames']} frames, not on {SCREENS[which]}"
+        )
     doc["t0"] = t0
     return doc
 
@@ -307,8 +331,10 @@ def record_start(samples: StartSamples, doc: dict[str, Any]) -> None:
     ms = 1e-6
     samples.totals_ms.append((doc["t_ready"] - doc["t0"]) * ms)
     samples.first_frame_ms.append((doc["t_first_frame"] - doc["t0"]) * ms)
-    marks = [doc[k] for k in ("t0", "t_main", "t_textual", "t_import", "t_built",
-                              "t_first_frame", "t_ready")]
+    marks = [
+        doc[k]
+        for k in ("t0", "t_main", "t_textual", "t_import", "t_built", "t_first_frame", "t_ready")
+    ]
     for (key, _), a, b in zip(PHASES, marks[:-1], marks[1:], strict=True):
         samples.phases_ms[key].append((b - a) * ms)
     samples.frames.append(doc["frames"])
@@ -322,8 +348,11 @@ def measure_start(run: Run, rounds: int) -> dict[str, StartSamples]:
             doc = start_once(run, which)
             if i >= WARMUP_STARTS:
                 record_start(samples[which], doc)
-        progress(f"start-up {i + 1 - WARMUP_STARTS}/{rounds}" if i >= WARMUP_STARTS
-                 else "start-up warm-up")
+        progress(
+            f"start-up {i + 1 - WARMUP_STARTS}/{rounds}"
+            if i >= WARMUP_STARTS
+            else "start-up warm-up"
+        )
     return samples
 
 
@@ -333,9 +362,14 @@ class KeyChild:
     def __init__(self, run: Run, which: str) -> None:
         self.which = which
         self.stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen(run.argv("keys", which), stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self.stderr,
-                                     cwd=run.cwd, env=run.env)
+        self.proc = subprocess.Popen(
+            run.argv("keys", which),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            cwd=run.cwd,
+            env=run.env,
+        )
         self.selector = selectors.DefaultSelector()
         assert self.proc.stdout is not None
         self.selector.register(self.proc.stdout, selectors.EVENT_READ)
@@ -397,7 +431,8 @@ def key_children(run: Run) -> Iterator[dict[str, KeyChild]]:
 
 def measure_keys(run: Run, presses: int) -> dict[str, dict[str, list[float]]]:
     out: dict[str, dict[str, list[float]]] = {
-        which: {"frame_ms": [], "pilot_ms": [], "frames": []} for which in APPS}
+        which: {"frame_ms": [], "pilot_ms": [], "frames": []} for which in APPS
+    }
     with key_children(run) as children:
         for i in range(WARMUP_KEYS + presses):
             order = APPS if i % 2 == 0 else APPS[::-1]
@@ -474,11 +509,15 @@ def measure(rounds: int, presses: int) -> dict[str, Any]:
 
 def print_table(res: dict[str, Any]) -> None:
     apps = res["apps"]
-    print(f"pos-terminal vs Textual's calculator example (textual-calculator "
-          f"{res['calculator']}), headless {res['size'][0]}x{res['size'][1]}")
-    print(f"Textual {res['textual']}, Python {res['python']}, {res['cpus']} CPUs; "
-          f"{res['start_up_rounds']} start-ups and {res['key_presses']} key presses each, "
-          f"interleaved")
+    print(
+        f"pos-terminal vs Textual's calculator example (textual-calculator "
+        f"{res['calculator']}), headless {res['size'][0]}x{res['size'][1]}"
+    )
+    print(
+        f"Textual {res['textual']}, Python {res['python']}, {res['cpus']} CPUs; "
+        f"{res['start_up_rounds']} start-ups and {res['key_presses']} key presses each, "
+        f"interleaved"
+    )
     print()
     header = f"{'start-up (ms)':<30} {'mean':>8} {'median':>8} {'p90':>8} {'min':>8}"
     print(header)
@@ -486,17 +525,25 @@ def print_table(res: dict[str, Any]) -> None:
     for which in APPS:
         for what, label in (("start_up", "to usable screen"), ("first_frame", "to first frame")):
             s = apps[which][what]
-            print(f"{apps[which]['label'] + ' ' + label:<30} {s['mean_ms']:>8.1f} "
-                  f"{s['median_ms']:>8.1f} {s['p90_ms']:>8.1f} {s['min_ms']:>8.1f}")
+            print(
+                f"{apps[which]['label'] + ' ' + label:<30} {s['mean_ms']:>8.1f} "
+                f"{s['median_ms']:>8.1f} {s['p90_ms']:>8.1f} {s['min_ms']:>8.1f}"
+            )
     print()
-    header = f"{'where start-up goes (median ms)':<30}" + "".join(
-        f" {LABELS[w]:>14}" for w in APPS) + f" {'difference':>11}"
+    header = (
+        f"{'where start-up goes (median ms)':<30}"
+        + "".join(f" {LABELS[w]:>14}" for w in APPS)
+        + f" {'difference':>11}"
+    )
     print(header)
     print("-" * len(header))
     for key, label in PHASES:
         values = [apps[w]["phases_median_ms"][key] for w in APPS]
-        print(f"{label:<30}" + "".join(f" {v:>14.1f}" for v in values)
-              + f" {values[0] - values[1]:>+11.1f}")
+        print(
+            f"{label:<30}"
+            + "".join(f" {v:>14.1f}" for v in values)
+            + f" {values[0] - values[1]:>+11.1f}"
+        )
     frames = [apps[w]["frames_to_screen"] for w in APPS]
     print(f"{'frames until idle':<30}" + "".join(f" {f:>14g}" for f in frames))
     print()
@@ -504,29 +551,41 @@ def print_table(res: dict[str, Any]) -> None:
     print(header)
     print("-" * len(header))
     for which in APPS:
-        for what, label in (("key_to_frame", "to frame"),
-                            ("key_pilot_round_trip", "Pilot round trip")):
+        for what, label in (
+            ("key_to_frame", "to frame"),
+            ("key_pilot_round_trip", "Pilot round trip"),
+        ):
             s = apps[which][what]
-            print(f"{apps[which]['label'] + ' ' + label:<30} {s['mean_ms']:>8.2f} "
-                  f"{s['median_ms']:>8.2f} {s['p90_ms']:>8.2f} {s['min_ms']:>8.2f}")
-    print("frames per key: " + ", ".join(
-        f"{LABELS[w]} {apps[w]['frames_per_key']:.2f}" for w in APPS))
+            print(
+                f"{apps[which]['label'] + ' ' + label:<30} {s['mean_ms']:>8.2f} "
+                f"{s['median_ms']:>8.2f} {s['p90_ms']:>8.2f} {s['min_ms']:>8.2f}"
+            )
+    print(
+        "frames per key: " + ", ".join(f"{LABELS[w]} {apps[w]['frames_per_key']:.2f}" for w in APPS)
+    )
     print()
     r = res["ratios"]
-    print(f"start-up pos-terminal / calculator: {r['start_up_median']:.2f} median, "
-          f"{r['start_up_mean']:.2f} mean   target <= {res['target_ratio']}: "
-          f"{'met' if res['target_met'] else 'NOT met'}")
-    print(f"key to frame pos-terminal / calculator: {r['key_to_frame_median']:.2f} median, "
-          f"{r['key_to_frame_mean']:.2f} mean (Pilot round trip "
-          f"{r['key_pilot_round_trip_median']:.2f} median)")
+    print(
+        f"start-up pos-terminal / calculator: {r['start_up_median']:.2f} median, "
+        f"{r['start_up_mean']:.2f} mean   target <= {res['target_ratio']}: "
+        f"{'met' if res['target_met'] else 'NOT met'}"
+    )
+    print(
+        f"key to frame pos-terminal / calculator: {r['key_to_frame_median']:.2f} median, "
+        f"{r['key_to_frame_mean']:.2f} mean (Pilot round trip "
+        f"{r['key_pilot_round_trip_median']:.2f} median)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=15,
-                        help="start-up samples per app, one fresh process each (default 15)")
-    parser.add_argument("--keys", type=int, default=200,
-                        help="key presses per app (default 200)")
+    parser.add_argument(
+        "--n",
+        type=int,
+        default=15,
+        help="start-up samples per app, one fresh process each (default 15)",
+    )
+    parser.add_argument("--keys", type=int, default=200, help="key presses per app (default 200)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     if args.n < 2 or args.keys < 2:

@@ -104,7 +104,10 @@ def filesystem_type(directory: Path) -> str:
     try:
         result = subprocess.run(
             ["stat", "-f", "-c", "%T", str(directory)],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         )
         return result.stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -156,7 +159,9 @@ def measure(directory: Path, rounds: int) -> dict[str, object]:
                 raise SystemExit(f"wrong PIN answered {response.hex().upper()}, not 63Cx")
 
         ops: list[tuple[Series, Callable[[], None]]] = [
-            (floor, do_floor), (right, do_right), (wrong, do_wrong),
+            (floor, do_floor),
+            (right, do_right),
+            (wrong, do_wrong),
         ]
         # every rotation has at most one wrong PIN between two right ones: tries stay >= 13
         orders = [ops[i:] + ops[:i] for i in range(len(ops))]
@@ -220,39 +225,55 @@ def measure(directory: Path, rounds: int) -> dict[str, object]:
 
 
 def print_table(res: dict[str, object]) -> None:
-    print(f"cardio VERIFY benchmark: {res['rounds']} interleaved rounds "
-          f"(+{res['warmup_rounds']} warm-up), card file {res['card_file_bytes']} bytes")
+    print(
+        f"cardio VERIFY benchmark: {res['rounds']} interleaved rounds "
+        f"(+{res['warmup_rounds']} warm-up), card file {res['card_file_bytes']} bytes"
+    )
     print(f"dir {res['dir']} on filesystem {res['filesystem']}, Python {res['python']}")
     print()
-    header = (f"{'operation':<22} {'mean µs':>9} {'median µs':>10} {'p90 µs':>9} "
-              f"{'ops/s':>8}  {'fsyncs/op file, dir':>19}")
+    header = (
+        f"{'operation':<22} {'mean µs':>9} {'median µs':>10} {'p90 µs':>9} "
+        f"{'ops/s':>8}  {'fsyncs/op file, dir':>19}"
+    )
     print(header)
     print("-" * len(header))
     series = res["series"]
     assert isinstance(series, list)
     for s in series:
-        print(f"{s['name']:<22} {s['mean_us']:>9.1f} {s['median_us']:>10.1f} "
-              f"{s['p90_us']:>9.1f} {s['ops_per_s']:>8.1f}  "
-              f"{s['file_fsyncs_per_op']:>12.2f}, {s['dir_fsyncs_per_op']:.2f}")
+        print(
+            f"{s['name']:<22} {s['mean_us']:>9.1f} {s['median_us']:>10.1f} "
+            f"{s['p90_us']:>9.1f} {s['ops_per_s']:>8.1f}  "
+            f"{s['file_fsyncs_per_op']:>12.2f}, {s['dir_fsyncs_per_op']:.2f}"
+        )
     ratios, met = res["ratios"], res["target_met"]
     assert isinstance(ratios, dict) and isinstance(met, dict)
     print()
     target = res["target_ratio"]
-    print(f"right VERIFY / (2 x atomic write): {ratios['right_vs_2_writes_median']:.3f} median, "
-          f"{ratios['right_vs_2_writes_mean']:.3f} mean   target <= {target}: "
-          f"{'met' if met['right'] else 'NOT met'}")
-    print(f"wrong VERIFY / (1 x atomic write): {ratios['wrong_vs_1_write_median']:.3f} median, "
-          f"{ratios['wrong_vs_1_write_mean']:.3f} mean   target <= {target}: "
-          f"{'met' if met['wrong'] else 'NOT met'}")
+    print(
+        f"right VERIFY / (2 x atomic write): {ratios['right_vs_2_writes_median']:.3f} median, "
+        f"{ratios['right_vs_2_writes_mean']:.3f} mean   target <= {target}: "
+        f"{'met' if met['right'] else 'NOT met'}"
+    )
+    print(
+        f"wrong VERIFY / (1 x atomic write): {ratios['wrong_vs_1_write_median']:.3f} median, "
+        f"{ratios['wrong_vs_1_write_mean']:.3f} mean   target <= {target}: "
+        f"{'met' if met['wrong'] else 'NOT met'}"
+    )
     if res["filesystem"] in ("tmpfs", "ramfs"):
-        print("note: this folder is in memory; fsync costs nothing here, so the numbers "
-              "say little about a disk")
+        print(
+            "note: this folder is in memory; fsync costs nothing here, so the numbers "
+            "say little about a disk"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", type=Path, default=REPO / ".bench",
-                        help="folder for the card file and the floor file (default: .bench/)")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=REPO / ".bench",
+        help="folder for the card file and the floor file (default: .bench/)",
+    )
     parser.add_argument("--n", type=int, default=300, help="measured rounds (default 300)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)

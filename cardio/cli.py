@@ -73,8 +73,11 @@ def cmd_list_profiles(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_new(args: argparse.Namespace, out: TextIO) -> int:
     state = profiles.new_card(args.profile, args.path, force=args.force)
-    print(f"made {one_line(args.path)} from profile {args.profile} "
-          f"({state.pin_state.value}, {state.tries_left}/{state.try_limit} tries)", file=out)
+    print(
+        f"made {one_line(args.path)} from profile {args.profile} "
+        f"({state.pin_state.value}, {state.tries_left}/{state.try_limit} tries)",
+        file=out,
+    )
     return Exit.OK
 
 
@@ -92,8 +95,11 @@ def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
         ("scheme", f"{info['scheme']} ({SCHEMES.get(str(info['scheme']), 'unknown scheme')})"),
         ("life cycle", info["life_cycle"]),
         ("PIN state", info["pin_state"]),
-        ("tries left", f"{info['tries_left']} of {info['try_limit']}"
-                       + (" (blocked)" if info["blocked"] else "")),
+        (
+            "tries left",
+            f"{info['tries_left']} of {info['try_limit']}"
+            + (" (blocked)" if info["blocked"] else ""),
+        ),
         ("holder", f"{holder['name']}  {holder['ssn']}"),
     ]
     for label, value in rows:
@@ -160,14 +166,17 @@ def read_script(name: str) -> str:
         what = "is a folder" if e.errno == errno.EISDIR else f"cannot be read ({e.strerror})"
         raise UsageError(f"{name} {what}; give the file of APDUs to run") from None
     if len(raw) > MAX_SCRIPT_BYTES:
-        raise UsageError(f"{name} is over {MAX_SCRIPT_BYTES >> 20} MB, too large for an APDU "
-                         "script; give the file of APDUs to run")
+        raise UsageError(
+            f"{name} is over {MAX_SCRIPT_BYTES >> 20} MB, too large for an APDU "
+            "script; give the file of APDUs to run"
+        )
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
-        raise UsageError(f"{name}:{line} is not UTF-8 text; save the script as UTF-8 "
-                         "(plain hex APDUs are)") from None
+        raise UsageError(
+            f"{name}:{line} is not UTF-8 text; save the script as UTF-8 (plain hex APDUs are)"
+        ) from None
 
 
 def parse_script(path: str | Path) -> list[Step]:
@@ -214,8 +223,9 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         listen_at = vpcd.parse_address(args.listen) if args.listen is not None else None
     except ValueError as e:
         raise UsageError(str(e)) from None
-    return vpcd.serve(store.card_path(args.card), vpcd=vpcd_at, listen=listen_at,
-                      verbose=args.verbose)
+    return vpcd.serve(
+        store.card_path(args.card), vpcd=vpcd_at, listen=listen_at, verbose=args.verbose
+    )
 
 
 def cmd_outlet(args: argparse.Namespace, out: TextIO) -> int:
@@ -238,13 +248,18 @@ def cmd_outlet(args: argparse.Namespace, out: TextIO) -> int:
         result = desk.run(operation, args.id, new_pin)
         status = desk.card.pin_status()
     info = result.info
-    print(f"card        {info.card_number}  {identity.mask_name(info.name or '')}  "
-          f"{identity.mask_id(info.ssn or '')}", file=out)
+    print(
+        f"card        {info.card_number}  {identity.mask_name(info.name or '')}  "
+        f"{identity.mask_id(info.ssn or '')}",
+        file=out,
+    )
     print(f"operation   {operation.value}: done", file=out)
-    print(f"now         {(status.life_cycle or '?')} / PIN {(status.pin_state or '?')} / "
-          f"{status.tries_left} of {status.try_limit} tries", file=out)
-    print(f"online query password (查询密码, not the card PIN): {result.query_password}",
-          file=out)
+    print(
+        f"now         {(status.life_cycle or '?')} / PIN {(status.pin_state or '?')} / "
+        f"{status.tries_left} of {status.try_limit} tries",
+        file=out,
+    )
+    print(f"online query password (查询密码, not the card PIN): {result.query_password}", file=out)
     return Exit.OK
 
 
@@ -288,15 +303,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_script)
 
     p = sub.add_parser("outlet", help="service-outlet operations (MAC-protected)")
-    p.add_argument("operation", choices=["reset-pin", "restore-initial", "cancel-pin",
-                                         "activate"])
+    p.add_argument("operation", choices=["reset-pin", "restore-initial", "cancel-pin", "activate"])
     _card_or_reader(p)
-    p.add_argument("--id", required=True, metavar="N",
-                   help="the holder's ID number, from the ID document")
+    p.add_argument(
+        "--id", required=True, metavar="N", help="the holder's ID number, from the ID document"
+    )
     keys = p.add_mutually_exclusive_group(required=True)
     keys.add_argument("--key", metavar="FILE", help="issuer master key file (mode 600)")
-    keys.add_argument("--test-key", action="store_true",
-                      help="the public test key of the fixture cards")
+    keys.add_argument(
+        "--test-key", action="store_true", help="the public test key of the fixture cards"
+    )
     p.add_argument("--operator", default=getpass.getuser(), help="who does it (for the log)")
     p.add_argument("--log", metavar="FILE", help="outlet log (default: user data folder)")
     p.set_defaults(func=cmd_outlet)
@@ -307,10 +323,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="plug a card file into pcscd through vpcd")
     p.add_argument("card", metavar="CARD.json", help="card file")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--vpcd", metavar="HOST:PORT",
-                       help=f"connect to vpcd here (default {vpcd.VPCD_HOST}:{vpcd.VPCD_PORT})")
-    where.add_argument("--listen", metavar="HOST:PORT",
-                       help="vpcd's reversed mode: wait for vpcd here (host default 127.0.0.1)")
+    where.add_argument(
+        "--vpcd",
+        metavar="HOST:PORT",
+        help=f"connect to vpcd here (default {vpcd.VPCD_HOST}:{vpcd.VPCD_PORT})",
+    )
+    where.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="vpcd's reversed mode: wait for vpcd here (host default 127.0.0.1)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log each APDU, PINs masked")
     p.set_defaults(func=cmd_serve)
     return parser

@@ -54,8 +54,11 @@ PIN_INS = frozenset((Ins.VERIFY, Ins.CHANGE_REFERENCE, Ins.RESET_RETRY, Ins.OUTL
 # GET DATA C1 (ours): the wire byte of each state, fixed here so that reordering the
 # enums can never change what the card answers.
 LIFE_CYCLE_BYTES: dict[LifeCycle, int] = {LifeCycle.NOT_ACTIVATED: 0x00, LifeCycle.ACTIVE: 0x01}
-PIN_STATE_BYTES: dict[PinState, int] = {PinState.INITIAL: 0x00, PinState.ENABLED: 0x01,
-                                         PinState.DISABLED: 0x02}
+PIN_STATE_BYTES: dict[PinState, int] = {
+    PinState.INITIAL: 0x00,
+    PinState.ENABLED: 0x01,
+    PinState.DISABLED: 0x02,
+}
 PIN_STATE_OF_BYTE = {byte: state for state, byte in PIN_STATE_BYTES.items()}
 
 PIN_STATUS_TAG = 0xC1  # GET DATA 80 CA 00 C1 (ours): its P2, and the tag of its answer

@@ -58,20 +58,24 @@ class KeyFileError(OutletError):
 
 class IdMismatchError(OutletError):
     def __init__(self) -> None:
-        super().__init__("the ID number does not match the card's holder; nothing was sent "
-                         "to the card: check the ID document and the card")
+        super().__init__(
+            "the ID number does not match the card's holder; nothing was sent "
+            "to the card: check the ID document and the card"
+        )
 
 
 class WrongKeyError(OutletError):
     def __init__(self) -> None:
-        super().__init__("the card refused the MAC: the master key is wrong for this card; "
-                         "check --key")
+        super().__init__(
+            "the card refused the MAC: the master key is wrong for this card; check --key"
+        )
 
 
 class PinPolicyError(OutletError):
     def __init__(self, violation: Violation) -> None:
-        super().__init__(f"the new PIN breaks the PIN rules ({violation.value}); "
-                         "choose another 6-digit PIN")
+        super().__init__(
+            f"the new PIN breaks the PIN rules ({violation.value}); choose another 6-digit PIN"
+        )
         self.violation = violation
 
 
@@ -82,17 +86,20 @@ def load_key(path: Path) -> bytes:
     except FileNotFoundError:
         raise KeyFileError(f"{path}: no such key file; give the issuer key with --key") from None
     except OSError as e:
-        raise KeyFileError(f"{path} cannot be read ({e.strerror}); check the key file and "
-                           "its permissions") from None
+        raise KeyFileError(
+            f"{path} cannot be read ({e.strerror}); check the key file and its permissions"
+        ) from None
     # Its kind first: the mode of a folder or a pipe says nothing about a key.
     if stat.S_ISDIR(mode):
         raise KeyFileError(f"{path} is a folder; give the issuer key file itself with --key")
     if not stat.S_ISREG(mode):
-        raise KeyFileError(f"{path} is not a regular file ({file_kind(mode)}); give the "
-                           "issuer key file with --key")
+        raise KeyFileError(
+            f"{path} is not a regular file ({file_kind(mode)}); give the issuer key file with --key"
+        )
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(f"{path} can be read by others; make it private (chmod 600 {path}) "
-                           "and try again")
+        raise KeyFileError(
+            f"{path} can be read by others; make it private (chmod 600 {path}) and try again"
+        )
     try:
         return read_key(path)
     except (OSError, ValueError) as e:
@@ -179,8 +186,7 @@ class OutletLog:
                     fd = os.open(self.path, os.O_WRONLY | flags)
             except FileNotFoundError:
                 try:  # O_EXCL never follows a symlink either
-                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | flags,
-                                 FILE_MODE)
+                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | flags, FILE_MODE)
                 except FileExistsError:  # made meanwhile
                     fd = os.open(self.path, os.O_RDWR | os.O_CREAT | flags, FILE_MODE)
         except OSError as e:
@@ -194,14 +200,17 @@ class OutletLog:
 
     def _unusable(self, e: OSError) -> _Unusable | None:
         if e.errno == errno.ELOOP and os.path.islink(self.path):
-            return _Unusable("is a symbolic link", "give the path of the log file itself, "
-                             "not of a link to it")
+            return _Unusable(
+                "is a symbolic link", "give the path of the log file itself, not of a link to it"
+            )
         if e.errno == errno.EISDIR:
-            return _Unusable("is a folder", "give the path of a log file, such as "
-                             f"{self.path / 'outlet.log'}")
+            return _Unusable(
+                "is a folder", f"give the path of a log file, such as {self.path / 'outlet.log'}"
+            )
         if e.errno == errno.ENXIO:  # a fifo opened write-only, no reader
-            return _Unusable("is not a regular file (a named pipe)",
-                             "give the path of an ordinary file")
+            return _Unusable(
+                "is not a regular file (a named pipe)", "give the path of an ordinary file"
+            )
         return None
 
     def _make_private(self, fd: int) -> None:
@@ -209,25 +218,34 @@ class OutletLog:
         made private before another holder is written into it."""
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise _Unusable(f"is not a regular file ({file_kind(info.st_mode)})",
-                            "give the path of an ordinary file")
+            raise _Unusable(
+                f"is not a regular file ({file_kind(info.st_mode)})",
+                "give the path of an ordinary file",
+            )
         os.set_blocking(fd, True)
         if stat.S_IMODE(info.st_mode) != FILE_MODE:
             try:
                 os.fchmod(fd, FILE_MODE)  # exactly 0600, whatever the umask
             except PermissionError:
-                raise _Unusable("can be read by others and is not yours to make private",
-                                f"ask its owner to make it private (chmod 600 {self.path}) "
-                                "or give another log file") from None
+                raise _Unusable(
+                    "can be read by others and is not yours to make private",
+                    f"ask its owner to make it private (chmod 600 {self.path}) "
+                    "or give another log file",
+                ) from None
 
     def _error(self, e: OSError) -> OutletLogError:
         if isinstance(e, _Unusable):
-            return OutletLogError(f"the outlet log {self.path} {e.what}; nothing was sent to "
-                                  f"the card: {e.advice}", e.what)
+            return OutletLogError(
+                f"the outlet log {self.path} {e.what}; nothing was sent to the card: {e.advice}",
+                e.what,
+            )
         reason = e.strerror or str(e)
-        return OutletLogError(f"the outlet log {self.path} cannot be written ({reason}); "
-                              "nothing was sent to the card: free some space or fix the log's "
-                              "folder, or give another log file", reason)
+        return OutletLogError(
+            f"the outlet log {self.path} cannot be written ({reason}); "
+            "nothing was sent to the card: free some space or fix the log's "
+            "folder, or give another log file",
+            reason,
+        )
 
     def check_writable(self) -> None:
         """Before the card is even read: a log that cannot be opened, or is no private
@@ -249,7 +267,7 @@ class OutletLog:
                 line = b"\n" + line
             view = memoryview(line)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             try:
                 os.fsync(fd)  # on disk before the card command is sent
             except OSError as e:
@@ -258,8 +276,16 @@ class OutletLog:
         finally:
             os.close(fd)
 
-    def record(self, operator: str, operation: Operation, info: CardInfo | None,
-               result: str, *, op: str | None = None, id_number: str | None = None) -> None:
+    def record(
+        self,
+        operator: str,
+        operation: Operation,
+        info: CardInfo | None,
+        result: str,
+        *,
+        op: str | None = None,
+        id_number: str | None = None,
+    ) -> None:
         """Append one line; an OutletLogError (saying nothing was sent) if it cannot."""
         entry = {
             "time": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -283,8 +309,15 @@ class OutletLog:
 class Outlet:
     """The operations, over any reader holding the holder's card."""
 
-    def __init__(self, reader: Reader, master_key: bytes, *, operator: str, log: OutletLog,
-                 phone_of: Callable[[str], str | None] = lambda ssn: None) -> None:
+    def __init__(
+        self,
+        reader: Reader,
+        master_key: bytes,
+        *,
+        operator: str,
+        log: OutletLog,
+        phone_of: Callable[[str], str | None] = lambda ssn: None,
+    ) -> None:
         self.reader = reader
         self._phone_of = phone_of  # S15's phone rule, where the outlet knows the phone
         self.card = SocialSecurityCard(reader)
@@ -312,14 +345,15 @@ class Outlet:
                 phone = self._phone_of(info.ssn) if info.ssn else None
                 body = self._checked_new_pin(new_pin, info, phone)
             if info.identification_code is None:
-                raise OutletError("the card has no identification code to derive its key "
-                                  "from; it is not a card this outlet serves")
+                raise OutletError(
+                    "the card has no identification code to derive its key "
+                    "from; it is not a card this outlet serves"
+                )
             key = mac.card_key(self._master_key, info.identification_code)
             ins, p2 = _COMMANDS[operation]
             # The intent is on disk before the card can change; if it cannot be written,
             # OutletLogError: the command is not sent.
-            self.log.record(self.operator, operation, info, STARTED, op=op,
-                            id_number=id_number)
+            self.log.record(self.operator, operation, info, STARTED, op=op, id_number=id_number)
             sent = True
             status = self.card.protected(key, ins, p2, body)
         except OutletLogError:
@@ -330,17 +364,24 @@ class Outlet:
         except Exception as e:
             self._result(operation, info, id_number, f"failed: {e}", op, sent)
             raise
-        self._result(operation, info, id_number, f"{status:04X} {sw.meaning(status)}", op,
-                     sent)
+        self._result(operation, info, id_number, f"{status:04X} {sw.meaning(status)}", op, sent)
         if status == Sw.MAC_WRONG:
             raise WrongKeyError()
         if status != Sw.OK:
-            raise OutletError(f"the card answered {status:04X} ({sw.meaning(status)}); "
-                              "nothing was changed")
+            raise OutletError(
+                f"the card answered {status:04X} ({sw.meaning(status)}); nothing was changed"
+            )
         return Outcome(operation, info, status)
 
-    def _result(self, operation: Operation, info: CardInfo | None, id_number: str,
-                result: str, op: str, sent: bool) -> None:
+    def _result(
+        self,
+        operation: Operation,
+        info: CardInfo | None,
+        id_number: str,
+        result: str,
+        op: str,
+        sent: bool,
+    ) -> None:
         try:
             self.log.record(self.operator, operation, info, result, op=op, id_number=id_number)
         except OutletLogError as e:
@@ -351,9 +392,10 @@ class Outlet:
             raise OutletLogError(
                 f"the {operation.value} command was started on the card ({result}), but the "
                 f"outlet log {self.log.path} could not take its result ({e.reason}); its "
-                f"\"{STARTED}\" line (op {op}) is in the log: check the card, write the "
+                f'"{STARTED}" line (op {op}) is in the log: check the card, write the '
                 "result down by hand and fix the log before the next operation",
-                e.reason) from e
+                e.reason,
+            ) from e
 
     @staticmethod
     def _checked_new_pin(new_pin: str | None, info: CardInfo, phone: str | None) -> bytes:

@@ -22,7 +22,7 @@ class Violation(StrEnum):
 
 
 def _windows(digits: str) -> set[str]:
-    return {digits[i:i + PIN_LENGTH] for i in range(len(digits) - PIN_LENGTH + 1)}
+    return {digits[i : i + PIN_LENGTH] for i in range(len(digits) - PIN_LENGTH + 1)}
 
 
 def _birth_date_forms(born: dt.date) -> set[str]:

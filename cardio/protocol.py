@@ -125,7 +125,7 @@ class SocialSecurityCard:
         data, status = self._send(command(Cla.ISO, Ins.READ_RECORD, tag, (sfi << 3) | 0x04, le=0))
         if status != Sw.OK or len(data) < 2 or data[0] != tag:
             return None
-        return data[2:2 + data[1]]
+        return data[2 : 2 + data[1]]
 
     def _text(self, sfi: int, tag: int, encoding: str = "ascii") -> str | None:
         value = self._record(sfi, tag)
@@ -135,15 +135,19 @@ class SocialSecurityCard:
 
     def pin_status(self) -> PinStatus:
         """GET DATA C1 (ours, docs/card.md §3); a real card's fallback: the status query."""
-        data, status = self._send(command(Cla.PROPRIETARY, Ins.GET_DATA, 0x00, PIN_STATUS_TAG,
-                                          le=0))
+        data, status = self._send(
+            command(Cla.PROPRIETARY, Ins.GET_DATA, 0x00, PIN_STATUS_TAG, le=0)
+        )
         head = bytes((PIN_STATUS_TAG, PIN_STATUS_LENGTH))
         if status == Sw.OK and len(data) == len(head) + PIN_STATUS_LENGTH and data[:2] == head:
             life, state, left, limit = data[2:]
             return PinStatus(
-                LifeCycle.ACTIVE if life == LIFE_CYCLE_BYTES[LifeCycle.ACTIVE]
+                LifeCycle.ACTIVE
+                if life == LIFE_CYCLE_BYTES[LifeCycle.ACTIVE]
                 else LifeCycle.NOT_ACTIVATED,
-                PIN_STATE_OF_BYTE.get(state), left, limit,
+                PIN_STATE_OF_BYTE.get(state),
+                left,
+                limit,
             )
         # Never a guessed PIN: the empty VERIFY costs no try.
         _, status = self._send(command(Cla.ISO, Ins.VERIFY, 0x00, 0x00))
@@ -185,8 +189,9 @@ class SocialSecurityCard:
         return PinOutcome(status)
 
     def get_challenge(self) -> bytes:
-        data, status = self._send(command(Cla.ISO, Ins.GET_CHALLENGE, 0x00, 0x00,
-                                          le=CHALLENGE_LENGTH))
+        data, status = self._send(
+            command(Cla.ISO, Ins.GET_CHALLENGE, 0x00, 0x00, le=CHALLENGE_LENGTH)
+        )
         if status != Sw.OK or len(data) != CHALLENGE_LENGTH:
             raise CardCommandError(status, "the card gave no challenge")
         return data

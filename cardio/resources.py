@@ -43,19 +43,24 @@ def read_key(path: Path) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         with os.fdopen(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise UnusableFileError(f"{path} is not a regular file "
-                                 f"({file_kind(os.fstat(fd).st_mode)}); give the key file")
+                raise UnusableFileError(
+                    f"{path} is not a regular file "
+                    f"({file_kind(os.fstat(fd).st_mode)}); give the key file"
+                )
             raw = f.read(MAX_KEY_FILE_BYTES + 1)
     except OSError as e:
-        raise UnusableFileError(f"{path} cannot be read ({e.strerror}); check the key file and "
-                         "its permissions") from None
+        raise UnusableFileError(
+            f"{path} cannot be read ({e.strerror}); check the key file and its permissions"
+        ) from None
     if len(raw) > MAX_KEY_FILE_BYTES:
         raise UnusableFileError(f"{path} is too large to be a key file; give the key file")
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError:
-        raise UnusableFileError(f"{path}: a key file holds only ASCII hex digits and '#' comments; "
-                         "check that this is the key file") from None
+        raise UnusableFileError(
+            f"{path}: a key file holds only ASCII hex digits and '#' comments; "
+            "check that this is the key file"
+        ) from None
     lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
     text = "".join(lines).replace(" ", "")
     try:
@@ -123,9 +128,14 @@ def private_folders(folder: Path) -> list[Path]:
     return made
 
 
-_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a device"),
-          (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"),
-          (stat.S_ISLNK, "a symbolic link"))
+_KINDS = (
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISLNK, "a symbolic link"),
+)
 
 
 def file_kind(mode: int) -> str:
@@ -142,8 +152,9 @@ def read_small_file(path: Path, what: str) -> str:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as e:
-        raise UnusableFileError(f"{path} cannot be read ({e.strerror}); check the {what}'s path"
-                         ) from None
+        raise UnusableFileError(
+            f"{path} cannot be read ({e.strerror}); check the {what}'s path"
+        ) from None
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise UnusableFileError(f"{path} is not a regular file; give the {what}")
@@ -162,12 +173,22 @@ def open_private_log(path: Path) -> TextIO:
     cannot be."""
     try:
         private_folders(path.parent)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
-                     | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, 0o600)
+        fd = os.open(
+            path,
+            os.O_WRONLY
+            | os.O_APPEND
+            | os.O_CREAT
+            | os.O_NOFOLLOW
+            | os.O_NONBLOCK
+            | os.O_NOCTTY
+            | os.O_CLOEXEC,
+            0o600,
+        )
     except OSError as e:
         reason = "it is a symbolic link" if e.errno == errno.ELOOP else e.strerror
-        raise UnusableFileError(f"{path} cannot be written ({reason}); give a file in a folder "
-                         "you can write") from None
+        raise UnusableFileError(
+            f"{path} cannot be written ({reason}); give a file in a folder you can write"
+        ) from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise UnusableFileError(f"{path} is not a regular file; give a file to append to")
@@ -175,8 +196,9 @@ def open_private_log(path: Path) -> TextIO:
         return os.fdopen(fd, "a", encoding="utf-8")
     except OSError as e:
         os.close(fd)
-        raise UnusableFileError(f"{path} cannot be made private ({e.strerror}); give a file "
-                         "of your own") from None
+        raise UnusableFileError(
+            f"{path} cannot be made private ({e.strerror}); give a file of your own"
+        ) from None
     except ValueError:
         os.close(fd)
         raise

@@ -51,8 +51,12 @@ def _masked(command: bytes) -> set[int]:
         return set() if lc == 0 else {_LC}
     if lc and lc in (n - _DATA, n - _DATA - 1):  # short: Lc, data, maybe Le
         hidden = set(range(_DATA, n))
-        if (ins != Ins.VERIFY and lc == 7 and command[_DATA + 3] == CHANGE_SEPARATOR
-                and not _secure_messaging(cla)):
+        if (
+            ins != Ins.VERIFY
+            and lc == 7
+            and command[_DATA + 3] == CHANGE_SEPARATOR
+            and not _secure_messaging(cla)
+        ):
             hidden.discard(_DATA + 3)  # old || FF || new: the separator is no secret
         return hidden
     if lc == 0 and n > _EXT_DATA:  # extended: 00 Lc1 Lc2, data, maybe a 2-byte Le
@@ -65,8 +69,9 @@ def _masked(command: bytes) -> set[int]:
 def mask_command(command: bytes) -> str:
     """Hex of a command APDU with its secret bytes replaced by `**`."""
     hidden = _masked(command)
-    return " ".join(MASK if i in hidden else cell
-                    for i, cell in enumerate(to_hex(command).split(" ")) if cell)
+    return " ".join(
+        MASK if i in hidden else cell for i, cell in enumerate(to_hex(command).split(" ")) if cell
+    )
 
 
 def command_line(command: bytes) -> str:

@@ -69,17 +69,21 @@ def run_command(prog: str, body: Callable[[], int], out: TextIO | None = None) -
         return Exit.FAILED
     except OSError as e:  # a last net: a path that cannot be used
         where = f"{e.filename}: " if e.filename else ""
-        say(prog, f"{where}{e.strerror or type(e).__name__}; check the path and its "
-                  "permissions, and try again")
+        say(
+            prog,
+            f"{where}{e.strerror or type(e).__name__}; check the path and its "
+            "permissions, and try again",
+        )
         return Exit.FAILED
     except EOFError:
-        say(prog, "the input ended before the answer; type it in a terminal or give it on "
-                  "standard input")
+        say(
+            prog,
+            "the input ended before the answer; type it in a terminal or give it on standard input",
+        )
         return Exit.FAILED
     except KeyboardInterrupt:  # what was durable is kept; nothing half-done is
         say(prog, "interrupted; nothing half-done was kept, run the command again to finish")
         return Exit.INTERRUPTED
     except Exception as e:  # a bug: its type and place only (its message may hold a PIN)
-        say(prog, f"unexpected error ({failure(e)}); this is a bug in {prog}, please "
-                  "report it")
+        say(prog, f"unexpected error ({failure(e)}); this is a bug in {prog}, please report it")
         return Exit.FAILED

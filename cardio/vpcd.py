@@ -90,13 +90,17 @@ def parse_address(text: str, default_host: str = VPCD_HOST) -> tuple[str, int]:
     host = host.strip("[]") or default_host
     # ASCII digits only: str.isdigit() also takes '²', which int() refuses
     if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
-        raise ValueError(f"{text!r} is not HOST:PORT with a port from 1 to 65535; "
-                         f"write it like {VPCD_HOST}:{VPCD_PORT}")
+        raise ValueError(
+            f"{text!r} is not HOST:PORT with a port from 1 to 65535; "
+            f"write it like {VPCD_HOST}:{VPCD_PORT}"
+        )
     try:  # what the socket layer will do with it: refuse here, in a sentence
         host.encode("idna")
     except UnicodeError:
-        raise ValueError(f"{text!r} does not start with a valid host name; "
-                         f"give an IP address such as {VPCD_HOST}, or a name") from None
+        raise ValueError(
+            f"{text!r} does not start with a valid host name; "
+            f"give an IP address such as {VPCD_HOST}, or a name"
+        ) from None
     return host, int(port)
 
 
@@ -251,16 +255,24 @@ def _connections_out(address: tuple[str, int], guard: StopGuard) -> Iterator[soc
         try:
             sock = _connect(address, guard)
         except UnicodeError:  # parse_address refuses such names; serve() may be called directly
-            raise ServeError(f"cannot connect to vpcd at {_where(*address)}: not a valid host "
-                             f"name; give an IP address such as {VPCD_HOST}") from None
+            raise ServeError(
+                f"cannot connect to vpcd at {_where(*address)}: not a valid host "
+                f"name; give an IP address such as {VPCD_HOST}"
+            ) from None
         except OSError as e:
             if not waiting_said:
                 if isinstance(e, socket.gaierror):  # it may appear (a container starting)
-                    log.warning("waiting for vpcd at %s: the host name does not resolve (%s); "
-                                "check --vpcd", _where(*address), e.strerror)
+                    log.warning(
+                        "waiting for vpcd at %s: the host name does not resolve (%s); check --vpcd",
+                        _where(*address),
+                        e.strerror,
+                    )
                 else:
-                    log.warning("waiting for vpcd at %s (%s); is pcscd running with the vpcd "
-                                "driver?", _where(*address), e.strerror or e)
+                    log.warning(
+                        "waiting for vpcd at %s (%s); is pcscd running with the vpcd driver?",
+                        _where(*address),
+                        e.strerror or e,
+                    )
                 waiting_said = True
             guard.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX)
@@ -298,8 +310,10 @@ def _listening_socket(address: tuple[str, int], backlog: int) -> socket.socket:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (OSError, UnicodeError) as e:
         reason = getattr(e, "strerror", None) or "not a valid host name"
-        raise ServeError(f"cannot listen on {where}: {host!r} does not resolve ({reason}); "
-                         f"give an IP address of this machine, such as {VPCD_HOST}") from None
+        raise ServeError(
+            f"cannot listen on {where}: {host!r} does not resolve ({reason}); "
+            f"give an IP address of this machine, such as {VPCD_HOST}"
+        ) from None
     family, kind, proto, _, sockaddr = infos[0]
     server: socket.socket | None = None
     try:
@@ -317,11 +331,15 @@ def _listening_socket(address: tuple[str, int], backlog: int) -> socket.socket:
 
 def _bind_advice(host: str, e: OSError) -> str:
     if e.errno == errno.EADDRINUSE:
-        return ("the port is in use by another program (another cardio serve?); "
-                "stop it, or choose another port with --listen HOST:PORT")
+        return (
+            "the port is in use by another program (another cardio serve?); "
+            "stop it, or choose another port with --listen HOST:PORT"
+        )
     if e.errno == errno.EADDRNOTAVAIL:
-        return (f"{host} is not an address of this machine; "
-                f"listen on one of its own, such as {VPCD_HOST}")
+        return (
+            f"{host} is not an address of this machine; "
+            f"listen on one of its own, such as {VPCD_HOST}"
+        )
     if e.errno == errno.EACCES:
         return "permission denied (ports below 1024 need root); choose a port from 1024 up"
     return f"{e.strerror or e}; check the --listen address"
@@ -352,8 +370,14 @@ class _Switchboard:
     one card command at a time, in the order the frames complete.
     """
 
-    def __init__(self, server: socket.socket, bridge: Bridge, guard: StopGuard,
-                 first_frame_timeout: float, frame_timeout: float) -> None:
+    def __init__(
+        self,
+        server: socket.socket,
+        bridge: Bridge,
+        guard: StopGuard,
+        first_frame_timeout: float,
+        frame_timeout: float,
+    ) -> None:
         self.server = server
         self.bridge = bridge
         self.guard = guard
@@ -566,8 +590,9 @@ def serve(
                 if listen is not None:
                     with _listening_socket(listen, backlog) as server:
                         log.info("listening for vpcd on %s", _where(*server.getsockname()[:2]))
-                        _Switchboard(server, bridge, guard, first_frame_timeout,
-                                     frame_timeout).run()
+                        _Switchboard(
+                            server, bridge, guard, first_frame_timeout, frame_timeout
+                        ).run()
                 else:
                     _serve_forward(vpcd or (VPCD_HOST, VPCD_PORT), bridge, guard)
             except Stop:

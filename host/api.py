@@ -73,8 +73,7 @@ def checked_text(what: str, value: object, *, empty: bool = False) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates (undecodable bytes) cannot be stored
-        raise HostError(f"the {what} has characters that are not text; type it "
-                        "again") from None
+        raise HostError(f"the {what} has characters that are not text; type it again") from None
     return value
 
 
@@ -85,16 +84,16 @@ def checked_amount(value: object) -> int:
     if value <= 0:
         raise HostError("an amount is a whole number of fen above 0; enter it again")
     if value > MAX_FEN:
-        raise HostError(f"an amount of more than {MAX_FEN} fen cannot be recorded; "
-                        "enter it again")
+        raise HostError(f"an amount of more than {MAX_FEN} fen cannot be recorded; enter it again")
     return value
 
 
 class SettlementHost(Protocol):
     def holder(self, ssn: str) -> Holder | None: ...
 
-    def debit(self, txn_id: str, terminal_id: str, card_number: str, ssn: str,
-              amount_fen: int) -> Debit: ...
+    def debit(
+        self, txn_id: str, terminal_id: str, card_number: str, ssn: str, amount_fen: int
+    ) -> Debit: ...
 
     def report_loss(self, ssn: str) -> Holder: ...
 

@@ -17,8 +17,10 @@ from host.sqlite import SqliteHost, default_db, seed_file
 
 def open_host(db: str | None) -> SqliteHost:
     if db is not None and not db.strip():  # an empty --db is a mistake, not the default
-        raise UsageError("the --db path is empty; give the host database's path, or leave "
-                         "--db out for the default one")
+        raise UsageError(
+            "the --db path is empty; give the host database's path, or leave "
+            "--db out for the default one"
+        )
     return SqliteHost(Path(db) if db is not None else default_db(), seed=seed_file())
 
 
@@ -26,8 +28,7 @@ def _ssn(args: argparse.Namespace) -> str:
     number = (args.ssn or args.id or "").strip().upper()
     problem = identity.id_problem(number)
     if problem:
-        raise UsageError(f"the number {problem}; give the 18-character ID / social security "
-                         "number")
+        raise UsageError(f"the number {problem}; give the 18-character ID / social security number")
     return number
 
 
@@ -42,8 +43,11 @@ def cmd_report_loss(args: argparse.Namespace, out: TextIO) -> int:
     if changed:
         print(f"reported lost: {_card_of(holder)} is now refused at every terminal", file=out)
     else:
-        print(f"already reported lost: {_card_of(holder)} is refused at every terminal; "
-              "nothing changed", file=out)
+        print(
+            f"already reported lost: {_card_of(holder)} is refused at every terminal; "
+            "nothing changed",
+            file=out,
+        )
     return Exit.OK
 
 
@@ -55,16 +59,20 @@ def cmd_cancel_loss(args: argparse.Namespace, out: TextIO) -> int:
     if changed:
         print(f"loss report cancelled: {_card_of(holder)} works again", file=out)
     else:
-        print(f"no loss report to cancel: {_card_of(holder)} was not reported lost and "
-              "works; nothing changed", file=out)
+        print(
+            f"no loss report to cancel: {_card_of(holder)} was not reported lost and "
+            "works; nothing changed",
+            file=out,
+        )
     return Exit.OK
 
 
 def _holder(host: SqliteHost, ssn: str) -> Holder:
     holder = host.holder(ssn)
     if holder is None:
-        raise HostError(f"no holder with social security number {identity.mask_id(ssn)}; "
-                        "check the number")
+        raise HostError(
+            f"no holder with social security number {identity.mask_id(ssn)}; check the number"
+        )
     return holder
 
 
@@ -73,8 +81,11 @@ def cmd_balance(args: argparse.Namespace, out: TextIO) -> int:
     with open_host(args.db) as host:
         holder = _holder(host, ssn)
     state = "reported lost" if holder.lost else "in use"
-    print(f"{identity.mask_name(holder.name)} ({identity.mask_id(holder.ssn)}): personal "
-          f"account balance {format_fen(holder.balance_fen)} yuan; card {state}", file=out)
+    print(
+        f"{identity.mask_name(holder.name)} ({identity.mask_id(holder.ssn)}): personal "
+        f"account balance {format_fen(holder.balance_fen)} yuan; card {state}",
+        file=out,
+    )
     return Exit.OK
 
 
@@ -87,8 +98,11 @@ def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
         print("no payments yet", file=out)
     for t in rows:
         after = format_fen(t.balance_after_fen) if t.balance_after_fen is not None else "-"
-        print(f"{t.time}  {t.terminal_id:<10} {t.status.value:<14} "
-              f"{format_fen(t.amount_fen):>10}  balance {after:>10}  {t.txn_id}", file=out)
+        print(
+            f"{t.time}  {t.terminal_id:<10} {t.status.value:<14} "
+            f"{format_fen(t.amount_fen):>10}  balance {after:>10}  {t.txn_id}",
+            file=out,
+        )
     return Exit.OK
 
 
@@ -106,8 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         who = p.add_mutually_exclusive_group(required=True)
         who.add_argument("--ssn", metavar="N", help="social security number")
         who.add_argument("--id", metavar="N", help="ID number (the same 18 characters)")
-        p.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
-                       help="host database (default: user data folder)")
+        p.add_argument(
+            "--db",
+            metavar="PATH",
+            default=argparse.SUPPRESS,
+            help="host database (default: user data folder)",
+        )
         p.set_defaults(func=func)
     return parser
 

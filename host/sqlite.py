@@ -62,10 +62,13 @@ CREATE INDEX IF NOT EXISTS transactions_by_ssn ON transactions (ssn, time);
 FILE_MODE = 0o600
 _COMPANIONS = ("-wal", "-shm", "-journal")  # SQLite's files beside the database
 
-HOLDER_BY_SSN = ("SELECT rowid, ssn, name, phone, scheme, balance_fen, lost FROM holders "
-                 "WHERE ssn = ?")
-_TRANSACTIONS = ("SELECT rowid, txn_id, terminal_id, card_number, ssn, amount_fen, time, "
-                 "status, balance_after_fen FROM transactions ")
+HOLDER_BY_SSN = (
+    "SELECT rowid, ssn, name, phone, scheme, balance_fen, lost FROM holders WHERE ssn = ?"
+)
+_TRANSACTIONS = (
+    "SELECT rowid, txn_id, terminal_id, card_number, ssn, amount_fen, time, "
+    "status, balance_after_fen FROM transactions "
+)
 TRANSACTIONS_BY_SSN = _TRANSACTIONS + "WHERE ssn = ? ORDER BY time, rowid"
 TRANSACTION_BY_ID = _TRANSACTIONS + "WHERE txn_id = ?"
 
@@ -122,13 +125,13 @@ class SqliteHost:
         try:
             made_folders, made_file = self._prepare()
             with self._guard():
-                self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10,
-                                           check_same_thread=False)
+                self._db = sqlite3.connect(
+                    self.path, isolation_level=None, timeout=10, check_same_thread=False
+                )
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
                 self._db.executescript(SCHEMA)
-                empty = self._db.execute(
-                    "SELECT NOT EXISTS (SELECT 1 FROM holders)").fetchone()[0]
+                empty = self._db.execute("SELECT NOT EXISTS (SELECT 1 FROM holders)").fetchone()[0]
             # Seeded while it has no holders: a first start killed before seeding is mended.
             if empty and seed is not None:
                 self.seed(seed)
@@ -140,9 +143,11 @@ class SqliteHost:
     def _prepare(self) -> tuple[list[Path], bool]:
         """The folders and the file, made private; each problem a HostError."""
         if os.path.isdir(self.path):
-            raise HostError(f"{self.path}: not a usable host database (it is a folder); "
-                            f"give the path of a database file, such as "
-                            f"{self.path / 'host.sqlite3'}")
+            raise HostError(
+                f"{self.path}: not a usable host database (it is a folder); "
+                f"give the path of a database file, such as "
+                f"{self.path / 'host.sqlite3'}"
+            )
         self._refuse_special(self.path)  # before SQLite meets a fifo: "disk I/O error"
         try:
             made_folders = private_folders(self.path.parent)
@@ -177,8 +182,10 @@ class SqliteHost:
 
     @staticmethod
     def _not_regular(path: Path, mode: int) -> HostError:
-        return HostError(f"{path}: not a usable host database (it is not a regular file but "
-                         f"{file_kind(mode)}); give the path of a database file")
+        return HostError(
+            f"{path}: not a usable host database (it is not a regular file but "
+            f"{file_kind(mode)}); give the path of a database file"
+        )
 
     def _refuse_special(self, path: Path) -> None:
         try:
@@ -199,9 +206,11 @@ class SqliteHost:
             try:
                 os.fchmod(fd, FILE_MODE)
             except PermissionError:
-                raise HostError(f"{path} can be read by others and is not yours to make "
-                                f"private; ask its owner to chmod 600 it, or give another "
-                                "--db path") from None
+                raise HostError(
+                    f"{path} can be read by others and is not yours to make "
+                    f"private; ask its owner to chmod 600 it, or give another "
+                    "--db path"
+                ) from None
 
     def _private_if_there(self, path: Path) -> None:
         try:
@@ -240,30 +249,46 @@ class SqliteHost:
     def __enter__(self) -> SqliteHost:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         self.close()
 
     def _sqlite_error(self, e: sqlite3.Error) -> HostError:
         code = getattr(e, "sqlite_errorcode", 0) & 0xFF
         if code == _SQLITE_FULL:
-            return HostError(f"{self.path}: the host database cannot grow, the disk is full "
-                             f"({e}); free some space and try again")
+            return HostError(
+                f"{self.path}: the host database cannot grow, the disk is full "
+                f"({e}); free some space and try again"
+            )
         if code in (_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_CANTOPEN):
-            return HostError(f"{self.path}: the host database cannot be opened for writing "
-                             f"({e}); check that you may write it and its folder, or give "
-                             "another path")
+            return HostError(
+                f"{self.path}: the host database cannot be opened for writing "
+                f"({e}); check that you may write it and its folder, or give "
+                "another path"
+            )
         if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
-            return HostError(f"{self.path}: the host database is busy in another program "
-                             f"({e}); try again in a moment")
+            return HostError(
+                f"{self.path}: the host database is busy in another program "
+                f"({e}); try again in a moment"
+            )
         if code == _SQLITE_IOERR:
-            return HostError(f"{self.path}: the host database could not be read or written "
-                             f"({e}); check the disk, then try again")
+            return HostError(
+                f"{self.path}: the host database could not be read or written "
+                f"({e}); check the disk, then try again"
+            )
         if isinstance(e, sqlite3.IntegrityError):
-            return HostError(f"{self.path}: the host database refused the change ({e}) and "
-                             "nothing was changed; check its rows, then try again")
-        return HostError(f"{self.path}: not a usable host database ({e}); move it away "
-                         "and a new one will be made")
+            return HostError(
+                f"{self.path}: the host database refused the change ({e}) and "
+                "nothing was changed; check its rows, then try again"
+            )
+        return HostError(
+            f"{self.path}: not a usable host database ({e}); move it away "
+            "and a new one will be made"
+        )
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
@@ -301,33 +326,48 @@ class SqliteHost:
         """Holders from a JSON file ({"holders": [{ssn, name, phone, scheme, balance_fen}]})."""
         try:
             doc = json.loads(Path(path).read_text("utf-8"))
-            rows = [(h["ssn"].upper(), h["name"], h.get("phone"), h["scheme"],
-                     int(h["balance_fen"])) for h in doc["holders"]]
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError,
-                AttributeError) as e:
-            raise HostError(f"{path}: not a usable holders file ({type(e).__name__}); "
-                            "give a JSON file of holders") from None
+            rows = [
+                (h["ssn"].upper(), h["name"], h.get("phone"), h["scheme"], int(h["balance_fen"]))
+                for h in doc["holders"]
+            ]
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise HostError(
+                f"{path}: not a usable holders file ({type(e).__name__}); "
+                "give a JSON file of holders"
+            ) from None
         for ssn, name, phone, scheme, fen in rows:
-            if not all(isinstance(v, str) and v for v in (ssn, name, scheme)) or not (
-                    phone is None or isinstance(phone, str)) or not 0 <= fen <= MAX_FEN:
-                raise HostError(f"{path}: the holder {mask_id(str(ssn))} is not usable; "
-                                "correct it in the holders file")
+            if (
+                not all(isinstance(v, str) and v for v in (ssn, name, scheme))
+                or not (phone is None or isinstance(phone, str))
+                or not 0 <= fen <= MAX_FEN
+            ):
+                raise HostError(
+                    f"{path}: the holder {mask_id(str(ssn))} is not usable; "
+                    "correct it in the holders file"
+                )
         with self._transaction() as db:
             db.executemany(
                 "INSERT OR IGNORE INTO holders (ssn, name, phone, scheme, balance_fen) "
-                "VALUES (?, ?, ?, ?, ?)", rows)
+                "VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
         return len(rows)
 
     # --- rows as they are read: each checked ----------------------------------------
 
     def _bad_row(self, table: str, rowid: object, label: str, what: str) -> HostError:
-        return HostError(f"{self.path}: the {table} row {rowid} ({label}) {what}; correct or "
-                         "delete that row, or restore the host database from a backup")
+        return HostError(
+            f"{self.path}: the {table} row {rowid} ({label}) {what}; correct or "
+            "delete that row, or restore the host database from a backup"
+        )
 
     def _holder_of(self, row: tuple[object, ...]) -> Holder:
         rowid, ssn, name, phone, scheme, fen, lost = row
-        label = (f"holder {mask_id(ssn)}" if isinstance(ssn, str) and ssn
-                 else "a holder without a number")
+        label = (
+            f"holder {mask_id(ssn)}"
+            if isinstance(ssn, str) and ssn
+            else "a holder without a number"
+        )
 
         def bad(what: str) -> HostError:
             return self._bad_row("holders", rowid, label, what)
@@ -348,8 +388,11 @@ class SqliteHost:
 
     def _transaction_of(self, row: tuple[object, ...]) -> Transaction:
         rowid, txn_id, terminal_id, card_number, ssn, amount, time, status, after = row
-        label = (f"payment {txn_id[:40]!r}" if isinstance(txn_id, str) and txn_id
-                 else "a payment without a transaction id")
+        label = (
+            f"payment {txn_id[:40]!r}"
+            if isinstance(txn_id, str) and txn_id
+            else "a payment without a transaction id"
+        )
 
         def bad(what: str) -> HostError:
             return self._bad_row("transactions", rowid, label, what)
@@ -376,39 +419,40 @@ class SqliteHost:
             raise bad("has no balance after the payment")
         if after is not None and (type(after) is not int or after < 0):
             raise bad("has a balance after that is not a whole number of fen at or above 0")
-        return Transaction(txn_id, terminal_id, card_number, ssn, amount, time,
-                           DebitStatus(status), after)
+        return Transaction(
+            txn_id, terminal_id, card_number, ssn, amount, time, DebitStatus(status), after
+        )
 
     # --- reads ----------------------------------------------------------------------
 
     def holder(self, ssn: str) -> Holder | None:
         ssn = checked_text("social security number", ssn).upper()
         with self._guard():
-            row = self._conn.execute(
-                HOLDER_BY_SSN, (ssn,)).fetchone()
+            row = self._conn.execute(HOLDER_BY_SSN, (ssn,)).fetchone()
         return None if row is None else self._holder_of(row)
 
     def history(self, ssn: str) -> list[Transaction]:
         ssn = checked_text("social security number", ssn).upper()
         with self._guard():
-            rows = self._conn.execute(
-                TRANSACTIONS_BY_SSN, (ssn,)).fetchall()
+            rows = self._conn.execute(TRANSACTIONS_BY_SSN, (ssn,)).fetchall()
         return [self._transaction_of(r) for r in rows]
 
     def total_fen(self) -> tuple[int, int]:
         """(sum of balances, sum of debited amounts): their sum never changes."""
         with self._guard():
             balances = self._conn.execute(
-                "SELECT COALESCE(SUM(balance_fen), 0) FROM holders").fetchone()[0]
+                "SELECT COALESCE(SUM(balance_fen), 0) FROM holders"
+            ).fetchone()[0]
             debited = self._conn.execute(
-                "SELECT COALESCE(SUM(amount_fen), 0) FROM transactions "
-                "WHERE status = 'DEBITED'").fetchone()[0]
+                "SELECT COALESCE(SUM(amount_fen), 0) FROM transactions WHERE status = 'DEBITED'"
+            ).fetchone()[0]
         return balances, debited
 
     # --- writes ---------------------------------------------------------------------
 
-    def debit(self, txn_id: str, terminal_id: str, card_number: str, ssn: str,
-              amount_fen: int) -> Debit:
+    def debit(
+        self, txn_id: str, terminal_id: str, card_number: str, ssn: str, amount_fen: int
+    ) -> Debit:
         # Checked before the transaction: a bad argument writes nothing.
         txn_id = checked_text("transaction id", txn_id)
         terminal_id = checked_text("terminal id", terminal_id)
@@ -420,10 +464,18 @@ class SqliteHost:
             if earlier is not None:
                 first = self._transaction_of(earlier)
                 if (first.amount_fen, first.ssn) != (amount_fen, ssn):
-                    raise HostError(f"transaction {txn_id} was already used for another payment; "
-                                    "start a new payment")
-                return Debit(txn_id, first.status, first.amount_fen, first.balance_after_fen,
-                             first.time, replayed=True)
+                    raise HostError(
+                        f"transaction {txn_id} was already used for another payment; "
+                        "start a new payment"
+                    )
+                return Debit(
+                    txn_id,
+                    first.status,
+                    first.amount_fen,
+                    first.balance_after_fen,
+                    first.time,
+                    replayed=True,
+                )
             row = db.execute(HOLDER_BY_SSN, (ssn,)).fetchone()
             holder = None if row is None else self._holder_of(row)
             if holder is None:
@@ -439,7 +491,8 @@ class SqliteHost:
             db.execute(
                 "INSERT INTO transactions (txn_id, terminal_id, card_number, ssn, amount_fen, "
                 "time, status, balance_after_fen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (txn_id, terminal_id, card_number, ssn, amount_fen, stamp, status.value, after))
+                (txn_id, terminal_id, card_number, ssn, amount_fen, stamp, status.value, after),
+            )
         return Debit(txn_id, status, amount_fen, after, stamp)
 
     def set_lost(self, ssn: str, lost: bool) -> tuple[Holder, bool]:
@@ -449,8 +502,9 @@ class SqliteHost:
         with self._transaction() as db:
             row = db.execute(HOLDER_BY_SSN, (ssn,)).fetchone()
             if row is None:
-                raise HostError(f"no holder with social security number {mask_id(ssn)}; "
-                                "check the number")
+                raise HostError(
+                    f"no holder with social security number {mask_id(ssn)}; check the number"
+                )
             holder = self._holder_of(row)  # a row that does not parse is not changed
             if holder.lost == lost:
                 return holder, False

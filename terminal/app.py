@@ -113,9 +113,14 @@ class PosApp(App[None], inherit_bindings=False):
         self._trace_out = open_private_log(options.trace_file) if options.trace_file else None
         reader.trace = self._trace
         reader.subscribe(self._card_event)
-        self.equipment = Equipment(reader, host=options.host, terminal_id=options.terminal_id,
-                                   receipts=options.receipts, outlet=options.outlet,
-                                   card_timeout=options.card_timeout)
+        self.equipment = Equipment(
+            reader,
+            host=options.host,
+            terminal_id=options.terminal_id,
+            receipts=options.receipts,
+            outlet=options.outlet,
+            card_timeout=options.card_timeout,
+        )
         menu: tuple[str, ...] = ("menu_pay", "menu_change", "menu_info")
         if options.outlet:
             from terminal.flow.outlet import TITLES as OUTLET_TITLES
@@ -124,8 +129,11 @@ class PosApp(App[None], inherit_bindings=False):
         self.chrome = Chrome(
             title="outlet_title" if options.outlet else "title",
             menu=menu,
-            hint=(("hint", "hint_virtual", "hint_trace") if reader.can_toggle
-                  else ("hint", "hint_trace")),
+            hint=(
+                ("hint", "hint_virtual", "hint_trace")
+                if reader.can_toggle
+                else ("hint", "hint_trace")
+            ),
             with_x=options.outlet is not None,
         )
 
@@ -155,9 +163,15 @@ class PosApp(App[None], inherit_bindings=False):
         that runs apps one after another (the snapshot tests) collects as before."""
         gc.freeze()
         try:
-            return super().run(headless=headless, inline=inline,
-                               inline_no_clear=inline_no_clear, mouse=mouse, size=size,
-                               auto_pilot=auto_pilot, loop=loop)
+            return super().run(
+                headless=headless,
+                inline=inline,
+                inline_no_clear=inline_no_clear,
+                mouse=mouse,
+                size=size,
+                auto_pilot=auto_pilot,
+                loop=loop,
+            )
         finally:
             gc.unfreeze()
 
@@ -244,8 +258,9 @@ class PosApp(App[None], inherit_bindings=False):
             from terminal.flow.outlet import OutletFlow
 
             choice = choices[name]
-            self.start_flow(OutletFlow(choice) if isinstance(choice, Operation)
-                            else self._pharmacy_flow(choice))
+            self.start_flow(
+                OutletFlow(choice) if isinstance(choice, Operation) else self._pharmacy_flow(choice)
+            )
 
     def _edit(self, name: str, view: View) -> None:
         from terminal.flow.view import typed
@@ -276,9 +291,13 @@ class PosApp(App[None], inherit_bindings=False):
     def _pharmacy_flow(self, purpose: Purpose) -> PharmacyFlow:
         from terminal.flow.pharmacy import PharmacyFlow
 
-        return PharmacyFlow(purpose, self.options.settings, phone_of=self._phone_of,
-                            settles=self.options.host is not None,
-                            terminal_id=self.options.terminal_id)
+        return PharmacyFlow(
+            purpose,
+            self.options.settings,
+            phone_of=self._phone_of,
+            settles=self.options.host is not None,
+            terminal_id=self.options.terminal_id,
+        )
 
     def start_flow(self, flow: CardFlow) -> None:
         self.flow_id += 1
@@ -344,8 +363,12 @@ class PosApp(App[None], inherit_bindings=False):
         self._arm_timer()
         cls = SCREENS[view.stage]
         current = self.screen
-        if (not new and type(current) is cls and isinstance(current, StageScreen)
-                and (view.entry or current.view.stage is view.stage)):
+        if (
+            not new
+            and type(current) is cls
+            and isinstance(current, StageScreen)
+            and (view.entry or current.view.stage is view.stage)
+        ):
             current.show(view)
             return
         self._switch(cls(view, flow.title))
@@ -555,8 +578,12 @@ def menu_choices(*, outlet: bool) -> dict[str, Purpose | Operation]:
     if outlet:
         from cardio.outlet import Operation
 
-        return {"1": Operation.RESET_PIN, "2": Operation.RESTORE_INITIAL,
-                "3": Operation.CANCEL_PIN, "4": Operation.ACTIVATE}
+        return {
+            "1": Operation.RESET_PIN,
+            "2": Operation.RESTORE_INITIAL,
+            "3": Operation.CANCEL_PIN,
+            "4": Operation.ACTIVATE,
+        }
     from terminal.flow.pharmacy import Purpose
 
     return {"1": Purpose.PAY, "2": Purpose.CHANGE, "3": Purpose.INFO}

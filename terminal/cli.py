@@ -65,9 +65,10 @@ def load_phones(path: Path | None) -> dict[str, str]:
             raise ValueError
         return phones
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise UsageError(f"{path}: not a holders file (JSON with a list 'holders' of "
-                         "objects with text 'ssn' and 'phone'); fix it or leave --holders out"
-                         ) from None
+        raise UsageError(
+            f"{path}: not a holders file (JSON with a list 'holders' of "
+            "objects with text 'ssn' and 'phone'); fix it or leave --holders out"
+        ) from None
 
 
 def start_log(path: Path) -> None:
@@ -88,8 +89,9 @@ def receipts_folder(text: str) -> Path:
     try:
         private_folders(path)
     except OSError as e:
-        raise UsageError(f"{path} cannot be made a receipts folder ({e.strerror}); give "
-                         "a folder you can write") from None
+        raise UsageError(
+            f"{path} cannot be made a receipts folder ({e.strerror}); give a folder you can write"
+        ) from None
     if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
         raise UsageError(f"{path} is not a folder you can write; give another --receipts")
     return path
@@ -97,10 +99,10 @@ def receipts_folder(text: str) -> Path:
 
 def terminal_id(text: str) -> str:
     """--terminal-id: printed on receipts and stored with every debit."""
-    if not (0 < len(text) <= 32 and text.isascii() and all(c.isalnum() or c in "-_"
-                                                           for c in text)):
+    if not (0 < len(text) <= 32 and text.isascii() and all(c.isalnum() or c in "-_" for c in text)):
         raise argparse.ArgumentTypeError(
-            f"{text[:40]!r} is not a terminal id: 1 to 32 letters, digits, '-' or '_'")
+            f"{text[:40]!r} is not a terminal id: 1 to 32 letters, digits, '-' or '_'"
+        )
     return text
 
 
@@ -120,40 +122,73 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--card", metavar="PATH", help="a card file (virtual card)")
     where.add_argument("--reader", metavar="NAME|INDEX", help="a PC/SC reader")
-    p.add_argument("--upgrade-date", metavar="YYYY-MM-DD", type=dt.date.fromisoformat,
-                   default=DEFAULT_UPGRADE_DATE, help="the system upgrade date (S8)")
+    p.add_argument(
+        "--upgrade-date",
+        metavar="YYYY-MM-DD",
+        type=dt.date.fromisoformat,
+        default=DEFAULT_UPGRADE_DATE,
+        help="the system upgrade date (S8)",
+    )
     p.add_argument("--lang", choices=("zh", "en"), default="zh")
     p.add_argument("--trace", metavar="FILE", type=Path, help="append the APDU trace here")
     p.add_argument("--holders", metavar="FILE", type=Path, help="holders' phones (JSON)")
-    p.add_argument("--timeout", metavar="SECONDS", type=seconds, default=DEFAULT_TIMEOUT,
-                   help="how long a prompt or result waits for the holder before going back "
-                        f"to idle (default {DEFAULT_TIMEOUT:g}; 0: no limit, for demos)")
-    p.add_argument("--card-timeout", metavar="SECONDS", type=seconds,
-                   default=DEFAULT_CARD_TIMEOUT,
-                   help="how long a card command may take before the card is reported as "
-                        f"not responding (default {DEFAULT_CARD_TIMEOUT:g}; 0: no limit)")
+    p.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=seconds,
+        default=DEFAULT_TIMEOUT,
+        help="how long a prompt or result waits for the holder before going back "
+        f"to idle (default {DEFAULT_TIMEOUT:g}; 0: no limit, for demos)",
+    )
+    p.add_argument(
+        "--card-timeout",
+        metavar="SECONDS",
+        type=seconds,
+        default=DEFAULT_CARD_TIMEOUT,
+        help="how long a card command may take before the card is reported as "
+        f"not responding (default {DEFAULT_CARD_TIMEOUT:g}; 0: no limit)",
+    )
     p.add_argument("--quiet", action="store_true", help="no bell on errors")
-    p.add_argument("--log", metavar="FILE", type=Path,
-                   help="the terminal's own log (default: pos-terminal.log in the user data "
-                        "folder); never a PIN")
+    p.add_argument(
+        "--log",
+        metavar="FILE",
+        type=Path,
+        help="the terminal's own log (default: pos-terminal.log in the user data "
+        "folder); never a PIN",
+    )
     outlet = p.add_argument_group("service outlet")
-    outlet.add_argument("--outlet", action="store_true",
-                        help="the service outlet's operations (reset, restore, cancel, activate)")
+    outlet.add_argument(
+        "--outlet",
+        action="store_true",
+        help="the service outlet's operations (reset, restore, cancel, activate)",
+    )
     keys = outlet.add_mutually_exclusive_group()
     keys.add_argument("--key", metavar="FILE", type=Path, help="issuer master key file (mode 600)")
     keys.add_argument("--test-key", action="store_true", help="the fixture cards' public test key")
     outlet.add_argument("--operator", default=None, help="who operates (for the outlet log)")
     outlet.add_argument("--outlet-log", metavar="FILE", type=Path, help="the outlet log")
     settle = p.add_argument_group("settlement")
-    settle.add_argument("--host-db", metavar="PATH", type=Path,
-                        help="the settlement host's database (default: user data folder)")
-    settle.add_argument("--no-host", action="store_true",
-                        help="no settlement host: a payment ends once the card has "
-                             "authorised it (no debit, no receipt, no loss check)")
-    settle.add_argument("--terminal-id", default="POS-0001", type=terminal_id,
-                        help="this terminal's id (1 to 32 letters, digits, '-', '_')")
-    settle.add_argument("--receipts", metavar="DIR",
-                        help="also write each receipt as a text file here")
+    settle.add_argument(
+        "--host-db",
+        metavar="PATH",
+        type=Path,
+        help="the settlement host's database (default: user data folder)",
+    )
+    settle.add_argument(
+        "--no-host",
+        action="store_true",
+        help="no settlement host: a payment ends once the card has "
+        "authorised it (no debit, no receipt, no loss check)",
+    )
+    settle.add_argument(
+        "--terminal-id",
+        default="POS-0001",
+        type=terminal_id,
+        help="this terminal's id (1 to 32 letters, digits, '-', '_')",
+    )
+    settle.add_argument(
+        "--receipts", metavar="DIR", help="also write each receipt as a text file here"
+    )
     args = p.parse_args(argv)
     if args.no_host and args.host_db is not None:
         p.error("--no-host and --host-db cannot go together; give one of them")
@@ -184,23 +219,28 @@ def outlet_setup(args: argparse.Namespace) -> OutletSetup | None:
 def build(args: argparse.Namespace) -> PosApp:
     """The app for these arguments; raises ReaderError / StoreError with a clear message."""
     settings = Settings(upgrade_date=args.upgrade_date)  # today: read at each decision
-    options = Options(settings, lang=args.lang,
-                      trace_file=args.trace, phones=load_phones(args.holders),
-                      outlet=outlet_setup(args),
-                      host=None if args.no_host else open_host(args.host_db),
-                      terminal_id=args.terminal_id,
-                      receipts=receipts_folder(args.receipts) if args.receipts is not None
-                      else None,
-                      timeout=args.timeout, card_timeout=args.card_timeout,
-                      quiet=args.quiet)
+    options = Options(
+        settings,
+        lang=args.lang,
+        trace_file=args.trace,
+        phones=load_phones(args.holders),
+        outlet=outlet_setup(args),
+        host=None if args.no_host else open_host(args.host_db),
+        terminal_id=args.terminal_id,
+        receipts=receipts_folder(args.receipts) if args.receipts is not None else None,
+        timeout=args.timeout,
+        card_timeout=args.card_timeout,
+        quiet=args.quiet,
+    )
     reader: Reader
     if args.reader is not None:
         from cardio.readers import pcsc
 
         reader = pcsc.PcscReader(pcsc.resolve(args.reader))
     else:
-        reader = VirtualReader(store.card_path(args.card) if args.card is not None
-                               else default_card())
+        reader = VirtualReader(
+            store.card_path(args.card) if args.card is not None else default_card()
+        )
     return PosApp(reader, options)
 
 

@@ -53,8 +53,9 @@ class CardSlot:
     def busy(self) -> bool:
         return self._lock.locked()
 
-    def call(self, fn: Callable[[], T], *, deadline: float | None = None,
-             wait: float = BUSY_WAIT) -> T:
+    def call(
+        self, fn: Callable[[], T], *, deadline: float | None = None, wait: float = BUSY_WAIT
+    ) -> T:
         """fn() holding the reader; deadline None waits as long as fn takes."""
         if not self._lock.acquire(timeout=wait):
             raise ReaderBusyError()

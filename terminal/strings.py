@@ -224,9 +224,10 @@ EN: Mapping[str, str] = {
     "not_debited": "Nothing was debited",
     "host_unavailable": "The account could not be checked, nothing debited; try again later",
     "host_unavailable_check": "The holder's status (lost card?) could not be checked; "
-                              "try again later",
-    "restore_at_window": ("Please have the initial PIN restored at a service window, "
-                          "then change it here"),
+    "try again later",
+    "restore_at_window": (
+        "Please have the initial PIN restored at a service window, then change it here"
+    ),
     "reader_no_service": "The PC/SC service is not running; ask to start pcscd",
     "reader_none": "No card reader found; connect the reader",
     "reader_no_card": "No card in the reader; insert the card",

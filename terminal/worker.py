@@ -71,8 +71,14 @@ class WorkFailed(Exception):
 
 
 Result = CardRead | PinOutcome | Outcome | Debit | Exception
-EXPECTED_ERRORS = (ReaderError, NotASocialSecurityCard, PinFormatError, OutletError,
-                   CardCommandError, HostError)
+EXPECTED_ERRORS = (
+    ReaderError,
+    NotASocialSecurityCard,
+    PinFormatError,
+    OutletError,
+    CardCommandError,
+    HostError,
+)
 
 
 def execute(equipment: Equipment, command: Command) -> tuple[Result, bool]:
@@ -82,12 +88,14 @@ def execute(equipment: Equipment, command: Command) -> tuple[Result, bool]:
         if isinstance(command, Settle):  # the host's answer is waited for: money may move
             result = _settle(equipment, command)
         elif isinstance(command, ReadCard):  # the host is asked after the card: its own time
-            info = equipment.slot.call(lambda: _read(equipment),
-                                       deadline=equipment.card_timeout or None)
+            info = equipment.slot.call(
+                lambda: _read(equipment), deadline=equipment.card_timeout or None
+            )
             result = CardRead(info, _account(equipment, info))
         else:
-            result = equipment.slot.call(lambda: _run(equipment, command),
-                                         deadline=equipment.card_timeout or None)
+            result = equipment.slot.call(
+                lambda: _run(equipment, command), deadline=equipment.card_timeout or None
+            )
     except (NoResponseError, ReaderBusyError) as e:
         return e, True  # the reader cannot be asked while a call is stuck on it
     except EXPECTED_ERRORS as e:
@@ -134,8 +142,9 @@ def _settle(equipment: Equipment, command: Settle) -> Debit:
         raise HostError("this terminal has no settlement host")
     if not equipment.slot.call(equipment.reader.card_present):
         raise CardRemovedError()  # pulled out after authorisation: nothing is debited
-    debit = equipment.host.debit(command.txn_id, equipment.terminal_id, command.card_number,
-                                 command.ssn, command.amount_fen)
+    debit = equipment.host.debit(
+        command.txn_id, equipment.terminal_id, command.card_number, command.ssn, command.amount_fen
+    )
     if debit.ok and equipment.receipts is not None:
         try:
             write_receipt(equipment.receipts, equipment.terminal_id, command, debit)
@@ -153,8 +162,13 @@ def _outlet(equipment: Equipment) -> Outlet:
         holder = equipment.host.holder(ssn) if equipment.host is not None else None
         return holder.phone if holder else None
 
-    return Outlet(equipment.reader, setup.master_key, operator=setup.operator,
-                  log=OutletLog(setup.log), phone_of=phone_of)
+    return Outlet(
+        equipment.reader,
+        setup.master_key,
+        operator=setup.operator,
+        log=OutletLog(setup.log),
+        phone_of=phone_of,
+    )
 
 
 def deliver(
@@ -183,11 +197,17 @@ def deliver(
         flow.outlet_failed(result)
     elif isinstance(result, NotASocialSecurityCard):
         flow.not_a_card()
-    elif (isinstance(result, CardRemovedError) and isinstance(flow, PharmacyFlow)
-          and flow.view.stage is Stage.SETTLING):
+    elif (
+        isinstance(result, CardRemovedError)
+        and isinstance(flow, PharmacyFlow)
+        and flow.view.stage is Stage.SETTLING
+    ):
         flow.removed_before_debit()
-    elif (isinstance(result, ReaderError) and isinstance(flow, PharmacyFlow)
-          and flow.view.stage is Stage.SETTLING):
+    elif (
+        isinstance(result, ReaderError)
+        and isinstance(flow, PharmacyFlow)
+        and flow.view.stage is Stage.SETTLING
+    ):
         flow.settle_card_failed(reader_error_key(result))
     elif isinstance(result, ReaderError) and not present:
         flow.removed()
@@ -244,12 +264,18 @@ def write_private(path: Path, data: bytes) -> None:
     """A new file only its owner can read (names and card numbers are personal data), in
     a folder made 0700 if it is new; never through a symlink planted at its name."""
     private_folders(path.parent)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "wb") as out:
         out.write(data)
 
 
-__all__ = ["BUSY_WAIT", "CardRead", "Operation",
-           "WorkFailed", "deliver", "execute", "reader_error_key",
-           "write_receipt"]
+__all__ = [
+    "BUSY_WAIT",
+    "CardRead",
+    "Operation",
+    "WorkFailed",
+    "deliver",
+    "execute",
+    "reader_error_key",
+    "write_receipt",
+]

@@ -18,7 +18,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if why is not None:
         config.issue_config_time_warning(
             pytest.PytestConfigWarning(f"Pilot tests use Textual's own waits and frames: {why}"),
-            stacklevel=2)
+            stacklevel=2,
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -58,8 +59,11 @@ def pcsc_stack(_pcsc_session: stack_module.PcscStack) -> stack_module.PcscStack:
             _stack_failed.append(str(e))
             stack_module.unavailable(str(e))
         if waited > 1:
-            warnings.warn(f"waited {waited:.0f} s for the machine's pcscd: another test run "
-                          f"held {stack_module.MACHINE_LOCK}", stacklevel=1)
+            warnings.warn(
+                f"waited {waited:.0f} s for the machine's pcscd: another test run "
+                f"held {stack_module.MACHINE_LOCK}",
+                stacklevel=1,
+            )
     return stack
 
 

@@ -182,7 +182,8 @@ class PcscStack:
         log = open(self.workdir / "pcscd.log", "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
             ["pcscd", "--foreground", "--info", "-c", str(conf)],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         wait_for(lambda: (_readers() or []).count(slot_name(0)) == 1, "pcscd and vpcd")
@@ -221,9 +222,18 @@ class PcscStack:
         log = self.workdir / f"serve-{path.stem}-{self._serial}.log"
         out = open(log, "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cardio.cli", "serve", str(path),
-             "--vpcd", f"127.0.0.1:{self.port + slot}", *extra],
-            stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "cardio.cli",
+                "serve",
+                str(path),
+                "--vpcd",
+                f"127.0.0.1:{self.port + slot}",
+                *extra,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
         out.close()
         served = ServedCard(Path(path), reader, proc, log)

@@ -59,8 +59,13 @@ def _working(pump: MessagePump) -> bool:
 
 
 def _screen_outdated(screen: Screen) -> bool:
-    return bool(screen._layout_required or screen._scroll_required or screen._repaint_required
-                or screen._recompose_required or screen._dirty_widgets)
+    return bool(
+        screen._layout_required
+        or screen._scroll_required
+        or screen._repaint_required
+        or screen._recompose_required
+        or screen._dirty_widgets
+    )
 
 
 async def wait_for_idle(min_sleep: float = 0.0, max_sleep: float = 1.0) -> None:
@@ -128,8 +133,9 @@ async def _pause(self: Pilot, delay: float | None = None) -> None:
         await wait_for_idle(0)
 
 
-async def _click(self: Pilot, widget: Widget | type[Widget] | str | None = None,
-                 *args: object, **kwargs: object) -> bool:
+async def _click(
+    self: Pilot, widget: Widget | type[Widget] | str | None = None, *args: object, **kwargs: object
+) -> bool:
     """Pilot.click, but never on a key that is still lit from the last click or key."""
     target = None
     if isinstance(widget, Widget):

@@ -91,10 +91,16 @@ def make_app(
     settings = Settings(upgrade_date=upgrade_date, today=today)
     if host is Default.HOST:
         host = new_host(card.parent)
-    options = Options(settings, lang=lang, trace_file=trace_file, phones=load_phones(None),
-                      host=host, terminal_id=terminal_id, receipts=receipts)
-    return PosApp(reader if reader is not None else VirtualReader(card, inserted=inserted),
-                  options)
+    options = Options(
+        settings,
+        lang=lang,
+        trace_file=trace_file,
+        phones=load_phones(None),
+        host=host,
+        terminal_id=terminal_id,
+        receipts=receipts,
+    )
+    return PosApp(reader if reader is not None else VirtualReader(card, inserted=inserted), options)
 
 
 def host_of(app: PosApp) -> SqliteHost:
@@ -130,11 +136,19 @@ def _widget_text(widget: Static) -> str:
 def rendered_text(app: PosApp) -> str:
     """The screen as the terminal draws it (80x24 in these tests), background screens too."""
     width, height = app.size
-    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True,
-                      color_system="truecolor", record=True, legacy_windows=False,
-                      safe_box=False)
-    console.print(app.screen._compositor.render_update(
-        full=True, screen_stack=app._background_screens))
+    console = Console(
+        width=width,
+        height=height,
+        file=io.StringIO(),
+        force_terminal=True,
+        color_system="truecolor",
+        record=True,
+        legacy_windows=False,
+        safe_box=False,
+    )
+    console.print(
+        app.screen._compositor.render_update(full=True, screen_stack=app._background_screens)
+    )
     return console.export_text()
 
 

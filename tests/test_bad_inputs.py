@@ -53,12 +53,18 @@ def change_apdu(old: str, new: str) -> bytes:
     return bytes((0x80, 0x5E, 0x01, 0x00, 0x07)) + pin.change_block(old, new)
 
 
-def cardio(*args: str | bytes | os.PathLike[str], cwd: Path | None = None
-           ) -> subprocess.CompletedProcess[str]:
+def cardio(
+    *args: str | bytes | os.PathLike[str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """`cardio ARGS` in a child process, as a person runs it."""
     return subprocess.run(
-        [sys.executable, "-m", "cardio.cli", *args], capture_output=True, text=True,
-        encoding="utf-8", errors="backslashreplace", timeout=60, cwd=cwd,
+        [sys.executable, "-m", "cardio.cli", *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="backslashreplace",
+        timeout=60,
+        cwd=cwd,
         stdin=subprocess.DEVNULL,
     )
 
@@ -84,8 +90,7 @@ def snapshot(folder: Path) -> dict[str, Any]:
     return seen
 
 
-def assert_one_line(result: subprocess.CompletedProcess[str], code: int,
-                    *needles: str) -> str:
+def assert_one_line(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
     """Exit `code`, and stderr is one `cardio: <what>; <what to do>` line."""
     assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode == code, (result.returncode, result.stderr)
@@ -174,9 +179,12 @@ def test_name_just_too_long_for_the_lock_file_is_refused_first(
 def test_a_device_is_refused_and_no_lock_file_appears_beside_it(tmp_path: Path) -> None:
     lock = Path("/dev/.null.lock")
     had_lock = lock.exists()
-    for args in (["send", "--card", "/dev/null", GET_PIN_DATA], ["card", "show", "/dev/null"],
-                 ["card", "new", "--profile", "employee-new", "/dev/null"],
-                 ["outlet", "activate", "--card", "/dev/null", "--id", SSN, "--test-key"]):
+    for args in (
+        ["send", "--card", "/dev/null", GET_PIN_DATA],
+        ["card", "show", "/dev/null"],
+        ["card", "new", "--profile", "employee-new", "/dev/null"],
+        ["outlet", "activate", "--card", "/dev/null", "--id", SSN, "--test-key"],
+    ):
         result = cardio(*args, cwd=tmp_path)
         assert_one_line(result, 2, "/dev/null is a device")
     if not had_lock:
@@ -210,9 +218,18 @@ def test_a_path_with_a_newline_or_escape_is_still_one_line(tmp_path: Path) -> No
 
 def test_a_path_that_is_not_utf8_is_shown_not_a_traceback(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "cardio.cli", "card", "new", "--profile", "employee-new",
-         os.fsencode(tmp_path) + b"/\xff.json"],
-        capture_output=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "cardio.cli",
+            "card",
+            "new",
+            "--profile",
+            "employee-new",
+            os.fsencode(tmp_path) + b"/\xff.json",
+        ],
+        capture_output=True,
+        timeout=60,
     )
     assert b"Traceback" not in result.stderr, result.stderr
     assert result.returncode == 0, result.stderr
@@ -229,10 +246,13 @@ def test_a_profile_name_is_not_a_path(tmp_path: Path) -> None:
 # --- scripts --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("content, where", [
-    (b"\xff\xfe0\x000\x00", "script.apdu:2"),  # UTF-16
-    (b"# test\n80CA00C100 # caf\xe9\n", "script.apdu:3"),  # Latin-1
-])
+@pytest.mark.parametrize(
+    "content, where",
+    [
+        (b"\xff\xfe0\x000\x00", "script.apdu:2"),  # UTF-16
+        (b"# test\n80CA00C100 # caf\xe9\n", "script.apdu:3"),  # Latin-1
+    ],
+)
 def test_script_that_is_not_utf8_is_one_line_exit_2_nothing_sent(
     tmp_path: Path, content: bytes, where: str
 ) -> None:
@@ -293,20 +313,25 @@ FIELD_DAMAGE: dict[str, tuple[Callable[[str], str], str]] = {
     "year-0999": (_with("card", "issue_date", '"0999-01-01"'), "card.issue_date"),
     "year-0001": (_with("card", "expiry_date", '"0001-01-01"'), "card.expiry_date"),
     "birth-year-0999": (_with("holder", "birth_date", '"0999-12-31"'), "holder.birth_date"),
-    "date-arabic-indic": (_with("card", "issue_date", f'"{ARABIC_INDIC}-01-01"'),
-                          "card.issue_date"),
-    "date-full-width": (_with("holder", "birth_date", f'"{FULL_WIDTH}-01-01"'),
-                        "holder.birth_date"),
+    "date-arabic-indic": (
+        _with("card", "issue_date", f'"{ARABIC_INDIC}-01-01"'),
+        "card.issue_date",
+    ),
+    "date-full-width": (
+        _with("holder", "birth_date", f'"{FULL_WIDTH}-01-01"'),
+        "holder.birth_date",
+    ),
     "date-basic-iso": (_with("card", "issue_date", '"20190101"'), "card.issue_date"),
     "date-week": (_with("card", "issue_date", '"2019-W01-1"'), "card.issue_date"),
     "ssn-full-width": (_with("holder", "ssn", '"' + "３" * 17 + 'X"'), "holder.ssn"),
     "ssn-arabic-indic": (_with("holder", "ssn", '"' + "\u0663" * 18 + '"'), "holder.ssn"),
     "ethnic-arabic-indic": (_with("holder", "ethnic", '"\u0660\u0661"'), "holder.ethnic"),
-    "birthplace-full-width": (_with("holder", "birthplace", '"３１０１０４"'),
-                              "holder.birthplace"),
+    "birthplace-full-width": (_with("holder", "birthplace", '"３１０１０４"'), "holder.birthplace"),
     "scheme-full-width": (_with("medical", "scheme", '"３１０"'), "medical.scheme"),
-    "card-number-arabic-indic": (_with("card", "card_number", '"' + "\u0661" * 9 + '"'),
-                                 "card.card_number"),
+    "card-number-arabic-indic": (
+        _with("card", "card_number", '"' + "\u0661" * 9 + '"'),
+        "card.card_number",
+    ),
     "tries-5000-digits": (_with(None, "tries_left", BIG), "tries_left"),
     "limit-5000-digits": (_with(None, "try_limit", BIG), "try_limit"),
     "version-minus-5000-digits": (_with(None, "version", "-" + BIG), "version"),
@@ -373,8 +398,11 @@ def mount_point(tmp_path: Path) -> Iterator[Path]:
     point.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k,mode=0755", "tmpfs",
-                           str(point)], capture_output=True, text=True)
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16k,mode=0755", "tmpfs", str(point)],
+        capture_output=True,
+        text=True,
+    )
     if made.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
     try:
@@ -391,8 +419,11 @@ def read_only_folder(tmp_path: Path) -> Iterator[Path]:
     point.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root (the EACCES case is tested in process)")
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(point)],
-                          capture_output=True, text=True)
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(point)],
+        capture_output=True,
+        text=True,
+    )
     if made.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
     try:
@@ -411,14 +442,17 @@ def test_read_only_folder_is_one_line_exit_1(
     name = "other.json" if command == "new" else "card.json"
     before = snapshot(read_only_folder)
     result = cardio(*_commands(str(read_only_folder / name))[command], cwd=tmp_path)
-    assert_one_line(result, 1, str(read_only_folder / name), "Read-only file system",
-                    "folder you can write to")
+    assert_one_line(
+        result, 1, str(read_only_folder / name), "Read-only file system", "folder you can write to"
+    )
     assert snapshot(read_only_folder) == before
 
 
 @pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS])
 def test_card_new_when_the_folder_refuses_writes_in_process(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
     code: int,
 ) -> None:
     real_open = os.open
@@ -442,7 +476,10 @@ def test_card_new_when_the_folder_refuses_writes_in_process(
 
 
 FAILURES = {
-    "ENOSPC": errno.ENOSPC, "EDQUOT": errno.EDQUOT, "EROFS": errno.EROFS, "EIO": errno.EIO,
+    "ENOSPC": errno.ENOSPC,
+    "EDQUOT": errno.EDQUOT,
+    "EROFS": errno.EROFS,
+    "EIO": errno.EIO,
 }
 
 
@@ -467,15 +504,17 @@ def _lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name.startswith("cardio")]
 
 
-def _assert_one_memory_failure_line(caplog: pytest.LogCaptureFixture, path: Path,
-                                    code: int, *pins: str) -> None:
+def _assert_one_memory_failure_line(
+    caplog: pytest.LogCaptureFixture, path: Path, code: int, *pins: str
+) -> None:
     records = _lines(caplog)
     assert len(records) == 1, [r.getMessage() for r in records]
     _assert_memory_failure_line(records[0], path, code, *pins)
 
 
-def _assert_memory_failure_line(record: logging.LogRecord, path: Path, code: int,
-                                *pins: str) -> None:
+def _assert_memory_failure_line(
+    record: logging.LogRecord, path: Path, code: int, *pins: str
+) -> None:
     assert record.levelno == logging.ERROR
     assert record.exc_info is None  # no traceback
     message = record.getMessage()
@@ -488,8 +527,11 @@ def _assert_memory_failure_line(record: logging.LogRecord, path: Path, code: int
 @pytest.mark.parametrize("where", ["write", "fsync", "close", "replace"])
 @pytest.mark.parametrize("failure", list(FAILURES))
 def test_verify_whose_decrement_cannot_be_written_compares_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, card_log: pytest.LogCaptureFixture,
-    failure: str, where: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    card_log: pytest.LogCaptureFixture,
+    failure: str,
+    where: str,
 ) -> None:
     code = FAILURES[failure]
     path = new_card(tmp_path)
@@ -523,7 +565,9 @@ def test_verify_whose_decrement_cannot_be_written_compares_nothing(
 
 
 def test_change_pin_whose_final_write_fails_keeps_the_old_pin(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, card_log: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    card_log: pytest.LogCaptureFixture,
 ) -> None:
     """The decrement is written, the PIN compared; then the new PIN cannot be written:
     6581, and the card holds the old PIN (with the try spent) on disk and in memory."""
@@ -552,7 +596,9 @@ def test_change_pin_whose_final_write_fails_keeps_the_old_pin(
 
 
 def test_outlet_write_failure_is_6581_too(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, card_log: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    card_log: pytest.LogCaptureFixture,
 ) -> None:
     """Every write goes through one path: the outlet's ACTIVATE as well as VERIFY."""
     from cardio import mac
@@ -592,8 +638,9 @@ def test_full_disk_for_real_send_answers_6581_with_one_line(mount_point: Path) -
     assert result.returncode == 0, result.stderr  # raw exchanges: the card's answer is shown
     assert "< 65 81" in result.stdout.splitlines()
     assert "< C1 04 01 00 06 06 90 00" in result.stdout.splitlines()  # no try was spent
-    line = assert_one_line(result, 0, str(path), "6581", "No space left on device",
-                           "free some disk space")
+    line = assert_one_line(
+        result, 0, str(path), "6581", "No space left on device", "free some disk space"
+    )
     assert INITIAL not in line
     assert snapshot(mount_point) == before  # old card intact, no temp file left
 
@@ -689,8 +736,9 @@ def test_symlinked_card_is_one_card_with_one_lock(linked_card: tuple[Path, Path]
     assert store.read(real).tries_left == 6
 
 
-def test_virtual_reader_resolves_the_card_once(linked_card: tuple[Path, Path],
-                                               tmp_path: Path) -> None:
+def test_virtual_reader_resolves_the_card_once(
+    linked_card: tuple[Path, Path], tmp_path: Path
+) -> None:
     real, link = linked_card
     other = new_card(tmp_path / "cards", "other.json", "locked")
     reader = VirtualReader(link)
@@ -723,8 +771,9 @@ def test_new_never_writes_through_a_link_to_something_else(tmp_path: Path, targe
     victim.write_text("precious\n")
     os.symlink(target, tmp_path / "card.json")
     before = snapshot(tmp_path)
-    result = cardio("card", "new", "--force", "--profile", "employee-new", "card.json",
-                    cwd=tmp_path)
+    result = cardio(
+        "card", "new", "--force", "--profile", "employee-new", "card.json", cwd=tmp_path
+    )
     assert_one_line(result, 1, "card.json is a symbolic link")
     assert snapshot(tmp_path) == before
 
@@ -733,7 +782,8 @@ def test_new_never_writes_through_a_link_to_something_else(tmp_path: Path, targe
 
 
 def test_an_unexpected_error_is_one_line_without_its_message(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     def broken(*args: Any, **kwargs: Any) -> list[str]:
         raise RuntimeError(f"PIN {INITIAL} leaked")
@@ -745,8 +795,9 @@ def test_an_unexpected_error_is_one_line_without_its_message(
     assert INITIAL not in line
 
 
-def test_ctrl_c_is_one_line(monkeypatch: pytest.MonkeyPatch,
-                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_ctrl_c_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     def interrupted(*args: Any, **kwargs: Any) -> list[str]:
         raise KeyboardInterrupt
 
@@ -760,8 +811,13 @@ def test_output_to_a_closed_pipe_is_no_traceback() -> None:
     read_end, write_end = os.pipe()
     os.close(read_end)  # `cardio card list-profiles | true`
     try:
-        result = subprocess.run([sys.executable, "-m", "cardio.cli", "card", "list-profiles"],
-                                stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "cardio.cli", "card", "list-profiles"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
     finally:
         os.close(write_end)
     assert result.returncode == 1

@@ -96,10 +96,9 @@ EF06_RECORDS = {
 }
 DF04_EF05_RECORDS = {0x01: "01 03 33 31 30"}  # '310'
 
-ALL_RECORDS = (
-    [("EF05", 0x05, tag, rec) for tag, rec in EF05_RECORDS.items()]
-    + [("EF06", 0x06, tag, rec) for tag, rec in EF06_RECORDS.items()]
-)
+ALL_RECORDS = [("EF05", 0x05, tag, rec) for tag, rec in EF05_RECORDS.items()] + [
+    ("EF06", 0x06, tag, rec) for tag, rec in EF06_RECORDS.items()
+]
 
 
 def test_s2_ssse_df_name_is_gbk_of_sx1_sh_shehuibaozhang():

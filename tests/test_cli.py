@@ -140,8 +140,12 @@ def test_console_script_next_to_the_interpreter_runs() -> None:
     if not script.exists():
         pytest.skip("the cardio console script is not installed next to this interpreter")
     result = subprocess.run(
-        [str(script), "card", "list-profiles"], capture_output=True, text=True,
-        encoding="utf-8", timeout=120, env=dict(os.environ, PYTHONUTF8="1"),
+        [str(script), "card", "list-profiles"],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
+        env=dict(os.environ, PYTHONUTF8="1"),
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == cardio("card", "list-profiles").stdout
@@ -183,7 +187,10 @@ def test_new_makes_a_private_card_file(tmp_path: Path) -> None:
     doc = card_json(path)
     assert doc["profile"] == "employee-new"
     assert (doc["life_cycle"], doc["pin_state"], doc["tries_left"], doc["try_limit"]) == (
-        "ACTIVE", "INITIAL", 6, 6,
+        "ACTIVE",
+        "INITIAL",
+        6,
+        6,
     )
     assert str(path) in result.stdout
     assert "employee-new" in result.stdout
@@ -392,9 +399,11 @@ def test_show_damaged_file_exits_2_and_leaves_it(tmp_path: Path) -> None:
 def test_send_prints_commands_and_responses(tmp_path: Path) -> None:
     path = new_card(tmp_path, "employee-new")
     result = cardio(
-        "send", "--card", path,
+        "send",
+        "--card",
+        path,
         "00A404000F7378312E73682EC9E7BBE1B1A3D5CF",  # no spaces
-        "00 b2 07 2c 00",                           # lower case, spaces
+        "00 b2 07 2c 00",  # lower case, spaces
         GET_PIN_DATA,
     )
     assert result.returncode == 0, result.stderr
@@ -420,17 +429,27 @@ def test_send_accepts_odd_spacing(tmp_path: Path) -> None:
 def test_send_masks_verify_and_change_pin(tmp_path: Path) -> None:
     path = new_card(tmp_path, "employee-new")
     result = cardio(
-        "send", "--card", path,
-        VERIFY_WRONG, VERIFY_RIGHT, VERIFY_STATUS, CHANGE_PIN,
+        "send",
+        "--card",
+        path,
+        VERIFY_WRONG,
+        VERIFY_RIGHT,
+        VERIFY_STATUS,
+        CHANGE_PIN,
         "00 20 00 00 03 65 43 21",
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        VERIFY_MASKED, "< 63 C5",
-        VERIFY_MASKED, "< 90 00",
-        "> 00 20 00 00", "< 90 00",
-        CHANGE_MASKED, "< 90 00",
-        VERIFY_MASKED, "< 90 00",
+        VERIFY_MASKED,
+        "< 63 C5",
+        VERIFY_MASKED,
+        "< 90 00",
+        "> 00 20 00 00",
+        "< 90 00",
+        CHANGE_MASKED,
+        "< 90 00",
+        VERIFY_MASKED,
+        "< 90 00",
     ]
     assert_trace_format(result.stdout)
     assert_no_pin(result.stdout + result.stderr, "123456", "123457", "654321")
@@ -449,10 +468,10 @@ def test_send_masks_the_enabled_pin(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("apdu", "response"),
     [
-        (VERIFY_WRONG, "< 63 C5"),          # wrong PIN
-        ("00 10 00 00", "< 6D 00"),         # unknown INS
-        ("A0 A4 00 00", "< 6E 00"),         # unknown CLA
-        ("00 A4", "< 67 00"),               # too short
+        (VERIFY_WRONG, "< 63 C5"),  # wrong PIN
+        ("00 10 00 00", "< 6D 00"),  # unknown INS
+        ("A0 A4 00 00", "< 6E 00"),  # unknown CLA
+        ("00 A4", "< 67 00"),  # too short
         ("00 A4 00 00 02 DF 99", "< 6A 82"),  # no such file
     ],
 )
@@ -585,12 +604,18 @@ def test_script_runs_a_scriptor_file(tmp_path: Path) -> None:
     result = cardio("script", "--card", path, script)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "> " + SELECT_SSSE, "< 90 00",
-        VERIFY_MASKED, "< 90 00",
-        "> 00 20 00 00", "< 90 00",
-        "> reset", ATR_LINE,
-        "> 00 20 00 00", "< 63 C6",
-        "> 80 CA 00 C1 00", "< C1 04 01 00 06 06 90 00",
+        "> " + SELECT_SSSE,
+        "< 90 00",
+        VERIFY_MASKED,
+        "< 90 00",
+        "> 00 20 00 00",
+        "< 90 00",
+        "> reset",
+        ATR_LINE,
+        "> 00 20 00 00",
+        "< 63 C6",
+        "> 80 CA 00 C1 00",
+        "< C1 04 01 00 06 06 90 00",
     ]
     assert result.stderr == ""
     assert_trace_format(result.stdout)
@@ -618,8 +643,14 @@ def test_script_in_process(tmp_path: Path) -> None:
     script.write_text(f"{VERIFY_RIGHT}\nRESET\n{VERIFY_STATUS}\n", "utf-8")
     code, out = run_main(["script", "--card", str(path), str(script)])
     assert code == 0
-    assert out.splitlines() == [VERIFY_MASKED, "< 90 00", "> reset", ATR_LINE,
-                                "> 00 20 00 00", "< 63 C6"]
+    assert out.splitlines() == [
+        VERIFY_MASKED,
+        "< 90 00",
+        "> reset",
+        ATR_LINE,
+        "> 00 20 00 00",
+        "< 63 C6",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -674,8 +705,9 @@ USAGE_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize(("argv", "prog"), USAGE_ERRORS, ids=[" ".join(a) or "none"
-                                                               for a, _ in USAGE_ERRORS])
+@pytest.mark.parametrize(
+    ("argv", "prog"), USAGE_ERRORS, ids=[" ".join(a) or "none" for a, _ in USAGE_ERRORS]
+)
 def test_usage_errors_are_one_line_exit_2(tmp_path: Path, argv: list[str], prog: str) -> None:
     """Not the usage block: `PROG: what is wrong; see PROG --help`."""
     result = cardio(*argv, cwd=tmp_path)
@@ -690,8 +722,10 @@ def test_usage_errors_are_one_line_exit_2(tmp_path: Path, argv: list[str], prog:
 
 def test_a_missing_argument_of_card_new_names_it(tmp_path: Path) -> None:
     result = cardio("card", "new", cwd=tmp_path)
-    assert result.stderr == ("cardio card new: the following arguments are required: "
-                             "--profile, path; see cardio card new --help\n")
+    assert result.stderr == (
+        "cardio card new: the following arguments are required: "
+        "--profile, path; see cardio card new --help\n"
+    )
 
 
 @pytest.mark.parametrize("argv", [[], ["frobnicate"]])

@@ -253,8 +253,10 @@ def test_mask_outlet_reset_hides_the_new_pin_and_its_mac():
         ("84 5E 00 00 07 65 43", "84 5E 00 00 ** ** **"),
         # extended length: 00 00 07, then the data
         ("84 5E 00 00 00 00 07 65 43 21 AA 3B 5C BF", "84 5E 00 00 00 00 07 ** ** ** ** ** ** **"),
-        ("84 5E 00 00 00 00 07 65 43 21 AA 3B 5C BF 00 00",
-         "84 5E 00 00 00 00 07 ** ** ** ** ** ** ** ** **"),
+        (
+            "84 5E 00 00 00 00 07 65 43 21 AA 3B 5C BF 00 00",
+            "84 5E 00 00 00 00 07 ** ** ** ** ** ** ** ** **",
+        ),
         ("84 5E 00 00 00 00 09 65 43 21 AA 3B 5C BF", "84 5E 00 00 ** ** ** ** ** ** ** ** ** **"),
         ("00 20 00 00 00 00 03 12 34 56", "00 20 00 00 00 00 03 ** ** **"),
         ("84 5E 00 00 00 65 43", "84 5E 00 00 ** ** **"),
@@ -269,8 +271,12 @@ def test_mask_hides_every_data_byte_of_mac_and_pin_commands(cmd, shown):
     assert trace.mask_command(parse_hex(cmd)) == shown
 
 
-@given(st.integers(100_000, 999_999), st.binary(min_size=4, max_size=4), st.integers(0, 255),
-       st.binary(max_size=3))
+@given(
+    st.integers(100_000, 999_999),
+    st.binary(min_size=4, max_size=4),
+    st.integers(0, 255),
+    st.binary(max_size=3),
+)
 def test_mask_no_outlet_byte_after_the_header_is_ever_shown(new_n, mac_bytes, p2, tail):
     """Whatever P2, Lc or trailing bytes: of an 84 command only the header and a true Lc
     show. (From 100000: a PIN starting 000 could pass for an extended length, which

@@ -17,12 +17,23 @@ from cardio.errors import CardioError, Exit, UsageError
 
 # Exceptions that never reach a person: the card's status word on its way to the
 # dispatcher, the vpcd bridge's framing and stop signals, the worker's wrapper.
-INTERNAL = {"cardio.sw.CardError", "cardio.vpcd.FrameError", "cardio.vpcd.Stop",
-            "cardio.outlet._Unusable", "terminal.worker.WorkFailed"}
+INTERNAL = {
+    "cardio.sw.CardError",
+    "cardio.vpcd.FrameError",
+    "cardio.vpcd.Stop",
+    "cardio.outlet._Unusable",
+    "terminal.worker.WorkFailed",
+}
 # What a person gave that cannot be used: exit 2.
-USAGE = {"cardio.errors.UsageError", "cardio.card.state.CardFileError",
-         "cardio.card.profiles.UnknownProfileError", "cardio.card.store.CardPathError",
-         "cardio.apdu.HexError", "cardio.pin.PinFormatError", "cardio.resources.UnusableFileError"}
+USAGE = {
+    "cardio.errors.UsageError",
+    "cardio.card.state.CardFileError",
+    "cardio.card.profiles.UnknownProfileError",
+    "cardio.card.store.CardPathError",
+    "cardio.apdu.HexError",
+    "cardio.pin.PinFormatError",
+    "cardio.resources.UnusableFileError",
+}
 
 
 def project_exceptions() -> dict[str, type[BaseException]]:
@@ -39,8 +50,11 @@ def project_exceptions() -> dict[str, type[BaseException]]:
 def test_every_error_a_person_sees_is_a_cardio_error() -> None:
     found = project_exceptions()
     assert found.keys() >= INTERNAL
-    outside = sorted(name for name, cls in found.items()
-                     if name not in INTERNAL and not issubclass(cls, CardioError))
+    outside = sorted(
+        name
+        for name, cls in found.items()
+        if name not in INTERNAL and not issubclass(cls, CardioError)
+    )
     assert outside == []
 
 
@@ -74,17 +88,34 @@ def raises(error: BaseException):
     return body
 
 
-@pytest.mark.parametrize(("error", "code", "start"), [
-    (UsageError("bad option\nsecond line; fix it"), Exit.USAGE,
-     "prog: bad option\\nsecond line; fix it"),
-    (CardioError("the reader failed; try again"), Exit.FAILED,
-     "prog: the reader failed; try again"),
-    (FileNotFoundError(2, "No such file or directory", "/x/y"), Exit.FAILED,
-     "prog: /x/y: No such file or directory; check the path"),
-    (EOFError(), Exit.FAILED, "prog: the input ended"),
-    (KeyboardInterrupt(), Exit.INTERRUPTED, "prog: interrupted"),
-    (RuntimeError("PIN 123456 leaked?"), Exit.FAILED, "prog: unexpected error (RuntimeError at "),
-], ids=["usage", "failed", "oserror", "eof", "ctrl-c", "bug"])
+@pytest.mark.parametrize(
+    ("error", "code", "start"),
+    [
+        (
+            UsageError("bad option\nsecond line; fix it"),
+            Exit.USAGE,
+            "prog: bad option\\nsecond line; fix it",
+        ),
+        (
+            CardioError("the reader failed; try again"),
+            Exit.FAILED,
+            "prog: the reader failed; try again",
+        ),
+        (
+            FileNotFoundError(2, "No such file or directory", "/x/y"),
+            Exit.FAILED,
+            "prog: /x/y: No such file or directory; check the path",
+        ),
+        (EOFError(), Exit.FAILED, "prog: the input ended"),
+        (KeyboardInterrupt(), Exit.INTERRUPTED, "prog: interrupted"),
+        (
+            RuntimeError("PIN 123456 leaked?"),
+            Exit.FAILED,
+            "prog: unexpected error (RuntimeError at ",
+        ),
+    ],
+    ids=["usage", "failed", "oserror", "eof", "ctrl-c", "bug"],
+)
 def test_run_command_ends_every_failure_on_one_line(
     error: BaseException, code: Exit, start: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -45,7 +45,11 @@ def test_profile_state(name):
     scheme, category, life, pin_state, tries, t0 = EXPECTED[name]
     state = profiles.load(name)
     assert (state.scheme, state.card.category, state.life_cycle, state.pin_state) == (
-        scheme, category, life, pin_state)
+        scheme,
+        category,
+        life,
+        pin_state,
+    )
     assert (state.tries_left, state.try_limit, state.t0_style) == (tries, 6, t0)
     assert profiles.describe(name)
 
@@ -69,9 +73,14 @@ def test_card_key_is_derived_from_the_test_master_key(name):
     assert state.card.identification_code[:3] == bytes.fromhex("310000")  # BCD region code
 
 
-@pytest.mark.parametrize(("name", "pin"), [
-    ("employee-new", "123456"), ("resident-new", "123456"), ("employee-enabled", None),
-])
+@pytest.mark.parametrize(
+    ("name", "pin"),
+    [
+        ("employee-new", "123456"),
+        ("resident-new", "123456"),
+        ("employee-enabled", None),
+    ],
+)
 def test_readme_pins_open_the_cards(name, pin):
     card = VirtualCard(profiles.load(name))
     card.power_on()

@@ -116,8 +116,14 @@ def assert_pins_forgotten(flow: PharmacyFlow) -> None:
 
 @pytest.mark.parametrize(
     ("fen", "text"),
-    [(0, "0.00"), (5, "0.05"), (10, "0.10"), (100, "1.00"), (1250, "12.50"),
-     (99999999, "999999.99")],
+    [
+        (0, "0.00"),
+        (5, "0.05"),
+        (10, "0.10"),
+        (100, "1.00"),
+        (1250, "12.50"),
+        (99999999, "999999.99"),
+    ],
 )
 def test_format_fen(fen: int, text: str) -> None:
     assert format_fen(fen) == text
@@ -142,8 +148,22 @@ def test_amount_largest_eight_digits() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["0", "00", "00000000", "", "abc", "12.50", "-5", "+5", " 12", "12 ", "1e3",
-     "123456789", "000000001", "999999999"],
+    [
+        "0",
+        "00",
+        "00000000",
+        "",
+        "abc",
+        "12.50",
+        "-5",
+        "+5",
+        " 12",
+        "12 ",
+        "1e3",
+        "123456789",
+        "000000001",
+        "999999999",
+    ],
 )
 def test_bad_amount_refused_and_asked_again(text: str) -> None:
     flow = PharmacyFlow(Purpose.PAY, AFTER)
@@ -307,8 +327,11 @@ def test_s8_s15_forced_change_violation_names_the_rule_and_asks_again(
     assert flow.view.stage is Stage.NEW_PIN
     # the reason for the forced change stays on screen while it is asked again
     assert flow.view.lines == (
-        Line("amount", (("amount", "12.50"),)), Line("forced_change"),
-        Line(f"v_{violation}", (), Tone.ERROR), Line("new_pin"))
+        Line("amount", (("amount", "12.50"),)),
+        Line("forced_change"),
+        Line(f"v_{violation}", (), Tone.ERROR),
+        Line("new_pin"),
+    )
     assert_pins_forgotten(flow)
     # and it goes on normally
     assert flow.entered(NEW_PIN) is None
@@ -522,7 +545,8 @@ def test_removed_before_the_card_is_asked_for_changes_nothing(where: str) -> Non
 
 
 @pytest.mark.parametrize(
-    "where", ["reading", "pin", "new-pin", "confirm", "working", "confirm-amount"])
+    "where", ["reading", "pin", "new-pin", "confirm", "working", "confirm-amount"]
+)
 def test_removed_mid_flow_ends_it(where: str) -> None:
     if where == "reading":
         flow = PharmacyFlow(Purpose.PAY, AFTER)
@@ -632,8 +656,7 @@ def test_no_pin_digits_kept_after_the_command() -> None:
     assert flow._new == NEW_PIN
     assert isinstance(flow.entered(NEW_PIN), ChangePin)
     assert_pins_forgotten(flow)
-    assert all(ENABLED_PIN not in repr(v) and NEW_PIN not in repr(v)
-               for v in vars(flow).values())
+    assert all(ENABLED_PIN not in repr(v) and NEW_PIN not in repr(v) for v in vars(flow).values())
 
     flow = forced()
     flow.entered(NEW_PIN)
@@ -648,8 +671,6 @@ def test_no_pin_digits_kept_after_the_command() -> None:
 
 
 # --- end to end: VirtualReader + SocialSecurityCard + PharmacyFlow, no Textual ---------
-
-
 
 
 @pytest.fixture
@@ -862,27 +883,29 @@ def test_e2e_info_purpose(insert) -> None:
 # --- what each entry stage takes (issue 10: input rules in the flow, not the screen) -------
 
 
-@pytest.mark.parametrize(("stage", "entry", "key", "after"), [
-    (Stage.PIN, "", "8", "8"),
-    (Stage.PIN, "80261", "3", "802613"),
-    (Stage.PIN, "802613", "4", "802613"),  # six digits at most
-    (Stage.NEW_PIN, "12345", "6", "123456"),
-    (Stage.PIN, "", "X", ""),  # X only in ID numbers
-    (Stage.PIN, "", "８", ""),  # ASCII digits only
-    (Stage.AMOUNT, "", "0", ""),  # an amount never starts with 0
-    (Stage.AMOUNT, "1", "0", "10"),
-    (Stage.AMOUNT, "1234567", "8", "12345678"),
-    (Stage.AMOUNT, "12345678", "9", "12345678"),  # 999999.99 yuan at most
-    (Stage.ID_NUMBER, "", "0", "0"),
-    (Stage.ID_NUMBER, "", "X", ""),  # X only as the 18th character
-    (Stage.ID_NUMBER, "1101051949100", "X", "1101051949100"),
-    (Stage.ID_NUMBER, "11010519491001001", "X", "11010519491001001X"),
-    (Stage.ID_NUMBER, "11010519491001001X", "X", "11010519491001001X"),
-    (Stage.ID_NUMBER, "11010519491001001X", "1", "11010519491001001X"),
-    (Stage.CONFIRM_AMOUNT, "", "1", ""),  # nothing is typed on the amount's confirmation
-])
-def test_typed_takes_what_the_stage_takes(stage: Stage, entry: str, key: str,
-                                          after: str) -> None:
+@pytest.mark.parametrize(
+    ("stage", "entry", "key", "after"),
+    [
+        (Stage.PIN, "", "8", "8"),
+        (Stage.PIN, "80261", "3", "802613"),
+        (Stage.PIN, "802613", "4", "802613"),  # six digits at most
+        (Stage.NEW_PIN, "12345", "6", "123456"),
+        (Stage.PIN, "", "X", ""),  # X only in ID numbers
+        (Stage.PIN, "", "８", ""),  # ASCII digits only
+        (Stage.AMOUNT, "", "0", ""),  # an amount never starts with 0
+        (Stage.AMOUNT, "1", "0", "10"),
+        (Stage.AMOUNT, "1234567", "8", "12345678"),
+        (Stage.AMOUNT, "12345678", "9", "12345678"),  # 999999.99 yuan at most
+        (Stage.ID_NUMBER, "", "0", "0"),
+        (Stage.ID_NUMBER, "", "X", ""),  # X only as the 18th character
+        (Stage.ID_NUMBER, "1101051949100", "X", "1101051949100"),
+        (Stage.ID_NUMBER, "11010519491001001", "X", "11010519491001001X"),
+        (Stage.ID_NUMBER, "11010519491001001X", "X", "11010519491001001X"),
+        (Stage.ID_NUMBER, "11010519491001001X", "1", "11010519491001001X"),
+        (Stage.CONFIRM_AMOUNT, "", "1", ""),  # nothing is typed on the amount's confirmation
+    ],
+)
+def test_typed_takes_what_the_stage_takes(stage: Stage, entry: str, key: str, after: str) -> None:
     from terminal.flow.view import typed
 
     assert typed(stage, entry, key) == after

@@ -31,8 +31,22 @@ BASE: dict[str, CardState] = {name: profiles.load(name) for name in PROFILES}
 KNOWN_PINS = ["123456", "802613", "000000", "975318", "246801", "999999"]
 
 FIXED_SW = {
-    0x9000, 0x6700, 0x6982, 0x6983, 0x6984, 0x6985, 0x6986, 0x6987, 0x6988,
-    0x6A80, 0x6A82, 0x6A83, 0x6A86, 0x6A88, 0x6D00, 0x6E00,
+    0x9000,
+    0x6700,
+    0x6982,
+    0x6983,
+    0x6984,
+    0x6985,
+    0x6986,
+    0x6987,
+    0x6988,
+    0x6A80,
+    0x6A82,
+    0x6A83,
+    0x6A86,
+    0x6A88,
+    0x6D00,
+    0x6E00,
 }
 INS_VALUES = [0xA4, 0xB2, 0x20, 0x5E, 0xCA, 0x84, 0xC0, 0x18]
 
@@ -111,10 +125,25 @@ def random_fields(draw: st.DrawFn) -> bytes:
 @st.composite
 def spec_commands(draw: st.DrawFn) -> bytes:
     """The commands of §3, nearly right, then maybe one header byte or the Le changed."""
-    kind = draw(st.sampled_from([
-        "select-name", "select-fid", "read", "read", "read", "verify", "status", "change",
-        "get-data", "challenge", "get-response", "outlet-pin", "outlet-activate",
-    ]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "select-name",
+                "select-fid",
+                "read",
+                "read",
+                "read",
+                "verify",
+                "status",
+                "change",
+                "get-data",
+                "challenge",
+                "get-response",
+                "outlet-pin",
+                "outlet-activate",
+            ]
+        )
+    )
     le: int | None = None
     data = b""
     if kind == "select-name":
@@ -245,9 +274,7 @@ def run_sequence(profile: str, apdus: list[bytes | None]) -> None:
             send_checked(card, rec, raw)
 
 
-FUZZ = settings(
-    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -467,8 +494,9 @@ class PinCounter(RuleBasedStateMachine):
 
     def expected_c1(self) -> bytes:
         states = [PinState.INITIAL, PinState.ENABLED, PinState.DISABLED]
-        return bytes((0xC1, 0x04, int(self.active), states.index(self.pin_state),
-                      self.tries, self.limit))
+        return bytes(
+            (0xC1, 0x04, int(self.active), states.index(self.pin_state), self.tries, self.limit)
+        )
 
     # -- invariants --
 
@@ -490,9 +518,7 @@ class PinCounter(RuleBasedStateMachine):
     def blocked_means_6983(self) -> None:
         if self.active and self.tries == 0:
             saves = len(self.rec.saved)
-            assert self.send(bytes.fromhex("0020000003") + pin.encode(self.digits)) == (
-                b"", 0x6983
-            )
+            assert self.send(bytes.fromhex("0020000003") + pin.encode(self.digits)) == (b"", 0x6983)
             assert len(self.rec.saved) == saves  # not even a decrement
 
     @precondition(lambda self: hasattr(self, "card"))
@@ -508,7 +534,9 @@ class PinCounter(RuleBasedStateMachine):
 
 
 PinCounter.TestCase.settings = settings(
-    max_examples=300, stateful_step_count=50, deadline=None,
+    max_examples=300,
+    stateful_step_count=50,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_pin_counter_model = pytest.mark.slow(PinCounter.TestCase)  # a long stateful run

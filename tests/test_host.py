@@ -39,8 +39,13 @@ SEEDED_TOTAL = 346050  # sum of the nine seeded balances, in fen
 
 # One more holder, whose ID ends in X (none of the fixtures does), for lower-case x input.
 X_SSN = "11010819750614118X"
-X_HOLDER = {"ssn": X_SSN, "name": "欧阳娜娜", "phone": "13900001234", "scheme": "310",
-            "balance_fen": 12345}
+X_HOLDER = {
+    "ssn": X_SSN,
+    "name": "欧阳娜娜",
+    "phone": "13900001234",
+    "scheme": "310",
+    "balance_fen": 12345,
+}
 
 EXPECTED_HOLDERS = {
     # ssn: (name, phone, scheme, balance_fen)
@@ -97,8 +102,11 @@ def invariant(host: SqliteHost) -> int:
 
 
 def test_settlement_host_protocol_methods():
-    methods = {name for name, value in vars(SettlementHost).items()
-               if not name.startswith("_") and callable(value)}
+    methods = {
+        name
+        for name, value in vars(SettlementHost).items()
+        if not name.startswith("_") and callable(value)
+    }
     assert methods == {"holder", "debit", "report_loss", "cancel_loss", "history"}
 
 
@@ -107,7 +115,8 @@ def test_sqlite_host_implements_the_protocol(name):
     wanted = inspect.signature(getattr(SettlementHost, name))
     have = inspect.signature(getattr(SqliteHost, name))
     assert [(p.name, p.kind, p.annotation) for p in have.parameters.values()] == [
-        (p.name, p.kind, p.annotation) for p in wanted.parameters.values()]
+        (p.name, p.kind, p.annotation) for p in wanted.parameters.values()
+    ]
     assert have.return_annotation == wanted.return_annotation
 
 
@@ -131,7 +140,10 @@ def test_every_holder_matches_a_card_profile():
     for h in holders:
         state = profiles.load(h["profile"])
         assert (h["ssn"], h["name"], h["scheme"]) == (
-            state.holder.ssn, state.holder.name, state.scheme), h["profile"]
+            state.holder.ssn,
+            state.holder.name,
+            state.scheme,
+        ), h["profile"]
         assert identity.id_problem(h["ssn"]) is None
 
 
@@ -203,7 +215,12 @@ def test_reopen_with_a_seed_after_all_money_is_spent_does_not_refill(db):
 def test_debit_decreases_the_balance_exactly(host):
     d = host.debit("d-1", "POS-01", ZHANG_CARD, ZHANG, 12345)
     assert (d.txn_id, d.status, d.amount_fen, d.balance_after_fen, d.replayed) == (
-        "d-1", DebitStatus.DEBITED, 12345, 50000 - 12345, False)
+        "d-1",
+        DebitStatus.DEBITED,
+        12345,
+        50000 - 12345,
+        False,
+    )
     assert d.ok
     assert balance(host, ZHANG) == 37655
     assert host.total_fen() == (SEEDED_TOTAL - 12345, 12345)
@@ -211,8 +228,9 @@ def test_debit_decreases_the_balance_exactly(host):
     assert d2.balance_after_fen == 37654 and balance(host, ZHANG) == 37654
     assert balance(host, LI) == 128050  # nobody else is touched
     [t1, t2] = host.history(ZHANG)
-    assert t1 == Transaction("d-1", "POS-01", ZHANG_CARD, ZHANG, 12345, d.time,
-                             DebitStatus.DEBITED, 37655)
+    assert t1 == Transaction(
+        "d-1", "POS-01", ZHANG_CARD, ZHANG, 12345, d.time, DebitStatus.DEBITED, 37655
+    )
     assert (t2.txn_id, t2.amount_fen, t2.balance_after_fen) == ("d-2", 1, 37654)
 
 
@@ -227,18 +245,27 @@ def test_debit_time_is_recorded(host):
     assert d.time and host.history(ZHANG)[0].time == d.time
 
 
-@pytest.mark.parametrize(("ssn", "amount", "fen"), [(ZHANG, 50001, 50000), (CHEN, 1, 0),
-                                                    (ZHOU, 5001, 5000)])
+@pytest.mark.parametrize(
+    ("ssn", "amount", "fen"), [(ZHANG, 50001, 50000), (CHEN, 1, 0), (ZHOU, 5001, 5000)]
+)
 def test_insufficient_balance_is_refused_and_nothing_debited(host, db, ssn, amount, fen):
     d = host.debit("poor-1", "POS-01", "CARD00001", ssn, amount)
     assert (d.status, d.amount_fen, d.balance_after_fen, d.replayed) == (
-        DebitStatus.INSUFFICIENT, amount, fen, False)
+        DebitStatus.INSUFFICIENT,
+        amount,
+        fen,
+        False,
+    )
     assert not d.ok
     assert balance(host, ssn) == fen
     assert host.total_fen() == (SEEDED_TOTAL, 0)
     [t] = host.history(ssn)  # recorded as refused
     assert (t.txn_id, t.status, t.amount_fen, t.balance_after_fen) == (
-        "poor-1", DebitStatus.INSUFFICIENT, amount, fen)
+        "poor-1",
+        DebitStatus.INSUFFICIENT,
+        amount,
+        fen,
+    )
     assert raw(db, "SELECT COUNT(*) FROM transactions WHERE status = 'DEBITED'") == [(0,)]
 
 
@@ -249,14 +276,12 @@ def test_lost_card_is_refused(host):
     assert not d.ok
     assert balance(host, ZHANG) == 50000
     assert host.total_fen() == (SEEDED_TOTAL, 0)
-    assert [(t.txn_id, t.status) for t in host.history(ZHANG)] == [
-        ("lost-1", DebitStatus.LOST)]
+    assert [(t.txn_id, t.status) for t in host.history(ZHANG)] == [("lost-1", DebitStatus.LOST)]
 
 
 def test_unknown_holder_is_refused(host):
     d = host.debit("who-1", "POS-01", "X00000001", NOBODY, 100)
-    assert (d.status, d.amount_fen, d.balance_after_fen) == (
-        DebitStatus.UNKNOWN_HOLDER, 100, None)
+    assert (d.status, d.amount_fen, d.balance_after_fen) == (DebitStatus.UNKNOWN_HOLDER, 100, None)
     assert not d.ok
     assert host.holder(NOBODY) is None
     assert host.total_fen() == (SEEDED_TOTAL, 0)
@@ -279,15 +304,17 @@ def test_amount_that_is_not_whole_fen_is_refused(host, db, amount):
     """The issue: the amount is kept as integer fen; a fraction of a fen is never stored."""
     with pytest.raises((HostError, TypeError)):
         host.debit("frac-1", "POS-01", ZHANG_CARD, ZHANG, amount)
-    assert raw(db, "SELECT balance_fen, typeof(balance_fen) FROM holders WHERE ssn = ?",
-               ZHANG) == [(50000, "integer")]
+    assert raw(db, "SELECT balance_fen, typeof(balance_fen) FROM holders WHERE ssn = ?", ZHANG) == [
+        (50000, "integer")
+    ]
     assert raw(db, "SELECT COUNT(*) FROM transactions") == [(0,)]
 
 
 def test_lower_case_x_is_the_same_holder(host, tmp_path):
     host.seed(x_seed(tmp_path))
-    assert host.holder(X_SSN.lower()) == Holder(X_SSN, "欧阳娜娜", "13900001234", "310", 12345,
-                                                False)
+    assert host.holder(X_SSN.lower()) == Holder(
+        X_SSN, "欧阳娜娜", "13900001234", "310", 12345, False
+    )
     d = host.debit("x-1", "POS-01", "B00000001", X_SSN.lower(), 345)
     assert (d.status, d.balance_after_fen) == (DebitStatus.DEBITED, 12000)
     assert [t.ssn for t in host.history(X_SSN)] == [X_SSN]
@@ -301,8 +328,13 @@ def test_same_txn_id_twice_debits_once(host):
     first = host.debit("idem-1", "POS-01", ZHANG_CARD, ZHANG, 2000)
     second = host.debit("idem-1", "POS-01", ZHANG_CARD, ZHANG, 2000)
     assert (first.replayed, second.replayed) == (False, True)
-    assert (second.txn_id, second.status, second.amount_fen, second.balance_after_fen,
-            second.time) == ("idem-1", DebitStatus.DEBITED, 2000, 48000, first.time)
+    assert (
+        second.txn_id,
+        second.status,
+        second.amount_fen,
+        second.balance_after_fen,
+        second.time,
+    ) == ("idem-1", DebitStatus.DEBITED, 2000, 48000, first.time)
     assert balance(host, ZHANG) == 48000
     assert len(host.history(ZHANG)) == 1
     assert host.total_fen() == (SEEDED_TOTAL - 2000, 2000)
@@ -318,7 +350,11 @@ def test_same_txn_id_with_another_amount_is_refused_and_debits_nothing(host):
         host.debit("idem-2", "POS-01", ZHANG_CARD, "310101197911020488", 2000)
     again = host.debit("idem-2", "POS-01", ZHANG_CARD, ZHANG, 2000)
     assert (again.replayed, again.status, again.balance_after_fen, again.time) == (
-        True, DebitStatus.DEBITED, 48000, first.time)
+        True,
+        DebitStatus.DEBITED,
+        48000,
+        first.time,
+    )
     assert balance(host, ZHANG) == 48000
     [t] = host.history(ZHANG)
     assert t.amount_fen == 2000
@@ -329,7 +365,11 @@ def test_a_refused_answer_is_replayed_too(host):
     assert first.status is DebitStatus.INSUFFICIENT
     second = host.debit("idem-3", "POS-01", ZHANG_CARD, ZHANG, 60000)
     assert (second.status, second.amount_fen, second.balance_after_fen, second.replayed) == (
-        DebitStatus.INSUFFICIENT, 60000, 50000, True)
+        DebitStatus.INSUFFICIENT,
+        60000,
+        50000,
+        True,
+    )
     assert balance(host, ZHANG) == 50000
 
 
@@ -347,8 +387,13 @@ def test_same_txn_id_from_another_host_object_on_the_same_file(host, db):
     other = SqliteHost(db, seed=SEED)
     try:
         second = other.debit("idem-5", "POS-02", ZHANG_CARD, ZHANG, 3000)
-        assert (second.replayed, second.status, second.amount_fen, second.balance_after_fen,
-                second.time) == (True, DebitStatus.DEBITED, 3000, 47000, first.time)
+        assert (
+            second.replayed,
+            second.status,
+            second.amount_fen,
+            second.balance_after_fen,
+            second.time,
+        ) == (True, DebitStatus.DEBITED, 3000, 47000, first.time)
         assert balance(other, ZHANG) == 47000
     finally:
         other.close()
@@ -370,7 +415,12 @@ print(json.dumps({"status": d.status.value, "amount": d.amount_fen,
 def child_debit(db: Path, txn: str, ssn: str, amount: int) -> dict:
     done = subprocess.run(
         [sys.executable, "-c", CHILD_DEBIT, str(db), txn, ZHANG_CARD, ssn, str(amount)],
-        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -378,13 +428,17 @@ def child_debit(db: Path, txn: str, ssn: str, amount: int) -> dict:
 def test_same_txn_id_from_another_process(host, db):
     first = host.debit("idem-6", "POS-01", ZHANG_CARD, ZHANG, 4000)
     answer = child_debit(db, "idem-6", ZHANG, 4000)
-    assert answer == {"status": "DEBITED", "amount": 4000, "after": 46000,
-                      "time": first.time, "replayed": True}
+    assert answer == {
+        "status": "DEBITED",
+        "amount": 4000,
+        "after": 46000,
+        "time": first.time,
+        "replayed": True,
+    }
     answer = child_debit(db, "idem-7", ZHANG, 500)
     assert (answer["status"], answer["after"], answer["replayed"]) == ("DEBITED", 45500, False)
     again = host.debit("idem-7", "POS-01", ZHANG_CARD, ZHANG, 500)
-    assert (again.replayed, again.balance_after_fen, again.time) == (True, 45500,
-                                                                     answer["time"])
+    assert (again.replayed, again.balance_after_fen, again.time) == (True, 45500, answer["time"])
     assert balance(host, ZHANG) == 45500
     assert host.total_fen() == (SEEDED_TOTAL - 4500, 4500)
 
@@ -413,9 +467,15 @@ def test_concurrent_debits_from_two_processes_never_overdraw(host, db, tmp_path)
     children = []
     for name, log in zip(("POS-A", "POS-B"), logs, strict=True):
         with log.open("w") as err:
-            children.append(subprocess.Popen(
-                [sys.executable, "-c", CHILD_LOOP, str(db), name, ZHOU, "40", str(go)],
-                stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT))
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", CHILD_LOOP, str(db), name, ZHOU, "40", str(go)],
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                    text=True,
+                    cwd=ROOT,
+                )
+            )
     outputs = []
     try:
         for child in children:
@@ -446,8 +506,9 @@ def test_concurrent_debits_from_two_processes_never_overdraw(host, db, tmp_path)
     assert balance(host, ZHOU) == 0
     assert host.total_fen() == (SEEDED_TOTAL - 5000, 5000)
     assert invariant(host) == SEEDED_TOTAL
-    assert raw(db, "SELECT COUNT(*), SUM(amount_fen) FROM transactions "
-                   "WHERE status = 'DEBITED'") == [(50, 5000)]
+    assert raw(
+        db, "SELECT COUNT(*), SUM(amount_fen) FROM transactions WHERE status = 'DEBITED'"
+    ) == [(50, 5000)]
 
 
 def test_the_database_refuses_a_negative_balance(host, db):
@@ -461,13 +522,24 @@ def test_the_database_refuses_a_negative_balance(host, db):
 
 
 def test_the_sum_invariant_holds_over_a_mixed_run(host):
-    payments = [(ZHANG, 100), (LI, 128050), (LI, 1), (CHEN, 1), (ZHOU, 4999), (ZHOU, 2),
-                (NOBODY, 10), (ZHANG, 49900), (ZHANG, 1)]
+    payments = [
+        (ZHANG, 100),
+        (LI, 128050),
+        (LI, 1),
+        (CHEN, 1),
+        (ZHOU, 4999),
+        (ZHOU, 2),
+        (NOBODY, 10),
+        (ZHANG, 49900),
+        (ZHANG, 1),
+    ]
     for i, (ssn, amount) in enumerate(payments):
         host.debit(f"mix-{i}", "POS-01", "CARD00001", ssn, amount)
         assert invariant(host) == SEEDED_TOTAL
-    assert host.total_fen() == (SEEDED_TOTAL - 100 - 128050 - 4999 - 49900,
-                                100 + 128050 + 4999 + 49900)
+    assert host.total_fen() == (
+        SEEDED_TOTAL - 100 - 128050 - 4999 - 49900,
+        100 + 128050 + 4999 + 49900,
+    )
     assert [balance(host, s) for s in (ZHANG, LI, CHEN, ZHOU)] == [0, 0, 0, 1]
 
 
@@ -487,7 +559,9 @@ def test_report_loss_and_cancel_loss(host):
     d = host.debit("loss-2", "POS-01", ZHANG_CARD, ZHANG, 100)
     assert (d.status, d.balance_after_fen) == (DebitStatus.DEBITED, 49900)
     assert [(t.txn_id, t.status) for t in host.history(ZHANG)] == [
-        ("loss-1", DebitStatus.LOST), ("loss-2", DebitStatus.DEBITED)]
+        ("loss-1", DebitStatus.LOST),
+        ("loss-2", DebitStatus.DEBITED),
+    ]
 
 
 def test_report_loss_with_lower_case_x(host, tmp_path):
@@ -510,8 +584,7 @@ def test_loss_report_survives_reopening(db):
     h = SqliteHost(db, seed=SEED)
     try:
         assert h.holder(ZHANG).lost is True
-        assert h.debit("after-reopen", "POS-01", ZHANG_CARD, ZHANG, 1).status is (
-            DebitStatus.LOST)
+        assert h.debit("after-reopen", "POS-01", ZHANG_CARD, ZHANG, 1).status is (DebitStatus.LOST)
     finally:
         h.close()
 
@@ -529,8 +602,9 @@ def test_history_is_in_payment_order_with_refused_rows(host):
     host.debit("h-4", "POS-03", ZHANG_CARD, ZHANG, 49000)
     host.debit("h-2", "POS-02", ZHANG_CARD, ZHANG, 99999)  # a replay adds no row
     rows = host.history(ZHANG)
-    assert [(t.txn_id, t.terminal_id, t.status, t.amount_fen, t.balance_after_fen)
-            for t in rows] == [
+    assert [
+        (t.txn_id, t.terminal_id, t.status, t.amount_fen, t.balance_after_fen) for t in rows
+    ] == [
         ("h-1", "POS-01", DebitStatus.DEBITED, 1000, 49000),
         ("h-2", "POS-02", DebitStatus.INSUFFICIENT, 99999, 49000),
         ("h-3", "POS-01", DebitStatus.LOST, 10, 49000),
@@ -541,9 +615,16 @@ def test_history_is_in_payment_order_with_refused_rows(host):
 
 
 def test_history_orders_by_time_then_by_arrival(host, monkeypatch):
-    stamps = iter(["2025-03-01T09:00:01+08:00", "2025-03-01T09:00:01+08:00",
-                   "2025-03-01T09:00:02+08:00", "2025-03-01T09:00:02+08:00",
-                   "2025-03-01T09:00:02+08:00", "2025-03-01T09:00:03+08:00"])
+    stamps = iter(
+        [
+            "2025-03-01T09:00:01+08:00",
+            "2025-03-01T09:00:01+08:00",
+            "2025-03-01T09:00:02+08:00",
+            "2025-03-01T09:00:02+08:00",
+            "2025-03-01T09:00:02+08:00",
+            "2025-03-01T09:00:03+08:00",
+        ]
+    )
     monkeypatch.setattr("host.sqlite.now", lambda: next(stamps))
     for name in ("e", "d", "c", "b", "a", "z"):
         host.debit(f"ord-{name}", "POS-01", ZHANG_CARD, ZHANG, 100)
@@ -599,7 +680,7 @@ def damage(db: Path, how: str) -> None:
         [(page_size,)] = raw(db, "PRAGMA page_size")
         [(root,)] = raw(db, "SELECT rootpage FROM sqlite_schema WHERE name = 'holders'")
         start = (root - 1) * page_size
-        data[start:start + page_size] = b"\xa5" * page_size
+        data[start : start + page_size] = b"\xa5" * page_size
     db.write_bytes(bytes(data))
 
 

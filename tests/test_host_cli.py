@@ -35,9 +35,16 @@ NAMES = {ZHANG: "张伟", LI: "李秀英", CHEN: "陈桂兰", WANG: "王芳", X_
 
 def pos_host(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONIOENCODING="utf-8")
-    return subprocess.run([sys.executable, "-m", "host.cli", *args], capture_output=True,
-                          text=True, encoding="utf-8", cwd=ROOT, env=env, timeout=60,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "host.cli", *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+        check=False,
+    )
 
 
 def ok(*args: str) -> str:
@@ -54,9 +61,23 @@ def db(tmp_path: Path) -> Path:
 
 def x_holder(db: Path, tmp_path: Path) -> None:
     seed = tmp_path / "x.json"
-    seed.write_text(json.dumps({"holders": [{
-        "ssn": X_SSN, "name": "欧阳娜娜", "phone": "13900001234", "scheme": "310",
-        "balance_fen": 12345}]}, ensure_ascii=False), "utf-8")
+    seed.write_text(
+        json.dumps(
+            {
+                "holders": [
+                    {
+                        "ssn": X_SSN,
+                        "name": "欧阳娜娜",
+                        "phone": "13900001234",
+                        "scheme": "310",
+                        "balance_fen": 12345,
+                    }
+                ]
+            },
+            ensure_ascii=False,
+        ),
+        "utf-8",
+    )
     h = SqliteHost(db, seed=SEED)
     h.seed(seed)
     h.close()
@@ -79,29 +100,33 @@ def default_db() -> Path:
 
 def test_report_loss_by_ssn_then_balance_says_reported_lost(db):
     out = ok("report-loss", "--ssn", ZHANG, "--db", str(db))
-    assert out == ("reported lost: the card of 张* (3101**********2174) is now refused at "
-                   "every terminal\n")
+    assert out == (
+        "reported lost: the card of 张* (3101**********2174) is now refused at every terminal\n"
+    )
     assert ok("balance", "--ssn", ZHANG, "--db", str(db)) == (
-        "张* (3101**********2174): personal account balance 500.00 yuan; card reported lost\n")
+        "张* (3101**********2174): personal account balance 500.00 yuan; card reported lost\n"
+    )
     assert debit(db, "after-report", ZHANG, 100).status is DebitStatus.LOST
     assert not default_db().exists()
 
 
 def test_report_loss_by_id(db):
     out = ok("--db", str(db), "report-loss", "--id", LI)
-    assert out == ("reported lost: the card of 李** (3101**********0480) is now refused at "
-                   "every terminal\n")
+    assert out == (
+        "reported lost: the card of 李** (3101**********0480) is now refused at every terminal\n"
+    )
     assert ok("--db", str(db), "balance", "--id", LI).endswith("card reported lost\n")
 
 
 def test_report_loss_by_id_with_lower_case_x(db, tmp_path):
     x_holder(db, tmp_path)
     out = ok("report-loss", "--id", X_SSN.lower(), "--db", str(db))
-    assert out == ("reported lost: the card of 欧阳** (1101**********118X) is now refused "
-                   "at every terminal\n")
+    assert out == (
+        "reported lost: the card of 欧阳** (1101**********118X) is now refused at every terminal\n"
+    )
     assert ok("balance", "--ssn", X_SSN, "--db", str(db)) == (
-        "欧阳** (1101**********118X): personal account balance 123.45 yuan; "
-        "card reported lost\n")
+        "欧阳** (1101**********118X): personal account balance 123.45 yuan; card reported lost\n"
+    )
     assert debit(db, "x-lost", X_SSN, 1).status is DebitStatus.LOST
     out = ok("cancel-loss", "--id", X_SSN.lower(), "--db", str(db))
     assert out == "loss report cancelled: the card of 欧阳** (1101**********118X) works again\n"
@@ -113,7 +138,8 @@ def test_cancel_loss(db):
     out = ok("cancel-loss", "--ssn", ZHANG, "--db", str(db))
     assert out == "loss report cancelled: the card of 张* (3101**********2174) works again\n"
     assert ok("balance", "--ssn", ZHANG, "--db", str(db)) == (
-        "张* (3101**********2174): personal account balance 500.00 yuan; card in use\n")
+        "张* (3101**********2174): personal account balance 500.00 yuan; card in use\n"
+    )
     d = debit(db, "after-cancel", ZHANG, 100)
     assert (d.status, d.balance_after_fen) == (DebitStatus.DEBITED, 49900)
 
@@ -121,26 +147,33 @@ def test_cancel_loss(db):
 def test_cancel_loss_of_a_card_never_reported(db):
     """Exit 0, the card works as wanted; but it says there was no report to cancel."""
     out = ok("cancel-loss", "--ssn", WANG, "--db", str(db))
-    assert out == ("no loss report to cancel: the card of 王* (3101**********3261) was not "
-                   "reported lost and works; nothing changed\n")
+    assert out == (
+        "no loss report to cancel: the card of 王* (3101**********3261) was not "
+        "reported lost and works; nothing changed\n"
+    )
 
 
 def test_report_loss_twice_says_it_already_was(db):
     ok("report-loss", "--ssn", WANG, "--db", str(db))
     out = ok("report-loss", "--ssn", WANG, "--db", str(db))
-    assert out == ("already reported lost: the card of 王* (3101**********3261) is refused "
-                   "at every terminal; nothing changed\n")
+    assert out == (
+        "already reported lost: the card of 王* (3101**********3261) is refused "
+        "at every terminal; nothing changed\n"
+    )
 
 
 # --- balance ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("ssn", "line"), [
-    (ZHANG, "张* (3101**********2174): personal account balance 500.00 yuan; card in use\n"),
-    (LI, "李** (3101**********0480): personal account balance 1280.50 yuan; card in use\n"),
-    (CHEN, "陈** (3101**********0847): personal account balance 0.00 yuan; card in use\n"),
-    (WANG, "王* (3101**********3261): personal account balance 30.00 yuan; card in use\n"),
-])
+@pytest.mark.parametrize(
+    ("ssn", "line"),
+    [
+        (ZHANG, "张* (3101**********2174): personal account balance 500.00 yuan; card in use\n"),
+        (LI, "李** (3101**********0480): personal account balance 1280.50 yuan; card in use\n"),
+        (CHEN, "陈** (3101**********0847): personal account balance 0.00 yuan; card in use\n"),
+        (WANG, "王* (3101**********3261): personal account balance 30.00 yuan; card in use\n"),
+    ],
+)
 def test_balance_output_is_exact(db, ssn, line):
     assert ok("balance", "--ssn", ssn, "--db", str(db)) == line
 
@@ -150,10 +183,12 @@ def test_balance_after_payments(db):
     debit(db, "b-2", LI, 5)
     debit(db, "b-3", LI, 999999)  # refused
     assert ok("balance", "--ssn", LI, "--db", str(db)) == (
-        "李** (3101**********0480): personal account balance 1157.00 yuan; card in use\n")
+        "李** (3101**********0480): personal account balance 1157.00 yuan; card in use\n"
+    )
     debit(db, "b-4", LI, 115699)
     assert ok("balance", "--id", LI, "--db", str(db)) == (
-        "李** (3101**********0480): personal account balance 0.01 yuan; card in use\n")
+        "李** (3101**********0480): personal account balance 0.01 yuan; card in use\n"
+    )
 
 
 def test_db_before_or_after_the_subcommand_is_the_same_file(db):

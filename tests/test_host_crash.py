@@ -68,9 +68,13 @@ BUDGET_S = 25.0
 def rows(db: Path) -> dict[str, tuple]:
     con = sqlite3.connect(db)
     try:
-        return {r[0]: r[1:] for r in con.execute(
-            "SELECT txn_id, ssn, amount_fen, status, balance_after_fen FROM transactions "
-            "ORDER BY rowid")}
+        return {
+            r[0]: r[1:]
+            for r in con.execute(
+                "SELECT txn_id, ssn, amount_fen, status, balance_after_fen FROM transactions "
+                "ORDER BY rowid"
+            )
+        }
     finally:
         con.close()
 
@@ -100,7 +104,11 @@ def check_books(host: SqliteHost, db: Path) -> dict[str, tuple]:
 def run_and_kill(db: Path, prefix: str, rng: random.Random) -> list[str]:
     child = subprocess.Popen(
         [sys.executable, "-c", PAYER, str(db), prefix, ",".join(PAYERS), ZHOU],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
     lines: list[str] = []
     ready = threading.Event()
 
@@ -179,25 +187,26 @@ def test_sigkill_at_random_points_never_loses_or_doubles_a_payment(tmp_path):
                 assert retry.replayed is (before is not None)
                 replayed_retries += retry.replayed
                 if before is not None:
-                    assert (retry.status.value, retry.balance_after_fen) == (
-                        before[2], before[3])
+                    assert (retry.status.value, retry.balance_after_fen) == (before[2], before[3])
                 again = host.debit(txn, "POS-CRASH", "CARD00001", ssn, amount)
                 assert again.replayed is True
                 assert (again.status, again.balance_after_fen) == (
-                    retry.status, retry.balance_after_fen)
+                    retry.status,
+                    retry.balance_after_fen,
+                )
                 after = check_books(host, db)
                 assert list(after).count(txn) == 1
-                debited_before = sum(r[1] for r in recorded.values()
-                                     if r[2] == DebitStatus.DEBITED)
-                debited_after = sum(r[1] for r in after.values()
-                                    if r[2] == DebitStatus.DEBITED)
+                debited_before = sum(r[1] for r in recorded.values() if r[2] == DebitStatus.DEBITED)
+                debited_after = sum(r[1] for r in after.values() if r[2] == DebitStatus.DEBITED)
                 expected = amount if (before is None and retry.ok) else 0
                 assert debited_after - debited_before == expected
         finally:
             host.close()
     assert kills >= 40
-    print(f"{kills} kills, {paid} answered payments, {pending_retries} retries of a payment "
-          f"in flight ({replayed_retries} found recorded)")
+    print(
+        f"{kills} kills, {paid} answered payments, {pending_retries} retries of a payment "
+        f"in flight ({replayed_retries} found recorded)"
+    )
 
 
 FIRST_START = """
@@ -215,8 +224,14 @@ def test_a_crash_before_the_first_seeding_does_not_leave_a_host_without_holders(
     """Killed after the database file was made but before it was seeded: the next start
     must still know the holders (else every payment is refused as UNKNOWN_HOLDER)."""
     db = tmp_path / "host.sqlite3"
-    done = subprocess.run([sys.executable, "-c", FIRST_START, str(db), str(SEED)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_START, str(db), str(SEED)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == -signal.SIGKILL, done.stderr
     assert db.exists()
     host = SqliteHost(db, seed=SEED)

@@ -78,14 +78,22 @@ def unprivileged() -> list[str]:
     return [setpriv, "--inh-caps=-all", "--bounding-set=-all", "--"]
 
 
-def pos_host(*args: str, home: Path | None = None,
-             prefix: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+def pos_host(
+    *args: str, home: Path | None = None, prefix: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONIOENCODING="utf-8")
     if home is not None:
         env[HOME_VARIABLE] = str(home)
-    return subprocess.run([*(prefix or []), str(POS_HOST), *args], capture_output=True,
-                          text=True, encoding="utf-8", cwd=ROOT, env=env, timeout=60,
-                          check=False)
+    return subprocess.run(
+        [*(prefix or []), str(POS_HOST), *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+        check=False,
+    )
 
 
 def assert_one_line(done: subprocess.CompletedProcess[str], code: int, *words: str) -> None:
@@ -202,9 +210,9 @@ BAD_PATHS: dict[str, Callable[[Path, list[Path]], tuple[list[str], int, tuple[st
 
 
 @pytest.mark.parametrize("case", list(BAD_PATHS))
-def test_pos_host_bad_db_path_is_one_line_and_changes_nothing(tmp_path: Path, home: Path,
-                                                              restore_modes: list[Path],
-                                                              case: str) -> None:
+def test_pos_host_bad_db_path_is_one_line_and_changes_nothing(
+    tmp_path: Path, home: Path, restore_modes: list[Path], case: str
+) -> None:
     args, code, words = BAD_PATHS[case](tmp_path, restore_modes)
     prefix = unprivileged() if restore_modes else []
     before = snapshot(tmp_path, home)
@@ -237,8 +245,16 @@ CREATE INDEX transactions_by_ssn ON transactions (ssn, time);
 
 PAYMENTS = [
     ("pay-1", "POS-01", "A93230742", ZHANG, 1250, "2025-03-01T09:00:01+08:00", "DEBITED", 48750),
-    ("pay-2", "POS-02", "A93230742", ZHANG, 90000, "2025-03-01T09:05:00+08:00", "INSUFFICIENT",
-     48750),
+    (
+        "pay-2",
+        "POS-02",
+        "A93230742",
+        ZHANG,
+        90000,
+        "2025-03-01T09:05:00+08:00",
+        "INSUFFICIENT",
+        48750,
+    ),
     ("pay-3", "POS-01", "A93230742", LI, 100, "2025-03-01T09:06:00+08:00", "DEBITED", 127950),
 ]
 
@@ -249,9 +265,13 @@ def loose_db(path: Path) -> None:
         con.execute("PRAGMA journal_mode=WAL")  # as the host makes it: opening changes nothing
         con.executescript(LOOSE_SCHEMA)
         doc = json.loads(SEED.read_text("utf-8"))
-        con.executemany("INSERT INTO holders VALUES (?, ?, ?, ?, ?, 0)",
-                        [(h["ssn"], h["name"], h["phone"], h["scheme"], h["balance_fen"])
-                         for h in doc["holders"]])
+        con.executemany(
+            "INSERT INTO holders VALUES (?, ?, ?, ?, ?, 0)",
+            [
+                (h["ssn"], h["name"], h["phone"], h["scheme"], h["balance_fen"])
+                for h in doc["holders"]
+            ],
+        )
         con.executemany("INSERT INTO transactions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", PAYMENTS)
         con.execute("UPDATE holders SET balance_fen = 48750 WHERE ssn = ?", (ZHANG,))
         con.commit()
@@ -274,8 +294,10 @@ def edit(path: Path, sql: str, *params: object, unchecked: bool = False) -> None
 def rowid_of(path: Path, table: str, column: str, value: str) -> int:
     con = sqlite3.connect(path)
     try:
-        return con.execute(f"SELECT rowid FROM {table} WHERE {column} = ?",  # noqa: S608
-                           (value,)).fetchone()[0]
+        return con.execute(
+            f"SELECT rowid FROM {table} WHERE {column} = ?",  # noqa: S608
+            (value,),
+        ).fetchone()[0]
     finally:
         con.close()
 
@@ -303,20 +325,29 @@ TRANSACTION_ROWS = {
     "amount-is-zero": ("UPDATE transactions SET amount_fen = 0 WHERE txn_id = ?", "amount"),
     "status-unknown": ("UPDATE transactions SET status = 'MAYBE' WHERE txn_id = ?", "status"),
     "status-is-null": ("UPDATE transactions SET status = NULL WHERE txn_id = ?", "status"),
-    "after-is-null": ("UPDATE transactions SET balance_after_fen = NULL WHERE txn_id = ?",
-                      "balance after"),
-    "after-is-text": ("UPDATE transactions SET balance_after_fen = 'x' WHERE txn_id = ?",
-                      "balance after"),
-    "terminal-is-null": ("UPDATE transactions SET terminal_id = NULL WHERE txn_id = ?",
-                         "terminal id"),
-    "card-is-a-blob": ("UPDATE transactions SET card_number = x'00ff' WHERE txn_id = ?",
-                       "card number"),
+    "after-is-null": (
+        "UPDATE transactions SET balance_after_fen = NULL WHERE txn_id = ?",
+        "balance after",
+    ),
+    "after-is-text": (
+        "UPDATE transactions SET balance_after_fen = 'x' WHERE txn_id = ?",
+        "balance after",
+    ),
+    "terminal-is-null": (
+        "UPDATE transactions SET terminal_id = NULL WHERE txn_id = ?",
+        "terminal id",
+    ),
+    "card-is-a-blob": (
+        "UPDATE transactions SET card_number = x'00ff' WHERE txn_id = ?",
+        "card number",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(HOLDER_ROWS))
-def test_a_holder_row_that_does_not_parse_is_one_line_naming_it(tmp_path: Path, home: Path,
-                                                                case: str) -> None:
+def test_a_holder_row_that_does_not_parse_is_one_line_naming_it(
+    tmp_path: Path, home: Path, case: str
+) -> None:
     db = tmp_path / "host.db"
     loose_db(db)
     sql, word = HOLDER_ROWS[case]
@@ -325,16 +356,24 @@ def test_a_holder_row_that_does_not_parse_is_one_line_naming_it(tmp_path: Path, 
     before = snapshot(tmp_path, home)
     for command in COMMANDS:
         done = pos_host(command, "--ssn", ZHANG, "--db", str(db))
-        assert_one_line(done, 1, str(db), f"holders row {rowid}", ZHANG_MASKED, word,
-                        "correct or delete that row")
+        assert_one_line(
+            done,
+            1,
+            str(db),
+            f"holders row {rowid}",
+            ZHANG_MASKED,
+            word,
+            "correct or delete that row",
+        )
         assert ZHANG not in done.stderr and "张伟" not in done.stderr
         assert snapshot(tmp_path, home) == before, command
     assert pos_host("balance", "--ssn", LI, "--db", str(db)).returncode == 0  # others work
 
 
 @pytest.mark.parametrize("case", list(TRANSACTION_ROWS))
-def test_a_payment_row_that_does_not_parse_is_one_line_naming_it(tmp_path: Path, home: Path,
-                                                                 case: str) -> None:
+def test_a_payment_row_that_does_not_parse_is_one_line_naming_it(
+    tmp_path: Path, home: Path, case: str
+) -> None:
     db = tmp_path / "host.db"
     loose_db(db)
     sql, word = TRANSACTION_ROWS[case]
@@ -342,8 +381,9 @@ def test_a_payment_row_that_does_not_parse_is_one_line_naming_it(tmp_path: Path,
     rowid = rowid_of(db, "transactions", "txn_id", "pay-1")
     before = snapshot(tmp_path, home)
     done = pos_host("history", "--ssn", ZHANG, "--db", str(db))
-    assert_one_line(done, 1, str(db), f"transactions row {rowid}", "'pay-1'", word,
-                    "correct or delete that row")
+    assert_one_line(
+        done, 1, str(db), f"transactions row {rowid}", "'pay-1'", word, "correct or delete that row"
+    )
     assert snapshot(tmp_path, home) == before
     assert pos_host("balance", "--ssn", ZHANG, "--db", str(db)).returncode == 0
     assert pos_host("history", "--ssn", LI, "--db", str(db)).returncode == 0
@@ -358,12 +398,16 @@ def test_a_payment_row_without_a_transaction_id(tmp_path: Path) -> None:
     assert_one_line(done, 1, f"transactions row {rowid}", "without a transaction id")
 
 
-@pytest.mark.parametrize(("sql", "word"), [
-    ("UPDATE holders SET balance_fen = 'lots' WHERE ssn = ?", "balance"),  # passes >= 0
-    ("UPDATE holders SET lost = 7 WHERE ssn = ?", "lost flag"),
-])
-def test_the_hosts_own_schema_edited_by_hand(tmp_path: Path, home: Path, sql: str,
-                                             word: str) -> None:
+@pytest.mark.parametrize(
+    ("sql", "word"),
+    [
+        ("UPDATE holders SET balance_fen = 'lots' WHERE ssn = ?", "balance"),  # passes >= 0
+        ("UPDATE holders SET lost = 7 WHERE ssn = ?", "lost flag"),
+    ],
+)
+def test_the_hosts_own_schema_edited_by_hand(
+    tmp_path: Path, home: Path, sql: str, word: str
+) -> None:
     db = tmp_path / "host.sqlite3"
     SqliteHost(db, seed=SEED).close()
     edit(db, sql, ZHANG, unchecked=True)
@@ -405,8 +449,7 @@ def umask(request: pytest.FixtureRequest) -> Iterator[int]:
     os.umask(old)
 
 
-def test_host_database_and_its_journal_are_0600_in_0700_folders(tmp_path: Path,
-                                                                umask: int) -> None:
+def test_host_database_and_its_journal_are_0600_in_0700_folders(tmp_path: Path, umask: int) -> None:
     db = tmp_path / "new" / "deeper" / "host.sqlite3"
     host = SqliteHost(db, seed=SEED)
     try:
@@ -493,13 +536,22 @@ class DiskFillsUp(VirtualReader):
         return super()._exchange(apdu)
 
 
-def run_outlet(card: Path, log: Path | OutletLog, operation: Operation, ssn: str,
-               new_pin: str | None = None,
-               reader: Callable[[Path], VirtualReader] = VirtualReader) -> object:
+def run_outlet(
+    card: Path,
+    log: Path | OutletLog,
+    operation: Operation,
+    ssn: str,
+    new_pin: str | None = None,
+    reader: Callable[[Path], VirtualReader] = VirtualReader,
+) -> object:
     r = reader(card)
     try:
-        desk = Outlet(r, fixture_master_key(), operator=OPERATOR,
-                      log=log if isinstance(log, OutletLog) else OutletLog(log))
+        desk = Outlet(
+            r,
+            fixture_master_key(),
+            operator=OPERATOR,
+            log=log if isinstance(log, OutletLog) else OutletLog(log),
+        )
         try:
             return desk.run(operation, ssn, new_pin)
         except Exception as e:  # the test inspects it
@@ -519,8 +571,12 @@ def full_disk(tmp_path: Path) -> Iterator[Path]:
     point.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a tmpfs needs root")
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(point)],
-                          capture_output=True, text=True, check=False)
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if made.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
     try:
@@ -554,16 +610,37 @@ def test_a_full_disk_before_the_card_command_sends_nothing(tmp_path: Path) -> No
 
 
 def test_a_full_disk_log_through_the_cli_is_one_line_and_the_card_unchanged(
-        tmp_path: Path, full_disk: Path) -> None:
+    tmp_path: Path, full_disk: Path
+) -> None:
     card = new_card(tmp_path, "locked")
     before = card.read_bytes()
     log = full_disk / "outlet.log"
     env = dict(os.environ, PYTHONUTF8="1", PYTHONIOENCODING="utf-8")
     done = subprocess.run(
-        [sys.executable, "-m", "cardio.cli", "outlet", "reset-pin", "--card", str(card),
-         "--id", LOCKED_SSN, "--test-key", "--operator", OPERATOR, "--log", str(log)],
-        input=f"{NEW_PIN}\n{NEW_PIN}\n", capture_output=True, text=True, encoding="utf-8",
-        env=env, timeout=60, check=False)
+        [
+            sys.executable,
+            "-m",
+            "cardio.cli",
+            "outlet",
+            "reset-pin",
+            "--card",
+            str(card),
+            "--id",
+            LOCKED_SSN,
+            "--test-key",
+            "--operator",
+            OPERATOR,
+            "--log",
+            str(log),
+        ],
+        input=f"{NEW_PIN}\n{NEW_PIN}\n",
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=env,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     assert done.stderr.count("\n") == 1 and "nothing was sent to the card" in done.stderr
@@ -575,8 +652,9 @@ def test_a_disk_full_after_the_card_command_leaves_the_intent_line(tmp_path: Pat
     card = new_card(tmp_path, "locked")
     real = tmp_path / "outlet.log"
     log = FullLog(real)
-    outcome = run_outlet(card, log, Operation.RESET_PIN, LOCKED_SSN, NEW_PIN,
-                         lambda path: DiskFillsUp(path, log))
+    outcome = run_outlet(
+        card, log, Operation.RESET_PIN, LOCKED_SSN, NEW_PIN, lambda path: DiskFillsUp(path, log)
+    )
     assert isinstance(outcome, OutletError), repr(outcome)
     message = str(outcome)
     assert "started on the card" in message and '"started" line' in message
@@ -656,14 +734,21 @@ def test_outlet_log_errors_are_outlet_errors(tmp_path: Path) -> None:
 def rows(db: Path) -> tuple[list[tuple], list[tuple]]:
     con = sqlite3.connect(db)
     try:
-        return (con.execute("SELECT rowid, * FROM holders ORDER BY rowid").fetchall(),
-                con.execute("SELECT rowid, * FROM transactions ORDER BY rowid").fetchall())
+        return (
+            con.execute("SELECT rowid, * FROM holders ORDER BY rowid").fetchall(),
+            con.execute("SELECT rowid, * FROM transactions ORDER BY rowid").fetchall(),
+        )
     finally:
         con.close()
 
 
-GOOD = {"txn_id": "t-1", "terminal_id": "POS-01", "card_number": "A93230742", "ssn": ZHANG,
-        "amount_fen": 100}
+GOOD = {
+    "txn_id": "t-1",
+    "terminal_id": "POS-01",
+    "card_number": "A93230742",
+    "ssn": ZHANG,
+    "amount_fen": 100,
+}
 
 BAD_DEBITS = [
     # (argument, value, words in the error)
@@ -706,10 +791,12 @@ def host_db(tmp_path: Path) -> Iterator[tuple[SqliteHost, Path]]:
         host.close()
 
 
-@pytest.mark.parametrize(("name", "value", "words"), BAD_DEBITS,
-                         ids=[f"{n}={v!r}"[:40] for n, v, _ in BAD_DEBITS])
-def test_debit_input_is_checked_and_nothing_written(host_db, name: str, value: object,
-                                                    words: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "value", "words"), BAD_DEBITS, ids=[f"{n}={v!r}"[:40] for n, v, _ in BAD_DEBITS]
+)
+def test_debit_input_is_checked_and_nothing_written(
+    host_db, name: str, value: object, words: str
+) -> None:
     host, db = host_db
     before = rows(db)
     with pytest.raises(HostError, match=words) as caught:
@@ -739,8 +826,7 @@ BAD_SSNS = [
 
 @pytest.mark.parametrize("method", ["holder", "report_loss", "cancel_loss", "history"])
 @pytest.mark.parametrize(("ssn", "words"), BAD_SSNS, ids=[repr(s)[:20] for s, _ in BAD_SSNS])
-def test_ssn_is_checked_and_nothing_written(host_db, method: str, ssn: object,
-                                            words: str) -> None:
+def test_ssn_is_checked_and_nothing_written(host_db, method: str, ssn: object, words: str) -> None:
     host, db = host_db
     before = rows(db)
     with pytest.raises(HostError, match=f"social security number {words}"):

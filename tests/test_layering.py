@@ -9,9 +9,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PURE_TERMINAL = [ROOT / "terminal" / "rules.py", ROOT / "terminal" / "worker.py",
-                 ROOT / "terminal" / "equipment.py",
-                 *sorted((ROOT / "terminal" / "flow").glob("*.py"))]
+PURE_TERMINAL = [
+    ROOT / "terminal" / "rules.py",
+    ROOT / "terminal" / "worker.py",
+    ROOT / "terminal" / "equipment.py",
+    *sorted((ROOT / "terminal" / "flow").glob("*.py")),
+]
 IMPORT_TEXTUAL = re.compile(r"^\s*(import\s+textual\b|from\s+textual\b)", re.MULTILINE)
 
 
@@ -25,10 +28,15 @@ def textual_imports(path: Path) -> list[str]:
     found: list[str] = []
     for node in ast.walk(ast.parse(source, str(path))):
         if isinstance(node, ast.Import):
-            found += [f"{path}:{node.lineno}" for a in node.names
-                      if a.name.split(".")[0] == "textual"]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
-                and node.module.split(".")[0] == "textual":
+            found += [
+                f"{path}:{node.lineno}" for a in node.names if a.name.split(".")[0] == "textual"
+            ]
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and node.module
+            and node.module.split(".")[0] == "textual"
+        ):
             found.append(f"{path}:{node.lineno}")
     found += [f"{path}: {m.group(0).strip()}" for m in IMPORT_TEXTUAL.finditer(source)]
     return found
@@ -83,8 +91,12 @@ def test_no_textual_import_in_terminal_rules_and_flow() -> None:
 
 def test_the_static_check_finds_a_textual_import(tmp_path: Path) -> None:
     """The check above can fail: it sees each way of writing the import."""
-    for text in ("import textual\n", "from textual.app import App\n",
-                 "import os, textual.widgets\n", "def f():\n    from textual import work\n"):
+    for text in (
+        "import textual\n",
+        "from textual.app import App\n",
+        "import os, textual.widgets\n",
+        "def f():\n    from textual import work\n",
+    ):
         path = tmp_path / "bad.py"
         path.write_text(text, "utf-8")
         assert textual_imports(path), text
@@ -95,10 +107,13 @@ def test_the_static_check_finds_a_textual_import(tmp_path: Path) -> None:
 
 def test_host_side_does_not_load_the_emulator():
     """The protocol, the rules and the flow speak to any card: the emulator stays out."""
-    code = ("import sys; import cardio.protocol, terminal.rules, terminal.flow.pharmacy; "
-            "print(sorted(m for m in sys.modules if m.startswith('cardio.card')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    code = (
+        "import sys; import cardio.protocol, terminal.rules, terminal.flow.pharmacy; "
+        "print(sorted(m for m in sys.modules if m.startswith('cardio.card')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "[]"
 
 
@@ -106,21 +121,32 @@ def imported_test_modules(path: Path) -> list[str]:
     """The test modules (and conftest) the file imports: shared code lives in helpers."""
     found: list[str] = []
     for node in ast.walk(ast.parse(path.read_text("utf-8"), str(path))):
-        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-            [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-        found += [f"{path.name}:{node.lineno} {n}" for n in names
-                  if n.split(".")[0] == "conftest" or n.split(".")[0].startswith("test_")]
+        names = (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else []
+        )
+        found += [
+            f"{path.name}:{node.lineno} {n}"
+            for n in names
+            if n.split(".")[0] == "conftest" or n.split(".")[0].startswith("test_")
+        ]
     return found
 
 
 def test_no_test_imports_another_test_module() -> None:
-    found = [hit for path in sorted((ROOT / "tests").glob("*.py"))
-             for hit in imported_test_modules(path)]
+    found = [
+        hit for path in sorted((ROOT / "tests").glob("*.py")) for hit in imported_test_modules(path)
+    ]
     assert found == []
 
 
 def test_the_test_import_check_finds_one(tmp_path: Path) -> None:
     sample = tmp_path / "test_sample.py"
     sample.write_text("import os\nfrom test_vpcd_bridge import frame\nimport conftest\n")
-    assert imported_test_modules(sample) == ["test_sample.py:2 test_vpcd_bridge",
-                                             "test_sample.py:3 conftest"]
+    assert imported_test_modules(sample) == [
+        "test_sample.py:2 test_vpcd_bridge",
+        "test_sample.py:3 conftest",
+    ]

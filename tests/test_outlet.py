@@ -113,15 +113,35 @@ def cardio(*args: object, stdin: str = "", timeout: float = 60) -> subprocess.Co
     env = dict(os.environ, PYTHONUTF8="1", PYTHONIOENCODING="utf-8")
     return subprocess.run(
         [sys.executable, "-m", "cardio.cli", *map(str, args)],
-        input=stdin, capture_output=True, text=True, encoding="utf-8", timeout=timeout,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=timeout,
         env=env,
     )
 
 
-def outlet_args(operation: str, target: list[str], id_number: str, log: Path,
-                *key: str, operator: str = OPERATOR) -> list[str]:
-    return ["outlet", operation, *target, "--id", id_number, *key,
-            "--operator", operator, "--log", str(log)]
+def outlet_args(
+    operation: str,
+    target: list[str],
+    id_number: str,
+    log: Path,
+    *key: str,
+    operator: str = OPERATOR,
+) -> list[str]:
+    return [
+        "outlet",
+        operation,
+        *target,
+        "--id",
+        id_number,
+        *key,
+        "--operator",
+        operator,
+        "--log",
+        str(log),
+    ]
 
 
 def pins_twice(new_pin: str | None) -> str:
@@ -191,15 +211,25 @@ class Recording(VirtualReader):
         return response
 
 
-def run_in_process(path: Path, operation: str, id_number: str, log: Path,
-                   new_pin: str | None = None, key: bytes | None = None,
-                   operator: str = OPERATOR):
+def run_in_process(
+    path: Path,
+    operation: str,
+    id_number: str,
+    log: Path,
+    new_pin: str | None = None,
+    key: bytes | None = None,
+    operator: str = OPERATOR,
+):
     """Outlet.run over a traced VirtualReader; returns (outcome or exception, trace)."""
     trace: list[str] = []
     reader = VirtualReader(path, trace=trace.append)
     try:
-        desk = Outlet(reader, key if key is not None else fixture_master_key(),
-                      operator=operator, log=OutletLog(log))
+        desk = Outlet(
+            reader,
+            key if key is not None else fixture_master_key(),
+            operator=operator,
+            log=OutletLog(log),
+        )
         try:
             result = desk.run(Operation(operation), id_number, new_pin)
         except Exception as e:  # the test inspects it
@@ -234,8 +264,14 @@ class Desk:
             self._cards[path] = card
         return self._cards[path]
 
-    def do(self, operation: str, path: Path, id_number: str, new_pin: str | None = None,
-           now: str | None = None) -> None:
+    def do(
+        self,
+        operation: str,
+        path: Path,
+        id_number: str,
+        new_pin: str | None = None,
+        now: str | None = None,
+    ) -> None:
         """The operation, which must succeed; `now` is the CLI's state line expected after."""
         ssn = disk(path).holder.ssn
         if self.kind == "in-process":
@@ -252,8 +288,10 @@ class Desk:
             target = ["--card", str(path)]
         else:
             target = ["--reader", self._serve(path).reader]
-        result = cardio(*outlet_args(operation, target, id_number, self.log, "--test-key"),
-                        stdin=pins_twice(new_pin))
+        result = cardio(
+            *outlet_args(operation, target, id_number, self.log, "--test-key"),
+            stdin=pins_twice(new_pin),
+        )
         assert (result.returncode, result.stderr) == (0, ""), result.stderr
         lines = result.stdout.splitlines()
         assert f"operation   {operation}: done" in lines
@@ -476,8 +514,10 @@ def test_wrong_key_cli_exit_1_key_is_wrong_card_unchanged(tmp_path: Path, operat
     key = key_file(tmp_path, OTHER_KEY, 0o600)
     log = tmp_path / "outlet.log"
     new_pin = NEW_PIN if operation == "reset-pin" else None
-    result = cardio(*outlet_args(operation, ["--card", str(path)], ssn, log, "--key", str(key)),
-                    stdin=pins_twice(new_pin))
+    result = cardio(
+        *outlet_args(operation, ["--card", str(path)], ssn, log, "--key", str(key)),
+        stdin=pins_twice(new_pin),
+    )
     assert result.returncode == 1
     assert "key is wrong" in result.stderr
     assert result.stdout == ""
@@ -494,8 +534,10 @@ def test_wrong_key_over_pcsc_6988_and_card_unchanged(tmp_path: Path, served) -> 
     assert card.reader == VIRTUAL_PCD
     key = key_file(tmp_path, OTHER_KEY, 0o600)
     log = tmp_path / "outlet.log"
-    result = cardio(*outlet_args("reset-pin", ["--reader", VIRTUAL_PCD], LOCKED_SSN, log,
-                                 "--key", str(key)), stdin=pins_twice(NEW_PIN))
+    result = cardio(
+        *outlet_args("reset-pin", ["--reader", VIRTUAL_PCD], LOCKED_SSN, log, "--key", str(key)),
+        stdin=pins_twice(NEW_PIN),
+    )
     assert result.returncode == 1
     assert "key is wrong" in result.stderr
     assert path.read_bytes() == before
@@ -510,8 +552,9 @@ def test_the_right_key_from_a_private_key_file_works(tmp_path: Path) -> None:
     key = key_file(tmp_path, fixture_master_key(), 0o600)
     assert load_key(key) == b"TEST-ONLY-SM4KEY"
     log = tmp_path / "outlet.log"
-    result = cardio(*outlet_args("cancel-pin", ["--card", str(path)], ENABLED_SSN, log,
-                                 "--key", str(key)))
+    result = cardio(
+        *outlet_args("cancel-pin", ["--card", str(path)], ENABLED_SSN, log, "--key", str(key))
+    )
     assert (result.returncode, result.stderr) == (0, "")
     assert disk(path).pin_state is PinState.DISABLED
 
@@ -536,8 +579,9 @@ def test_mac_is_the_one_of_section_7_written_out(tmp_path: Path, operation: str)
     assert card_key == state.card_key
     reader = Recording(path)
     try:
-        desk = Outlet(reader, fixture_master_key(), operator=OPERATOR,
-                      log=OutletLog(tmp_path / "o.log"))
+        desk = Outlet(
+            reader, fixture_master_key(), operator=OPERATOR, log=OutletLog(tmp_path / "o.log")
+        )
         new_pin = NEW_PIN if operation == "reset-pin" else None
         assert desk.run(Operation(operation), ssn, new_pin).ok
     finally:
@@ -560,11 +604,15 @@ def test_mac_is_the_one_of_section_7_written_out(tmp_path: Path, operation: str)
 
 @pytest.mark.parametrize(
     ("operation", "state"),
-    [("reset-pin", PinState.ENABLED), ("restore-initial", PinState.INITIAL),
-     ("cancel-pin", PinState.DISABLED)],
+    [
+        ("reset-pin", PinState.ENABLED),
+        ("restore-initial", PinState.INITIAL),
+        ("cancel-pin", PinState.DISABLED),
+    ],
 )
-def test_every_pin_operation_unblocks_a_locked_card(tmp_path: Path, operation: str,
-                                                    state: PinState) -> None:
+def test_every_pin_operation_unblocks_a_locked_card(
+    tmp_path: Path, operation: str, state: PinState
+) -> None:
     path = new_card(tmp_path, "locked")
     assert disk(path).tries_left == 0
     new_pin = NEW_PIN if operation == "reset-pin" else None
@@ -598,15 +646,15 @@ def replay(path: Path, apdu: str) -> None:
 
 
 @pytest.mark.parametrize("operation", list(TARGETS))
-def test_replay_in_the_same_session_right_after_is_refused(tmp_path: Path,
-                                                           operation: str) -> None:
+def test_replay_in_the_same_session_right_after_is_refused(tmp_path: Path, operation: str) -> None:
     """The challenge was spent by the command it protected: the same bytes again get 6984."""
     profile, ssn = TARGETS[operation]
     path = new_card(tmp_path, profile)
     reader = Recording(path)
     try:
-        desk = Outlet(reader, fixture_master_key(), operator=OPERATOR,
-                      log=OutletLog(tmp_path / "o.log"))
+        desk = Outlet(
+            reader, fixture_master_key(), operator=OPERATOR, log=OutletLog(tmp_path / "o.log")
+        )
         new_pin = NEW_PIN if operation == "reset-pin" else None
         assert desk.run(Operation(operation), ssn, new_pin).ok
         (raw,) = [a for a in reader.raw if a[0] == 0x84]
@@ -622,8 +670,9 @@ def test_replayed_restore_initial_is_refused(tmp_path: Path) -> None:
     trace: list[str] = []
     recording = Recording(path, trace=trace.append)
     try:
-        desk = Outlet(recording, fixture_master_key(), operator=OPERATOR,
-                      log=OutletLog(tmp_path / "o.log"))
+        desk = Outlet(
+            recording, fixture_master_key(), operator=OPERATOR, log=OutletLog(tmp_path / "o.log")
+        )
         assert desk.run(Operation.RESTORE_INITIAL, ENABLED_SSN).ok
     finally:
         recording.close()
@@ -654,8 +703,9 @@ def test_replayed_reset_pin_is_refused(tmp_path: Path) -> None:
     trace: list[str] = []
     reader = Recording(path, trace=trace.append)
     try:
-        desk = Outlet(reader, fixture_master_key(), operator=OPERATOR,
-                      log=OutletLog(tmp_path / "o.log"))
+        desk = Outlet(
+            reader, fixture_master_key(), operator=OPERATOR, log=OutletLog(tmp_path / "o.log")
+        )
         assert desk.run(Operation.RESET_PIN, LOCKED_SSN, NEW_PIN).ok
     finally:
         reader.close()
@@ -695,8 +745,9 @@ WRONG_IDS = [
 
 @pytest.mark.parametrize("wrong_id", WRONG_IDS)
 @pytest.mark.parametrize("operation", list(TARGETS))
-def test_id_mismatch_in_process_sends_nothing(tmp_path: Path, operation: str,
-                                              wrong_id: str) -> None:
+def test_id_mismatch_in_process_sends_nothing(
+    tmp_path: Path, operation: str, wrong_id: str
+) -> None:
     profile, ssn = TARGETS[operation]
     path = new_card(tmp_path, profile)
     before = path.read_bytes()
@@ -728,8 +779,10 @@ def test_id_mismatch_cli_exit_1_card_byte_identical(tmp_path: Path, operation: s
     # one digit off in the sequence part: the check digit does not save it
     wrong = ssn[:14] + str((int(ssn[14]) + 1) % 10) + ssn[15:]
     assert wrong != ssn
-    result = cardio(*outlet_args(operation, ["--card", str(path)], wrong, log, "--test-key"),
-                    stdin=pins_twice(new_pin))
+    result = cardio(
+        *outlet_args(operation, ["--card", str(path)], wrong, log, "--test-key"),
+        stdin=pins_twice(new_pin),
+    )
     assert result.returncode == 1
     assert result.stdout == ""
     assert "does not match" in result.stderr
@@ -755,8 +808,12 @@ def test_id_mismatch_cli_in_process_reader_sees_no_privileged_apdu(
     path = new_card(tmp_path, "locked")
     before = path.read_bytes()
     out = io.StringIO()
-    code = cli.main(outlet_args("reset-pin", ["--card", str(path)], ENABLED_SSN,
-                                tmp_path / "o.log", "--test-key"), out=out)
+    code = cli.main(
+        outlet_args(
+            "reset-pin", ["--card", str(path)], ENABLED_SSN, tmp_path / "o.log", "--test-key"
+        ),
+        out=out,
+    )
     assert code == 1
     assert out.getvalue() == ""
     assert "does not match" in capsys.readouterr().err
@@ -770,8 +827,11 @@ def test_id_mismatch_over_pcsc_sends_nothing(tmp_path: Path, served) -> None:
     before = path.read_bytes()
     card = served(path, 0, "-v")
     log = tmp_path / "outlet.log"
-    result = cardio(*outlet_args("restore-initial", ["--reader", VIRTUAL_PCD],
-                                 EMPLOYEE_NEW_SSN, log, "--test-key"))
+    result = cardio(
+        *outlet_args(
+            "restore-initial", ["--reader", VIRTUAL_PCD], EMPLOYEE_NEW_SSN, log, "--test-key"
+        )
+    )
     assert result.returncode == 1
     assert "does not match" in result.stderr
     served_log = card.output()
@@ -824,8 +884,9 @@ def test_key_file_readable_by_others_refused(tmp_path: Path, mode: int) -> None:
     before = path.read_bytes()
     key = key_file(tmp_path, fixture_master_key(), mode)  # even the right key
     log = tmp_path / "outlet.log"
-    result = cardio(*outlet_args("cancel-pin", ["--card", str(path)], ENABLED_SSN, log,
-                                 "--key", str(key)))
+    result = cardio(
+        *outlet_args("cancel-pin", ["--card", str(path)], ENABLED_SSN, log, "--key", str(key))
+    )
     assert result.returncode == 1
     assert result.stdout == ""
     assert "chmod 600" in result.stderr
@@ -839,8 +900,16 @@ def test_missing_key_file(tmp_path: Path) -> None:
     path = new_card(tmp_path, "employee-enabled")
     before = path.read_bytes()
     missing = tmp_path / "no-such.key"
-    result = cardio(*outlet_args("cancel-pin", ["--card", str(path)], ENABLED_SSN,
-                                 tmp_path / "o.log", "--key", str(missing)))
+    result = cardio(
+        *outlet_args(
+            "cancel-pin",
+            ["--card", str(path)],
+            ENABLED_SSN,
+            tmp_path / "o.log",
+            "--key",
+            str(missing),
+        )
+    )
     assert result.returncode == 1
     assert result.stdout == ""
     assert "no such key file" in result.stderr
@@ -853,8 +922,17 @@ def test_key_and_test_key_are_mutually_exclusive(tmp_path: Path) -> None:
     path = new_card(tmp_path, "employee-enabled")
     before = path.read_bytes()
     key = key_file(tmp_path, fixture_master_key(), 0o600)
-    result = cardio(*outlet_args("cancel-pin", ["--card", str(path)], ENABLED_SSN,
-                                 tmp_path / "o.log", "--key", str(key), "--test-key"))
+    result = cardio(
+        *outlet_args(
+            "cancel-pin",
+            ["--card", str(path)],
+            ENABLED_SSN,
+            tmp_path / "o.log",
+            "--key",
+            str(key),
+            "--test-key",
+        )
+    )
     assert result.returncode == 2
     assert "not allowed with argument" in result.stderr
     assert path.read_bytes() == before
@@ -866,8 +944,16 @@ def test_fixture_test_key_file_only_through_test_key(tmp_path: Path) -> None:
     before = path.read_bytes()
     fixture_key = data_dir("keys") / "TEST-ONLY-master-key.hex"
     assert stat.S_IMODE(fixture_key.stat().st_mode) & 0o077  # a checkout makes it 0644
-    result = cardio(*outlet_args("cancel-pin", ["--card", str(path)], ENABLED_SSN,
-                                 tmp_path / "o.log", "--key", str(fixture_key)))
+    result = cardio(
+        *outlet_args(
+            "cancel-pin",
+            ["--card", str(path)],
+            ENABLED_SSN,
+            tmp_path / "o.log",
+            "--key",
+            str(fixture_key),
+        )
+    )
     assert result.returncode == 1
     assert "chmod 600" in result.stderr
     assert path.read_bytes() == before
@@ -876,8 +962,9 @@ def test_fixture_test_key_file_only_through_test_key(tmp_path: Path) -> None:
 def test_id_is_required_exits_2(tmp_path: Path) -> None:
     path = new_card(tmp_path, "employee-enabled")
     before = path.read_bytes()
-    result = cardio("outlet", "cancel-pin", "--card", path, "--test-key",
-                    "--log", tmp_path / "o.log")
+    result = cardio(
+        "outlet", "cancel-pin", "--card", path, "--test-key", "--log", tmp_path / "o.log"
+    )
     assert result.returncode == 2
     assert "--id" in result.stderr and "required" in result.stderr
     assert path.read_bytes() == before
@@ -887,8 +974,9 @@ def test_id_is_required_exits_2(tmp_path: Path) -> None:
 def test_no_key_given_exits_2(tmp_path: Path) -> None:
     path = new_card(tmp_path, "employee-enabled")
     before = path.read_bytes()
-    result = cardio(*outlet_args("cancel-pin", ["--card", str(path)], ENABLED_SSN,
-                                 tmp_path / "o.log"))
+    result = cardio(
+        *outlet_args("cancel-pin", ["--card", str(path)], ENABLED_SSN, tmp_path / "o.log")
+    )
     assert result.returncode == 2
     assert "--key" in result.stderr and "--test-key" in result.stderr
     assert "required" in result.stderr
@@ -902,8 +990,10 @@ def test_no_key_given_exits_2(tmp_path: Path) -> None:
 def test_reset_pin_reads_the_new_pin_twice_from_stdin(tmp_path: Path) -> None:
     path = new_card(tmp_path, "locked")
     log = tmp_path / "outlet.log"
-    result = cardio(*outlet_args("reset-pin", ["--card", str(path)], LOCKED_SSN, log,
-                                 "--test-key"), stdin=f"{NEW_PIN}\n{NEW_PIN}\n")
+    result = cardio(
+        *outlet_args("reset-pin", ["--card", str(path)], LOCKED_SSN, log, "--test-key"),
+        stdin=f"{NEW_PIN}\n{NEW_PIN}\n",
+    )
     assert (result.returncode, result.stderr) == (0, "")
     assert disk(path).pin.matches(NEW_PIN)
     assert NEW_PIN not in result.stdout
@@ -919,8 +1009,9 @@ def test_reset_pin_mismatch_refused_and_nothing_sent(tmp_path: Path, stdin: str)
     path = new_card(tmp_path, "locked")
     before = path.read_bytes()
     log = tmp_path / "outlet.log"
-    result = cardio(*outlet_args("reset-pin", ["--card", str(path)], LOCKED_SSN, log,
-                                 "--test-key"), stdin=stdin)
+    result = cardio(
+        *outlet_args("reset-pin", ["--card", str(path)], LOCKED_SSN, log, "--test-key"), stdin=stdin
+    )
     assert result.returncode == 1
     assert result.stdout == ""
     assert "do not match" in result.stderr
@@ -943,8 +1034,12 @@ def test_reset_pin_mismatch_in_process_main_touches_no_card(
     monkeypatch.setattr(cli, "VirtualReader", recording)
     monkeypatch.setattr(sys, "stdin", io.StringIO(f"{NEW_PIN}\n{OTHER_PIN}\n"))
     path = new_card(tmp_path, "locked")
-    code = cli.main(outlet_args("reset-pin", ["--card", str(path)], LOCKED_SSN,
-                                tmp_path / "o.log", "--test-key"), out=io.StringIO())
+    code = cli.main(
+        outlet_args(
+            "reset-pin", ["--card", str(path)], LOCKED_SSN, tmp_path / "o.log", "--test-key"
+        ),
+        out=io.StringIO(),
+    )
     assert code == 1
     assert "do not match" in capsys.readouterr().err
     assert sum(len(r.raw) for r in made) == 0
@@ -992,8 +1087,10 @@ def test_reset_pin_s15_violation_refused_cli(tmp_path: Path, bad: str, rule: str
     path = new_card(tmp_path, "locked")
     before = path.read_bytes()
     log = tmp_path / "outlet.log"
-    result = cardio(*outlet_args("reset-pin", ["--card", str(path)], LOCKED_SSN, log,
-                                 "--test-key"), stdin=f"{bad}\n{bad}\n")
+    result = cardio(
+        *outlet_args("reset-pin", ["--card", str(path)], LOCKED_SSN, log, "--test-key"),
+        stdin=f"{bad}\n{bad}\n",
+    )
     assert result.returncode == 1
     assert result.stdout == ""
     assert f"breaks the PIN rules ({rule})" in result.stderr
@@ -1010,9 +1107,13 @@ def test_reset_pin_no_command_line_option_for_a_pin(tmp_path: Path) -> None:
     path = new_card(tmp_path, "locked")
     before = path.read_bytes()
     for extra in (["--pin", NEW_PIN], ["--new-pin", NEW_PIN], [NEW_PIN]):
-        result = cardio(*outlet_args("reset-pin", ["--card", str(path)], LOCKED_SSN,
-                                     tmp_path / "o.log", "--test-key"), *extra,
-                        stdin=pins_twice(NEW_PIN))
+        result = cardio(
+            *outlet_args(
+                "reset-pin", ["--card", str(path)], LOCKED_SSN, tmp_path / "o.log", "--test-key"
+            ),
+            *extra,
+            stdin=pins_twice(NEW_PIN),
+        )
         assert result.returncode == 2, extra
         assert path.read_bytes() == before
 
@@ -1020,8 +1121,10 @@ def test_reset_pin_no_command_line_option_for_a_pin(tmp_path: Path) -> None:
 def test_reset_pin_never_in_stdout_stderr_log_or_card_file(tmp_path: Path) -> None:
     path = new_card(tmp_path, "locked")
     log = tmp_path / "outlet.log"
-    result = cardio(*outlet_args("reset-pin", ["--card", str(path)], LOCKED_SSN, log,
-                                 "--test-key"), stdin=pins_twice(NEW_PIN))
+    result = cardio(
+        *outlet_args("reset-pin", ["--card", str(path)], LOCKED_SSN, log, "--test-key"),
+        stdin=pins_twice(NEW_PIN),
+    )
     assert result.returncode == 0
     for text in (result.stdout, result.stderr, log.read_text("utf-8")):
         assert NEW_PIN not in text
@@ -1032,8 +1135,12 @@ def test_reset_pin_never_in_stdout_stderr_log_or_card_file(tmp_path: Path) -> No
 def test_reset_pin_with_no_pin_on_stdin_refused_and_nothing_changed(tmp_path: Path) -> None:
     path = new_card(tmp_path, "locked")
     before = path.read_bytes()
-    result = cardio(*outlet_args("reset-pin", ["--card", str(path)], LOCKED_SSN,
-                                 tmp_path / "o.log", "--test-key"), stdin="")
+    result = cardio(
+        *outlet_args(
+            "reset-pin", ["--card", str(path)], LOCKED_SSN, tmp_path / "o.log", "--test-key"
+        ),
+        stdin="",
+    )
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.startswith("cardio: ")
@@ -1046,8 +1153,11 @@ def test_reset_pin_with_no_pin_on_stdin_refused_and_nothing_changed(tmp_path: Pa
 
 def test_s7_query_password_shown_and_labelled_not_the_card_pin(tmp_path: Path) -> None:
     path = new_card(tmp_path, "employee-enabled")
-    result = cardio(*outlet_args("restore-initial", ["--card", str(path)], ENABLED_SSN,
-                                 tmp_path / "o.log", "--test-key"))
+    result = cardio(
+        *outlet_args(
+            "restore-initial", ["--card", str(path)], ENABLED_SSN, tmp_path / "o.log", "--test-key"
+        )
+    )
     assert result.returncode == 0
     (line,) = [ln for ln in result.stdout.splitlines() if "查询密码" in ln]
     assert line == "online query password (查询密码, not the card PIN): 11020480"
@@ -1056,8 +1166,11 @@ def test_s7_query_password_shown_and_labelled_not_the_card_pin(tmp_path: Path) -
 
 def test_s7_query_password_of_a_holder_whose_id_ends_in_x(tmp_path: Path) -> None:
     path = make_x_card(tmp_path)
-    result = cardio(*outlet_args("restore-initial", ["--card", str(path)], X_SSN,
-                                 tmp_path / "o.log", "--test-key"))
+    result = cardio(
+        *outlet_args(
+            "restore-initial", ["--card", str(path)], X_SSN, tmp_path / "o.log", "--test-key"
+        )
+    )
     assert (result.returncode, result.stderr) == (0, "")
     (line,) = [ln for ln in result.stdout.splitlines() if "查询密码" in ln]
     assert line == "online query password (查询密码, not the card PIN): 03121180"
@@ -1084,8 +1197,9 @@ def test_outlet_log_one_result_line_per_operation_refused_too(tmp_path: Path) ->
         ("restore-initial", ENABLED_SSN, None, 0),
     ]
     for operation, id_number, new_pin, code in runs:
-        result = cardio(*outlet_args(operation, target, id_number, log, "--test-key"),
-                        stdin=pins_twice(new_pin))
+        result = cardio(
+            *outlet_args(operation, target, id_number, log, "--test-key"), stdin=pins_twice(new_pin)
+        )
         assert result.returncode == code, (operation, result.stderr)
     key = key_file(tmp_path, OTHER_KEY, 0o600)
     result = cardio(*outlet_args("cancel-pin", target, ENABLED_SSN, log, "--key", str(key)))
@@ -1098,8 +1212,19 @@ def test_outlet_log_one_result_line_per_operation_refused_too(tmp_path: Path) ->
     entries = log_entries(log)
     assert len(entries) == 6
     # an intent line before each command sent to the card; none before a refusal
-    assert_started_then(log, "started", "9000", "refused:", "refused:", "started", "9000",
-                        "started", "9000", "started", "6988")
+    assert_started_then(
+        log,
+        "started",
+        "9000",
+        "refused:",
+        "refused:",
+        "started",
+        "9000",
+        "started",
+        "9000",
+        "started",
+        "6988",
+    )
     for entry in entries:
         assert set(entry) >= LOG_FIELDS
         assert entry["operator"] == OPERATOR
@@ -1107,7 +1232,11 @@ def test_outlet_log_one_result_line_per_operation_refused_too(tmp_path: Path) ->
         when = dt.datetime.fromisoformat(str(entry["time"]))
         assert when.tzinfo is not None and start <= when <= end
     assert [e["operation"] for e in entries] == [
-        "cancel-pin", "restore-initial", "reset-pin", "reset-pin", "restore-initial",
+        "cancel-pin",
+        "restore-initial",
+        "reset-pin",
+        "reset-pin",
+        "restore-initial",
         "cancel-pin",
     ]
     results = [str(e["result"]) for e in entries]
@@ -1138,8 +1267,10 @@ def test_outlet_log_over_pcsc(tmp_path: Path, served) -> None:
     path = new_card(tmp_path, "locked")
     card = served(path, 0, "-v")
     log = tmp_path / "outlet.log"
-    result = cardio(*outlet_args("reset-pin", ["--reader", slot_name(0)], LOCKED_SSN, log,
-                                 "--test-key"), stdin=pins_twice(NEW_PIN))
+    result = cardio(
+        *outlet_args("reset-pin", ["--reader", slot_name(0)], LOCKED_SSN, log, "--test-key"),
+        stdin=pins_twice(NEW_PIN),
+    )
     assert (result.returncode, result.stderr) == (0, "")
     (entry,) = log_entries(log)
     assert entry["card_number"] == "A87171845"
@@ -1156,8 +1287,10 @@ def test_outlet_log_records_a_reset_refused_for_a_pin_mismatch(tmp_path: Path) -
     path = new_card(tmp_path, "locked")
     before = path.read_bytes()
     log = tmp_path / "outlet.log"
-    result = cardio(*outlet_args("reset-pin", ["--card", str(path)], LOCKED_SSN, log,
-                                 "--test-key"), stdin=f"{NEW_PIN}\n{OTHER_PIN}\n")
+    result = cardio(
+        *outlet_args("reset-pin", ["--card", str(path)], LOCKED_SSN, log, "--test-key"),
+        stdin=f"{NEW_PIN}\n{OTHER_PIN}\n",
+    )
     assert result.returncode == 1
     assert path.read_bytes() == before
     assert log.exists(), "the refused reset-pin (PIN mismatch) left no line in the outlet log"

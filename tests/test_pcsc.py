@@ -53,7 +53,9 @@ def expected_atr(path: Path) -> bytes:
 def cardio(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "cardio.cli", *args],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -298,9 +300,7 @@ def test_insert_and_remove_events_when_serve_starts_and_stops(tmp_path, served):
     assert not monitor.alive
 
 
-def test_event_monitor_survives_a_pcscd_restart_and_stops_promptly(
-    tmp_path, served, pcsc_stack
-):
+def test_event_monitor_survives_a_pcscd_restart_and_stops_promptly(tmp_path, served, pcsc_stack):
     if not pcsc_stack.owned:
         pytest.skip("this pcscd is not the suite's own; it cannot be restarted")
     path = new_card(tmp_path, "card")
@@ -323,8 +323,12 @@ def test_event_monitor_survives_a_pcscd_restart_and_stops_promptly(
         again = len(kinds) - 1 - kinds[::-1].index(EventKind.INSERTED)
         assert kinds[0] == EventKind.INSERTED
         assert 0 < lost < back < again, kinds
-        assert set(kinds) <= {EventKind.INSERTED, EventKind.REMOVED, EventKind.SERVICE_LOST,
-                              EventKind.SERVICE_BACK}, kinds
+        assert set(kinds) <= {
+            EventKind.INSERTED,
+            EventKind.REMOVED,
+            EventKind.SERVICE_LOST,
+            EventKind.SERVICE_BACK,
+        }, kinds
         inserted = [e for e in events.items if e.kind == EventKind.INSERTED]
         assert [(e.reader, e.atr) for e in inserted] == [(name, expected_atr(path))] * 2
     finally:
@@ -354,10 +358,13 @@ def assert_powered_off_between_sessions(card) -> None:
     wait_for(lambda: log_lines(card).count("> 00 20 00 00") == 1, "the status query in the log")
     lines = log_lines(card)
     at = lines.index("> 00 20 00 00 03 ** ** **")
-    assert lines[at:at + 6] == [
-        "> 00 20 00 00 03 ** ** **", "< 90 00",
-        "control power off", "control power on",
-        "> 00 20 00 00", "< 63 C6",
+    assert lines[at : at + 6] == [
+        "> 00 20 00 00 03 ** ** **",
+        "< 90 00",
+        "control power off",
+        "control power on",
+        "> 00 20 00 00",
+        "< 63 C6",
     ], lines
 
 
@@ -592,4 +599,3 @@ def test_serve_verbose_logs_apdus_with_pin_bytes_masked(tmp_path, served, reader
     compact = re.sub(r"\s+", "", log)
     for digits in (WRONG_PIN, INITIAL_PIN, NEW_PIN):
         assert digits not in compact
-

@@ -45,26 +45,55 @@ ROOT = Path(__file__).resolve().parent.parent
 
 WIRE: dict[type[Enum], dict[str, int | str]] = {
     Sw: {
-        "OK": 0x9000, "MEMORY_FAILURE": 0x6581, "WRONG_LENGTH": 0x6700,
-        "SECURITY_NOT_SATISFIED": 0x6982, "PIN_BLOCKED": 0x6983, "NO_CHALLENGE": 0x6984,
-        "CONDITIONS_NOT_SATISFIED": 0x6985, "NO_CURRENT_EF": 0x6986, "MAC_MISSING": 0x6987,
-        "MAC_WRONG": 0x6988, "WRONG_DATA": 0x6A80, "FILE_NOT_FOUND": 0x6A82,
-        "RECORD_NOT_FOUND": 0x6A83, "WRONG_P1P2": 0x6A86, "DATA_NOT_FOUND": 0x6A88,
-        "INS_NOT_SUPPORTED": 0x6D00, "CLA_NOT_SUPPORTED": 0x6E00, "NO_DIAGNOSIS": 0x6F00,
+        "OK": 0x9000,
+        "MEMORY_FAILURE": 0x6581,
+        "WRONG_LENGTH": 0x6700,
+        "SECURITY_NOT_SATISFIED": 0x6982,
+        "PIN_BLOCKED": 0x6983,
+        "NO_CHALLENGE": 0x6984,
+        "CONDITIONS_NOT_SATISFIED": 0x6985,
+        "NO_CURRENT_EF": 0x6986,
+        "MAC_MISSING": 0x6987,
+        "MAC_WRONG": 0x6988,
+        "WRONG_DATA": 0x6A80,
+        "FILE_NOT_FOUND": 0x6A82,
+        "RECORD_NOT_FOUND": 0x6A83,
+        "WRONG_P1P2": 0x6A86,
+        "DATA_NOT_FOUND": 0x6A88,
+        "INS_NOT_SUPPORTED": 0x6D00,
+        "CLA_NOT_SUPPORTED": 0x6E00,
+        "NO_DIAGNOSIS": 0x6F00,
     },
     Cla: {"ISO": 0x00, "PROPRIETARY": 0x80, "SECURE_MESSAGING": 0x84},
     Ins: {
-        "VERIFY": 0x20, "CHANGE_REFERENCE": 0x24, "RESET_RETRY": 0x2C, "OUTLET_PIN": 0x5E,
-        "GET_CHALLENGE": 0x84, "OUTLET_ACTIVATE": 0x18, "SELECT": 0xA4, "READ_RECORD": 0xB2,
-        "GET_RESPONSE": 0xC0, "GET_DATA": 0xCA,
+        "VERIFY": 0x20,
+        "CHANGE_REFERENCE": 0x24,
+        "RESET_RETRY": 0x2C,
+        "OUTLET_PIN": 0x5E,
+        "GET_CHALLENGE": 0x84,
+        "OUTLET_ACTIVATE": 0x18,
+        "SELECT": 0xA4,
+        "READ_RECORD": 0xB2,
+        "GET_RESPONSE": 0xC0,
+        "GET_DATA": 0xCA,
     },
     OutletPin: {"RESET": 0x00, "RESTORE_INITIAL": 0x01, "CANCEL": 0x02},
     Fid: {"MF": 0x3F00, "EF05": 0xEF05, "EF06": 0xEF06, "DF04": 0xDF04},
     Sfi: {"EF05": 0x05, "EF06": 0x06},
     Tag: {
-        "IDENTIFICATION_CODE": 0x01, "CATEGORY": 0x02, "SPEC_VERSION": 0x03, "ISSUER": 0x04,
-        "ISSUE_DATE": 0x05, "EXPIRY_DATE": 0x06, "CARD_NUMBER": 0x07, "SSN": 0x08,
-        "NAME": 0x09, "SEX": 0x0A, "ETHNIC": 0x0B, "BIRTHPLACE": 0x0C, "BIRTH_DATE": 0x0D,
+        "IDENTIFICATION_CODE": 0x01,
+        "CATEGORY": 0x02,
+        "SPEC_VERSION": 0x03,
+        "ISSUER": 0x04,
+        "ISSUE_DATE": 0x05,
+        "EXPIRY_DATE": 0x06,
+        "CARD_NUMBER": 0x07,
+        "SSN": 0x08,
+        "NAME": 0x09,
+        "SEX": 0x0A,
+        "ETHNIC": 0x0B,
+        "BIRTHPLACE": 0x0C,
+        "BIRTH_DATE": 0x0D,
     },
     MedicalTag: {"SCHEME": 0x01},
     Category: {"SOCIAL_SECURITY": "1", "OLD_MEDICAL": "L"},
@@ -91,7 +120,8 @@ def test_the_state_bytes_are_explicit_mappings_not_enum_order() -> None:
     assert {s.name: b for s, b in LIFE_CYCLE_BYTES.items()} == LIFE_CYCLE_WIRE
     assert {s.name: b for s, b in PIN_STATE_BYTES.items()} == PIN_STATE_WIRE
     assert {b: s.name for b, s in PIN_STATE_OF_BYTE.items()} == {
-        b: name for name, b in PIN_STATE_WIRE.items()}
+        b: name for name, b in PIN_STATE_WIRE.items()
+    }
     assert (PIN_STATUS_TAG, PIN_STATUS_LENGTH) == (0xC1, 4)
 
 
@@ -101,8 +131,9 @@ def test_get_data_answers_the_pinned_bytes(pin_state: PinState, life_cycle: Life
     state = load("employee-new").with_(pin_state=pin_state, life_cycle=life_cycle)
     card = VirtualCard(state)
     card.power_on()
-    answer = bytes((0xC1, 0x04, LIFE_CYCLE_WIRE[life_cycle.name], PIN_STATE_WIRE[pin_state.name],
-                    6, 6))
+    answer = bytes(
+        (0xC1, 0x04, LIFE_CYCLE_WIRE[life_cycle.name], PIN_STATE_WIRE[pin_state.name], 6, 6)
+    )
     assert send(card, "80 CA 00 C1 00") == answer + h("90 00")
 
 
@@ -199,8 +230,11 @@ def _findings(path: Path, root: Path = ROOT) -> tuple[list[str], list[str]]:
                 if (positions is None or i in positions) and _is_int(arg):
                     literals.append(f"{where}:{node.lineno}: {name}() argument {i} is a literal")
             if name == "Ef" and len(node.args) > 2 and isinstance(node.args[2], ast.Dict):
-                literals += [f"{where}:{node.lineno}: Ef record tag is a literal"
-                             for key in node.args[2].keys if key is not None and _is_int(key)]
+                literals += [
+                    f"{where}:{node.lineno}: Ef record tag is a literal"
+                    for key in node.args[2].keys
+                    if key is not None and _is_int(key)
+                ]
     return literals, schemes
 
 
@@ -235,8 +269,12 @@ def test_no_scheme_code_is_spelled_out() -> None:
         schemes = _findings(path)[1]
         if schemes:
             found[path.relative_to(ROOT).as_posix()] = schemes
-    unexpected = [line for where, lines in found.items()
-                  if where not in SCHEME_LITERALS_PENDING for line in lines]
+    unexpected = [
+        line
+        for where, lines in found.items()
+        if where not in SCHEME_LITERALS_PENDING
+        for line in lines
+    ]
     assert unexpected == [], "use cardio.model.Scheme:\n" + "\n".join(unexpected)
     stale = sorted(set(SCHEME_LITERALS_PENDING) - set(found))
     assert stale == [], f"no scheme literal left in {stale}: remove it from the pending list"

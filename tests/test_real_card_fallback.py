@@ -47,7 +47,11 @@ def test_protocol_falls_back_to_the_empty_verify(tmp_path: Path):
     card.verify("000000")  # one wrong try, so the count is not the limit
     status = card.read_info().status
     assert (status.life_cycle, status.pin_state, status.tries_left, status.try_limit) == (
-        None, None, 5, None)
+        None,
+        None,
+        5,
+        None,
+    )
     assert "> 00 20 00 00" in lines  # the status query, which costs no try
     reader.close()
     assert store.read(path).tries_left == 5

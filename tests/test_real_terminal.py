@@ -30,12 +30,22 @@ class Tmux:
     def __init__(self, command: list[str]) -> None:
         self.socket = f"shebao-{uuid.uuid4().hex[:8]}"
         env_cmd = ["env", "LANG=C.UTF-8", "LC_ALL=C.UTF-8", "TERM=xterm-256color", *command]
-        self._tmux("new-session", "-d", "-s", "pos", "-x", "80", "-y", "24",
-                   " ".join(_quote(c) for c in env_cmd))
+        self._tmux(
+            "new-session",
+            "-d",
+            "-s",
+            "pos",
+            "-x",
+            "80",
+            "-y",
+            "24",
+            " ".join(_quote(c) for c in env_cmd),
+        )
 
     def _tmux(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-u", "-L", self.socket, *args], check=True,
-                              capture_output=True, text=True).stdout
+        return subprocess.run(
+            ["tmux", "-u", "-L", self.socket, *args], check=True, capture_output=True, text=True
+        ).stdout
 
     def screen(self) -> str:
         return self._tmux("capture-pane", "-p", "-t", "pos")
@@ -47,11 +57,13 @@ class Tmux:
         self.keys(*digits)
 
     def wait_for(self, *phrases: str, timeout: float = WAIT) -> str:
-        return self.wait_until(lambda shown: all(p in shown for p in phrases), phrases,
-                               timeout=timeout)
+        return self.wait_until(
+            lambda shown: all(p in shown for p in phrases), phrases, timeout=timeout
+        )
 
-    def wait_until(self, ok: Callable[[str], bool], what: object = "the expected screen",
-                   timeout: float = WAIT) -> str:
+    def wait_until(
+        self, ok: Callable[[str], bool], what: object = "the expected screen", timeout: float = WAIT
+    ) -> str:
         deadline = time.monotonic() + timeout
         shown = ""
         while time.monotonic() < deadline:
@@ -146,8 +158,13 @@ def _debits(ssn: str) -> list[str]:
     home = Path(os.environ["SHEBAO_POS_HOME"])
     assert (home / "host.sqlite3").is_file(), "the app's host database is not in SHEBAO_POS_HOME"
     pos_host = Path(sys.executable).parent / "pos-host"
-    out = subprocess.run([str(pos_host), "history", "--ssn", ssn], check=True,
-                         capture_output=True, text=True, timeout=30).stdout
+    out = subprocess.run(
+        [str(pos_host), "history", "--ssn", ssn],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
     return [row for row in out.splitlines() if " DEBITED " in row]
 
 
@@ -160,8 +177,7 @@ def _start_payment(term: Tmux) -> None:
     term.keys("Enter")
 
 
-def test_a_pin_change_is_shown_whether_or_not_the_card_stays(tmp_path: Path,
-                                                             tmux_available: None):
+def test_a_pin_change_is_shown_whether_or_not_the_card_stays(tmp_path: Path, tmux_available: None):
     card = tmp_path / "card.json"
     profiles.new_card("employee-new", card)
     term = _pos_terminal(card)
@@ -177,7 +193,8 @@ def test_a_pin_change_is_shown_whether_or_not_the_card_stays(tmp_path: Path,
         term.keys("Enter", "F2")  # the card is pulled while the change and debit run
         term.wait_until(
             lambda s: "密码修改成功" in s and ("消费授权成功" in s or "卡片已拔出" in s),
-            "密码修改成功 with the receipt or with 卡片已拔出")
+            "密码修改成功 with the receipt or with 卡片已拔出",
+        )
         shown = term.wait_for("未插卡")  # the pull has landed; the screen is what stays
         debited = "消费授权成功" in shown
         assert "密码修改成功" in shown

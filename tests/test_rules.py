@@ -88,8 +88,14 @@ def test_rules_decision_order_1_to_8_exhaustive() -> None:
         ("310", "390", "170", None),
         (BEFORE, ON, AFTER),
     ):
-        f = facts(lost=lost, life_cycle=life, tries_left=tries, pin_state=state,
-                  category=category, scheme=scheme)
+        f = facts(
+            lost=lost,
+            life_cycle=life,
+            tries_left=tries,
+            pin_state=state,
+            category=category,
+            scheme=scheme,
+        )
         assert decide(f, s) == expected_decision(f, s), (f, s)
         checked += 1
     assert checked == 2 * 3 * 4 * 4 * 3 * 4 * 3
@@ -173,8 +179,9 @@ def test_s8_upgrade_date_itself_counts_as_reached() -> None:
 
 def test_s8_upgrade_date_is_configurable() -> None:
     other = dt.date(2031, 1, 2)
-    assert decide(facts(), Settings(upgrade_date=other, today=dt.date(2031, 1, 1))) \
-        is Decision.NO_PIN
+    assert (
+        decide(facts(), Settings(upgrade_date=other, today=dt.date(2031, 1, 1))) is Decision.NO_PIN
+    )
     assert decide(facts(), Settings(upgrade_date=other, today=other)) is Decision.FORCED_CHANGE
 
 
@@ -187,8 +194,11 @@ def test_s8_resident_schemes_never_forced(scheme: str) -> None:
 
 @pytest.mark.parametrize(
     "today",
-    [UPGRADE + dt.timedelta(days=365), UPGRADE + dt.timedelta(days=365 * 50),
-     dt.date(9999, 12, 31)],
+    [
+        UPGRADE + dt.timedelta(days=365),
+        UPGRADE + dt.timedelta(days=365 * 50),
+        dt.date(9999, 12, 31),
+    ],
 )
 def test_s9_no_deadline_still_forced_never_voided(today: dt.date) -> None:
     s = Settings(upgrade_date=UPGRADE, today=today)
@@ -213,8 +223,10 @@ def test_s12_legacy_category_l_never_forced(scheme: str, s: Settings) -> None:
     f = facts(category="L", scheme=scheme)
     assert forced_change_due(f, s) is False
     assert decide(f, s) is Decision.NO_PIN  # works as before: no PIN on its initial PIN
-    assert decide(facts(category="L", scheme=scheme, pin_state=PinState.ENABLED), s) \
+    assert (
+        decide(facts(category="L", scheme=scheme, pin_state=PinState.ENABLED), s)
         is Decision.ASK_PIN
+    )
 
 
 # --- S13, S16, S17, S18 ---------------------------------------------------------------
@@ -286,8 +298,9 @@ def test_rule8_known_pin_state_is_kept() -> None:
 
 
 @pytest.mark.parametrize("state", [PinState.INITIAL, PinState.ENABLED, PinState.DISABLED, None])
-@pytest.mark.parametrize(("category", "scheme"), [("1", "310"), ("1", "390"), ("1", "170"),
-                                                  ("L", "310")])
+@pytest.mark.parametrize(
+    ("category", "scheme"), [("1", "310"), ("1", "390"), ("1", "170"), ("L", "310")]
+)
 def test_s2_s3_holder_may_change_pin_any_time(
     category: str, scheme: str, state: PinState | None
 ) -> None:
@@ -297,8 +310,10 @@ def test_s2_s3_holder_may_change_pin_any_time(
 def test_may_change_pin_refusals_in_order_lost_not_activated_blocked() -> None:
     everything = facts(lost=True, life_cycle=LifeCycle.NOT_ACTIVATED, tries_left=0)
     assert may_change_pin(everything) is Decision.LOST
-    assert may_change_pin(facts(life_cycle=LifeCycle.NOT_ACTIVATED, tries_left=0)) \
+    assert (
+        may_change_pin(facts(life_cycle=LifeCycle.NOT_ACTIVATED, tries_left=0))
         is Decision.NOT_ACTIVATED
+    )
     assert may_change_pin(facts(tries_left=0)) is Decision.BLOCKED
 
 
@@ -308,7 +323,7 @@ ALL_DIGITS = "0123456789"
 
 
 def windows(digits: str) -> list[str]:
-    return [digits[i:i + 6] for i in range(len(digits) - 5)]
+    return [digits[i : i + 6] for i in range(len(digits) - 5)]
 
 
 def test_s15_violations_are_declared_in_the_order_they_are_checked() -> None:
@@ -348,8 +363,10 @@ def test_s15_violations_are_declared_in_the_order_they_are_checked() -> None:
 )
 def test_s15_not_six_ascii_digits(pin: str) -> None:
     assert check_new_pin(pin) is Violation.NOT_SIX_DIGITS
-    assert check_new_pin(pin, birth_date=dt.date(1985, 3, 12), phone="13812345678") \
+    assert (
+        check_new_pin(pin, birth_date=dt.date(1985, 3, 12), phone="13812345678")
         is Violation.NOT_SIX_DIGITS
+    )
 
 
 @pytest.mark.parametrize("digit", list(ALL_DIGITS))
@@ -369,8 +386,24 @@ def test_s15_consecutive_windows_are_the_ten_expected() -> None:
 
 @pytest.mark.parametrize(
     "pin",
-    ["890123", "901234", "789012", "678901", "098765", "109876", "210987", "123457",
-     "124567", "023456", "654320", "135792", "121212", "112233", "802613", "592046"],
+    [
+        "890123",
+        "901234",
+        "789012",
+        "678901",
+        "098765",
+        "109876",
+        "210987",
+        "123457",
+        "124567",
+        "023456",
+        "654320",
+        "135792",
+        "121212",
+        "112233",
+        "802613",
+        "592046",
+    ],
 )
 def test_s15_not_consecutive_is_accepted(pin: str) -> None:
     assert check_new_pin(pin) is None
@@ -389,13 +422,14 @@ def birth_forms(born: dt.date) -> list[str]:
     """Every 6-digit window of YYYYMMDD, plus MMDDYY and DDMMYY (S15)."""
     yyyymmdd = f"{born.year:04d}{born.month:02d}{born.day:02d}"
     yy = f"{born.year % 100:02d}"
-    return windows(yyyymmdd) + [f"{born.month:02d}{born.day:02d}{yy}",
-                                f"{born.day:02d}{born.month:02d}{yy}"]
+    return windows(yyyymmdd) + [
+        f"{born.month:02d}{born.day:02d}{yy}",
+        f"{born.day:02d}{born.month:02d}{yy}",
+    ]
 
 
 def test_s15_birth_forms_of_one_date() -> None:
-    assert birth_forms(dt.date(1985, 3, 12)) == [
-        "198503", "985031", "850312", "031285", "120385"]
+    assert birth_forms(dt.date(1985, 3, 12)) == ["198503", "985031", "850312", "031285", "120385"]
 
 
 @pytest.mark.parametrize("born", BIRTH_DATES, ids=str)
@@ -403,8 +437,7 @@ def test_s15_birth_date_every_form(born: dt.date) -> None:
     for pin in birth_forms(born):
         assert check_new_pin(pin) is None, pin  # fine for someone else
         assert check_new_pin(pin, birth_date=born) is Violation.BIRTH_DATE, pin
-        assert check_new_pin(pin, birth_date=born, phone="13500003333") \
-            is Violation.BIRTH_DATE, pin
+        assert check_new_pin(pin, birth_date=born, phone="13500003333") is Violation.BIRTH_DATE, pin
 
 
 def test_s15_birth_date_other_pins_accepted() -> None:
@@ -435,8 +468,11 @@ def test_s15_phone_every_window(phone: str) -> None:
 )
 def test_s15_phone_with_separators(phone: str, digits: str) -> None:
     for pin in windows(digits):
-        expected = Violation.CONSECUTIVE if pin in ALL_DIGITS or pin in ALL_DIGITS[::-1] \
+        expected = (
+            Violation.CONSECUTIVE
+            if pin in ALL_DIGITS or pin in ALL_DIGITS[::-1]
             else Violation.PHONE
+        )
         assert check_new_pin(pin, phone=phone) is expected, pin
 
 
@@ -455,30 +491,26 @@ def test_s15_order_not_six_digits_first() -> None:
     assert check_new_pin("1111111") is Violation.NOT_SIX_DIGITS
     assert check_new_pin("1234567") is Violation.NOT_SIX_DIGITS
     assert check_new_pin("13500", phone="13500003333") is Violation.NOT_SIX_DIGITS
-    assert check_new_pin("1985031", birth_date=dt.date(1985, 3, 12)) \
-        is Violation.NOT_SIX_DIGITS
+    assert check_new_pin("1985031", birth_date=dt.date(1985, 3, 12)) is Violation.NOT_SIX_DIGITS
 
 
 def test_s15_order_same_digits_before_birth_date_and_phone() -> None:
     born = dt.date(2011, 11, 11)  # MMDDYY and DDMMYY are 111111
     assert "111111" in birth_forms(born)
-    assert check_new_pin("111111", birth_date=born, phone="13111111111") \
-        is Violation.SAME_DIGITS
+    assert check_new_pin("111111", birth_date=born, phone="13111111111") is Violation.SAME_DIGITS
     assert check_new_pin("000000", phone="13800000000") is Violation.SAME_DIGITS
 
 
 def test_s15_order_consecutive_before_birth_date_and_phone() -> None:
     born = dt.date(2045, 1, 23)  # MMDDYY is 012345
     assert "012345" in birth_forms(born)
-    assert check_new_pin("012345", birth_date=born, phone="13901234567") \
-        is Violation.CONSECUTIVE
+    assert check_new_pin("012345", birth_date=born, phone="13901234567") is Violation.CONSECUTIVE
     assert check_new_pin("234567", phone="13812345678") is Violation.CONSECUTIVE
 
 
 def test_s15_order_birth_date_before_phone() -> None:
     born = dt.date(1985, 3, 12)
-    assert check_new_pin("850312", birth_date=born, phone="13850312999") \
-        is Violation.BIRTH_DATE
+    assert check_new_pin("850312", birth_date=born, phone="13850312999") is Violation.BIRTH_DATE
 
 
 PIN_TEXT = st.one_of(
@@ -502,8 +534,9 @@ def violates_by_oracle(pin: str, born: dt.date | None, phone: str | None) -> boo
 @settings(max_examples=500, deadline=None)
 @given(
     pin=PIN_TEXT,
-    born=st.one_of(st.none(), st.dates(min_value=dt.date(1900, 1, 1),
-                                       max_value=dt.date(2099, 12, 31))),
+    born=st.one_of(
+        st.none(), st.dates(min_value=dt.date(1900, 1, 1), max_value=dt.date(2099, 12, 31))
+    ),
     phone=st.one_of(st.none(), st.text(alphabet=ALL_DIGITS + "- ", max_size=14)),
 )
 def test_s15_property_accepted_pin_is_six_ascii_digits_breaking_no_rule(
@@ -544,15 +577,22 @@ def test_s7_query_password_last_8_of_id() -> None:
 
 @pytest.mark.parametrize(
     "ssn",
-    ["310104198503122174", "310101197911020480", "310110195601300847",
-     "310115199207253261", "310113199010102758"],
+    [
+        "310104198503122174",
+        "310101197911020480",
+        "310110195601300847",
+        "310115199207253261",
+        "310113199010102758",
+    ],
 )
 def test_s7_query_password_never_accepted_as_pin(ssn: str) -> None:
     password = query_password(ssn)
     assert len(password) == 8
     assert check_new_pin(password) is Violation.NOT_SIX_DIGITS
-    assert check_new_pin(password, birth_date=dt.date(1985, 3, 12), phone="13812345678") \
+    assert (
+        check_new_pin(password, birth_date=dt.date(1985, 3, 12), phone="13812345678")
         is Violation.NOT_SIX_DIGITS
+    )
 
 
 def test_s7_query_password_with_final_x_never_accepted_as_pin() -> None:

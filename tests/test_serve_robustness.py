@@ -298,8 +298,11 @@ def test_a_signal_during_the_shutdown_or_after_it_is_noted_not_raised(
         except BaseException as e:
             failures.append(e)
 
-    where = {"listen": ("127.0.0.1", port)} if mode == "listen" else {
-        "vpcd": ("127.0.0.1", fake_vpcd.port)}
+    where = (
+        {"listen": ("127.0.0.1", port)}
+        if mode == "listen"
+        else {"vpcd": ("127.0.0.1", fake_vpcd.port)}
+    )
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     helper = threading.Thread(target=vpcd_side, daemon=True)
     helper.start()
@@ -341,7 +344,7 @@ def fill_until_blocked(sock: socket.socket, burst: bytes, pid: int) -> None:
     end = time.monotonic() + DEADLINE
     while time.monotonic() < end:
         try:
-            pending = pending[sock.send(pending):] or burst  # partial sends: keep frames whole
+            pending = pending[sock.send(pending) :] or burst  # partial sends: keep frames whole
             stalled_since = None
         except BlockingIOError:
             now = time.monotonic()
@@ -405,10 +408,16 @@ def listen(card_path: Path) -> Iterator[Callable[..., Listening]]:
 
         def run() -> None:
             try:
-                result.append(vpcd.serve(
-                    card_path, listen=("127.0.0.1", port), install_signals=False, guard=guard,
-                    first_frame_timeout=first_frame_timeout, frame_timeout=frame_timeout,
-                ))
+                result.append(
+                    vpcd.serve(
+                        card_path,
+                        listen=("127.0.0.1", port),
+                        install_signals=False,
+                        guard=guard,
+                        first_frame_timeout=first_frame_timeout,
+                        frame_timeout=frame_timeout,
+                    )
+                )
             except BaseException as e:
                 result.append(e)
 
@@ -499,7 +508,9 @@ def test_a_client_that_sends_nothing_is_dropped_after_the_first_frame_timeout(
 
 @pytest.mark.parametrize("sent", list(STALLS.values())[1:], ids=list(STALLS.keys())[1:])
 def test_a_frame_that_stops_halfway_is_dropped_after_the_frame_timeout(
-    card_path: Path, listen: Callable[..., Listening], caplog: pytest.LogCaptureFixture,
+    card_path: Path,
+    listen: Callable[..., Listening],
+    caplog: pytest.LogCaptureFixture,
     sent: bytes,
 ) -> None:
     caplog.set_level(logging.INFO, logger="cardio.serve")
@@ -576,7 +587,7 @@ def test_a_client_that_does_not_take_its_replies_is_dropped_and_blocks_no_one(
         while not any("reply" in r.getMessage() for r in caplog.records):
             assert time.monotonic() < end, [r.getMessage() for r in caplog.records]
             try:
-                pending = pending[greedy.send(pending):] or burst
+                pending = pending[greedy.send(pending) :] or burst
             except BlockingIOError:  # serve is not reading us: is it still serving others?
                 other = served.connect()
                 answered_promptly(other, card_path)
@@ -619,8 +630,12 @@ def test_stop_from_another_thread_ends_serve_in_every_wait(card_path: Path) -> N
     for name, where in cases.items():
         guard = vpcd.StopGuard()
         result: list[object] = []
-        thread = threading.Thread(target=lambda w=where, g=guard, r=result: r.append(
-            vpcd.serve(card_path, install_signals=False, guard=g, **w)), daemon=True)
+        thread = threading.Thread(
+            target=lambda w=where, g=guard, r=result: r.append(
+                vpcd.serve(card_path, install_signals=False, guard=g, **w)
+            ),
+            daemon=True,
+        )
         thread.start()
         time.sleep(0.1)
         guard.stop()
@@ -634,8 +649,12 @@ def test_stop_ends_a_forward_link_idle_in_recv(card_path: Path, fake_vpcd: FakeV
     guard = vpcd.StopGuard()
     result: list[object] = []
     host, port = fake_vpcd.address.split(":")
-    thread = threading.Thread(target=lambda: result.append(vpcd.serve(
-        card_path, vpcd=(host, int(port)), install_signals=False, guard=guard)), daemon=True)
+    thread = threading.Thread(
+        target=lambda: result.append(
+            vpcd.serve(card_path, vpcd=(host, int(port)), install_signals=False, guard=guard)
+        ),
+        daemon=True,
+    )
     thread.start()
     link = fake_vpcd.accept()
     assert link.get_atr() == expected_atr(card_path)
@@ -644,4 +663,3 @@ def test_stop_ends_a_forward_link_idle_in_recv(card_path: Path, fake_vpcd: FakeV
     assert not thread.is_alive()
     assert result == [0]
     assert_lock_free(card_path)
-

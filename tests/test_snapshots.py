@@ -160,13 +160,19 @@ SCREENS: dict[str, tuple[str, bool, Steps]] = {
 
 @pytest.mark.parametrize("name", list(SCREENS))
 @pytest.mark.parametrize("lang", ["zh", "en"])
-def test_screen(snap_compare, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lang: str,
-                name: str) -> None:
+def test_screen(
+    snap_compare, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lang: str, name: str
+) -> None:
     profile, inserted, steps = SCREENS[name]
     monkeypatch.setattr(host.sqlite, "now", lambda: RECEIPT_TIME)
     card = make_card(tmp_path, profile)
-    app = make_app(card, lang=lang, today=SNAPSHOT_TODAY, inserted=inserted,
-                   host=None if name.endswith("-no-host") else Default.HOST)
+    app = make_app(
+        card,
+        lang=lang,
+        today=SNAPSHOT_TODAY,
+        inserted=inserted,
+        host=None if name.endswith("-no-host") else Default.HOST,
+    )
     assert snap_compare(app, terminal_size=(80, 24), run_before=steps)
 
 

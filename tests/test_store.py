@@ -207,8 +207,13 @@ def test_no_pin_digits_after_change_pin(tmp_path: Path) -> None:
 
 def test_no_pin_digits_after_change_pin_via_cli(tmp_path: Path) -> None:
     path = new_card(tmp_path)
-    sent = cli("send", "--card", str(path), change_apdu(INITIAL, OTHER_PIN).hex(),
-               verify_apdu(OTHER_PIN).hex())
+    sent = cli(
+        "send",
+        "--card",
+        str(path),
+        change_apdu(INITIAL, OTHER_PIN).hex(),
+        verify_apdu(OTHER_PIN).hex(),
+    )
     assert sent.returncode == 0, sent.stderr
     assert sent.stdout.count("90 00") == 2, sent.stdout
     state = store.read(path)

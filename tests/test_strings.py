@@ -18,8 +18,16 @@ from terminal.worker import READER_ERROR_KEYS
 
 TERMINAL = Path(__file__).resolve().parent.parent / "terminal"
 # Calls whose string arguments are catalogue keys.
-KEY_CALLS = {"line", "t", "text", "card_failed", "ended", "_result", "_end_briefly",
-             "settle_card_failed"}
+KEY_CALLS = {
+    "line",
+    "t",
+    "text",
+    "card_failed",
+    "ended",
+    "_result",
+    "_end_briefly",
+    "settle_card_failed",
+}
 
 
 def placeholders(text: str) -> set[str]:
@@ -57,8 +65,10 @@ def test_every_literal_key_the_code_uses_exists() -> None:
     assert missing == []
 
 
-@pytest.mark.parametrize("family", ["violations", "pin-states", "life-cycles", "outlet",
-                                    "reader-errors", "titles", "keys"])
+@pytest.mark.parametrize(
+    "family",
+    ["violations", "pin-states", "life-cycles", "outlet", "reader-errors", "titles", "keys"],
+)
 def test_every_key_made_at_run_time_exists(family: str) -> None:
     keys = {
         "violations": [f"v_{v.value}" for v in Violation],
@@ -82,15 +92,26 @@ def test_a_chinese_screen_has_no_english_words(lang: str) -> None:
             plain = plain.replace(name, "")
         if lang == "zh":
             words = [w for w in plain.replace("/", " ").split() if w.isascii() and w.isalpha()]
-            allowed = {"Enter", "Backspace", "Esc", "Delete", "F2", "F12", "APDU", "X", "pcscd",
-                       "x"}
+            allowed = {
+                "Enter",
+                "Backspace",
+                "Esc",
+                "Delete",
+                "F2",
+                "F12",
+                "APDU",
+                "X",
+                "pcscd",
+                "x",
+            }
             assert set(words) <= allowed, (key, words)
         else:
             assert all(not ("\u4e00" <= c <= "\u9fff") for c in plain), key
 
 
 async def test_a_crash_report_never_shows_local_variables(
-        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     """PosApp._fatal_error: Textual's crash report without locals, which may hold PIN
     digits (the entry, a flow's PINs)."""
     from terminal_helpers import make_app, make_card

@@ -134,12 +134,16 @@ def debits(app: PosApp, profile: str) -> list[int]:
 
 def receipt_lines(lang: str, amount_fen: int, after_fen: int) -> list[str]:
     """The receipt's lines that say what moved: authorised, the amount, the balance after."""
-    return [AUTHORISED[lang], amount_line(lang, format_fen(amount_fen)),
-            strings.text(lang, "balance_after", amount=format_fen(after_fen))]
+    return [
+        AUTHORISED[lang],
+        amount_line(lang, format_fen(amount_fen)),
+        strings.text(lang, "balance_after", amount=format_fen(after_fen)),
+    ]
 
 
-def assert_receipt(app: PosApp, profile: str, paid: tuple[int, ...] = (1250,),
-                   lang: str = "zh") -> str:
+def assert_receipt(
+    app: PosApp, profile: str, paid: tuple[int, ...] = (1250,), lang: str = "zh"
+) -> str:
     """A payment as the shipping terminal ends it: the host debited exactly `paid` (fen,
     in order) from the seeded account, and the screen is the last payment's receipt,
     which only 确认 closes (View.keep). Returns the screen's text."""
@@ -222,9 +226,12 @@ S8_CASES = [
 
 
 @pytest.mark.parametrize(
-    ("profile", "today", "forced"), S8_CASES,
-    ids=[f"{p}-{'before' if d < UPGRADE_DATE else 'on' if d == UPGRADE_DATE else 'after'}"
-         for p, d, _ in S8_CASES],
+    ("profile", "today", "forced"),
+    S8_CASES,
+    ids=[
+        f"{p}-{'before' if d < UPGRADE_DATE else 'on' if d == UPGRADE_DATE else 'after'}"
+        for p, d, _ in S8_CASES
+    ],
 )
 async def test_s8_forced_only_for_310_category_1_from_the_upgrade_date(
     tmp_path: Path, profile: str, today: dt.date, forced: bool
@@ -457,9 +464,16 @@ async def test_s15_mismatch_asks_for_the_new_pin_again(tmp_path: Path) -> None:
     assert not state.pin.matches(NEW_PIN)
 
 
-@pytest.mark.parametrize(("pin", "violation"),
-                         [("791102", "birth"), ("021179", "birth"), ("139876", "phone"),
-                          ("876543", "consecutive"), ("55555", "not_six")])
+@pytest.mark.parametrize(
+    ("pin", "violation"),
+    [
+        ("791102", "birth"),
+        ("021179", "birth"),
+        ("139876", "phone"),
+        ("876543", "consecutive"),
+        ("55555", "not_six"),
+    ],
+)
 async def test_s15_holder_change_checks_too(tmp_path: Path, pin: str, violation: str) -> None:
     """S15 in menu 2 (employee-enabled: born 1979-11-02, phone 13987654321): refused
     before the card is touched, current PIN kept, no try spent."""
@@ -835,7 +849,7 @@ CHANGE_MASKED = "> 80 5E 01 00 07 ** ** ** FF ** ** **"
 
 
 def bcd(pin: str) -> str:
-    return " ".join(pin[i:i + 2] for i in range(0, 6, 2))
+    return " ".join(pin[i : i + 2] for i in range(0, 6, 2))
 
 
 async def test_f12_shows_the_trace_with_pins_masked(tmp_path: Path) -> None:
@@ -1136,9 +1150,10 @@ async def test_en_wrong_pins_and_lock(tmp_path: Path) -> None:
     assert card_state(card).tries_left == 0
 
 
-@pytest.mark.parametrize(("profile", "key"),
-                         [("not-activated", "not_activated"), ("resident-new", "no_pin"),
-                          ("locked", "locked")])
+@pytest.mark.parametrize(
+    ("profile", "key"),
+    [("not-activated", "not_activated"), ("resident-new", "no_pin"), ("locked", "locked")],
+)
 async def test_en_decisions(tmp_path: Path, profile: str, key: str) -> None:
     card = make_card(tmp_path, profile)
     app = make_app(card, lang="en")
@@ -1239,13 +1254,16 @@ def test_upgrade_date_parsing(tmp_path: Path) -> None:
         app.reader.close()
 
 
-@pytest.mark.parametrize("argv", [
-    ["--upgrade-date", "2024-13-01"],
-    ["--upgrade-date", "13/04/2024"],
-    ["--upgrade-date"],
-    ["--lang", "fr"],
-    ["--card", "a.json", "--reader", "0"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--upgrade-date", "2024-13-01"],
+        ["--upgrade-date", "13/04/2024"],
+        ["--upgrade-date"],
+        ["--lang", "fr"],
+        ["--card", "a.json", "--reader", "0"],
+    ],
+)
 def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(argv)

@@ -55,11 +55,34 @@ from terminal.screens.menu import MenuScreen
 pytestmark = pytest.mark.slow  # Pilot through whole flows, key by key: ~0.3-2 s a test
 
 SIZE = (80, 24)
-ZH = {key: strings.text("zh", key) for key in (
-    "changed", "removed", "not_debited", "authorised", "take_card", "cancelled", "timed_out",
-    "enter_old_pin", "forced_change", "enter_pin", "new_pin", "confirm_pin", "lost",
-    "state_LOCKED", "card_unreadable", "card_in_use", "reader_no_response", "reader_busy",
-    "too_small", "no_pin", "confirm_amount", "reading", "quit_question")}
+ZH = {
+    key: strings.text("zh", key)
+    for key in (
+        "changed",
+        "removed",
+        "not_debited",
+        "authorised",
+        "take_card",
+        "cancelled",
+        "timed_out",
+        "enter_old_pin",
+        "forced_change",
+        "enter_pin",
+        "new_pin",
+        "confirm_pin",
+        "lost",
+        "state_LOCKED",
+        "card_unreadable",
+        "card_in_use",
+        "reader_no_response",
+        "reader_busy",
+        "too_small",
+        "no_pin",
+        "confirm_amount",
+        "reading",
+        "quit_question",
+    )
+}
 # docs/terminal-rules.md §6, exact
 assert ZH["changed"] == "密码修改成功"
 assert ZH["removed"] == "卡片已拔出"
@@ -126,13 +149,28 @@ class GatedReader(VirtualReader):
         return response
 
 
-def pos(card: Path | None, tmp_path: Path, *, host: SqliteHost | None = None,
-        reader: VirtualReader | None = None, lang: str = "zh", timeout: float = 0,
-        card_timeout: float = 10.0, quiet: bool = False, inserted: bool = True) -> PosApp:
+def pos(
+    card: Path | None,
+    tmp_path: Path,
+    *,
+    host: SqliteHost | None = None,
+    reader: VirtualReader | None = None,
+    lang: str = "zh",
+    timeout: float = 0,
+    card_timeout: float = 10.0,
+    quiet: bool = False,
+    inserted: bool = True,
+) -> PosApp:
     """timeout 0 (no timer) unless a test is about timeouts: nothing here races a clock."""
     settings = Settings(upgrade_date=UPGRADE_DATE, today=AFTER_UPGRADE)
-    options = Options(settings, lang=lang, host=host or new_host(tmp_path),
-                      timeout=timeout, card_timeout=card_timeout, quiet=quiet)
+    options = Options(
+        settings,
+        lang=lang,
+        host=host or new_host(tmp_path),
+        timeout=timeout,
+        card_timeout=card_timeout,
+        quiet=quiet,
+    )
     if reader is None:
         assert card is not None
         reader = VirtualReader(card, inserted=inserted)
@@ -160,7 +198,8 @@ def on_menu(app: PosApp) -> bool:
 
 
 async def test_1_forced_change_then_card_pulled_at_once_says_changed_and_not_debited(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """Issue 9 (1): the card changed its PIN, then left before the debit: the screen says
     密码修改成功 and that nothing was debited; the host has no debit."""
     card = make_card(tmp_path, "employee-new")
@@ -193,7 +232,8 @@ async def test_1_forced_change_then_card_pulled_at_once_says_changed_and_not_deb
 
 
 async def test_1_a_pin_change_answer_is_shown_even_if_the_card_left_during_it(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """Issue 9 (1), menu 2: the removal during CHANGE PIN does not hide its success."""
     card = make_card(tmp_path, "employee-enabled")
     reader = GatedReader(card)
@@ -266,8 +306,7 @@ async def test_2_keys_during_a_card_command_are_dropped(tmp_path: Path) -> None:
 # --- 3. PIN digits never leave the PIN field ---------------------------------------------
 
 
-async def test_3_card_pulled_mid_pin_lands_on_a_result_that_swallows_digits(
-        tmp_path: Path) -> None:
+async def test_3_card_pulled_mid_pin_lands_on_a_result_that_swallows_digits(tmp_path: Path) -> None:
     """Issue 9 (3): pull the card in the middle of the PIN and keep typing: the rest of
     the PIN never starts a payment or shows as an amount."""
     card = make_card(tmp_path, "employee-enabled")
@@ -296,7 +335,8 @@ async def test_3_card_pulled_mid_pin_lands_on_a_result_that_swallows_digits(
 
 
 async def test_4_change_on_a_card_due_for_the_forced_change_asks_the_new_pin(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """Issue 9 (4), S8: menu 2 on a card still on its initial PIN after the upgrade goes
     straight to 请修改初始密码; the initial PIN is sent for the holder."""
     card = make_card(tmp_path, "employee-new")
@@ -316,10 +356,12 @@ async def test_4_change_on_a_card_due_for_the_forced_change_asks_the_new_pin(
     assert state.pin.matches(NEW_PIN)
 
 
-@pytest.mark.parametrize(("lang", "prompt"), [("zh", "请输入原密码"),
-                                              ("en", "Please enter your current PIN")])
-async def test_4_change_asks_for_the_current_pin_first(tmp_path: Path, lang: str,
-                                                       prompt: str) -> None:
+@pytest.mark.parametrize(
+    ("lang", "prompt"), [("zh", "请输入原密码"), ("en", "Please enter your current PIN")]
+)
+async def test_4_change_asks_for_the_current_pin_first(
+    tmp_path: Path, lang: str, prompt: str
+) -> None:
     """Issue 9 (4): otherwise the first prompt is the current PIN, not the payment's."""
     card = make_card(tmp_path, "employee-enabled")
     app = pos(card, tmp_path, lang=lang)
@@ -340,12 +382,16 @@ async def test_4_change_asks_for_the_current_pin_first(tmp_path: Path, lang: str
 # --- 5. card information -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("profile", "state", "tries"), [
-    ("locked", "已锁定", 0),
-    ("employee-enabled", "已启用", 6),
-])
-async def test_5_info_shows_locked_and_tries(tmp_path: Path, profile: str, state: str,
-                                             tries: int) -> None:
+@pytest.mark.parametrize(
+    ("profile", "state", "tries"),
+    [
+        ("locked", "已锁定", 0),
+        ("employee-enabled", "已启用", 6),
+    ],
+)
+async def test_5_info_shows_locked_and_tries(
+    tmp_path: Path, profile: str, state: str, tries: int
+) -> None:
     """Issue 9 (5): a locked card shows 已锁定 and 密码剩余次数: 0."""
     card = make_card(tmp_path, profile)
     app = pos(card, tmp_path)
@@ -379,11 +425,13 @@ async def test_5_info_of_a_lost_card_says_so_and_leaves_when_pulled(tmp_path: Pa
 # --- 6. timeouts, cancel, take your card -------------------------------------------------
 
 
-@pytest.mark.parametrize(("where", "profile"), [("amount", "employee-enabled"),
-                                               ("pin", "employee-enabled"),
-                                               ("result", "locked")])
+@pytest.mark.parametrize(
+    ("where", "profile"),
+    [("amount", "employee-enabled"), ("pin", "employee-enabled"), ("result", "locked")],
+)
 async def test_6_every_prompt_times_out_to_idle_and_sends_nothing(
-        tmp_path: Path, where: str, profile: str) -> None:
+    tmp_path: Path, where: str, profile: str
+) -> None:
     """Issue 9 (6): amount entry, PIN entry and a 'press 确认' screen time out, say 操作超时
     and go back to idle; nothing is sent to the card or the host."""
     card = make_card(tmp_path, profile)
@@ -402,8 +450,7 @@ async def test_6_every_prompt_times_out_to_idle_and_sends_nothing(
         before = file_bytes(card)
         app.reader.trace = sent.append
         if where != "result":  # a prompt: a notice first, that swallows digits
-            await wait_until(pilot, lambda: app.flow is not None and app.flow.view.brief,
-                             timeout=5)
+            await wait_until(pilot, lambda: app.flow is not None and app.flow.view.brief, timeout=5)
             await pilot.press(*"987")
             assert ZH["timed_out"] in screen_text(app)
             assert app.entry == ""
@@ -580,8 +627,9 @@ async def test_8_no_quit_while_a_card_command_runs(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("lang", "size"), [("zh", (59, 24)), ("en", (80, 17))])
-async def test_9_a_screen_too_small_says_so(tmp_path: Path, lang: str,
-                                            size: tuple[int, int]) -> None:
+async def test_9_a_screen_too_small_says_so(
+    tmp_path: Path, lang: str, size: tuple[int, int]
+) -> None:
     card = make_card(tmp_path, "employee-enabled")
     app = pos(card, tmp_path, lang=lang)
     async with app.run_test(size=size) as pilot:
@@ -668,10 +716,17 @@ async def test_11_a_damaged_card_file_at_f2_is_unreadable_in_chinese(tmp_path: P
         text = screen_text(app)
         assert ZH["card_unreadable"] in text
         assert ZH["card_in_use"] not in text
-        assert not any(c.isascii() and c.isalpha() for c in text.split("=" * 20)[0]
-                       .replace("F2", "").replace("F12", "").replace("APDU", "")
-                       .replace("Enter", "").replace("Backspace", "").replace("Esc", "")
-                       .replace("Delete", ""))
+        assert not any(
+            c.isascii() and c.isalpha()
+            for c in text.split("=" * 20)[0]
+            .replace("F2", "")
+            .replace("F12", "")
+            .replace("APDU", "")
+            .replace("Enter", "")
+            .replace("Backspace", "")
+            .replace("Esc", "")
+            .replace("Delete", "")
+        )
         # in a payment waiting for the card: the result says it
         await pilot.press("1")
         await settle(pilot)
@@ -681,8 +736,9 @@ async def test_11_a_damaged_card_file_at_f2_is_unreadable_in_chinese(tmp_path: P
         assert ZH["card_unreadable"] in screen_text(app)
 
 
-@pytest.mark.parametrize("damage", ["folder-gone", "directory", "empty", "not-utf8",
-                                    "huge-number", "unreadable"])
+@pytest.mark.parametrize(
+    "damage", ["folder-gone", "directory", "empty", "not-utf8", "huge-number", "unreadable"]
+)
 async def test_11_f2_never_crashes_the_app(tmp_path: Path, damage: str) -> None:
     """Issue 9 (13): F2, whatever the card file or its folder has become."""
     folder = tmp_path / "cards"
@@ -700,8 +756,9 @@ async def test_11_f2_never_crashes_the_app(tmp_path: Path, damage: str) -> None:
         elif damage == "not-utf8":
             card.write_bytes(b"\xff\xfe\x00")
         elif damage == "huge-number":
-            card.write_text(card.read_text("utf-8").replace('"try_limit": 6',
-                                                            '"try_limit": ' + "9" * 5000))
+            card.write_text(
+                card.read_text("utf-8").replace('"try_limit": 6', '"try_limit": ' + "9" * 5000)
+            )
         else:
             card.chmod(0)
         await toggle_card(pilot)
@@ -773,10 +830,22 @@ def _run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int,
     return code, err
 
 
-@pytest.mark.parametrize("case", ["empty", "directory", "missing", "damaged", "trace-dir",
-                                  "holders-bad", "holders-not-utf8", "timeout-negative"])
-def test_13_pos_terminal_bad_input_is_one_line(tmp_path: Path, case: str,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "case",
+    [
+        "empty",
+        "directory",
+        "missing",
+        "damaged",
+        "trace-dir",
+        "holders-bad",
+        "holders-not-utf8",
+        "timeout-negative",
+    ],
+)
+def test_13_pos_terminal_bad_input_is_one_line(
+    tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Issue 9 (13): one line saying what to do, a non-zero exit, never a traceback."""
     card = make_card(tmp_path, "employee-enabled")
     args = ["--card", str(card)]
@@ -822,8 +891,9 @@ async def test_17_trace_and_receipts_are_private(tmp_path: Path) -> None:
     settings = Settings(upgrade_date=UPGRADE_DATE, today=AFTER_UPGRADE)
     trace = tmp_path / "logs" / "apdu.log"
     receipts = tmp_path / "rc"
-    options = Options(settings, host=new_host(tmp_path), trace_file=trace, receipts=receipts,
-                      timeout=0)
+    options = Options(
+        settings, host=new_host(tmp_path), trace_file=trace, receipts=receipts, timeout=0
+    )
     app = PosApp(VirtualReader(card), options)
     async with app.run_test(size=SIZE) as pilot:
         await start_payment(pilot)
@@ -875,10 +945,13 @@ class DownHost(SqliteHost):
         raise HostError("connection refused")
 
 
-@pytest.mark.parametrize(("key", "expected"), [
-    ("1", "host_unavailable"), ("2", "host_unavailable_check"), ("3", "host_unavailable_check")])
-async def test_11_host_down_says_what_could_not_be_checked(tmp_path: Path, key: str,
-                                                           expected: str) -> None:
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [("1", "host_unavailable"), ("2", "host_unavailable_check"), ("3", "host_unavailable_check")],
+)
+async def test_11_host_down_says_what_could_not_be_checked(
+    tmp_path: Path, key: str, expected: str
+) -> None:
     """A PIN change or card information cannot check a lost card either: it says so,
     without 未扣款 (nothing was being paid) and without the host's English reason."""
     card = make_card(tmp_path, "employee-enabled")

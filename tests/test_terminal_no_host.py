@@ -64,8 +64,7 @@ def home_files() -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("profile", ["employee-enabled", "pension-new"])
-async def test_no_host_payment_ends_at_the_card_authorisation(tmp_path: Path,
-                                                             profile: str) -> None:
+async def test_no_host_payment_ends_at_the_card_authorisation(tmp_path: Path, profile: str) -> None:
     """`pos-terminal --card CARD --no-host`: employee-enabled with its PIN, and
     pension-new with 确认 (its account holds 0.00: a host would refuse it; without one
     nothing is asked): 消费授权成功 and the amount, and nothing of a settlement: no
@@ -113,7 +112,8 @@ async def test_no_host_payment_ends_at_the_card_authorisation(tmp_path: Path,
 
 @pytest.mark.parametrize("order", ["no-host-first", "host-db-first"])
 def test_no_host_with_host_db_is_a_one_line_usage_error(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], order: str) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], order: str
+) -> None:
     """Both options: exit 2 and one line on stderr naming both; no database made, nothing
     started."""
     card = make_card(tmp_path, "employee-enabled")
@@ -143,10 +143,22 @@ def test_no_host_with_host_db_exits_2_from_the_command(tmp_path: Path) -> None:
     before = file_bytes(card)
     db = tmp_path / "host.db"
     result = subprocess.run(
-        [sys.executable, "-m", "terminal.cli", "--card", str(card), "--no-host",
-         "--host-db", str(db)],
-        capture_output=True, text=True, encoding="utf-8", timeout=60,
-        stdin=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "terminal.cli",
+            "--card",
+            str(card),
+            "--no-host",
+            "--host-db",
+            str(db),
+        ],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""
     assert result.stderr.splitlines() == [f"{USAGE}; see pos-terminal --help"]
@@ -198,7 +210,8 @@ async def test_without_no_host_a_payment_is_debited(tmp_path: Path, where: str) 
     other = SqliteHost(db)
     try:
         history = other.history(ssn_of(profile))
-        assert [(t.status, t.amount_fen, t.balance_after_fen, t.terminal_id)
-                for t in history] == [(DebitStatus.DEBITED, 1250, 126800, "POS-0001")]
+        assert [(t.status, t.amount_fen, t.balance_after_fen, t.terminal_id) for t in history] == [
+            (DebitStatus.DEBITED, 1250, 126800, "POS-0001")
+        ]
     finally:
         other.close()

@@ -113,8 +113,12 @@ ZH = {
 EN = {
     **EN_RULES,
     "outlet_title": "Social security card  Service outlet",
-    "menu": ["1  Reset and unblock the PIN", "2  Restore the initial PIN",
-             "3  Cancel the PIN", "4  Activate the card"],
+    "menu": [
+        "1  Reset and unblock the PIN",
+        "2  Restore the initial PIN",
+        "3  Cancel the PIN",
+        "4  Activate the card",
+    ],
     "enter_id": "Enter the holder's ID number (X key for X)",
     "id_mismatch": "The ID number does not match the card; nothing was done to the card",
     "done_reset-pin": "PIN reset, card unblocked",
@@ -132,14 +136,15 @@ def s7(ssn: str) -> str:
 
 def bcd(pin: str) -> str:
     """How a PIN would look in an APDU line: '384950' -> '38 49 50'."""
-    return " ".join(pin[i:i + 2] for i in range(0, len(pin), 2))
+    return " ".join(pin[i : i + 2] for i in range(0, len(pin), 2))
 
 
 # --- building and driving the apps ------------------------------------------------------
 
 
-def outlet_app(card: Path, log: Path, *, lang: str = "zh", key: Path | None = None,
-               trace: Path | None = None) -> PosApp:
+def outlet_app(
+    card: Path, log: Path, *, lang: str = "zh", key: Path | None = None, trace: Path | None = None
+) -> PosApp:
     """`pos-terminal --card CARD --outlet (--test-key | --key KEY) --outlet-log LOG
     --operator wang`, as the command line builds it."""
     argv = ["--card", str(card), "--outlet"]
@@ -557,8 +562,9 @@ def wrong_check_digit(ssn: str) -> str:
 INVALID_IDS = [
     pytest.param(wrong_check_digit(LOCKED_SSN), id="wrong-check-digit"),
     pytest.param(LOCKED_SSN[:17], id="17-characters"),
-    pytest.param("310106197013450391"[:17] + check_digit("31010619701345039"),
-                 id="impossible-birth-date"),
+    pytest.param(
+        "310106197013450391"[:17] + check_digit("31010619701345039"), id="impossible-birth-date"
+    ),
 ]
 
 
@@ -667,8 +673,9 @@ async def test_wrong_key_the_card_refuses_the_mac_nothing_changed(
     assert_no_pins(log.read_text("utf-8") + trace.read_text("utf-8"))
 
 
-def test_outlet_without_a_key_is_a_usage_error(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_outlet_without_a_key_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     card = make_card(tmp_path, "locked")
     with pytest.raises(SystemExit) as info:
         parse_args(["--card", str(card), "--outlet"])

@@ -115,9 +115,17 @@ def pos(
     trace_file: Path | None = None,
     reader: VirtualReader | None = None,
 ) -> PosApp:
-    return make_app(card, lang=lang, today=AFTER_UPGRADE, upgrade_date=UPGRADE_DATE,
-                    host=host, terminal_id=TERMINAL, receipts=tmp_path / "rc",
-                    trace_file=trace_file, reader=reader)
+    return make_app(
+        card,
+        lang=lang,
+        today=AFTER_UPGRADE,
+        upgrade_date=UPGRADE_DATE,
+        host=host,
+        terminal_id=TERMINAL,
+        receipts=tmp_path / "rc",
+        trace_file=trace_file,
+        reader=reader,
+    )
 
 
 def balance(host: SqliteHost, profile: str) -> int:
@@ -141,8 +149,10 @@ def yuan(fen: int) -> str:
 
 def receipt_screen_lines(txn: Transaction, profile: str) -> list[str]:
     """The two receipt lines the result screen shows (time from the host's record)."""
-    return [f"终端 {TERMINAL}  {txn.time[:19].replace('T', ' ')}",
-            f"卡号 {MASKED_CARDS[profile]}  {MASKED_NAMES[profile]}"]
+    return [
+        f"终端 {TERMINAL}  {txn.time[:19].replace('T', ' ')}",
+        f"卡号 {MASKED_CARDS[profile]}  {MASKED_NAMES[profile]}",
+    ]
 
 
 def assert_receipt_file(path: Path, txn: Transaction, profile: str, pins: tuple[str, ...]) -> None:
@@ -191,8 +201,9 @@ class GatedHost(SqliteHost):
         self.gate = threading.Event()
         self.calls = 0
 
-    def debit(self, txn_id: str, terminal_id: str, card_number: str, ssn: str,
-              amount_fen: int) -> Debit:
+    def debit(
+        self, txn_id: str, terminal_id: str, card_number: str, ssn: str, amount_fen: int
+    ) -> Debit:
         self.calls += 1
         self.entered.set()
         if not self.gate.wait(10):
@@ -207,8 +218,9 @@ class FailingHost(SqliteHost):
         super().__init__(path, seed=seed)
         self.calls = 0
 
-    def debit(self, txn_id: str, terminal_id: str, card_number: str, ssn: str,
-              amount_fen: int) -> Debit:
+    def debit(
+        self, txn_id: str, terminal_id: str, card_number: str, ssn: str, amount_fen: int
+    ) -> Debit:
         self.calls += 1
         raise HostError("host unreachable")
 
@@ -238,8 +250,20 @@ async def test_enabled_card_pays_and_the_host_debits_once(tmp_path: Path) -> Non
     profile = "employee-enabled"
     card = make_card(tmp_path, profile)
     db = tmp_path / "h.db"
-    app = build(parse_args(["--card", str(card), "--host-db", str(db),
-                            "--terminal-id", TERMINAL, "--receipts", str(tmp_path / "rc")]))
+    app = build(
+        parse_args(
+            [
+                "--card",
+                str(card),
+                "--host-db",
+                str(db),
+                "--terminal-id",
+                TERMINAL,
+                "--receipts",
+                str(tmp_path / "rc"),
+            ]
+        )
+    )
     host = app.options.host
     assert isinstance(host, SqliteHost)
     assert balance(host, profile) == 128050
@@ -377,7 +401,8 @@ async def test_insufficient_balance_is_refused(tmp_path: Path) -> None:
         assert balance(host, profile) == 3000
         history = host.history(ssn_of(profile))
         assert [(t.status, t.amount_fen, t.balance_after_fen) for t in history] == [
-            (DebitStatus.INSUFFICIENT, 3001, 3000)]
+            (DebitStatus.INSUFFICIENT, 3001, 3000)
+        ]
         assert history[0].terminal_id == TERMINAL
         assert receipt_files(tmp_path) == []
         await back_to_menu(pilot)
@@ -452,8 +477,9 @@ async def test_s18_lost_card_is_refused_before_any_pin(tmp_path: Path, profile: 
     assert receipt_files(tmp_path) == []
 
 
-async def test_host_failure_is_not_debited(tmp_path: Path,
-                                           caplog: pytest.LogCaptureFixture) -> None:
+async def test_host_failure_is_not_debited(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A host that fails (HostError) when the debit is due: 结算失败，未扣款 and the amount,
     from the catalogue only; the host's reason goes to the log, never to the screen."""
     profile = "employee-enabled"

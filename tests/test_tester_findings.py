@@ -53,17 +53,27 @@ NEW_PIN = "592046"
 OPERATOR = "counter-3"
 
 
-def run(module: str, *args: str | bytes | os.PathLike[str], stdin: str = "",
-        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    module: str, *args: str | bytes | os.PathLike[str], stdin: str = "", cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONUTF8="1", PYTHONIOENCODING="utf-8")
-    return subprocess.run([sys.executable, "-m", module, *args], input=stdin,
-                          capture_output=True, text=True, encoding="utf-8",
-                          errors="backslashreplace", env=env, cwd=cwd, timeout=60,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="backslashreplace",
+        env=env,
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )
 
 
-def cardio(*args: str | bytes | os.PathLike[str], stdin: str = "",
-           cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def cardio(
+    *args: str | bytes | os.PathLike[str], stdin: str = "", cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return run("cardio.cli", *args, stdin=stdin, cwd=cwd)
 
 
@@ -71,8 +81,9 @@ def pos_host(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
     return run("host.cli", *args)
 
 
-def one_line_error(done: subprocess.CompletedProcess[str], code: int, prog: str,
-                   *words: str) -> None:
+def one_line_error(
+    done: subprocess.CompletedProcess[str], code: int, prog: str, *words: str
+) -> None:
     assert done.returncode == code, (done.stdout, done.stderr)
     assert "Traceback" not in done.stderr
     assert done.stderr.startswith(f"{prog}: ") and done.stderr.count("\n") == 1, done.stderr
@@ -108,8 +119,9 @@ def test_the_outlet_reset_traced_in_process_hides_pin_and_mac(tmp_path: Path) ->
 
     reader = Keeping(card, trace=trace.append)
     try:
-        desk = Outlet(reader, fixture_master_key(), operator=OPERATOR,
-                      log=OutletLog(tmp_path / "outlet.log"))
+        desk = Outlet(
+            reader, fixture_master_key(), operator=OPERATOR, log=OutletLog(tmp_path / "outlet.log")
+        )
         assert desk.run(Operation.RESET_PIN, LOCKED_SSN, NEW_PIN).ok
     finally:
         reader.close()
@@ -135,8 +147,9 @@ def test_cardio_send_and_script_hide_the_mac(tmp_path: Path, how: str) -> None:
     assert "AA 3B 5C BF" not in done.stdout and "59 20 46" not in done.stdout
 
 
-def test_cardio_serve_verbose_hides_the_mac(tmp_path: Path,
-                                            caplog: pytest.LogCaptureFixture) -> None:
+def test_cardio_serve_verbose_hides_the_mac(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from cardio.card import store
 
     card = VirtualCard(store.read(new_card(tmp_path, "locked")))
@@ -147,16 +160,19 @@ def test_cardio_serve_verbose_hides_the_mac(tmp_path: Path,
     assert "AA 3B 5C BF" not in caplog.text
 
 
-@pytest.mark.parametrize("apdu", [
-    "84 5E 00 00 07 59 20 46 AA 3B 5C BF",  # the tester's line
-    "84 5E 00 01 04 AA 3B 5C BF",  # restore: MAC-bearing
-    "84 5E 00 02 04 AA 3B 5C BF",  # cancel
-    "84 18 00 00 04 AA 3B 5C BF",  # activate
-    "84 5E 00 00 08 59 20 46 AA 3B 5C BF",  # wrong Lc
-    "84 5E 00 00 59 20 46 AA 3B 5C BF",  # Lc forgotten
-    "84 5E 00 00 00 00 07 59 20 46 AA 3B 5C BF",  # extended length
-    "84 5E 00 00 07 59 20 46 AA 3B 5C BF 00",  # with Le
-])
+@pytest.mark.parametrize(
+    "apdu",
+    [
+        "84 5E 00 00 07 59 20 46 AA 3B 5C BF",  # the tester's line
+        "84 5E 00 01 04 AA 3B 5C BF",  # restore: MAC-bearing
+        "84 5E 00 02 04 AA 3B 5C BF",  # cancel
+        "84 18 00 00 04 AA 3B 5C BF",  # activate
+        "84 5E 00 00 08 59 20 46 AA 3B 5C BF",  # wrong Lc
+        "84 5E 00 00 59 20 46 AA 3B 5C BF",  # Lc forgotten
+        "84 5E 00 00 00 00 07 59 20 46 AA 3B 5C BF",  # extended length
+        "84 5E 00 00 07 59 20 46 AA 3B 5C BF 00",  # with Le
+    ],
+)
 def test_no_byte_after_the_header_of_an_outlet_command_shows(apdu: str) -> None:
     line = command_line(bytes.fromhex(apdu.replace(" ", "")))
     assert line.startswith("> " + apdu[:11] + " ")
@@ -168,8 +184,19 @@ def test_no_byte_after_the_header_of_an_outlet_command_shows(apdu: str) -> None:
 
 def outlet_activate(tmp_path: Path, log: Path | str) -> subprocess.CompletedProcess[str]:
     card = new_card(tmp_path, "employee-enabled")
-    return cardio("outlet", "cancel-pin", "--card", card, "--id", ENABLED_SSN, "--test-key",
-                  "--operator", OPERATOR, "--log", log)
+    return cardio(
+        "outlet",
+        "cancel-pin",
+        "--card",
+        card,
+        "--id",
+        ENABLED_SSN,
+        "--test-key",
+        "--operator",
+        OPERATOR,
+        "--log",
+        log,
+    )
 
 
 def test_an_existing_wide_outlet_log_is_made_0600(tmp_path: Path) -> None:
@@ -183,7 +210,8 @@ def test_an_existing_wide_outlet_log_is_made_0600(tmp_path: Path) -> None:
 
 
 def test_an_outlet_log_we_cannot_make_private_is_refused(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Someone else's 0644 log: fchmod fails (EPERM); refused, the card untouched."""
     card = new_card(tmp_path, "employee-enabled")
     before = card.read_bytes()
@@ -218,8 +246,9 @@ def test_an_outlet_log_symlink_is_refused_and_its_target_untouched(tmp_path: Pat
     link.symlink_to(victim)
     card = new_card(tmp_path, "employee-enabled")
     before = card.read_bytes()
-    done = cardio("outlet", "cancel-pin", "--card", card, "--id", ENABLED_SSN, "--test-key",
-                  "--log", link)
+    done = cardio(
+        "outlet", "cancel-pin", "--card", card, "--id", ENABLED_SSN, "--test-key", "--log", link
+    )
     one_line_error(done, 1, "cardio", "symbolic link", "nothing was sent to the card")
     assert victim.read_text() == "someone's file\n" and mode(victim) == 0o644
     assert card.read_bytes() == before
@@ -251,12 +280,23 @@ def _dev_full(tmp_path: Path) -> tuple[Path, str]:
 
 @pytest.mark.parametrize("make", [_fifo, _folder, _dev_full], ids=["fifo", "folder", "dev-full"])
 def test_an_outlet_log_that_is_no_regular_file_is_refused_before_the_card(
-        tmp_path: Path, make) -> None:
+    tmp_path: Path, make
+) -> None:
     log, words = make(tmp_path)
     card = new_card(tmp_path, "locked")
     before = card.read_bytes()
-    done = cardio("outlet", "reset-pin", "--card", card, "--id", LOCKED_SSN, "--test-key",
-                  "--log", log, stdin=f"{NEW_PIN}\n{NEW_PIN}\n")
+    done = cardio(
+        "outlet",
+        "reset-pin",
+        "--card",
+        card,
+        "--id",
+        LOCKED_SSN,
+        "--test-key",
+        "--log",
+        log,
+        stdin=f"{NEW_PIN}\n{NEW_PIN}\n",
+    )
     one_line_error(done, 1, "cardio", str(log), words, "nothing was sent to the card")
     assert card.read_bytes() == before
     # in process too, through check_writable: nothing reaches the reader
@@ -288,7 +328,8 @@ def test_an_existing_wide_host_database_and_its_wal_are_made_0600(tmp_path: Path
 
 
 def test_a_host_database_we_cannot_make_private_is_refused(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     db = tmp_path / "theirs.db"
     db.touch()
     db.chmod(0o644)
@@ -307,12 +348,15 @@ def test_a_host_database_we_cannot_make_private_is_refused(
 # --- 3: usage errors are one line ------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("argv", "prog"), [
-    ([], "pos-host"),
-    (["balance"], "pos-host balance"),
-    (["frobnicate"], "pos-host"),
-    (["balance", "--ssn", ZHANG, "--bogus"], "pos-host"),
-])
+@pytest.mark.parametrize(
+    ("argv", "prog"),
+    [
+        ([], "pos-host"),
+        (["balance"], "pos-host balance"),
+        (["frobnicate"], "pos-host"),
+        (["balance", "--ssn", ZHANG, "--bogus"], "pos-host"),
+    ],
+)
 def test_pos_host_usage_errors_are_one_line(argv: list[str], prog: str) -> None:
     done = pos_host(*argv)
     one_line_error(done, 2, prog, f"; see {prog} --help")
@@ -325,7 +369,8 @@ def test_cardio_card_new_missing_argument_is_one_line_with_its_prog(tmp_path: Pa
 
 
 def test_one_line_parser_is_an_argument_parser_and_its_subparsers_too(
-        capsys: pytest.CaptureFixture[str]) -> None:
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     parser = OneLineParser(prog="tool", description="d")
     assert isinstance(parser, __import__("argparse").ArgumentParser)
     sub = parser.add_subparsers(dest="c", required=True)
@@ -354,8 +399,9 @@ def test_a_key_that_is_a_folder_or_a_pipe_says_so(tmp_path: Path) -> None:
     with pytest.raises(KeyFileError, match="not a regular file .a named pipe.") as caught:
         load_key(tmp_path / "fifo")
     assert "chmod" not in str(caught.value)
-    done = cardio("outlet", "activate", "--card", tmp_path / "c.json", "--id", ZHANG,
-                  "--key", folder)
+    done = cardio(
+        "outlet", "activate", "--card", tmp_path / "c.json", "--id", ZHANG, "--key", folder
+    )
     one_line_error(done, 1, "cardio", "is a folder", "--key")
 
 
@@ -406,7 +452,8 @@ def test_one_line_escapes() -> None:
 
 
 def test_an_undecodable_byte_in_cardio_messages_in_process(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = os.fsdecode(os.fsencode(tmp_path) + b"/missing\xfe.json")
     assert cardio_main(["card", "show", path], out=io.StringIO()) != 0
     err = capsys.readouterr().err

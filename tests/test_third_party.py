@@ -36,8 +36,10 @@ APDUS = [
 def tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        unavailable(f"{name} is not installed (Debian package "
-                    f"{'pcsc-tools' if name == 'scriptor' else 'opensc'})")
+        unavailable(
+            f"{name} is not installed (Debian package "
+            f"{'pcsc-tools' if name == 'scriptor' else 'opensc'})"
+        )
     assert path is not None
     return path
 
@@ -50,8 +52,9 @@ def cardio_send_card(path: Path, apdus: list[str]) -> list[bytes]:
     """The raw responses `cardio send --card` prints, one per APDU."""
     result = run(sys.executable, "-m", "cardio.cli", "send", "--card", str(path), *apdus)
     assert result.returncode == 0, result.stderr
-    responses = [bytes.fromhex(line[2:]) for line in result.stdout.splitlines()
-                 if line.startswith("< ")]
+    responses = [
+        bytes.fromhex(line[2:]) for line in result.stdout.splitlines() if line.startswith("< ")
+    ]
     assert len(responses) == len(apdus), result.stdout
     return responses
 
@@ -116,7 +119,7 @@ def parse_opensc(stdout: str) -> tuple[list[str], list[bytes]]:
         if line.startswith("Sending: "):
             finish()
             data = None
-            sent.append(line[len("Sending: "):].strip())
+            sent.append(line[len("Sending: ") :].strip())
             continue
         match = RECEIVED.match(line)
         if match:

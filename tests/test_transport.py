@@ -239,9 +239,12 @@ def test_t0_card_read_record_with_a_wrong_le_is_fixed_by_6cxx(
     record = card_number_record(t0_path)
     assert reader.transmit(h("00 B2 07 2C 05")) == record + OK
     assert trace == [
-        "> 00 B2 07 2C 05", "< 6C 0B",
-        "> 00 B2 07 2C 0B", "< 61 0B",
-        "> 00 C0 00 00 0B", "< " + (record + OK).hex(" ").upper(),
+        "> 00 B2 07 2C 05",
+        "< 6C 0B",
+        "> 00 B2 07 2C 0B",
+        "< 61 0B",
+        "> 00 C0 00 00 0B",
+        "< " + (record + OK).hex(" ").upper(),
     ]
 
 
@@ -348,11 +351,16 @@ def test_the_trace_gets_masked_lines_only(
     assert reader.transmit(VERIFY_NEW) == OK
     assert reader.transmit(STATUS_QUERY) == OK
     assert trace == [
-        "> 00 20 00 00 03 ** ** **", "< 90 00",
-        "> 80 5E 01 00 07 ** ** ** FF ** ** **", "< 90 00",
-        "> 00 20 00 00 03 ** ** **", "< 63 C5",
-        "> 00 20 00 00 03 ** ** **", "< 90 00",
-        "> 00 20 00 00", "< 90 00",
+        "> 00 20 00 00 03 ** ** **",
+        "< 90 00",
+        "> 80 5E 01 00 07 ** ** ** FF ** ** **",
+        "< 90 00",
+        "> 00 20 00 00 03 ** ** **",
+        "< 63 C5",
+        "> 00 20 00 00 03 ** ** **",
+        "< 90 00",
+        "> 00 20 00 00",
+        "< 90 00",
     ]
     for line in trace:
         assert COMMAND_LINE.fullmatch(line) or RESPONSE_LINE.fullmatch(line), line
@@ -384,9 +392,7 @@ ERROR_CASES = {
 }
 
 
-@pytest.mark.parametrize(
-    "code,during,kind,action", ERROR_CASES.values(), ids=ERROR_CASES.keys()
-)
+@pytest.mark.parametrize("code,during,kind,action", ERROR_CASES.values(), ids=ERROR_CASES.keys())
 def test_error_for_maps_each_code_to_its_typed_error(
     pcsc: ModuleType, code: int, during: bool, kind: type[ReaderError], action: str
 ) -> None:
@@ -397,9 +403,7 @@ def test_error_for_maps_each_code_to_its_typed_error(
     assert action in message, message
 
 
-@pytest.mark.parametrize(
-    "code,during,kind,action", ERROR_CASES.values(), ids=ERROR_CASES.keys()
-)
+@pytest.mark.parametrize("code,during,kind,action", ERROR_CASES.values(), ids=ERROR_CASES.keys())
 def test_error_for_treats_a_signed_code_as_the_same_code(
     pcsc: ModuleType, code: int, during: bool, kind: type[ReaderError], action: str
 ) -> None:

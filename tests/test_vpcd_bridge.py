@@ -222,14 +222,17 @@ def test_get_atr_is_answered_with_the_atr_of_the_card_file(card_path: Path) -> N
 
 @pytest.mark.parametrize("code", [POWER_OFF, RESET, POWER_ON], ids=CONTROL_NAMES.get)
 def test_power_controls_send_no_reply_and_clear_the_session(card_path: Path, code: int) -> None:
-    stream = b"".join(frame(p) for p in (
-        bytes((POWER_ON,)),
-        VERIFY_RIGHT,
-        STATUS_QUERY,
-        bytes((code,)),
-        STATUS_QUERY,
-        bytes((GET_ATR,)),
-    ))
+    stream = b"".join(
+        frame(p)
+        for p in (
+            bytes((POWER_ON,)),
+            VERIFY_RIGHT,
+            STATUS_QUERY,
+            bytes((code,)),
+            STATUS_QUERY,
+            bytes((GET_ATR,)),
+        )
+    )
     received = run_bridge(card_path, stream)
     # one frame for each APDU and the GET ATR, nothing for the controls
     assert received == frame(OK) + frame(OK) + frame(NOT_VERIFIED) + frame(expected_atr(card_path))
@@ -309,12 +312,15 @@ def test_a_signal_raises_stop_only_in_a_wait_and_only_once() -> None:
 def test_each_reply_is_one_frame_written_with_one_send(card_path: Path) -> None:
     atr_frame = frame(bytes((GET_ATR,)))
     data_frame = frame(GET_PIN_DATA)
-    sock = ScriptedSocket([
-        atr_frame[:2], atr_frame[2:],  # as vpcd writes: length, then payload
-        frame(bytes((POWER_ON,))),
-        *(bytes((b,)) for b in data_frame),
-        frame(VERIFY_RIGHT) + frame(bytes((POWER_OFF,))) + frame(STATUS_QUERY),
-    ])
+    sock = ScriptedSocket(
+        [
+            atr_frame[:2],
+            atr_frame[2:],  # as vpcd writes: length, then payload
+            frame(bytes((POWER_ON,))),
+            *(bytes((b,)) for b in data_frame),
+            frame(VERIFY_RIGHT) + frame(bytes((POWER_OFF,))) + frame(STATUS_QUERY),
+        ]
+    )
     with open_card(card_path) as card:
         vpcd.Bridge(card).serve(sock, vpcd.StopGuard())  # returns at end of stream
     assert sock.writes == [
@@ -328,8 +334,9 @@ def test_each_reply_is_one_frame_written_with_one_send(card_path: Path) -> None:
 @pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="TCP_QUICKACK is Linux only")
 def test_quickack_is_rearmed_after_every_recv() -> None:
     """The module doc: vpcd's payload waits for our ACK of its length; ACK at once."""
-    sock = ScriptedSocket([b"\x00", b"\x05", GET_PIN_DATA[:2], GET_PIN_DATA[2:]],
-                          family=socket.AF_INET)
+    sock = ScriptedSocket(
+        [b"\x00", b"\x05", GET_PIN_DATA[:2], GET_PIN_DATA[2:]], family=socket.AF_INET
+    )
     assert vpcd.read_frame(sock) == GET_PIN_DATA
     quickacks = [o for o in sock.options if o == (socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)]
     assert len(quickacks) == sock.recvs == 4
@@ -496,12 +503,18 @@ def test_verbose_logs_each_apdu_with_pins_masked(
     assert served.stop() == 0
     logged = [m.group(1) for line in served.lines if (m := HEX_LINE.search(line))]
     assert logged == [
-        "> " + SELECT_SSSE_HEX, "< 90 00",
-        "> 00 20 00 00 03 ** ** **", "< 90 00",
-        "> 80 5E 01 00 07 ** ** ** FF ** ** **", "< 90 00",
-        "> 00 20 00 00 03 ** ** **", "< 63 C5",
-        "> 00 20 00 00 03 ** ** **", "< 90 00",
-        "> 00 20 00 00", "< 90 00",
+        "> " + SELECT_SSSE_HEX,
+        "< 90 00",
+        "> 00 20 00 00 03 ** ** **",
+        "< 90 00",
+        "> 80 5E 01 00 07 ** ** ** FF ** ** **",
+        "< 90 00",
+        "> 00 20 00 00 03 ** ** **",
+        "< 63 C5",
+        "> 00 20 00 00 03 ** ** **",
+        "< 90 00",
+        "> 00 20 00 00",
+        "< 90 00",
     ]
     everything = re.sub(r"\s", "", served.stdout + served.stderr)
     for digits in ("123456", "908172", "112233"):

@@ -45,7 +45,6 @@ NOT_VERIFIED = h("63 C6")  # status query, not verified, 6 tries left
 WRONG_PIN_5_LEFT = h("63 C5")
 
 
-
 # --- the card file ----------------------------------------------------------------------
 
 
@@ -233,8 +232,9 @@ class Served:
                 if self._ended or left <= 0:
                     break
                 self._changed.wait(left)
-        pytest.fail(f"cardio serve (status {self.proc.poll()}) never said {text!r}; "
-                    f"stderr:\n{self.stderr}")
+        pytest.fail(
+            f"cardio serve (status {self.proc.poll()}) never said {text!r}; stderr:\n{self.stderr}"
+        )
 
     def wait(self, timeout: float = DEADLINE) -> int:
         try:
@@ -266,8 +266,6 @@ def connect_when_listening(port: int) -> VpcdLink:
             if time.monotonic() > end:
                 pytest.fail(f"cardio serve --listen never listened on port {port}")
             time.sleep(0.05)
-
-
 
 
 @contextmanager

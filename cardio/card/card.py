@@ -140,13 +140,18 @@ class VirtualCard:
         try:
             self._store.save(state)
         except CardWriteError as e:
-            log.error("%s: the card answered 6581 (memory failure) and keeps its previous "
-                      "state; %s", e.problem, e.advice)
+            log.error(
+                "%s: the card answered 6581 (memory failure) and keeps its previous state; %s",
+                e.problem,
+                e.advice,
+            )
             raise CardError(Sw.MEMORY_FAILURE) from None
         except OSError as e:  # another Store's failure: its message is not ours to show
-            log.error("the card could not be saved (%s): the card answered 6581 (memory "
-                      "failure) and keeps its previous state; check the disk",
-                      e.strerror or type(e).__name__)
+            log.error(
+                "the card could not be saved (%s): the card answered 6581 (memory "
+                "failure) and keeps its previous state; check the disk",
+                e.strerror or type(e).__name__,
+            )
             raise CardError(Sw.MEMORY_FAILURE) from None
         self._state = state
 
@@ -264,9 +269,9 @@ class VirtualCard:
         self._require_active()
         self._compare_pin(old)
         state = self._state
-        self._save(state.with_(
-            pin=PinHash.of(new), tries_left=state.try_limit, pin_state=PinState.ENABLED
-        ))
+        self._save(
+            state.with_(pin=PinHash.of(new), tries_left=state.try_limit, pin_state=PinState.ENABLED)
+        )
         self._session.verified = True
         return b""
 
@@ -275,8 +280,14 @@ class VirtualCard:
             raise CardError(Sw.DATA_NOT_FOUND)
         self._no_data(apdu)
         s = self._state
-        value = bytes((LIFE_CYCLE_BYTES[s.life_cycle], PIN_STATE_BYTES[s.pin_state],
-                       s.tries_left, s.try_limit))
+        value = bytes(
+            (
+                LIFE_CYCLE_BYTES[s.life_cycle],
+                PIN_STATE_BYTES[s.pin_state],
+                s.tries_left,
+                s.try_limit,
+            )
+        )
         answer = bytes((PIN_STATUS_TAG, len(value))) + value
         self._exact_le(apdu, len(answer))
         return answer

@@ -62,23 +62,31 @@ def _bcd_date(day: dt.date) -> bytes:
 def build(state: CardState) -> Df:
     """MF 3F00 / SSSE (by name) / EF05, EF06, DF04 / EF05."""
     c, h = state.card, state.holder
-    card_data = Ef(Fid.EF05, Sfi.EF05, {
-        Tag.IDENTIFICATION_CODE: c.identification_code,
-        Tag.CATEGORY: c.category.encode("ascii"),
-        Tag.SPEC_VERSION: c.spec_version.encode("ascii"),
-        Tag.ISSUER: c.issuer_id,
-        Tag.ISSUE_DATE: _bcd_date(c.issue_date),
-        Tag.EXPIRY_DATE: _bcd_date(c.expiry_date),
-        Tag.CARD_NUMBER: c.card_number.encode("ascii"),
-    })
-    holder = Ef(Fid.EF06, Sfi.EF06, {
-        Tag.SSN: h.ssn.encode("ascii"),
-        Tag.NAME: h.name.encode("gbk").ljust(NAME_FIELD_LENGTH, b"\x00"),
-        Tag.SEX: h.sex.encode("ascii"),
-        Tag.ETHNIC: bytes.fromhex(h.ethnic),
-        Tag.BIRTHPLACE: bytes.fromhex(h.birthplace),
-        Tag.BIRTH_DATE: _bcd_date(h.birth_date),
-    })
+    card_data = Ef(
+        Fid.EF05,
+        Sfi.EF05,
+        {
+            Tag.IDENTIFICATION_CODE: c.identification_code,
+            Tag.CATEGORY: c.category.encode("ascii"),
+            Tag.SPEC_VERSION: c.spec_version.encode("ascii"),
+            Tag.ISSUER: c.issuer_id,
+            Tag.ISSUE_DATE: _bcd_date(c.issue_date),
+            Tag.EXPIRY_DATE: _bcd_date(c.expiry_date),
+            Tag.CARD_NUMBER: c.card_number.encode("ascii"),
+        },
+    )
+    holder = Ef(
+        Fid.EF06,
+        Sfi.EF06,
+        {
+            Tag.SSN: h.ssn.encode("ascii"),
+            Tag.NAME: h.name.encode("gbk").ljust(NAME_FIELD_LENGTH, b"\x00"),
+            Tag.SEX: h.sex.encode("ascii"),
+            Tag.ETHNIC: bytes.fromhex(h.ethnic),
+            Tag.BIRTHPLACE: bytes.fromhex(h.birthplace),
+            Tag.BIRTH_DATE: _bcd_date(h.birth_date),
+        },
+    )
     medical_record = Ef(Fid.EF05, Sfi.EF05, {MedicalTag.SCHEME: state.scheme.encode("ascii")})
     medical = Df(Fid.DF04, None, (medical_record,))
     ssse = Df(None, SSSE_NAME, (card_data, holder, medical))

@@ -19,8 +19,16 @@ from typing import Any
 from cardio.errors import UsageError
 from cardio.model import Category, LifeCycle, PinState
 
-__all__ = ["CardData", "CardFileError", "CardState", "Category", "Holder", "LifeCycle",
-           "PinHash", "PinState"]
+__all__ = [
+    "CardData",
+    "CardFileError",
+    "CardState",
+    "Category",
+    "Holder",
+    "LifeCycle",
+    "PinHash",
+    "PinState",
+]
 
 FORMAT = "shebao-pos/card"
 VERSION = 1

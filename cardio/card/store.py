@@ -109,8 +109,9 @@ def _kind(mode: int) -> str:
 
 
 def _not_a_card_file(name: str, mode: int) -> CardPathError:
-    return CardPathError(f"{name} is {_kind(mode)}, not a card file; "
-                         "give the path of a card file, e.g. card.json")
+    return CardPathError(
+        f"{name} is {_kind(mode)}, not a card file; give the path of a card file, e.g. card.json"
+    )
 
 
 # --- the card path ------------------------------------------------------------------------
@@ -123,18 +124,20 @@ def card_path(path: CardPath) -> Path:
     """
     text = os.fspath(path)
     if not text:
-        raise CardPathError("the card path is empty; give the path of a card file, "
-                            "e.g. card.json")
+        raise CardPathError("the card path is empty; give the path of a card file, e.g. card.json")
     if "\0" in text:
         raise CardPathError(f"{text!r} holds a NUL character; give the path of a card file")
     if text.endswith(os.sep) or Path(text).name in ("", ".", ".."):
-        raise CardPathError(f"{text} names a folder, not a card file; give a file name in "
-                            f"it, e.g. {Path(text) / 'card.json'}")
+        raise CardPathError(
+            f"{text} names a folder, not a card file; give a file name in "
+            f"it, e.g. {Path(text) / 'card.json'}"
+        )
     try:
         return Path(text).resolve()
     except RuntimeError:  # Python 3.11 reports a symlink loop so
-        raise CardPathError(f"{text} is a loop of symbolic links; "
-                            "give the path of a card file") from None
+        raise CardPathError(
+            f"{text} is a loop of symbolic links; give the path of a card file"
+        ) from None
     except OSError as e:
         raise _cannot(text, "be found", e) from None
 
@@ -218,8 +221,9 @@ def _read(path: Path, name: str) -> CardState:
     finally:
         os.close(fd)
     if size > MAX_CARD_BYTES:
-        raise CardFileError(name, "the file", f"is over {MAX_CARD_BYTES // 1024} KB, "
-                            "too large to be a card file")
+        raise CardFileError(
+            name, "the file", f"is over {MAX_CARD_BYTES // 1024} KB, too large to be a card file"
+        )
     return decode(b"".join(chunks), name)
 
 
@@ -291,7 +295,7 @@ def atomic_write(path: Path, data: bytes) -> None:
             os.fchmod(fd, FILE_MODE)  # the umask may have lowered it
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)  # may fail too (NFS reports a full disk here): still no rename
@@ -334,8 +338,9 @@ class CardLock:
         except OSError as e:
             if e.errno == errno.ELOOP:
                 raise self._foreign("a symbolic link") from None
-            raise _cannot(self.name, f"make the lock file {self.lock_path.name} beside it",
-                          e) from None
+            raise _cannot(
+                self.name, f"make the lock file {self.lock_path.name} beside it", e
+            ) from None
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
             os.close(fd)
@@ -344,8 +349,10 @@ class CardLock:
         return fd
 
     def _foreign(self, kind: str) -> StoreError:
-        return StoreError(f"{self.lock_path} is {kind}, not cardio's lock file; "
-                          f"check who put it there, remove it and try again")
+        return StoreError(
+            f"{self.lock_path} is {kind}, not cardio's lock file; "
+            f"check who put it there, remove it and try again"
+        )
 
     def acquire(self) -> None:
         fd = self._open()
@@ -373,7 +380,7 @@ class CardLock:
         prefix = f".{self.path.name}.tmp-"
         with contextlib.suppress(OSError):  # best effort: a folder we cannot list keeps them
             for stale in self.path.parent.iterdir():
-                if stale.name.startswith(prefix) and stale.name[len(prefix):].isdigit():
+                if stale.name.startswith(prefix) and stale.name[len(prefix) :].isdigit():
                     with contextlib.suppress(OSError):
                         stale.unlink()  # a symlink is removed itself, never its target
 
@@ -461,8 +468,10 @@ def _check_replaceable(target: Path, name: str, force: bool, *, linked: bool) ->
         st = os.stat(target)
     except FileNotFoundError:
         if linked:
-            raise StoreError(f"{name} is a symbolic link to a missing file ({target}); "
-                             "remove the link or give the path of the card itself") from None
+            raise StoreError(
+                f"{name} is a symbolic link to a missing file ({target}); "
+                "remove the link or give the path of the card itself"
+            ) from None
         return
     except OSError as e:
         raise _cannot(name, "be checked", e) from None
@@ -474,5 +483,7 @@ def _check_replaceable(target: Path, name: str, force: bool, *, linked: bool) ->
         try:
             _read(target, name)
         except (StoreError, CardFileError):
-            raise StoreError(f"{name} is a symbolic link to {target}, which is not a card "
-                             "file; remove the link or replace that file yourself") from None
+            raise StoreError(
+                f"{name} is a symbolic link to {target}, which is not a card "
+                "file; remove the link or replace that file yourself"
+            ) from None

@@ -94,8 +94,9 @@ def _check(hresult: int, **kw: bool) -> None:
 
 def _require_pyscard() -> None:
     if scard is None:
-        raise ReaderError("pyscard is not installed; install the 'pcsc' extra (pip install "
-                          "'shebao-pos[pcsc]')")
+        raise ReaderError(
+            "pyscard is not installed; install the 'pcsc' extra (pip install 'shebao-pos[pcsc]')"
+        )
 
 
 class Context:
@@ -156,8 +157,10 @@ def resolve(choice: str) -> str:
         index = int(choice)
         if index < len(names):
             return names[index]
-        raise NoReaderError(f"there is no reader {index}; 'cardio readers' lists "
-                            f"{len(names)} reader(s), numbered from 0")
+        raise NoReaderError(
+            f"there is no reader {index}; 'cardio readers' lists "
+            f"{len(names)} reader(s), numbered from 0"
+        )
     matches = [n for n in names if choice.lower() in n.lower()]
     if len(matches) == 1:
         return matches[0]
@@ -186,7 +189,7 @@ class PcscReader(Reader):
 
     def _state(self) -> tuple[int, bytes]:
         try:
-            (_, state, atr), = self._context().states([self.name])
+            ((_, state, atr),) = self._context().states([self.name])
         except NoServiceError:
             self._drop_context()
             raise
@@ -233,7 +236,9 @@ class PcscReader(Reader):
         if self._card is None:
             return self.connect()
         hr, protocol = scard.SCardReconnect(
-            self._card, self._share, scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1,
+            self._card,
+            self._share,
+            scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1,
             scard.SCARD_RESET_CARD,
         )
         _check(hr, during_command=True)

@@ -16,8 +16,7 @@ class VirtualReader(Reader):
 
     can_toggle = True
 
-    def __init__(self, card_path: CardPath, *, inserted: bool = True,
-                 trace: Trace | None = None):
+    def __init__(self, card_path: CardPath, *, inserted: bool = True, trace: Trace | None = None):
         super().__init__(trace)
         self._shown = os.fspath(card_path)  # as the person wrote it, for messages
         # Resolved once: re-inserting is the same card even if a symlink changes meanwhile.
@@ -97,4 +96,3 @@ class VirtualReader(Reader):
 
     def close(self) -> None:
         self.remove()
-

@@ -51,8 +51,7 @@ class CardFlow(ABC):
 
     def _result(self, ok: bool, *keys: str | Line, keep: bool = False) -> None:
         self._forget_pins()
-        lines = [k if isinstance(k, Line) else line(k, Tone.OK if ok else Tone.ERROR)
-                 for k in keys]
+        lines = [k if isinstance(k, Line) else line(k, Tone.OK if ok else Tone.ERROR) for k in keys]
         self.view = View(Stage.RESULT, tuple(lines), self.info, success=ok, keep=keep)
 
     # --- the new PIN: S15, then typed again -------------------------------------------------
@@ -72,8 +71,9 @@ class CardFlow(ABC):
         """NEW_PIN: S15 is checked before the card is touched, so a bad choice never costs a
         try; a good one is asked for again."""
         info = self.info
-        violation = check_new_pin(text, birth_date=info.birth_date if info else None,
-                                  phone=self._phone())
+        violation = check_new_pin(
+            text, birth_date=info.birth_date if info else None, phone=self._phone()
+        )
         if violation is not None:
             self._ask_new_pin(line(f"v_{violation.value}", Tone.ERROR))
             return
@@ -99,8 +99,9 @@ class CardFlow(ABC):
     def ended(self, key: str) -> None:
         """Cancelled or timed out: a brief notice that keeps any digits still typed."""
         self._forget_pins()
-        self.view = View(Stage.RESULT, (line(key, Tone.ERROR),), self.info, success=False,
-                         brief=True)
+        self.view = View(
+            Stage.RESULT, (line(key, Tone.ERROR),), self.info, success=False, brief=True
+        )
 
     def card_failed(self, key: str) -> None:
         """Rule 1: the card could not be read or did not answer; `key` says why."""
@@ -112,7 +113,10 @@ class CardFlow(ABC):
     def _ends_on_removal(self) -> bool:
         """Before the card is asked for, a removal changes nothing; after, it ends."""
         return not self.view.final and self.view.stage not in (
-            Stage.AMOUNT, Stage.ID_NUMBER, Stage.INSERT)
+            Stage.AMOUNT,
+            Stage.ID_NUMBER,
+            Stage.INSERT,
+        )
 
     def _removed_lines(self) -> tuple[Line, ...]:
         return (line("removed", Tone.ERROR),)

@@ -30,9 +30,14 @@ TITLES = {Purpose.PAY: "pay", Purpose.CHANGE: "change", Purpose.INFO: "info"}
 def facts_of(info: CardInfo, lost: bool = False) -> CardFacts:
     s = info.status
     return CardFacts(
-        category=info.category, scheme=info.scheme, life_cycle=s.life_cycle,
-        pin_state=s.pin_state, tries_left=s.tries_left, try_limit=s.try_limit,
-        birth_date=info.birth_date, lost=lost,
+        category=info.category,
+        scheme=info.scheme,
+        life_cycle=s.life_cycle,
+        pin_state=s.pin_state,
+        tries_left=s.tries_left,
+        try_limit=s.try_limit,
+        birth_date=info.birth_date,
+        lost=lost,
     )
 
 
@@ -69,8 +74,11 @@ class PharmacyFlow(CardFlow):
         self._forced = False
         self._current: str | None = None  # the holder's current PIN, until the change is sent
         self._new: str | None = None  # the chosen new PIN, until confirmed and sent
-        self.view = (View(Stage.AMOUNT, (line("enter_amount"),)) if purpose is Purpose.PAY
-                     else View(Stage.INSERT, (line("insert_card"),)))
+        self.view = (
+            View(Stage.AMOUNT, (line("enter_amount"),))
+            if purpose is Purpose.PAY
+            else View(Stage.INSERT, (line("insert_card"),))
+        )
 
     # --- helpers ------------------------------------------------------------------
 
@@ -85,8 +93,11 @@ class PharmacyFlow(CardFlow):
 
     def _removed_lines(self) -> tuple[Line, ...]:
         if self.purpose is Purpose.PAY:
-            return (line("removed", Tone.ERROR), self._amount_line(),
-                    line("not_debited", Tone.ERROR))
+            return (
+                line("removed", Tone.ERROR),
+                self._amount_line(),
+                line("not_debited", Tone.ERROR),
+            )
         return super()._removed_lines()
 
     def _pin_prompt(self) -> Line:
@@ -109,14 +120,23 @@ class PharmacyFlow(CardFlow):
     def settled(self, debit: Debit) -> None:
         """The host's answer to Settle."""
         if debit.ok:
-            self._result(True, *self._before, line("authorised", Tone.OK),
-                         self._amount_line(),
-                         line("balance_after", amount=format_fen(debit.balance_after_fen or 0)),
-                         *self._receipt_lines(debit), keep=True)
+            self._result(
+                True,
+                *self._before,
+                line("authorised", Tone.OK),
+                self._amount_line(),
+                line("balance_after", amount=format_fen(debit.balance_after_fen or 0)),
+                *self._receipt_lines(debit),
+                keep=True,
+            )
         elif debit.status is DebitStatus.INSUFFICIENT:
             balance = format_fen(debit.balance_after_fen or 0)
-            self._result(False, *self._before, line("insufficient", Tone.ERROR, balance=balance),
-                         self._amount_line())
+            self._result(
+                False,
+                *self._before,
+                line("insufficient", Tone.ERROR, balance=balance),
+                self._amount_line(),
+            )
         elif debit.status is DebitStatus.LOST:
             self._result(False, line("lost", Tone.ERROR))
         else:
@@ -126,9 +146,14 @@ class PharmacyFlow(CardFlow):
         info = self.info
         number = identity.mask_card_number(info.card_number) if info and info.card_number else "-"
         name = identity.mask_name(info.name) if info and info.name else "-"
-        return (line("receipt_terminal", terminal=self.terminal_id,
-                     time=debit.time[:19].replace("T", " ")),
-                line("receipt_card", card=number, name=name))
+        return (
+            line(
+                "receipt_terminal",
+                terminal=self.terminal_id,
+                time=debit.time[:19].replace("T", " "),
+            ),
+            line("receipt_card", card=number, name=name),
+        )
 
     def removed_before_debit(self) -> None:
         """The card was gone when the debit was due: nothing was debited. What the card

@@ -33,8 +33,11 @@ ENTRY_STAGES = {Stage.AMOUNT, Stage.ID_NUMBER, Stage.PIN, Stage.NEW_PIN, Stage.C
 PIN_STAGES = {Stage.PIN, Stage.NEW_PIN, Stage.CONFIRM_PIN}
 FINAL_STAGES = {Stage.RESULT, Stage.INFO}
 INPUT_STAGES = ENTRY_STAGES | {Stage.CONFIRM_AMOUNT}  # Enter is taken here
-ENTRY_LIMITS = {Stage.AMOUNT: MAX_AMOUNT_DIGITS, Stage.ID_NUMBER: ID_LENGTH,
-                Stage.CONFIRM_AMOUNT: 0}  # other entry stages: a PIN's length
+ENTRY_LIMITS = {
+    Stage.AMOUNT: MAX_AMOUNT_DIGITS,
+    Stage.ID_NUMBER: ID_LENGTH,
+    Stage.CONFIRM_AMOUNT: 0,
+}  # other entry stages: a PIN's length
 # Nothing is in flight on these: the holder's time is limited (--timeout).
 TIMED_STAGES = INPUT_STAGES | FINAL_STAGES | {Stage.INSERT}
 

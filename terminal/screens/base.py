@@ -33,10 +33,12 @@ class PadScreen(Screen[None], inherit_bindings=False):
             with Horizontal(id="body"):
                 with Vertical(id="panel"):
                     yield from self.compose_panel()
-                yield Keypad({name: self.t(f"key_{name}") for name in LABELLED},
-                             with_x=self.pos.chrome.with_x, id="keypad")
-            trace = RichLog(id="trace", max_lines=400, wrap=True, markup=False,
-                            auto_scroll=True)
+                yield Keypad(
+                    {name: self.t(f"key_{name}") for name in LABELLED},
+                    with_x=self.pos.chrome.with_x,
+                    id="keypad",
+                )
+            trace = RichLog(id="trace", max_lines=400, wrap=True, markup=False, auto_scroll=True)
             trace.can_focus = False  # Enter always means confirm
             yield trace
             yield Static("  ".join(self.t(key) for key in self.pos.chrome.hint), id="hint")

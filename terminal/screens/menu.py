@@ -33,4 +33,3 @@ class MenuScreen(PadScreen):
         elif self.notice:  # a transaction just ended with the card still in
             text.append(self.t("take_card"), style="bold")
         self.query_one("#lines", Static).update(text)
-

@@ -42,7 +42,6 @@ class StageScreen(PadScreen):
         return text
 
 
-
 class EntryScreen(StageScreen):
     """Amount, ID number or PIN entry."""
 
@@ -50,8 +49,9 @@ class EntryScreen(StageScreen):
 
     def compose_panel(self) -> ComposeResult:
         yield from super().compose_panel()
-        yield Entry(kind=self.kind, suffix=self.t("yuan") if self.kind == "amount" else "",
-                    id="entry")
+        yield Entry(
+            kind=self.kind, suffix=self.t("yuan") if self.kind == "amount" else "", id="entry"
+        )
 
     def on_mount(self) -> None:
         self.show_entry(self.pos.entry)
@@ -118,10 +118,16 @@ class InfoScreen(ResultScreen):
             ("holder", identity.mask_name(info.name) if info.name else "-"),
             ("id_number", identity.mask_id(info.ssn) if info.ssn else "-"),
             ("card_number", info.card_number or "-"),
-            ("scheme", self.t(f"scheme_{info.scheme}") if info.scheme in tuple(Scheme)
-             else self.t("scheme_unknown")),
-            ("life_cycle",
-             self.t(f"life_{s.life_cycle.value}" if s.life_cycle else "life_unknown")),
+            (
+                "scheme",
+                self.t(f"scheme_{info.scheme}")
+                if info.scheme in tuple(Scheme)
+                else self.t("scheme_unknown"),
+            ),
+            (
+                "life_cycle",
+                self.t(f"life_{s.life_cycle.value}" if s.life_cycle else "life_unknown"),
+            ),
             ("pin_state", pin_state),
         ]
         for label, value in rows:

@@ -27,4 +27,3 @@ class Entry(Static):
             fen = int(self.value or "0")
             return f"{fen // 100}.{fen % 100:02d} {self.suffix}".rstrip()
         return self.value or "_"
-

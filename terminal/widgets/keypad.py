@@ -38,8 +38,7 @@ class PadKey(Button, can_focus=False):
 class Keypad(Grid):
     """1 2 3 取消 / 4 5 6 退格 / 7 8 9 清除 / 0 确认 (at the outlet: 0 X 确认)."""
 
-    def __init__(self, labels: dict[str, str], *, with_x: bool = False,
-                 **kwargs: object) -> None:
+    def __init__(self, labels: dict[str, str], *, with_x: bool = False, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.labels = labels
         self.with_x = with_x  # the service outlet types ID numbers, some ending in X
