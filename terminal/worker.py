@@ -11,7 +11,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cardio import identity
 from cardio.outlet import Operation, Outcome, Outlet, OutletError, OutletLog
 from cardio.pin import PinFormatError
 from cardio.protocol import (
@@ -36,7 +35,7 @@ from cardio.readers.errors import (
 )
 from cardio.resources import private_folders
 from cardio.trace import failure
-from host.api import Debit, HostError, format_fen
+from host.api import Debit, HostError
 from terminal.equipment import (
     BUSY_WAIT,
     Equipment,
@@ -53,6 +52,7 @@ from terminal.flow.commands import (
 )
 from terminal.flow.outlet import OutletFlow
 from terminal.flow.pharmacy import PharmacyFlow
+from terminal.flow.receipt import Receipt
 from terminal.flow.view import Stage
 
 log = logging.getLogger(__name__)
@@ -243,20 +243,12 @@ READER_ERROR_KEYS: dict[type, str] = {
 
 
 def write_receipt(folder: Path, terminal_id: str, command: Settle, debit: Debit) -> Path:
-    """A receipt as a text file: masked card and name, never a PIN."""
-    name = identity.mask_name(command.holder_name) if command.holder_name else "-"
-    lines = [
-        "社会保障卡 消费凭条 / Social security card payment receipt",
-        f"终端 Terminal      {terminal_id}",
-        f"时间 Time          {debit.time}",
-        f"交易号 Transaction {command.txn_id}",
-        f"卡号 Card          {identity.mask_card_number(command.card_number)}",
-        f"姓名 Name          {name}",
-        f"金额 Amount        {format_fen(debit.amount_fen)} 元",
-        f"余额 Balance       {format_fen(debit.balance_after_fen or 0)} 元",
-    ]
-    path = folder / f"receipt-{debit.time[:19].replace(':', '')}-{command.txn_id[:8]}.txt"
-    write_private(path, ("\n".join(lines) + "\n").encode("utf-8"))
+    """The receipt as a text file (terminal/flow/receipt.py): masked, never a PIN."""
+    receipt = Receipt.of(
+        terminal_id, command.txn_id, command.card_number, command.holder_name, debit
+    )
+    path = folder / receipt.file_name()
+    write_private(path, receipt.text().encode("utf-8"))
     return path
 
 

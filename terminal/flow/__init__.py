@@ -12,6 +12,7 @@ one command.
                  the new PIN's two steps)
     pharmacy.py  PharmacyFlow: a payment, a PIN change, the card's information
     outlet.py    OutletFlow: the service outlet's operations (--outlet)
+    receipt.py   Receipt: a payment's receipt, as screen lines and as the --receipts file
 
 Stages and transitions, as the code makes them. [Command]: what the worker runs on the
 way there; a command's failure (reader, card, host) ends on RESULT.

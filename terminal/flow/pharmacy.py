@@ -7,13 +7,13 @@ import uuid
 from collections.abc import Callable
 from enum import StrEnum
 
-from cardio import identity
 from cardio.pin import PinFormatError, check_format
 from cardio.protocol import CardInfo, PinOutcome
 from host.api import Debit, DebitStatus, format_fen
 from terminal import rules
 from terminal.flow.base import CardFlow
 from terminal.flow.commands import Account, ChangePin, Command, ReadCard, Settle, Verify
+from terminal.flow.receipt import Receipt
 from terminal.flow.view import MAX_AMOUNT_DIGITS, Line, Stage, Tone, View, line
 from terminal.rules import CardFacts, Decision, Settings
 
@@ -120,15 +120,15 @@ class PharmacyFlow(CardFlow):
     def settled(self, debit: Debit) -> None:
         """The host's answer to Settle."""
         if debit.ok:
-            self._result(
-                True,
-                *self._before,
-                line("authorised", Tone.OK),
-                self._amount_line(),
-                line("balance_after", amount=format_fen(debit.balance_after_fen or 0)),
-                *self._receipt_lines(debit),
-                keep=True,
+            info = self.info
+            receipt = Receipt.of(
+                self.terminal_id,
+                self.txn_id,
+                info.card_number if info else None,
+                info.name if info else None,
+                debit,
             )
+            self._result(True, *self._before, *receipt.lines(), keep=True)
         elif debit.status is DebitStatus.INSUFFICIENT:
             balance = format_fen(debit.balance_after_fen or 0)
             self._result(
@@ -141,19 +141,6 @@ class PharmacyFlow(CardFlow):
             self._result(False, line("lost", Tone.ERROR))
         else:
             self._result(False, line("no_account", Tone.ERROR))
-
-    def _receipt_lines(self, debit: Debit) -> tuple[Line, ...]:
-        info = self.info
-        number = identity.mask_card_number(info.card_number) if info and info.card_number else "-"
-        name = identity.mask_name(info.name) if info and info.name else "-"
-        return (
-            line(
-                "receipt_terminal",
-                terminal=self.terminal_id,
-                time=debit.time[:19].replace("T", " "),
-            ),
-            line("receipt_card", card=number, name=name),
-        )
 
     def removed_before_debit(self) -> None:
         """The card was gone when the debit was due: nothing was debited. What the card
