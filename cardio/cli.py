@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import getpass
 import io
@@ -21,7 +22,7 @@ from cardio.apdu import HexError, parse_hex, to_hex
 from cardio.card import profiles, store
 from cardio.card.state import CardState
 from cardio.errors import Exit, UsageError
-from cardio.model import Category, Scheme
+from cardio.model import DEFAULT_SPEC_VERSION, SPEC_VERSIONS, Category, Scheme
 from cardio.readers.base import Reader
 from cardio.readers.virtual import VirtualReader
 from cardio.trace import command_line, response_line
@@ -72,7 +73,13 @@ def cmd_list_profiles(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_new(args: argparse.Namespace, out: TextIO) -> int:
-    state = profiles.new_card(args.profile, args.path, force=args.force)
+    state = profiles.new_card(
+        args.profile,
+        args.path,
+        force=args.force,
+        spec_version=args.spec_version,
+        real_only=args.real_only,
+    )
     print(
         f"made {one_line(args.path)} from profile {args.profile} "
         f"({state.pin_state.value}, {state.tries_left}/{state.try_limit} tries)",
@@ -263,6 +270,33 @@ def cmd_outlet(args: argparse.Namespace, out: TextIO) -> int:
     return Exit.OK
 
 
+def cmd_read_bas(args: argparse.Namespace, out: TextIO) -> int:
+    """The reader API's iReadCardBas line (cardio/readbas.py). A failure is the one-line
+    error with the API's number; with --json, also a JSON object on standard output."""
+    from cardio import api_codes
+    from cardio.errors import CardioError
+    from cardio.protocol import SocialSecurityCard
+    from cardio.readbas import BasicInfo
+
+    try:
+        with open_reader(args) as reader:
+            atr = reader.connect()
+            info = BasicInfo.of(SocialSecurityCard(reader).read_basics(), atr)
+    except CardioError as e:
+        code = api_codes.of(e)
+        if args.json:
+            failed = {"ok": False, "api_code": code, "error": str(e)}
+            print(json.dumps(failed, ensure_ascii=False), file=out)
+        say("cardio", f"{e} (reader API {code if code is not None else 'unknown error'})")
+        return e.exit_code
+    if args.json:
+        record = {"ok": True, "api_code": 0, **dataclasses.asdict(info)}
+        print(json.dumps(record, ensure_ascii=False), file=out)
+    else:
+        print(info.line(), file=out)
+    return Exit.OK
+
+
 def cmd_script(args: argparse.Namespace, out: TextIO) -> int:
     steps = parse_script(args.file)
     with open_reader(args) as reader:
@@ -286,6 +320,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", required=True, help="profile name (see list-profiles)")
     p.add_argument("path", help="the card file to write")
     p.add_argument("--force", action="store_true", help="replace an existing file")
+    p.add_argument(
+        "--spec-version",
+        choices=SPEC_VERSIONS,
+        default=None,
+        help="the card generation, EF05 record 03 (default: the profile's, "
+        f"{DEFAULT_SPEC_VERSION} for all but legacy-medical)",
+    )
+    p.add_argument(
+        "--real-only",
+        action="store_true",
+        help="answer only the standard's commands: our extensions get 6D00",
+    )
     p.set_defaults(func=cmd_new)
     p = card_sub.add_parser("show", help="show a card's state (never its PIN)")
     p.add_argument("path", help="the card file")
@@ -301,6 +347,16 @@ def build_parser() -> argparse.ArgumentParser:
     _card_or_reader(p)
     p.add_argument("file", help="one hex APDU a line, '#' comments, 'reset'")
     p.set_defaults(func=cmd_script)
+
+    p = sub.add_parser(
+        "read-bas",
+        help="the card's basic information as the reader API's iReadCardBas prints it",
+        description="Prints the holder's SSN and name unmasked (the integrator's "
+        "comparison with their own DLL); docs/card.md §8.",
+    )
+    _card_or_reader(p)
+    p.add_argument("--json", action="store_true", help="one JSON object, the fields named")
+    p.set_defaults(func=cmd_read_bas)
 
     p = sub.add_parser("outlet", help="service-outlet operations (MAC-protected)")
     p.add_argument("operation", choices=["reset-pin", "restore-initial", "cancel-pin", "activate"])

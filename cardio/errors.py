@@ -24,6 +24,8 @@ class CardioError(Exception):
 
     default = "the command failed; try again"
     exit_code = Exit.FAILED
+    # The reader API's number for this failure (cardio/api_codes.py), None if it has none.
+    api_code: int | None = None
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or self.default)
@@ -34,3 +36,4 @@ class UsageError(CardioError):
 
     default = "that input cannot be used; see --help"
     exit_code = Exit.USAGE
+    api_code: int | None = -14  # 命令参数错 (reader API appendix A)

@@ -12,6 +12,10 @@ from __future__ import annotations
 from enum import IntEnum, StrEnum
 
 SSSE_NAME = "sx1.sh.社会保障".encode("gbk")  # DF name of the social security application
+# The medical-insurance application's AID (V2.0 notice §5.1 table 2: RID D1 56 00 00 05 + 03)
+MEDICAL_AID = bytes.fromhex("D15600000503")
+SPEC_VERSIONS = ("1.00", "2.00", "3.00")  # EF05 tag 03 (V2.0 §8.1.1.3)
+DEFAULT_SPEC_VERSION = "2.00"  # 3.00's protected EF06 reads come with issue 12
 
 
 class LifeCycle(StrEnum):
@@ -82,18 +86,59 @@ class Fid(IntEnum):
     MF = 0x3F00
     EF05 = 0xEF05
     EF06 = 0xEF06
+    EF07 = 0xEF07  # the SSSE's fingerprint file (transparent)
+    EF08 = 0xEF08  # the SSSE's photo file (transparent, 2.00 and later)
     DF04 = 0xDF04  # medical insurance
 
 
 class Sfi(IntEnum):
-    """Short file identifiers, for READ RECORD's P2 (`(SFI << 3) | 04`)."""
+    """Short file identifiers, READ RECORD's P2 b8-b4: `(SFI << 3) | mode` (`RecordMode`)."""
 
-    EF05 = 0x05  # the SSSE's card data; under DF04, the medical record
+    EF05 = 0x05  # the SSSE's card data; under DF04, the basic medical-insurance data
     EF06 = 0x06  # the SSSE's holder data
+    EF07 = 0x07
+    EF08 = 0x08
+
+
+class RecordMode(IntEnum):
+    """READ RECORD P2 b3-b1 (part 5 §6.10.2 table 32, part 3 §5.3)."""
+
+    FIRST = 0b000  # first occurrence of identifier P1
+    LAST = 0b001  # last occurrence
+    NEXT = 0b010  # next occurrence after the record pointer
+    PREVIOUS = 0b011  # previous occurrence
+    NUMBER = 0b100  # record number P1 (00 = the current record)
+    NUMBER_TO_LAST = 0b101  # records P1 .. last
+    LAST_TO_NUMBER = 0b110  # records last .. P1
+
+
+class SelectBy(IntEnum):
+    """SELECT P1 (part 5 §6.11.2 table 35; 01 from ISO 7816-4)."""
+
+    FID = 0x00  # MF or DF by file id; an EF of the current DF too (what terminals send)
+    CHILD_DF = 0x01  # a DF under the current DF
+    EF = 0x02  # an EF under the current DF
+    NAME = 0x04  # a DF by DF name (AID)
+
+
+class SelectResponse(IntEnum):
+    """SELECT P2 (part 5 table 34; 0C from ISO 7816-4)."""
+
+    FCI = 0x00  # first or only occurrence, FCI returned for a DF
+    NEXT = 0x02  # next occurrence of a partial DF name
+    NO_FCI = 0x0C
+
+
+class Algorithm(IntEnum):
+    """The algorithm identifier in the SSSE's FCI, `9F0C { 86 01 xx }` (reader API §10.1)."""
+
+    DES = 0x01
+    SSF33 = 0x02
+    SM4 = 0x03
 
 
 class Tag(IntEnum):
-    """Record tags of the SSSE's EF05 (01-07) and EF06 (08-0D): READ RECORD's P1."""
+    """Record identifiers (tags) of the SSSE's EF05 (01-07) and EF06 (08-0D, 4E)."""
 
     IDENTIFICATION_CODE = 0x01  # 卡识别码: derives the card's MAC key
     CATEGORY = 0x02  # 卡类别 (`Category`)
@@ -104,6 +149,7 @@ class Tag(IntEnum):
     CARD_NUMBER = 0x07  # 卡号
     SSN = 0x08  # 社会保障号码
     NAME = 0x09  # 姓名
+    NAME_EXTENSION = 0x4E  # 姓名扩展, 2.00 and later: the name's bytes past the 30th
     SEX = 0x0A  # 性别
     ETHNIC = 0x0B  # 民族
     BIRTHPLACE = 0x0C  # 出生地
@@ -111,9 +157,10 @@ class Tag(IntEnum):
 
 
 class MedicalTag(IntEnum):
-    """Record tags of DF04's EF05 (our own layout)."""
+    """Record tags of DF04's EF05 (V2.0 notice table 9, §8.5.1)."""
 
-    SCHEME = 0x01  # the insurance scheme (`Scheme`)
+    SCHEME = 0x81  # an 8: scheme code (`Scheme`, 3 digits) and 5 flag characters '0'/'1'
+    INSURED_REGION = 0x84  # cn 3: region code of the place insured
 
 
 class Category(StrEnum):
@@ -124,7 +171,7 @@ class Category(StrEnum):
 
 
 class Scheme(StrEnum):
-    """National insurance scheme codes, DF04/EF05 tag 01: three ASCII digits.
+    """National insurance scheme codes, DF04/EF05 tag 81 characters 1-3: three ASCII digits.
 
     The ones the terminal knows by name; a card file may hold any three digits.
     """

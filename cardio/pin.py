@@ -16,6 +16,8 @@ CHANGE_SEPARATOR = 0xFF
 class PinFormatError(UsageError, ValueError):
     """A PIN that is not exactly six digits. The message never contains the digits."""
 
+    api_code = -33  # 输入密码长度错 (reader API appendix A)
+
 
 def check_format(pin: str) -> None:
     if len(pin) != PIN_LENGTH or not pin.isascii() or not pin.isdigit():

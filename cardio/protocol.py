@@ -8,15 +8,17 @@ answer the emulator conventions (6D00 / 6A82 / 6A88): the facts are then None.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cardio import mac, pin, sw
+from cardio import api_codes, mac, pin, sw
 from cardio.apdu import command, split_response
 from cardio.errors import CardioError
 from cardio.mac import CHALLENGE_LENGTH
 from cardio.model import (
     CHANGE_PIN,
     LIFE_CYCLE_BYTES,
+    MEDICAL_AID,
     PIN_STATE_OF_BYTE,
     PIN_STATUS_LENGTH,
     PIN_STATUS_TAG,
@@ -27,7 +29,9 @@ from cardio.model import (
     LifeCycle,
     MedicalTag,
     PinState,
-    Sfi,
+    RecordMode,
+    SelectBy,
+    SelectResponse,
     Tag,
 )
 from cardio.readers.base import Reader
@@ -36,6 +40,8 @@ from cardio.sw import Sw
 
 class NotASocialSecurityCard(CardioError):
     """The card does not hold the SSSE application."""
+
+    api_code = api_codes.ApiCode.WRONG_CARD_TYPE
 
     def __init__(self) -> None:
         super().__init__("this is not a social security card; insert the holder's 社会保障卡")
@@ -47,6 +53,7 @@ class CardCommandError(CardioError):
     def __init__(self, status: int, what: str) -> None:
         super().__init__(f"{what} ({status:04X} {sw.meaning(status)}); remove the card and retry")
         self.sw = status
+        self.api_code = api_codes.of_sw(status)
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,21 @@ class CardInfo:
     scheme: str | None
     status: PinStatus
     identification_code: bytes | None = None  # EF05 tag 01: derives the card's MAC key
+    spec_version: str | None = None  # EF05 tag 03: "1.00", "2.00", "3.00"
+
+
+@dataclass(frozen=True)
+class Basics:
+    """The card's part of the reader API's iReadCardBas answer (its §1.1.2): personal
+    data (the holder's SSN and name), for the integrator's own comparison only."""
+
+    identification_code: bytes  # EF05 01
+    ssn: str  # EF06 08
+    card_number: str  # EF05 07
+    name: str  # EF06 09 ‖ 4E
+    spec_version: str  # EF05 03
+    issue_date: str  # EF05 05, CCYYMMDD
+    expiry_date: str  # EF05 06, CCYYMMDD
 
 
 @dataclass(frozen=True)
@@ -98,6 +120,17 @@ class PinOutcome:
     def not_activated(self) -> bool:
         return self.sw == Sw.CONDITIONS_NOT_SATISFIED
 
+    @property
+    def api_code(self) -> int | None:
+        """The reader API's number for a failed VERIFY / CHANGE PIN (its appendix A):
+        -51 wrong PIN (N tries left), -52 blocked; None when the PIN was right."""
+        return None if self.ok else api_codes.of_pin_sw(self.sw)
+
+
+def _cn(value: bytes) -> str:
+    """A cn item as its digits: packed BCD, a short value padded with F (V2.0 §7)."""
+    return value.hex().upper().rstrip("F")
+
 
 def _bcd_date(value: bytes) -> dt.date | None:
     try:
@@ -107,8 +140,67 @@ def _bcd_date(value: bytes) -> dt.date | None:
         return None
 
 
+# Le of each tagged record read by identifier: tag ‖ length ‖ value, the value's length
+# from the V2.0 notice's table 9 (EF05 §8.1.1, EF06 §8.1.2, DF04/EF05 §8.5.1). A card
+# whose record is another length answers 6Cxx and the transport resends (part 5 §6.10.4).
+RECORD_LE: dict[int, int] = {
+    Tag.IDENTIFICATION_CODE: 2 + 16,
+    Tag.CATEGORY: 2 + 1,
+    Tag.SPEC_VERSION: 2 + 4,
+    Tag.ISSUER: 2 + 12,
+    Tag.ISSUE_DATE: 2 + 4,
+    Tag.EXPIRY_DATE: 2 + 4,
+    Tag.CARD_NUMBER: 2 + 9,
+    Tag.SSN: 2 + 18,
+    Tag.NAME: 2 + 30,
+    Tag.NAME_EXTENSION: 2 + 20,
+    Tag.SEX: 2 + 1,
+    Tag.ETHNIC: 2 + 1,
+    Tag.BIRTHPLACE: 2 + 3,
+    Tag.BIRTH_DATE: 2 + 4,
+    MedicalTag.SCHEME: 2 + 8,
+}
+SCHEME_LENGTH = 3  # DF04/EF05 tag 81: characters 1-3 are the scheme code (V2.0 §8.5.1.1)
+
+
+@dataclass(frozen=True)
+class Read:
+    """One record read by identifier: its value, or None and the card's status word."""
+
+    value: bytes | None
+    sw: int
+
+
+def _text(read: Read | None, encoding: str = "ascii") -> str | None:
+    if read is None or read.value is None:
+        return None
+    return read.value.rstrip(b"\x00").decode(encoding, "replace")
+
+
+def _version_1(version: str | None) -> bool:
+    """A 1.0x card (no name extension 4E). The reader API §10.2 compares the first three
+    characters, and an empty version means 1.0x. A version that could not be read (None)
+    is not known to be 1.0x: 4E is asked for, and its absence tolerated."""
+    return version is not None and (version == "" or version[:3] == "1.0")
+
+
+def full_name(name: Read | None, extension: Read | None) -> str | None:
+    """09 ‖ 4E, each without its 00 padding (V2.0 §7), decoded as GBK (reader API §10.2)."""
+    if name is None or name.value is None:
+        return None
+    raw = name.value.rstrip(b"\x00")
+    if extension is not None and extension.value is not None:
+        raw += extension.value.rstrip(b"\x00")
+    return raw.decode("gbk", "replace")
+
+
 class SocialSecurityCard:
-    """One card in a connected reader."""
+    """One card in a connected reader.
+
+    Reads as real terminals do (docs/card.md §8; the standard's part 7 §5 and the
+    reader API §1.1.3): SELECT the SSSE by name, SELECT each EF with P1=02 and READ
+    RECORD by record identifier (P2=00, the first occurrence) with the exact Le.
+    """
 
     def __init__(self, reader: Reader) -> None:
         self.reader = reader
@@ -117,21 +209,65 @@ class SocialSecurityCard:
         return split_response(self.reader.transmit(apdu))
 
     def select_application(self) -> None:
-        _, status = self._send(command(Cla.ISO, Ins.SELECT, 0x04, 0x00, SSSE_NAME))
+        """Part 5 §6.11 (table 34: Le 00): the SSSE by its DF name; the FCI is not used."""
+        _, status = self._send(
+            command(Cla.ISO, Ins.SELECT, SelectBy.NAME, SelectResponse.FCI, SSSE_NAME, le=0)
+        )
         if status != Sw.OK:
             raise NotASocialSecurityCard()
 
-    def _record(self, sfi: int, tag: int) -> bytes | None:
-        data, status = self._send(command(Cla.ISO, Ins.READ_RECORD, tag, (sfi << 3) | 0x04, le=0))
-        if status != Sw.OK or len(data) < 2 or data[0] != tag:
-            return None
-        return data[2 : 2 + data[1]]
+    def select_ef(self, fid: Fid) -> int:
+        """An EF of the current DF, P1=02 (part 5 §6.11.2 table 35); no FCI comes back.
+        A card that refuses P1=02 (6A86) is asked with P1=00, which many terminals send."""
+        fid_bytes = fid.to_bytes(2, "big")
+        _, status = self._send(
+            command(Cla.ISO, Ins.SELECT, SelectBy.EF, SelectResponse.FCI, fid_bytes)
+        )
+        if status == Sw.WRONG_P1P2:
+            _, status = self._send(
+                command(Cla.ISO, Ins.SELECT, SelectBy.FID, SelectResponse.FCI, fid_bytes)
+            )
+        return status
 
-    def _text(self, sfi: int, tag: int, encoding: str = "ascii") -> str | None:
-        value = self._record(sfi, tag)
-        if value is None:
+    def read_tagged(self, tag: int) -> Read:
+        """READ RECORD of the current EF by record identifier, first occurrence (part 3
+        §5.3.1; part 5 §6.10.2 table 32, P2 = 00), with the record's exact Le; 6Cxx is
+        resent by the transport. A record whose first byte is not the tag is refused."""
+        le = RECORD_LE.get(tag, 0)
+        data, status = self._send(command(Cla.ISO, Ins.READ_RECORD, tag, RecordMode.FIRST, le=le))
+        if status != Sw.OK:
+            return Read(None, status)
+        if len(data) < 2 or data[0] != tag or len(data) < 2 + data[1]:
+            return Read(None, Sw.NO_DIAGNOSIS)
+        return Read(data[2 : 2 + data[1]], status)
+
+    def read_file(self, fid: Fid, tags: Sequence[int]) -> dict[int, Read]:
+        """SELECT the EF (P1=02), then each tag by identifier. If the EF cannot be
+        selected, every tag reads as that status word."""
+        status = self.select_ef(fid)
+        if status != Sw.OK:
+            return {tag: Read(None, status) for tag in tags}
+        return {tag: self.read_tagged(tag) for tag in tags}
+
+    def read_holder(self, tags: Sequence[int], version: str | None) -> dict[int, Read]:
+        """EF06's records; on a 2.00/3.00 card also the name extension 4E, whose absence
+        (6A83: some 2.00 cards lack it) is no error."""
+        wanted = list(tags)
+        if not _version_1(version) and Tag.NAME in wanted:
+            wanted.insert(wanted.index(Tag.NAME) + 1, Tag.NAME_EXTENSION)
+        return self.read_file(Fid.EF06, wanted)
+
+    def read_scheme(self) -> str | None:
+        """DF04 (medical insurance) selected by its AID (V2.0 §5.1 table 2), its EF05,
+        record 81 by identifier: the scheme code is its first three characters
+        (V2.0 §8.5.1.1). None when the card has no such application or record."""
+        _, status = self._send(
+            command(Cla.ISO, Ins.SELECT, SelectBy.NAME, SelectResponse.FCI, MEDICAL_AID, le=0)
+        )
+        if status != Sw.OK:
             return None
-        return value.rstrip(b"\x00").decode(encoding, "replace")
+        text = _text(self.read_file(Fid.EF05, (MedicalTag.SCHEME,))[MedicalTag.SCHEME])
+        return text[:SCHEME_LENGTH] if text else None
 
     def pin_status(self) -> PinStatus:
         """GET DATA C1 (ours, docs/card.md §3); a real card's fallback: the status query."""
@@ -158,28 +294,53 @@ class SocialSecurityCard:
         return PinStatus(None, None, sw.tries_left(status), None)
 
     def read_info(self) -> CardInfo:
-        """Everything the terminal decides on, read in one go."""
+        """Everything the terminal decides on, read in one go (docs/card.md §8)."""
         self.select_application()
-        identification_code = self._record(Sfi.EF05, Tag.IDENTIFICATION_CODE)
-        category = self._text(Sfi.EF05, Tag.CATEGORY)
-        card_number = self._text(Sfi.EF05, Tag.CARD_NUMBER)
-        ssn = self._text(Sfi.EF06, Tag.SSN)
-        name = self._text(Sfi.EF06, Tag.NAME, "gbk")
-        born = self._record(Sfi.EF06, Tag.BIRTH_DATE)
-        scheme = None
-        medical = Fid.DF04.to_bytes(2, "big")
-        _, status = self._send(command(Cla.ISO, Ins.SELECT, 0x00, 0x00, medical))
-        if status == Sw.OK:
-            scheme = self._text(Sfi.EF05, MedicalTag.SCHEME)  # DF04's EF05
+        card = self.read_file(
+            Fid.EF05,
+            (Tag.IDENTIFICATION_CODE, Tag.CATEGORY, Tag.SPEC_VERSION, Tag.CARD_NUMBER),
+        )
+        version = _text(card[Tag.SPEC_VERSION])
+        holder = self.read_holder((Tag.SSN, Tag.NAME, Tag.BIRTH_DATE), version)
+        born = holder[Tag.BIRTH_DATE].value
         return CardInfo(
-            identification_code=identification_code,
-            card_number=card_number,
-            category=category,
-            ssn=ssn,
-            name=name,
+            identification_code=card[Tag.IDENTIFICATION_CODE].value,
+            card_number=_text(card[Tag.CARD_NUMBER]),
+            category=_text(card[Tag.CATEGORY]),
+            ssn=_text(holder[Tag.SSN]),
+            name=full_name(holder[Tag.NAME], holder.get(Tag.NAME_EXTENSION)),
             birth_date=_bcd_date(born) if born else None,
-            scheme=scheme,
+            scheme=self.read_scheme(),
             status=self.pin_status(),
+            spec_version=version,
+        )
+
+    def read_basics(self) -> Basics:
+        """What the reader API's iReadCardBas reads (its §1.1.3 (7)): EF05 01, 03, 05,
+        06, 07 and EF06 08, 09 (+ 4E). A record that cannot be read is an error with the
+        card's status word (CardCommandError), as the API reports it."""
+        self.select_application()
+        wanted = (
+            Tag.IDENTIFICATION_CODE,
+            Tag.SPEC_VERSION,
+            Tag.ISSUE_DATE,
+            Tag.EXPIRY_DATE,
+            Tag.CARD_NUMBER,
+        )
+        card = self.read_file(Fid.EF05, wanted)
+        version = _text(card[Tag.SPEC_VERSION])
+        holder = self.read_holder((Tag.SSN, Tag.NAME), version)
+        for tag, read in (*card.items(), *holder.items()):
+            if read.value is None and tag != Tag.NAME_EXTENSION:
+                raise CardCommandError(read.sw, f"the card did not give record {tag:02X}")
+        return Basics(
+            identification_code=card[Tag.IDENTIFICATION_CODE].value or b"",
+            ssn=_text(holder[Tag.SSN]) or "",
+            card_number=_text(card[Tag.CARD_NUMBER]) or "",
+            name=full_name(holder[Tag.NAME], holder.get(Tag.NAME_EXTENSION)) or "",
+            spec_version=version or "",
+            issue_date=_cn(card[Tag.ISSUE_DATE].value or b""),
+            expiry_date=_cn(card[Tag.EXPIRY_DATE].value or b""),
         )
 
     def verify(self, secret: str) -> PinOutcome:

@@ -20,6 +20,7 @@ class Sw(IntEnum):
     # file. A real card answers 6581 when its EEPROM write fails, and nothing was compared.
     MEMORY_FAILURE = 0x6581
     WRONG_LENGTH = 0x6700
+    INCOMPATIBLE_FILE = 0x6981  # READ RECORD on a file that holds no records
     SECURITY_NOT_SATISFIED = 0x6982  # defined, never answered: no file has an access condition
     PIN_BLOCKED = 0x6983
     NO_CHALLENGE = 0x6984
@@ -43,6 +44,7 @@ MEANINGS: dict[int, str] = {
     Sw.OK: "success",
     Sw.MEMORY_FAILURE: "memory failure",
     Sw.WRONG_LENGTH: "wrong length",
+    Sw.INCOMPATIBLE_FILE: "command incompatible with the file structure",
     Sw.SECURITY_NOT_SATISFIED: "security status not satisfied",
     Sw.PIN_BLOCKED: "PIN blocked",
     Sw.NO_CHALLENGE: "no valid challenge",

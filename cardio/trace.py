@@ -17,6 +17,7 @@ from __future__ import annotations
 import traceback
 from pathlib import Path
 
+from cardio import api_codes
 from cardio.apdu import to_hex
 from cardio.model import PIN_INS, Ins
 from cardio.pin import CHANGE_SEPARATOR
@@ -88,3 +89,14 @@ def failure(error: BaseException) -> str:
     frames = traceback.extract_tb(error.__traceback__)
     where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
     return f"{type(error).__name__}{where}"
+
+
+def api_line(failure: object) -> str | None:
+    """A failure's reader API number as a trace comment, `# api -2 no card`, or None when
+    it has none (docs/card.md §8). Made from the number and the tries left only: never a
+    PIN, never the error's message."""
+    code = api_codes.of(failure)
+    if code is None:
+        return None
+    tries = getattr(failure, "tries_left", None)
+    return "# api " + api_codes.describe(code, tries if isinstance(tries, int) else None)

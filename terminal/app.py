@@ -20,10 +20,12 @@ from textual.app import App
 from textual.binding import Binding
 from textual.screen import ModalScreen
 
+from cardio import api_codes
+from cardio.api_codes import ApiCode
 from cardio.readers.base import EventKind
 from cardio.readers.errors import ReaderBusyError, ReaderError
 from cardio.resources import open_private_log
-from cardio.trace import failure
+from cardio.trace import api_line, failure
 from terminal import strings
 from terminal.equipment import DEFAULT_CARD_TIMEOUT, Equipment
 from terminal.messages import CardChanged, CardFileProblem, CardResult, TraceLine
@@ -325,6 +327,11 @@ class PosApp(App[None], inherit_bindings=False):
         flow = self.flow
         if flow is None:
             return
+        from terminal.flow.view import PIN_STAGES
+
+        if flow.view.stage in PIN_STAGES:  # the reader API's -31 / -32 (docs/card.md §8)
+            code = ApiCode.PIN_CANCELLED if key == "cancelled" else ApiCode.PIN_TIMEOUT
+            self._trace("# api " + api_codes.describe(code))
         flow.cancel()
         flow.ended(key)
         self._show(flow)
@@ -438,6 +445,9 @@ class PosApp(App[None], inherit_bindings=False):
         from terminal.worker import execute
 
         result, present = execute(self.equipment, command)
+        line = api_line(result)  # a failure's reader API number (docs/card.md §8)
+        if line is not None:
+            self._trace(line)
         self.post_message(CardResult(flow_id, seq, result, present))
 
     def on_card_result(self, message: CardResult) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from cardio import mac
-from cardio.apdu import parse_hex
+from cardio.apdu import Apdu, parse_hex
 from cardio.card.card import VirtualCard
 from cardio.card.profiles import load
 from cardio.card.state import CardState
@@ -63,8 +65,13 @@ def sw_hex(resp: bytes) -> str:
 
 
 def transmit(card: VirtualCard, apdu: str | bytes) -> bytes:
-    """Like send, but follows 61xx with GET RESPONSE (T=0 style cards), as a terminal would."""
-    resp = send(card, apdu)
+    """Like send, but as a terminal's transport does (part 2 §9.3.2): follows 6Cxx by
+    sending the command again with Le = xx, and 61xx with GET RESPONSE (T=0 style cards)."""
+    raw = h(apdu) if isinstance(apdu, str) else apdu
+    resp = send(card, raw)
+    if resp[-2] == 0x6C and len(resp) == 2:
+        parsed = Apdu.parse(raw)
+        resp = send(card, replace(parsed, le=resp[-1] or 256).to_bytes())
     if resp[-2] == 0x61:
         resp = send(card, bytes((0x00, 0xC0, 0x00, 0x00, resp[-1])))
     return resp

@@ -179,7 +179,8 @@ def trace_pane_lines(app: PosApp) -> list[str]:
     rows = ["".join(seg.text for seg in strip).rstrip() for strip in log.lines]
     entries: list[str] = []
     for row in rows:
-        if entries and not row.startswith(("> ", "< ")) and entries[-1].startswith(("> ", "< ")):
+        new = row.startswith(("> ", "< ", "# "))  # an APDU, or a `# api` line
+        if entries and not new and entries[-1].startswith(("> ", "< ")):
             entries[-1] = f"{entries[-1]} {row.strip()}"
         else:
             entries.append(row)

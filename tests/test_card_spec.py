@@ -39,11 +39,13 @@ from cardio.card.profiles import load
 from cardio.card.state import LifeCycle, PinState
 from cardio.resources import fixture_master_key as master_key
 
-HISTORICAL = bytes.fromhex("73686562616F2D706F732D7631")  # "shebao-pos-v1", every profile
+# ---------------------------------------------------------------------------
+# §1 Answer to reset (part 2 §8.2 table 7, §8.4 table 16)
+# ---------------------------------------------------------------------------
 
-# ---------------------------------------------------------------------------
-# §1 Answer to reset
-# ---------------------------------------------------------------------------
+# employee-new: T1-T2 00 00 (chip provider), T3-T5 "SBP", T6-T7 00 00 (manufacturer),
+# T8-T9 31 00 (region 3100..), TA-TD 37 2A 9F A8 (the identification code's serial)
+HISTORICAL = h("00 00 53 42 50 00 00 31 00 37 2A 9F A8")
 
 
 def test_s1_atr_from_power_on_is_3b6d0000_and_13_historical_bytes():
@@ -65,7 +67,7 @@ def test_s1_t0_byte_announces_tb1_tc1_and_13_historical_bytes():
     assert t0 & 0x0F == 13 == len(atr[4:])
 
 
-def test_s1_historical_bytes_come_from_the_profile():
+def test_s1_historical_bytes_come_from_the_card_file():
     state = load("employee-new").with_(historical=b"ABCDEFGHIJKLM")
     card = new_card(state=state)
     assert card.power_on() == bytes.fromhex("3B6D0000") + b"ABCDEFGHIJKLM"
@@ -73,14 +75,14 @@ def test_s1_historical_bytes_come_from_the_profile():
 
 
 # ---------------------------------------------------------------------------
-# §2 Files
+# §2 Files (V2.0 notice tables 3, 7, 9; part 3 §5.3)
 # ---------------------------------------------------------------------------
 
-# employee-new, written out from fixtures/cards/employee-new.json and the §2 table.
+# employee-new (a 2.00 card), written out from fixtures/cards/employee-new.json.
 EF05_RECORDS = {
     0x01: "01 10 310000D156000005372A9FA8AB97D317",
     0x02: "02 01 31",  # '1'
-    0x03: "03 04 33 2E 30 30",  # '3.00'
+    0x03: "03 04 32 2E 30 30",  # '2.00'
     0x04: "04 0C 310000000000B20BDA572799",
     0x05: "05 04 20 19 01 01",  # BCD 2019-01-01
     0x06: "06 04 20 29 01 01",  # BCD 2029-01-01
@@ -89,16 +91,23 @@ EF05_RECORDS = {
 EF06_RECORDS = {
     0x08: "08 12 " + b"310104198503122174".hex(),
     0x09: "09 1E D5 C5 CE B0" + " 00" * 26,  # 张伟 in GBK, right-padded with 00 to 30
+    0x4E: "4E 14" + " 00" * 20,  # name extension: nothing past byte 30
     0x0A: "0A 01 31",  # '1' male
     0x0B: "0B 01 01",  # BCD 01 = Han
     0x0C: "0C 03 31 01 04",  # BCD region 310104
     0x0D: "0D 04 19 85 03 12",  # BCD 1985-03-12
 }
-DF04_EF05_RECORDS = {0x01: "01 03 33 31 30"}  # '310'
+# DF04/EF05: 81 = scheme '310' and five '0' flags; 84 = insured region (cn 3)
+DF04_EF05_RECORDS = {0x81: "81 08 33 31 30 30 30 30 30 30", 0x84: "84 03 31 00 00"}
 
 ALL_RECORDS = [("EF05", 0x05, tag, rec) for tag, rec in EF05_RECORDS.items()] + [
     ("EF06", 0x06, tag, rec) for tag, rec in EF06_RECORDS.items()
 ]
+
+
+def _by_id(tag: int, sfi: int, record: str) -> bytes:
+    """READ RECORD first occurrence of identifier `tag`, exact Le (part 5 table 32)."""
+    return bytes((0x00, 0xB2, tag, sfi << 3, len(h(record))))
 
 
 def test_s2_ssse_df_name_is_gbk_of_sx1_sh_shehuibaozhang():
@@ -118,45 +127,47 @@ def test_s2_select_by_wrong_df_name_is_6a82():
 
 
 @pytest.mark.parametrize(("ef", "sfi", "tag", "record"), ALL_RECORDS)
-def test_s2_read_each_record_by_sfi(ef, sfi, tag, record):
+def test_s2_read_each_record_by_identifier_via_sfi(ef, sfi, tag, record):
     card = new_card()
     select_ssse(card)
-    resp = send(card, bytes((0x00, 0xB2, tag, (sfi << 3) | 4, 0x00)))
+    assert send(card, _by_id(tag, sfi, record)) == h(record) + h("90 00"), f"{ef} {tag:02X}"
+
+
+@pytest.mark.parametrize(("ef", "sfi", "tag", "record"), ALL_RECORDS)
+def test_s2_read_each_record_by_identifier_via_current_ef_selected_by_fid(ef, sfi, tag, record):
+    card = new_card()
+    select_ssse(card)
+    assert send(card, f"00 A4 02 00 02 EF {sfi:02X}") == h("90 00")
+    resp = send(card, _by_id(tag, 0, record))
     assert resp == h(record) + h("90 00"), f"{ef} record {tag:02X}"
 
 
 @pytest.mark.parametrize(("ef", "sfi", "tag", "record"), ALL_RECORDS)
-def test_s2_read_each_record_via_current_ef_selected_by_fid(ef, sfi, tag, record):
+def test_s2_read_each_record_by_number_in_creation_order(ef, sfi, tag, record):
     card = new_card()
     select_ssse(card)
-    assert send(card, f"00 A4 00 00 02 EF {sfi:02X}") == h("90 00")
-    resp = send(card, bytes((0x00, 0xB2, tag, 0x04, 0x00)))
-    assert resp == h(record) + h("90 00"), f"{ef} record {tag:02X}"
-
-
-@pytest.mark.parametrize(("ef", "sfi", "tag", "record"), ALL_RECORDS)
-def test_s2_read_record_with_le_exactly_len_plus_2(ef, sfi, tag, record):
-    card = new_card()
-    select_ssse(card)
-    expected = h(record)
-    resp = send(card, bytes((0x00, 0xB2, tag, (sfi << 3) | 4, len(expected))))
-    assert resp == expected + h("90 00")
+    records = EF05_RECORDS if ef == "EF05" else EF06_RECORDS
+    number = list(records).index(tag) + 1
+    resp = send(card, bytes((0x00, 0xB2, number, (sfi << 3) | 4, len(h(record)))))
+    assert resp == h(record) + h("90 00")
 
 
 def test_s2_read_df04_ef05_by_sfi():
     card = new_card()
     select_ssse(card)
     assert send(card, "00 A4 00 00 02 DF 04") == h("90 00")
-    assert send(card, "00 B2 01 2C 00") == h(DF04_EF05_RECORDS[1]) + h("90 00")
-    assert send(card, "00 B2 01 2C 05") == h(DF04_EF05_RECORDS[1]) + h("90 00")
+    assert send(card, "00 B2 81 28 0A") == h(DF04_EF05_RECORDS[0x81]) + h("90 00")
+    assert send(card, "00 B2 84 28 05") == h(DF04_EF05_RECORDS[0x84]) + h("90 00")
+    assert send(card, "00 B2 01 2C 0A") == h(DF04_EF05_RECORDS[0x81]) + h("90 00")
 
 
 def test_s2_read_df04_ef05_via_current_ef():
     card = new_card()
     select_ssse(card)
-    assert send(card, "00 A4 00 00 02 DF 04") == h("90 00")
-    assert send(card, "00 A4 00 00 02 EF 05") == h("90 00")
-    assert send(card, "00 B2 01 04 00") == h(DF04_EF05_RECORDS[1]) + h("90 00")
+    assert send(card, "00 A4 04 00 06 D1 56 00 00 05 03") == h("90 00")
+    assert send(card, "00 A4 02 00 02 EF 05") == h("90 00")
+    assert send(card, "00 B2 81 00 0A") == h(DF04_EF05_RECORDS[0x81]) + h("90 00")
+    assert send(card, "00 B2 02 04 05") == h(DF04_EF05_RECORDS[0x84]) + h("90 00")
 
 
 def test_s2_select_mf_by_fid_3f00():
@@ -171,7 +182,7 @@ def test_s2_select_mf_by_fid_3f00():
 def test_s2_name_is_gbk_right_padded_with_00_to_30_bytes():
     card = new_card()
     select_ssse(card)
-    rec = data_of(send(card, "00 B2 09 34 00"))
+    rec = data_of(transmit(card, "00 B2 09 30 00"))
     assert rec[:2] == h("09 1E")
     value = rec[2:]
     assert len(value) == 30
@@ -190,7 +201,7 @@ def test_s2_name_is_gbk_right_padded_with_00_to_30_bytes():
 def test_s2_three_character_names_padded_to_30(profile, name_gbk):
     card = new_card(profile)
     select_ssse(card)
-    rec = data_of(send(card, "00 B2 09 34 00"))
+    rec = data_of(transmit(card, "00 B2 09 30 00"))
     assert rec == h("09 1E " + name_gbk) + bytes(24)
 
 
@@ -205,42 +216,42 @@ def test_s2_three_character_names_padded_to_30(profile, name_gbk):
 def test_s2_dates_are_bcd_yyyymmdd(profile, issue, expiry, birth):
     card = new_card(profile)
     select_ssse(card)
-    assert send(card, "00 B2 05 2C 00") == h("05 04 " + issue + " 90 00")
-    assert send(card, "00 B2 06 2C 00") == h("06 04 " + expiry + " 90 00")
-    assert send(card, "00 B2 0D 34 00") == h("0D 04 " + birth + " 90 00")
+    assert send(card, "00 B2 05 28 06") == h("05 04 " + issue + " 90 00")
+    assert send(card, "00 B2 06 28 06") == h("06 04 " + expiry + " 90 00")
+    assert send(card, "00 B2 0D 30 06") == h("0D 04 " + birth + " 90 00")
 
 
 @pytest.mark.parametrize(
     ("profile", "scheme", "category", "version"),
     [
-        ("employee-new", "310", "1", "3.00"),
-        ("resident-new", "390", "1", "3.00"),
-        ("pension-new", "170", "1", "3.00"),
+        ("employee-new", "310", "1", "2.00"),
+        ("resident-new", "390", "1", "2.00"),
+        ("pension-new", "170", "1", "2.00"),
         ("legacy-medical", "310", "L", "1.00"),
     ],
 )
 def test_s2_scheme_category_and_version_per_profile(profile, scheme, category, version):
     card = new_card(profile)
     select_ssse(card)
-    assert send(card, "00 B2 02 2C 00") == b"\x02\x01" + category.encode() + h("90 00")
-    assert send(card, "00 B2 03 2C 00") == b"\x03\x04" + version.encode() + h("90 00")
-    assert send(card, "00 A4 00 00 02 DF 04") == h("90 00")
-    assert send(card, "00 B2 01 2C 00") == b"\x01\x03" + scheme.encode() + h("90 00")
+    assert send(card, "00 B2 02 28 03") == b"\x02\x01" + category.encode() + h("90 00")
+    assert send(card, "00 B2 03 28 06") == b"\x03\x04" + version.encode() + h("90 00")
+    assert send(card, "00 A4 04 00 06 D1 56 00 00 05 03") == h("90 00")
+    assert send(card, "00 B2 81 28 0A") == b"\x81\x08" + scheme.encode() + b"00000" + h("90 00")
 
 
 def test_s2_ssn_with_check_digit_is_18_ascii_characters():
     card = new_card("employee-enabled")
     select_ssse(card)
-    assert send(card, "00 B2 08 34 00") == h("08 12") + b"310101197911020480" + h("90 00")
+    assert send(card, "00 B2 08 30 14") == h("08 12") + b"310101197911020480" + h("90 00")
 
 
-@pytest.mark.parametrize("le", [0x01, 0x1F, 0x21, 0x7F, 0xFF])
+@pytest.mark.parametrize("le", [0x00, 0x01, 0x1F, 0x21, 0x7F, 0xFF])
 def test_s2_wrong_le_is_6cxx_with_the_exact_length(le):
     card = new_card()
     select_ssse(card)
     # record 09 of EF06: 09 1E + 30 bytes = 32 = 0x20 bytes
-    assert send(card, bytes((0x00, 0xB2, 0x09, 0x34, le))) == h("6C 20")
-    resp = send(card, "00 B2 09 34 20")
+    assert send(card, bytes((0x00, 0xB2, 0x09, 0x30, le))) == h("6C 20")
+    resp = send(card, "00 B2 09 30 20")
     assert resp == h(EF06_RECORDS[0x09]) + h("90 00")
 
 
@@ -261,21 +272,26 @@ def test_s2_wrong_le_via_current_ef_is_6cxx():
     assert send(card, "00 B2 02 04 03") == h("02 01 31 90 00")
 
 
-def test_s2_le_00_accepted():
+def test_s2_le_00_and_absent_le_are_6cxx():
+    """Part 5 §6.10.4: Le 00 is answered 6Cxx; an absent Le is Le 00 on T=0."""
     card = new_card()
     select_ssse(card)
-    assert send(card, "00 B2 07 2C 00") == h(EF05_RECORDS[0x07]) + h("90 00")
+    assert send(card, "00 B2 07 2C 00") == h("6C 0B")
+    assert send(card, "00 B2 07 2C") == h("6C 0B")
+    assert send(card, "00 B2 07 2C 0B") == h(EF05_RECORDS[0x07]) + h("90 00")
 
 
 def test_s2_missing_record_is_6a83():
     card = new_card()
     select_ssse(card)
-    assert send(card, "00 B2 08 2C 00") == h("6A 83")  # tag 08 lives in EF06
-    assert send(card, "00 B2 01 34 00") == h("6A 83")  # tag 01 lives in EF05
-    assert send(card, "00 B2 0E 34 00") == h("6A 83")
-    assert send(card, "00 B2 FF 2C 00") == h("6A 83")
+    assert send(card, "00 B2 08 28 00") == h("6A 83")  # tag 08 lives in EF06
+    assert send(card, "00 B2 01 30 00") == h("6A 83")  # tag 01 lives in EF05
+    assert send(card, "00 B2 0E 30 00") == h("6A 83")
+    assert send(card, "00 B2 08 2C 00") == h("6A 83")  # EF05 has 7 records
+    assert send(card, "00 B2 08 34 00") == h("6A 83")  # EF06 has 7: numbers are not tags
     send(card, "00 A4 00 00 02 DF 04")
-    assert send(card, "00 B2 02 2C 00") == h("6A 83")
+    assert send(card, "00 B2 02 28 00") == h("6A 83")
+    assert send(card, "00 B2 03 2C 00") == h("6A 83")
 
 
 def test_s2_read_record_without_current_ef_is_6986():
@@ -290,7 +306,7 @@ def test_s2_read_record_without_current_ef_is_6986():
 def test_s2_unknown_fid_is_6a82():
     card = new_card()
     select_ssse(card)
-    assert send(card, "00 A4 00 00 02 EF 07") == h("6A 82")
+    assert send(card, "00 A4 00 00 02 EF 09") == h("6A 82")
     assert send(card, "00 A4 00 00 02 12 34") == h("6A 82")
     # FIDs are looked up in the current DF: DF04 is not a child of the MF
     assert send(card, "00 A4 00 00 02 3F 00") == h("90 00")
@@ -300,7 +316,7 @@ def test_s2_unknown_fid_is_6a82():
 def test_s2_unknown_sfi_is_6a82():
     card = new_card()
     select_ssse(card)
-    assert send(card, "00 B2 01 3C 00") == h("6A 82")  # SFI 07
+    assert send(card, "00 B2 01 4C 00") == h("6A 82")  # SFI 09
     assert send(card, "00 B2 01 0C 00") == h("6A 82")  # SFI 01
     send(card, "00 A4 00 00 02 DF 04")
     assert send(card, "00 B2 08 34 00") == h("6A 82")  # SFI 06 is not in DF04
@@ -309,13 +325,13 @@ def test_s2_unknown_sfi_is_6a82():
 @pytest.mark.parametrize(
     "apdu",
     [
-        "00 A4 02 00 02 EF 05",  # SELECT P1 neither 00 nor 04
-        "00 A4 01 00 02 EF 05",
+        "00 A4 03 00 02 EF 05",  # SELECT P1 not in table 35 (nor ISO's 01)
+        "00 A4 08 00 02 EF 05",  # by path: not in the standard
         "00 A4 04 05 0F 73 78 31 2E 73 68 2E C9 E7 BB E1 B1 A3 D5 CF",  # SELECT P2
-        "00 B2 00 2C 00",  # READ RECORD P1 = 00 is no record number
-        "00 B2 01 28 00",  # P2 low bits 000, not 100
-        "00 B2 01 2D 00",  # P2 low bits 101
-        "00 B2 01 05 00",
+        "00 A4 02 02 02 EF 05",  # P2 'next' is for DF names only
+        "00 B2 01 07 00",  # READ RECORD P2 b3-b1 = 111
+        "00 B2 01 FC 00",  # SFI 31
+        "00 B2 FF 2C 00",  # P1 FF: RFU
     ],
 )
 def test_s2_wrong_p1_p2_is_6a86(apdu):
@@ -344,15 +360,17 @@ def test_s3_select_by_fid_mf_then_children_of_the_current_df():
     assert send(card, "00 A4 00 00 02 EF 06") == h("90 00")
     assert sw_of(send(card, "00 A4 00 00 02 DF 04")) == OK
     assert send(card, "00 A4 00 00 02 EF 05") == h("90 00")
-    assert send(card, "00 B2 01 04 00") == h("01 03 33 31 30 90 00")
+    assert send(card, "00 B2 01 04 0A") == h(DF04_EF05_RECORDS[0x81] + " 90 00")
 
 
 def test_s3_read_record_by_sfi_and_by_current_ef():
     card = new_card()
     select_ssse(card)
-    assert send(card, "00 B2 08 34 00") == h(EF06_RECORDS[0x08]) + h("90 00")
+    assert send(card, "00 B2 08 30 14") == h(EF06_RECORDS[0x08]) + h("90 00")
+    assert send(card, "00 B2 01 34 14") == h(EF06_RECORDS[0x08]) + h("90 00")
     send(card, "00 A4 00 00 02 EF 06")
-    assert send(card, "00 B2 0A 04 00") == h("0A 01 31 90 00")
+    assert send(card, "00 B2 0A 00 03") == h("0A 01 31 90 00")
+    assert send(card, "00 B2 04 04 03") == h("0A 01 31 90 00")
 
 
 def test_s3_verify_right_pin_is_9000():
@@ -684,10 +702,10 @@ def test_s4_not_activated_change_pin_is_6985_no_try_spent():
 def test_s4_not_activated_reading_files_works():
     card = new_card("not-activated")
     assert sw_of(send(card, SELECT_SSSE)) == OK
-    assert send(card, "00 B2 08 34 00") == h("08 12") + b"310112200104080624" + h("90 00")
-    assert send(card, "00 B2 02 2C 00") == h("02 01 31 90 00")
+    assert send(card, "00 B2 08 30 14") == h("08 12") + b"310112200104080624" + h("90 00")
+    assert send(card, "00 B2 02 28 03") == h("02 01 31 90 00")
     send(card, "00 A4 00 00 02 DF 04")
-    assert send(card, "00 B2 01 2C 00") == h("01 03 33 31 30 90 00")
+    assert send(card, "00 B2 81 28 0A") == h("81 08") + b"31000000" + h("90 00")
 
 
 # ---------------------------------------------------------------------------
@@ -799,7 +817,7 @@ def test_s6_sw_6700_wrong_length(apdu):
 def test_s6_sw_6cxx_wrong_le():
     card = new_card()
     select_ssse(card)
-    assert send(card, "00 B2 0A 34 01") == h("6C 03")
+    assert send(card, "00 B2 0A 30 01") == h("6C 03")
 
 
 def test_s6_sw_6983_pin_blocked():
@@ -1213,7 +1231,7 @@ T0_NAME_RECORD = "09 1E D6 A3 BA C6" + " 00" * 26  # 郑浩 in GBK, padded to 30
 
 def test_s8_t0_data_is_answered_61xx_and_get_response_returns_it():
     card = _t0_at_ssse()
-    assert send(card, "00 B2 09 34 00") == h("61 20")
+    assert send(card, "00 B2 09 30 20") == h("61 20")
     assert send(card, "00 C0 00 00 20") == h(T0_NAME_RECORD + " 90 00")
 
 
@@ -1232,16 +1250,16 @@ def test_s8_t0_every_record_via_get_response():
 def test_s8_t0_short_le_gives_part_and_61_rest():
     card = _t0_at_ssse()
     record = h(T0_NAME_RECORD)
-    assert send(card, "00 B2 09 34 00") == h("61 20")
+    assert send(card, "00 B2 09 30 20") == h("61 20")
     assert send(card, "00 C0 00 00 10") == record[:16] + h("61 10")
     assert send(card, "00 C0 00 00 08") == record[16:24] + h("61 08")
     assert send(card, "00 C0 00 00 08") == record[24:] + h("90 00")
 
 
-@pytest.mark.parametrize("le", ["21", "30", "FF", ""])
+@pytest.mark.parametrize("le", ["21", "30", "FF", "", "00"])  # part 5 §6.6.4: 00 too
 def test_s8_t0_wrong_le_is_6cxx_and_keeps_the_data(le):
     card = _t0_at_ssse()
-    assert send(card, "00 B2 09 34 00") == h("61 20")
+    assert send(card, "00 B2 09 30 20") == h("61 20")
     assert send(card, "00 C0 00 00 " + le) == h("6C 20")
     assert send(card, "00 C0 00 00 20") == h(T0_NAME_RECORD + " 90 00")
 
@@ -1249,7 +1267,7 @@ def test_s8_t0_wrong_le_is_6cxx_and_keeps_the_data(le):
 def test_s8_t0_get_response_on_a_non_t0_card_is_6d00():
     card = new_card("employee-new")
     select_ssse(card)
-    assert sw_of(send(card, "00 B2 09 34 00")) == OK
+    assert sw_of(send(card, "00 B2 09 30 20")) == OK
     assert send(card, "00 C0 00 00 20") == h("6D 00")
 
 
@@ -1262,7 +1280,7 @@ def test_s8_t0_responses_without_data_stay_9000():
 
 def test_s8_t0_wrong_le_on_read_record_is_6cxx():
     card = _t0_at_ssse()
-    assert send(card, "00 B2 09 34 05") == h("6C 20")
+    assert send(card, "00 B2 09 30 05") == h("6C 20")
 
 
 def test_s8_t0_challenge_survives_the_get_response_that_fetches_it():
@@ -1327,5 +1345,5 @@ def test_s8_t0_outlet_reset_works_on_t0_card():
 def test_s8_t0_select_by_name_then_read_through_a_terminal_style_transmit():
     card = new_card("t0-employee-new")
     assert sw_of(transmit(card, SELECT_SSSE)) == OK
-    assert transmit(card, "00 B2 08 34 00") == h("08 12") + b"310113199010102758" + h("90 00")
-    assert sw_hex(transmit(card, "00 B2 0D 34 00")) == "9000"
+    assert transmit(card, "00 B2 08 30 00") == h("08 12") + b"310113199010102758" + h("90 00")
+    assert sw_hex(transmit(card, "00 B2 0D 30 00")) == "9000"

@@ -58,7 +58,7 @@ CHANGE_PIN = "80 5E 01 00 07 12 34 56 FF 65 43 21"  # 123456 -> 654321
 
 VERIFY_MASKED = "> 00 20 00 00 03 ** ** **"
 CHANGE_MASKED = "> 80 5E 01 00 07 ** ** ** FF ** ** **"
-ATR_LINE = "< 3B 6D 00 00 73 68 65 62 61 6F 2D 70 6F 73 2D 76 31"  # employee-new
+ATR_LINE = "< 3B 6D 00 00 00 00 53 42 50 00 00 31 00 37 2A 9F A8"  # employee-new
 
 COMMAND_LINE = re.compile(r"> (?:[0-9A-F]{2}|\*\*)(?: (?:[0-9A-F]{2}|\*\*))*")
 RESPONSE_LINE = re.compile(r"< [0-9A-F]{2}(?: [0-9A-F]{2})*")
@@ -403,7 +403,8 @@ def test_send_prints_commands_and_responses(tmp_path: Path) -> None:
         "--card",
         path,
         "00A404000F7378312E73682EC9E7BBE1B1A3D5CF",  # no spaces
-        "00 b2 07 2c 00",  # lower case, spaces
+        "00 b2 07 2c 00",  # lower case, spaces; Le 00 -> 6Cxx (part 5 §6.10.4)
+        "00 b2 07 2c 0b",
         GET_PIN_DATA,
     )
     assert result.returncode == 0, result.stderr
@@ -411,6 +412,8 @@ def test_send_prints_commands_and_responses(tmp_path: Path) -> None:
         "> " + SELECT_SSSE,
         "< 90 00",
         "> 00 B2 07 2C 00",
+        "< 6C 0B",  # raw exchanges: send does not resend
+        "> 00 B2 07 2C 0B",
         "< 07 09 41 39 33 32 33 30 37 34 32 90 00",  # record 07: card number A93230742
         "> 80 CA 00 C1 00",
         "< C1 04 01 00 06 06 90 00",

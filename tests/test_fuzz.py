@@ -33,6 +33,7 @@ KNOWN_PINS = ["123456", "802613", "000000", "975318", "246801", "999999"]
 FIXED_SW = {
     0x9000,
     0x6700,
+    0x6981,  # READ RECORD on a transparent EF (part 5 table 33)
     0x6982,
     0x6983,
     0x6984,

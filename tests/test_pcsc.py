@@ -35,8 +35,8 @@ STATUS = h("00 20 00 00")
 CHANGE_PIN = h("80 5E 01 00 07 12 34 56 FF 80 26 13")
 VERIFY_NEW = h("00 20 00 00 03 80 26 13")
 GET_DATA = h("80 CA 00 C1 00")
-READ_CARD_NUMBER = h("00 B2 07 2C 00")  # SSSE/EF05 (SFI 05) record 07
-READ_NAME = h("00 B2 09 34 00")  # SSSE/EF06 (SFI 06) record 09
+READ_CARD_NUMBER = h("00 B2 07 2C 0B")  # SSSE/EF05 (SFI 05) record 07, exact Le
+READ_NAME = h("00 B2 09 30 00")  # SSSE/EF06 (SFI 06) identifier 09; Le 00: 6C20, resent
 SSSE_NAME_GBK = "sx1.sh.社会保障".encode("gbk")
 OK = h("90 00")
 WAIT = 15.0
@@ -125,7 +125,7 @@ def test_card_is_listed_with_its_atr_by_pcsc_and_by_cardio_readers(tmp_path, ser
     path = new_card(tmp_path, "card")
     card = served(path)
     atr = expected_atr(path)
-    assert atr == bytes.fromhex("3B6D0000") + b"shebao-pos-v1"
+    assert atr == bytes.fromhex("3B6D0000 0000534250 0000 3100 372A9FA8")  # part 2 §8.4
 
     infos = pcsc.list_readers()
     by_name = {i.name: i for i in infos}
@@ -264,7 +264,8 @@ def test_t0_profile_answers_61xx_and_transmit_fetches_with_get_response(
     assert reader.transmit_raw(h("00 C0 00 00 06")) == h("C1 04 01 00 06 06 90 00")
     assert reader.transmit(GET_DATA) == h("C1 04 01 00 06 06 90 00")
 
-    fci = h("6F 11 84 0F") + SSSE_NAME_GBK  # T=0 style: SELECT by name answers its FCI
+    # T=0 style: SELECT by name answers its FCI (part 5 table 36)
+    fci = h("6F 19 84 0F") + SSSE_NAME_GBK + h("A5 06 9F 0C 03 86 01 03")
     assert reader.transmit_raw(h(SELECT_SSSE)) == bytes((0x61, len(fci)))
     assert reader.transmit(h(SELECT_SSSE)) == fci + OK
 

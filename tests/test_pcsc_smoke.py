@@ -14,7 +14,7 @@ def test_served_card_is_listed_with_its_atr_and_answers(tmp_path, served):
     profiles.new_card("employee-new", path)
     card = served(path)
     infos = {i.name: i for i in pcsc.list_readers()}
-    atr = bytes.fromhex("3B6D0000") + b"shebao-pos-v1"
+    atr = bytes.fromhex("3B6D0000 0000534250 0000 3100 372A9FA8")  # part 2 §8.4
     assert infos[card.reader].card_present and infos[card.reader].atr == atr
     reader = pcsc.PcscReader(card.reader)
     try:

@@ -843,7 +843,10 @@ async def test_f2_removed_on_the_result_keeps_the_result(tmp_path: Path) -> None
 
 # --- the APDU trace: F12 and --trace ---------------------------------------------------------
 
-HEX_LINE = re.compile(r"^[<>]( ([0-9A-F]{2}|\*\*))+$")
+# An APDU line, or a failure's reader API number (docs/card.md §8): never a PIN digit.
+HEX_LINE = re.compile(
+    r"^([<>]( ([0-9A-F]{2}|\*\*))+|# api -\d+ [A-Za-z/() ]+(, \d tr(y|ies) left)?)$"
+)
 VERIFY_MASKED = "> 00 20 00 00 03 ** ** **"
 CHANGE_MASKED = "> 80 5E 01 00 07 ** ** ** FF ** ** **"
 
@@ -869,7 +872,13 @@ async def test_f12_shows_the_trace_with_pins_masked(tmp_path: Path) -> None:
         apdus = [line for line in pane if line != title]
         assert all(HEX_LINE.match(line) for line in apdus), apdus
         assert VERIFY_MASKED in apdus  # how often: test_f12_trace_pane_lists_each_apdu_once
-        assert apdus[-4:] == [VERIFY_MASKED, "< 63 C5", VERIFY_MASKED, "< 90 00"]
+        assert apdus[-5:] == [
+            VERIFY_MASKED,
+            "< 63 C5",
+            "# api -51 wrong PIN, 5 tries left",  # docs/card.md §8
+            VERIFY_MASKED,
+            "< 90 00",
+        ]
         text = screen_text(app)
         for pin in ("111222", ENABLED_PIN):
             assert pin not in text
@@ -1057,6 +1066,8 @@ async def test_escape_cancels_pin_entry(tmp_path: Path) -> None:
         await cancel(pilot)
         assert isinstance(app.screen, MenuScreen)
         assert AUTHORISED["zh"] not in screen_text(app)
+        # the reader API's number for a cancelled PIN entry, in the trace (docs/card.md §8)
+        assert list(app.trace_lines)[-1] == "# api -31 PIN entry cancelled"
         # the typed PIN went nowhere: a new payment starts with an empty entry
         await start_payment(pilot)
         assert entry_text(app) == "_ _ _ _ _ _"

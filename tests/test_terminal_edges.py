@@ -460,6 +460,9 @@ async def test_6_every_prompt_times_out_to_idle_and_sends_nothing(
         assert ZH["take_card"] in screen_text(app)
         assert sent == []
         assert app.entry == ""
+        # the reader API's -32 in the trace for a PIN entry only (docs/card.md §8)
+        timed_out = "# api -32 PIN entry timed out"
+        assert (timed_out in app.trace_lines) is (where == "pin")
     assert file_bytes(card) == before
     assert debits(host, profile) == 0
 

@@ -22,11 +22,12 @@ from cardio.readers import pcsc
 SSSE = "00 A4 04 00 0F 73 78 31 2E 73 68 2E C9 E7 BB E1 B1 A3 D5 CF"  # "sx1.sh.社会保障" GBK
 APDUS = [
     SSSE,  # SELECT by name
-    "00 B2 07 2C 00",  # EF05 record 07: card number
-    "00 B2 02 2C 00",  # EF05 record 02: card category
-    "00 B2 08 34 00",  # EF06 record 08: social security number, 20 bytes
-    "00 B2 09 34 00",  # EF06 record 09: name, 32 bytes: wraps in both tools' output
-    "00 B2 01 3C 00",  # no EF with SFI 07: 6A82
+    "00 A4 02 00 02 EF 05",  # SELECT EF05 with P1 02 (part 5 table 35): no FCI
+    "00 B2 07 00 0B",  # EF05 identifier 07, exact Le: card number
+    "00 B2 02 2C 03",  # EF05 (SFI 05) record number 2: card category
+    "00 B2 08 30 14",  # EF06 (SFI 06) identifier 08: social security number, 20 bytes
+    "00 B2 09 30 20",  # EF06 identifier 09: name, 32 bytes: wraps in both tools' output
+    "00 B2 01 4C 00",  # no EF with SFI 09: 6A82
     "80 CA 00 C1 00",  # GET DATA, PIN status
     "00 20 00 00 03 65 43 21",  # VERIFY, wrong PIN: 63C5
     "00 20 00 00",  # status query: 63C5
@@ -179,12 +180,13 @@ def card_pair(tmp_path, served):
 def check_expected(responses: list[bytes]) -> None:
     """What the spec says these APDUs answer on a new employee card (a sanity anchor)."""
     sws = [r[-2:].hex().upper() for r in responses]
-    assert sws == ["9000", "9000", "9000", "9000", "9000", "6A82", "9000", "63C5", "63C5"]
+    assert sws == ["9000"] * 6 + ["6A82", "9000", "63C5", "63C5"]
     assert responses[0] == bytes.fromhex("9000")  # SELECT without Le: no FCI
-    assert responses[2] == bytes.fromhex("0201319000")  # category '1'
-    assert len(responses[3]) == 2 + 18 + 2 and responses[3][:2] == bytes.fromhex("0812")
-    assert len(responses[4]) == 2 + 30 + 2 and responses[4][:2] == bytes.fromhex("091E")
-    assert responses[6] == bytes.fromhex("C104010006069000")  # ACTIVE, INITIAL, 6 of 6
+    assert responses[1] == bytes.fromhex("9000")  # an EF: no FCI
+    assert responses[3] == bytes.fromhex("0201319000")  # category '1'
+    assert len(responses[4]) == 2 + 18 + 2 and responses[4][:2] == bytes.fromhex("0812")
+    assert len(responses[5]) == 2 + 30 + 2 and responses[5][:2] == bytes.fromhex("091E")
+    assert responses[7] == bytes.fromhex("C104010006069000")  # ACTIVE, INITIAL, 6 of 6
 
 
 def test_scriptor_gets_what_cardio_send_card_gets(tmp_path, card_pair):

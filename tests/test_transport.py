@@ -20,6 +20,7 @@ from cardio.card import profiles
 from cardio.card.store import CardInUseError, FileStore
 from cardio.readers.base import CardEvent, EventKind, ReaderInfo
 from cardio.readers.errors import (
+    CardNotPoweredError,
     CardRemovedError,
     NoCardError,
     NoReaderError,
@@ -28,6 +29,7 @@ from cardio.readers.errors import (
     ReaderError,
     ReaderGoneError,
     SharingViolationError,
+    UnresponsiveCardError,
 )
 from cardio.readers.transport import MAX_ROUNDS, exchange, get_response, with_le
 from cardio.readers.virtual import VirtualReader
@@ -222,7 +224,9 @@ def test_t0_card_transmit_follows_61xx_where_transmit_raw_does_not(
     assert reader.transmit(SELECT_SSSE) == fci
 
     record = card_number_record(t0_path)
-    assert reader.transmit_raw(h("00 B2 07 2C 00")) == h("61 0B")
+    # Le 00 gets 6Cxx first (part 5 §6.10.4); the exact Le gets 61xx on this card
+    assert reader.transmit_raw(h("00 B2 07 2C 00")) == h("6C 0B")
+    assert reader.transmit_raw(h("00 B2 07 2C 0B")) == h("61 0B")
     assert reader.transmit(h("00 B2 07 2C 00")) == record + OK
     assert reader.transmit_raw(GET_PIN_DATA) == h("61 06")
     assert reader.transmit(GET_PIN_DATA) == PIN_DATA_FRESH
@@ -388,7 +392,9 @@ ERROR_CASES = {
     "NO_SMARTCARD": (0x8010000C, False, NoCardError, "insert the card"),
     "REMOVED_CARD during a command": (0x80100069, True, CardRemovedError, "insert it again"),
     "REMOVED_CARD otherwise": (0x80100069, False, NoCardError, "insert the card"),
-    "UNRESPONSIVE_CARD": (0x80100066, False, NoCardError, "insert it"),
+    "UNRESPONSIVE_CARD": (0x80100066, False, UnresponsiveCardError, "insert it"),  # API -4
+    "UNPOWERED_CARD otherwise": (0x80100067, False, CardNotPoweredError, "connect first"),  # -3
+    "UNPOWERED_CARD during a command": (0x80100067, True, CardRemovedError, "insert it again"),
 }
 
 

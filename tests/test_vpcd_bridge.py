@@ -215,7 +215,7 @@ def test_bridge_answers_frames_that_arrive_in_pieces(card_path: Path) -> None:
 
 def test_get_atr_is_answered_with_the_atr_of_the_card_file(card_path: Path) -> None:
     atr = expected_atr(card_path)
-    assert atr == h("3B 6D 00 00 73 68 65 62 61 6F 2D 70 6F 73 2D 76 31")  # employee-new
+    assert atr == h("3B 6D 00 00 00 00 53 42 50 00 00 31 00 37 2A 9F A8")  # employee-new
     received = run_bridge(card_path, frame(bytes((GET_ATR,))) * 2)
     assert received == frame(atr) * 2
 

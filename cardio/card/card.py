@@ -27,6 +27,9 @@ from cardio.model import (
     Fid,
     Ins,
     OutletPin,
+    RecordMode,
+    SelectBy,
+    SelectResponse,
 )
 from cardio.sw import CardError, Sw
 from cardio.trace import failure
@@ -34,6 +37,11 @@ from cardio.trace import failure
 log = logging.getLogger(__name__)
 
 ATR_PREFIX = bytes((0x3B, 0x6D, 0x00, 0x00))  # TB1, TC1, 13 historical bytes; T=0 implied
+MIN_DF_NAME, MAX_DF_NAME = 5, 16  # SELECT by name: Lc 05-10 (part 5 table 34)
+FID_LENGTH = 2
+NO_SFI = 0x1F  # READ RECORD P2 b8-b4 = 11111: RFU
+RECORD_RFU = 0xFF  # P1 = FF: RFU (part 3 §5.3)
+MAX_RESPONSE = 256  # a short Le's most (Le 00)
 GET_RESPONSE = bytes((Cla.ISO, Ins.GET_RESPONSE))
 Handler = Callable[["VirtualCard", Apdu], bytes]
 
@@ -44,6 +52,7 @@ class Session:
 
     df: files.Df
     ef: files.Ef | None = None
+    record: int | None = None  # the record pointer: index of the current record in `ef`
     verified: bool = False
     challenge: bytes | None = None
     pending: bytes = b""  # T=0 style: data waiting for GET RESPONSE
@@ -114,12 +123,14 @@ class VirtualCard:
         if t0 and (apdu.cla, apdu.ins) == (Cla.ISO, Ins.GET_RESPONSE):
             return self._get_response(apdu, pending)
         if apdu.cla == Cla.SECURE_MESSAGING:
-            outlet = _OUTLET.get(apdu.ins)
+            outlet = None if self._state.real_only else _OUTLET.get(apdu.ins)
             if outlet is None:
                 raise CardError(Sw.INS_NOT_SUPPORTED)
             data = outlet(self, apdu, self._unwrap(apdu, challenge))
         else:
             handler = _COMMANDS.get((apdu.cla, apdu.ins))
+            if self._state.real_only and (apdu.cla, apdu.ins) in _EXTENSIONS:
+                handler = None  # docs/card.md §9: a real card does not know our commands
             if handler is None:
                 raise CardError(Sw.INS_NOT_SUPPORTED)
             data = handler(self, apdu)
@@ -189,53 +200,75 @@ class VirtualCard:
     # --- commands (docs/card.md §3) -------------------------------------------
 
     def select(self, apdu: Apdu) -> bytes:
-        if apdu.p2 not in (0x00, 0x0C):
+        """Part 5 §6.11 (tables 34-39); docs/card.md §3, "SELECT"."""
+        if apdu.p2 not in tuple(SelectResponse):
             raise CardError(Sw.WRONG_P1P2)
-        if apdu.p1 == 0x04:
-            if not apdu.data:
-                raise CardError(Sw.WRONG_LENGTH)
-            target: files.Ef | files.Df | None = self._mf.df_by_name(apdu.data)
-        elif apdu.p1 == 0x00:
-            if len(apdu.data) != 2:
-                raise CardError(Sw.WRONG_LENGTH)
-            fid = int.from_bytes(apdu.data, "big")
-            current = self._session.df
-            if fid == Fid.MF:
-                target = self._mf
-            elif fid == current.fid:
-                target = current
-            else:
-                target = current.child_by_fid(fid)
-        else:
-            raise CardError(Sw.WRONG_P1P2)
+        target = self._select_target(apdu)
         if target is None:
             raise CardError(Sw.FILE_NOT_FOUND)
-        if isinstance(target, files.Ef):
-            self._session.ef = target
+        session = self._session
+        if isinstance(target, files.Ef):  # an EF: no FCI (part 5 §6.11.1), pointer cleared
+            session.ef, session.record = target, None
             return b""
-        self._session.df, self._session.ef = target, None
-        wants_fci = apdu.p2 == 0x00 and (apdu.le is not None or self._state.t0_style)
+        session.df, session.ef, session.record = target, None, None
+        wants_fci = apdu.p2 == SelectResponse.FCI and (apdu.le is not None or self._state.t0_style)
         return target.fci() if wants_fci else b""
 
-    def read_record(self, apdu: Apdu) -> bytes:
-        self._no_data(apdu)
-        if apdu.p1 == 0 or apdu.p2 & 0x07 != 0x04:
+    def _select_target(self, apdu: Apdu) -> files.Ef | files.Df | None:
+        current = self._session.df
+        if apdu.p1 == SelectBy.NAME:
+            if not MIN_DF_NAME <= len(apdu.data) <= MAX_DF_NAME:
+                raise CardError(Sw.WRONG_LENGTH)
+            if apdu.p2 == SelectResponse.NEXT:
+                return None  # full names only: no other DF matches (part 5 §6.11.5)
+            return self._mf.df_by_name(apdu.data)
+        if apdu.p2 == SelectResponse.NEXT:
+            raise CardError(Sw.WRONG_P1P2)  # "next occurrence" is for DF names only
+        if apdu.p1 == SelectBy.FID and not apdu.data:
+            return self._mf  # part 5 table 35: empty data selects the MF
+        if apdu.p1 not in (SelectBy.FID, SelectBy.CHILD_DF, SelectBy.EF):
             raise CardError(Sw.WRONG_P1P2)
-        sfi = apdu.p2 >> 3
+        if len(apdu.data) != FID_LENGTH:
+            raise CardError(Sw.WRONG_LENGTH)  # table 39: Lc inconsistent with P1
+        fid = int.from_bytes(apdu.data, "big")
+        if apdu.p1 == SelectBy.FID:
+            if fid == Fid.MF:
+                return self._mf
+            if fid == current.fid:
+                return current
+            return current.child_by_fid(fid)  # a DF, or an EF as terminals send it
+        child = current.child_by_fid(fid)
+        wanted = files.Df if apdu.p1 == SelectBy.CHILD_DF else files.Ef
+        return child if isinstance(child, wanted) else None
+
+    def read_record(self, apdu: Apdu) -> bytes:
+        """Part 5 §6.10 (tables 31-33), part 3 §5.3; docs/card.md §3, "READ RECORD"."""
+        self._no_data(apdu)
+        sfi, bits = apdu.p2 >> 3, apdu.p2 & 0x07
+        if sfi == NO_SFI or bits not in tuple(RecordMode) or apdu.p1 == RECORD_RFU:
+            raise CardError(Sw.WRONG_P1P2)
+        mode = RecordMode(bits)
+        session = self._session
         if sfi:
-            ef = self._session.df.ef_by_sfi(sfi)
+            ef = session.df.ef_by_sfi(sfi)
             if ef is None:
                 raise CardError(Sw.FILE_NOT_FOUND)
-            self._session.ef = ef
-        elif self._session.ef is None:
+        elif session.ef is None:
             raise CardError(Sw.NO_CURRENT_EF)
         else:
-            ef = self._session.ef
-        record = ef.record(apdu.p1)
-        if record is None:
-            raise CardError(Sw.RECORD_NOT_FOUND)
-        self._exact_le(apdu, len(record))
-        return record
+            ef = session.ef
+        if not ef.holds_records:
+            raise CardError(Sw.INCOMPATIBLE_FILE)
+        # The record pointer belongs to the current EF: an SFI naming another EF makes
+        # that EF current with no current record (part 3 §5.3).
+        pointer = session.record if ef is session.ef else None
+        data, new_pointer = _read(ef.records, mode, apdu.p1, pointer)
+        if len(data) > MAX_RESPONSE:  # several records beyond a short response
+            raise CardError(Sw.WRONG_LENGTH)
+        if apdu.le != len(data):  # part 5 §6.10.4: Le 00, absent or wrong -> 6Cxx
+            raise CardError(sw.wrong_le(len(data)))
+        session.ef, session.record = ef, new_pointer  # only a command that succeeded moves it
+        return data
 
     def verify(self, apdu: Apdu) -> bytes:
         self._p1p2(apdu, 0, 0)
@@ -276,6 +309,7 @@ class VirtualCard:
         return b""
 
     def get_data(self, apdu: Apdu) -> bytes:
+        """Ours (docs/card.md §9): a `real_only` card answers 6D00 at the dispatcher."""
         if (apdu.p1, apdu.p2) != (0x00, PIN_STATUS_TAG):
             raise CardError(Sw.DATA_NOT_FOUND)
         self._no_data(apdu)
@@ -301,16 +335,17 @@ class VirtualCard:
         return self._session.challenge
 
     def _get_response(self, apdu: Apdu, pending: bytes) -> tuple[bytes, int]:
-        """docs/card.md §6: hand out what a T=0 style answer announced with 61xx."""
+        """Part 5 §6.6 and part 2 §9.3.3 (docs/card.md §6): what a 61xx announced."""
         self._p1p2(apdu, 0, 0)
         self._no_data(apdu)
         if not pending:
             raise CardError(Sw.CONDITIONS_NOT_SATISFIED)
         le = apdu.le
-        if le is None or (le > len(pending) and le != 256):
-            self._session.pending = pending  # kept, so the terminal can ask again
+        whole = le == len(pending)
+        if le is None or (le == MAX_RESPONSE and not whole) or le > len(pending):
+            self._session.pending = pending  # kept: Le 00 or too long -> 6Cxx (§6.6.4)
             raise CardError(sw.wrong_le(len(pending)))
-        if le == 256 or le == len(pending):
+        if whole:
             return pending, Sw.OK
         self._session.pending = pending[le:]
         return pending[:le], sw.bytes_available(len(pending) - le)
@@ -367,7 +402,41 @@ _COMMANDS: dict[tuple[int, int], Handler] = {
     (Cla.PROPRIETARY, Ins.GET_DATA): VirtualCard.get_data,
     (Cla.ISO, Ins.GET_CHALLENGE): VirtualCard.get_challenge,
 }
+_EXTENSIONS = frozenset({(Cla.PROPRIETARY, Ins.GET_DATA)})
 _OUTLET: dict[int, Callable[[VirtualCard, Apdu, bytes], bytes]] = {
     Ins.OUTLET_PIN: VirtualCard.outlet_pin,
     Ins.OUTLET_ACTIVATE: VirtualCard.outlet_activate,
 }
+
+
+def _read(
+    records: tuple[bytes, ...], mode: RecordMode, p1: int, pointer: int | None
+) -> tuple[bytes, int | None]:
+    """The bytes READ RECORD returns and the record pointer after it (part 3 §5.3).
+
+    By number (100, 101, 110) the pointer stays; by identifier (000-011) it moves to the
+    record found. P1 = 00 is the current record by number, and "any identifier" by
+    identifier (part 3 §5.3.1). No record found -> 6A83, the pointer unchanged.
+    """
+    count = len(records)
+    if mode in (RecordMode.NUMBER, RecordMode.NUMBER_TO_LAST, RecordMode.LAST_TO_NUMBER):
+        first = pointer if p1 == 0 else p1 - 1
+        if first is None or first >= count:
+            raise CardError(Sw.RECORD_NOT_FOUND)
+        if mode is RecordMode.NUMBER:
+            return records[first], pointer
+        chosen = records[first:]
+        if mode is RecordMode.LAST_TO_NUMBER:
+            chosen = chosen[::-1]  # read from the last record back to record P1
+        return b"".join(chosen), pointer
+    order = range(count)  # linear files: logical order = creation order (part 3 §5.3.1)
+    if mode is RecordMode.NEXT and pointer is not None:
+        order = range(pointer + 1, count)
+    elif mode is RecordMode.PREVIOUS and pointer is not None:
+        order = range(pointer - 1, -1, -1)
+    elif mode in (RecordMode.LAST, RecordMode.PREVIOUS):
+        order = range(count - 1, -1, -1)
+    for index in order:
+        if p1 == 0 or records[index][0] == p1:
+            return records[index], index
+    raise CardError(Sw.RECORD_NOT_FOUND)

@@ -1,6 +1,9 @@
 """The card's file tree (docs/card.md §2, "Application and files"), built from its state.
 
-Records are addressed by record number = tag and read back as tag(1) len(1) value.
+The tree and its records follow the V2.0 notice on files and data items (§5 tables 3
+and 7, table 9) and part 3 of the standard: a record EF holds its records in creation
+order (record number 1 first, part 3 §5.3.2), each a simple TLV `tag len value` whose
+first byte is its record identifier (part 3 §5.3.1).
 """
 
 from __future__ import annotations
@@ -8,21 +11,30 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from cardio.card.state import CardState
-from cardio.model import SSSE_NAME, Fid, MedicalTag, Sfi, Tag
+from cardio.card.state import NAME_BYTES, NAME_EXTENSION_BYTES, CardState
+from cardio.model import MEDICAL_AID, SSSE_NAME, Fid, MedicalTag, Sfi, Tag
 
-NAME_FIELD_LENGTH = 30
+__all__ = ["SSSE_NAME", "Df", "Ef", "build"]
+
+FINGERPRINT_BYTES = 0x300  # SSSE/EF07 (V2.0 table 9)
+PHOTO_BYTES = 0x1000  # SSSE/EF08 (V2.0 §8.1.4 table 15)
+_AN_PAD = b"\x00"  # an items: left-aligned, 00 after (V2.0 §7)
+_ALGORITHM_DATA = 0x9F0C  # FCI issuer discretionary data (part 5 table 36)
+_ALGORITHM_TAG = 0x86  # inside it: the algorithm identifier (reader API §10.1)
 
 
 @dataclass(frozen=True)
 class Ef:
+    """An elementary file: a linear record file (`records`) or a transparent one (`size`)."""
+
     fid: int
     sfi: int
-    records: dict[int, bytes]  # tag -> value
+    records: tuple[bytes, ...] = ()  # whole TLV records, record number 1 first
+    size: int | None = None  # a transparent file's size; None = a record file
 
-    def record(self, tag: int) -> bytes | None:
-        value = self.records.get(tag)
-        return None if value is None else bytes((tag, len(value))) + value
+    @property
+    def holds_records(self) -> bool:
+        return self.size is None
 
 
 @dataclass(frozen=True)
@@ -30,6 +42,7 @@ class Df:
     fid: int | None
     name: bytes | None
     children: tuple[Ef | Df, ...] = field(default=())
+    proprietary: bytes | None = None  # the FCI's A5 template body; None = no A5
 
     def child_by_fid(self, fid: int) -> Ef | Df | None:
         return next((c for c in self.children if c.fid == fid), None)
@@ -45,49 +58,89 @@ class Df:
                 return found
         return None
 
+    def parent_of(self, target: Ef | Df) -> Df | None:
+        for child in self.children:
+            if child is target:
+                return self
+            if isinstance(child, Df) and (found := child.parent_of(target)):
+                return found
+        return None
+
     def fci(self) -> bytes:
-        """A minimal FCI template: 6F { 83 FID, 84 DF name }."""
-        body = b""
-        if self.fid is not None:
-            body += b"\x83\x02" + self.fid.to_bytes(2, "big")
-        if self.name is not None:
-            body += bytes((0x84, len(self.name))) + self.name
-        return bytes((0x6F, len(body))) + body
+        """`6F { 84 DF name, A5 {...} }` (part 5 §6.11.4 tables 36-38); the MF, which has
+        no DF name, `6F { 83 3F00 }` as ISO 7816-4 has it."""
+        if self.name is None:
+            body = _tlv(0x83, (self.fid or 0).to_bytes(2, "big"))
+        else:
+            body = _tlv(0x84, self.name)
+        if self.proprietary is not None:
+            body += _tlv(0xA5, self.proprietary)
+        return _tlv(0x6F, body)
+
+
+def _tlv(tag: int, value: bytes) -> bytes:
+    head = tag.to_bytes(2 if tag > 0xFF else 1, "big")
+    return head + bytes((len(value),)) + value
 
 
 def _bcd_date(day: dt.date) -> bytes:
     return bytes.fromhex(day.strftime("%Y%m%d"))
 
 
+def _an(text: str | bytes, length: int, encoding: str = "ascii") -> bytes:
+    raw = text if isinstance(text, bytes) else text.encode(encoding)
+    return raw[:length].ljust(length, _AN_PAD)
+
+
+def _records(*items: tuple[int, bytes]) -> tuple[bytes, ...]:
+    return tuple(_tlv(tag, value) for tag, value in items)
+
+
 def build(state: CardState) -> Df:
-    """MF 3F00 / SSSE (by name) / EF05, EF06, DF04 / EF05."""
+    """MF 3F00 / SSSE (by name) / EF05, EF06, EF07, (EF08), DF04 / EF05."""
     c, h = state.card, state.holder
+    v1 = c.spec_version == "1.00"
     card_data = Ef(
         Fid.EF05,
         Sfi.EF05,
-        {
-            Tag.IDENTIFICATION_CODE: c.identification_code,
-            Tag.CATEGORY: c.category.encode("ascii"),
-            Tag.SPEC_VERSION: c.spec_version.encode("ascii"),
-            Tag.ISSUER: c.issuer_id,
-            Tag.ISSUE_DATE: _bcd_date(c.issue_date),
-            Tag.EXPIRY_DATE: _bcd_date(c.expiry_date),
-            Tag.CARD_NUMBER: c.card_number.encode("ascii"),
-        },
+        _records(
+            (Tag.IDENTIFICATION_CODE, c.identification_code),
+            (Tag.CATEGORY, c.category.encode("ascii")),
+            (Tag.SPEC_VERSION, c.spec_version.encode("ascii")),
+            (Tag.ISSUER, c.issuer_id),
+            (Tag.ISSUE_DATE, _bcd_date(c.issue_date)),
+            (Tag.EXPIRY_DATE, _bcd_date(c.expiry_date)),
+            (Tag.CARD_NUMBER, c.card_number.encode("ascii")),
+        ),
     )
+    name = h.name.encode("gbk")
+    name_items = [(Tag.NAME, _an(name, NAME_BYTES))]
+    if not v1:  # V2.0 table 9: 4E carries what does not fit in 09; zeros otherwise
+        name_items.append((Tag.NAME_EXTENSION, _an(name[NAME_BYTES:], NAME_EXTENSION_BYTES)))
     holder = Ef(
         Fid.EF06,
         Sfi.EF06,
-        {
-            Tag.SSN: h.ssn.encode("ascii"),
-            Tag.NAME: h.name.encode("gbk").ljust(NAME_FIELD_LENGTH, b"\x00"),
-            Tag.SEX: h.sex.encode("ascii"),
-            Tag.ETHNIC: bytes.fromhex(h.ethnic),
-            Tag.BIRTHPLACE: bytes.fromhex(h.birthplace),
-            Tag.BIRTH_DATE: _bcd_date(h.birth_date),
-        },
+        _records(
+            (Tag.SSN, h.ssn.encode("ascii")),
+            *name_items,
+            (Tag.SEX, h.sex.encode("ascii")),
+            (Tag.ETHNIC, bytes.fromhex(h.ethnic)),
+            (Tag.BIRTHPLACE, bytes.fromhex(h.birthplace)),
+            (Tag.BIRTH_DATE, _bcd_date(h.birth_date)),
+        ),
     )
-    medical_record = Ef(Fid.EF05, Sfi.EF05, {MedicalTag.SCHEME: state.scheme.encode("ascii")})
-    medical = Df(Fid.DF04, None, (medical_record,))
-    ssse = Df(None, SSSE_NAME, (card_data, holder, medical))
+    transparent = [Ef(Fid.EF07, Sfi.EF07, size=FINGERPRINT_BYTES)]
+    if not v1:
+        transparent.append(Ef(Fid.EF08, Sfi.EF08, size=PHOTO_BYTES))
+    medical_basic = Ef(
+        Fid.EF05,
+        Sfi.EF05,
+        _records(
+            (MedicalTag.SCHEME, _an(state.scheme + state.medical_flags, 8)),
+            (MedicalTag.INSURED_REGION, bytes.fromhex(state.region)),
+        ),
+    )
+    medical = Df(Fid.DF04, MEDICAL_AID, (medical_basic,))
+    algorithm = _tlv(_ALGORITHM_DATA, _tlv(_ALGORITHM_TAG, bytes((state.algorithm,))))
+    ssse = Df(None, SSSE_NAME, (card_data, holder, *transparent, medical), algorithm)
     return Df(Fid.MF, None, (ssse,))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from cardio.card import store
-from cardio.card.state import CardState, PinHash, PinState
+from cardio.card.state import NAME_BYTES, CardState, PinHash, PinState, historical_bytes
 from cardio.errors import UsageError
+from cardio.model import SPEC_VERSIONS
 from cardio.pin import INITIAL_PIN
 from cardio.resources import data_dir
 
@@ -43,7 +45,39 @@ def load(name: str) -> CardState:
     return state.with_(profile=name)
 
 
-def new_card(name: str, path: store.CardPath, *, force: bool = False) -> CardState:
+def make(name: str, *, spec_version: str | None = None, real_only: bool = False) -> CardState:
+    """A new card of profile `name`: of the generation `spec_version` (EF05 tag 03; the
+    profile's own if None), `real_only` or not, with historical bytes derived from its
+    identification code (part 2 §8.4; docs/card.md §1)."""
     state = load(name)
+    card = state.card
+    if spec_version is not None and spec_version != card.spec_version:
+        if spec_version not in SPEC_VERSIONS:
+            raise UsageError(
+                f"no specification version {spec_version!r}; use one of " + ", ".join(SPEC_VERSIONS)
+            )
+        name_bytes = len(state.holder.name.encode("gbk"))
+        if spec_version == "1.00" and name_bytes > NAME_BYTES:
+            raise UsageError(
+                f"profile {name}'s holder name takes {name_bytes} bytes, more than a 1.00 "
+                f"card holds ({NAME_BYTES}); use --spec-version 2.00 or 3.00"
+            )
+        card = replace(card, spec_version=spec_version)
+    return state.with_(
+        card=card,
+        real_only=real_only,
+        historical=historical_bytes(card.identification_code),
+    )
+
+
+def new_card(
+    name: str,
+    path: store.CardPath,
+    *,
+    force: bool = False,
+    spec_version: str | None = None,
+    real_only: bool = False,
+) -> CardState:
+    state = make(name, spec_version=spec_version, real_only=real_only)
     store.create(path, state, force=force)
     return state

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cardio.errors import UsageError
-from cardio.model import Category, LifeCycle, PinState
+from cardio.model import SPEC_VERSIONS, Algorithm, Category, LifeCycle, PinState
 
 __all__ = [
     "CardData",
@@ -31,7 +31,15 @@ __all__ = [
 ]
 
 FORMAT = "shebao-pos/card"
-VERSION = 1
+# 2 (issue 11): top-level "real_only" and "algorithm", section "medical" with "flags"
+# and "region", names up to 50 GBK bytes on 2.00/3.00 cards (tag 09 + tag 4E).
+# Version 1 files are still read: real_only false, SM4, flags 00000, the insured region
+# from the identification code; spec_version and atr_historical as they store them.
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
+NAME_BYTES = 30  # EF06 tag 09 (V2.0 table 9)
+NAME_EXTENSION_BYTES = 20  # EF06 tag 4E, 2.00 and later
+MEDICAL_FLAGS = 5  # DF04/EF05 tag 81 characters 4-8 (V2.0 §8.5.1.1, tables 43-47)
 MAX_TRY_LIMIT = 15  # 63Cx has one nibble for the tries left
 MIN_YEAR = 1000  # dates go on the card as 8 BCD digits: the year needs all four
 MAX_PROFILE_CHARS = 64
@@ -52,6 +60,20 @@ class CardFileError(UsageError, ValueError):
         super().__init__(
             f"{path}: {where} {reason}; fix the file or make a new one with 'cardio card new'"
         )
+
+
+# The 13 historical bytes, laid out as part 2 §8.4 table 16 lays them out.
+CHIP_PROVIDER = bytes(2)  # T1-T2: chip provider's registration number (none: emulated)
+PROVIDER_DEFINED = b"SBP"  # T3-T5: the chip/COS provider's own (shebao-pos)
+CARD_MANUFACTURER = bytes(2)  # T6-T7: card manufacturer's registration number (none)
+
+
+def historical_bytes(identification_code: bytes) -> bytes:
+    """T1-T7 fixed; T8-T9 the first 4 digits of the region code and TA-TD the card serial,
+    both taken from the identification code (V2.0 §8.1.1.1 table 10: region cn3 ‖ RID cn5
+    ‖ serial cn4 ‖ check cn4), so that each card differs and keeps its own."""
+    region, serial = identification_code[:2], identification_code[8:12]
+    return CHIP_PROVIDER + PROVIDER_DEFINED + CARD_MANUFACTURER + region + serial
 
 
 @dataclass(frozen=True)
@@ -77,9 +99,9 @@ def _digest(salt: bytes, pin: str) -> bytes:
 class CardData:
     """SSSE/EF05."""
 
-    identification_code: bytes  # 16 bytes, first 3 BCD region code
+    identification_code: bytes  # 16 bytes: BCD region(3) RID(5) serial(4) check(4)
     category: Category
-    spec_version: str  # '1.00' / '2.00' / '3.00'
+    spec_version: str  # '1.00' / '2.00' / '3.00' (`SPEC_VERSIONS`)
     issuer_id: bytes  # 12 bytes
     issue_date: dt.date
     expiry_date: dt.date
@@ -91,7 +113,7 @@ class Holder:
     """SSSE/EF06."""
 
     ssn: str  # the 18-character resident ID
-    name: str  # GBK, at most 30 bytes
+    name: str  # GBK, at most 30 bytes (1.00) or 50 (tag 09 + tag 4E)
     sex: str  # '1' male, '2' female
     ethnic: str  # 2 BCD digits, '01' = Han
     birthplace: str  # 6-digit region code
@@ -112,6 +134,15 @@ class CardState:
     card: CardData
     holder: Holder
     scheme: str  # national insurance scheme code, DF04/EF05: any 3 digits, `Scheme` if known
+    medical_flags: str = "00000"  # DF04/EF05 tag 81 characters 4-8, each '0' or '1'
+    insured_region: str = ""  # DF04/EF05 tag 84, 6 digits; "" = the identification code's
+    real_only: bool = False  # answer our extensions 6D00, as a real card (docs/card.md §9)
+    algorithm: Algorithm = Algorithm.SM4  # the SSSE's FCI, 9F0C { 86 01 xx }
+
+    @property
+    def region(self) -> str:
+        """The insured region: as stored, else the identification code's region code."""
+        return self.insured_region or self.card.identification_code[:3].hex().upper()
 
     @property
     def blocked(self) -> bool:
@@ -133,6 +164,8 @@ class CardState:
             "tries_left": self.tries_left,
             "try_limit": self.try_limit,
             "t0_style": self.t0_style,
+            "real_only": self.real_only,
+            "algorithm": self.algorithm.value,
             "atr_historical": self.historical.hex().upper(),
             "card": {
                 "identification_code": c.identification_code.hex().upper(),
@@ -151,7 +184,11 @@ class CardState:
                 "birthplace": h.birthplace,
                 "birth_date": h.birth_date.isoformat(),
             },
-            "medical": {"scheme": self.scheme},
+            "medical": {
+                "scheme": self.scheme,
+                "flags": self.medical_flags,
+                "region": self.region,
+            },
             "secrets": {
                 "pin_salt": self.pin.salt.hex(),
                 "pin_sha256": self.pin.digest.hex(),
@@ -164,7 +201,7 @@ class CardState:
         r = _Fields(doc, path, "")
         if r.text("format") != FORMAT:
             raise CardFileError(path, "field 'format'", f"must be {FORMAT!r}")
-        r.integer("version", VERSION, VERSION)
+        version = r.integer("version", READABLE_VERSIONS[0], READABLE_VERSIONS[-1])
         try_limit = r.integer("try_limit", 1, MAX_TRY_LIMIT)
         tries_left = r.integer("tries_left", 0, try_limit)
         c = r.section("card")
@@ -174,7 +211,7 @@ class CardState:
         card = CardData(
             identification_code=c.hexbytes("identification_code", 16),
             category=Category(c.choice("category", tuple(Category))),
-            spec_version=c.choice("spec_version", ("1.00", "2.00", "3.00")),
+            spec_version=c.choice("spec_version", SPEC_VERSIONS),
             issuer_id=c.hexbytes("issuer_id", 12),
             issue_date=c.date("issue_date"),
             expiry_date=c.date("expiry_date"),
@@ -182,7 +219,12 @@ class CardState:
         )
         holder = Holder(
             ssn=h.ssn("ssn"),
-            name=h.gbk("name", 30),
+            name=h.gbk(
+                "name",
+                NAME_BYTES
+                if version == 1 or card.spec_version == "1.00"
+                else NAME_BYTES + NAME_EXTENSION_BYTES,
+            ),
             sex=h.choice("sex", ("1", "2")),
             ethnic=h.digits("ethnic", 2),
             birthplace=h.digits("birthplace", 6),
@@ -201,7 +243,21 @@ class CardState:
             card=card,
             holder=holder,
             scheme=m.digits("scheme", 3),
+            **(_version_2(r, m) if version >= 2 else {}),
         )
+
+
+def _version_2(r: _Fields, m: _Fields) -> dict[str, Any]:
+    """The fields a version 1 file lacks (their defaults stand in for them)."""
+    flags = m.text("flags")
+    if len(flags) != MEDICAL_FLAGS or set(flags) - {"0", "1"}:
+        raise m._fail("flags", f"must be {MEDICAL_FLAGS} characters, each 0 or 1")
+    return {
+        "real_only": r.boolean("real_only"),
+        "algorithm": Algorithm(r.choice_int("algorithm", tuple(Algorithm))),
+        "medical_flags": flags,
+        "insured_region": m.digits("region", 6),
+    }
 
 
 @dataclass
@@ -255,6 +311,12 @@ class _Fields:
         value = self._get(key)
         if type(value) is not int or not low <= value <= high:
             raise self._fail(key, f"must be a whole number from {low} to {high}")
+        return value
+
+    def choice_int(self, key: str, options: tuple[int, ...]) -> int:
+        value = self._get(key)
+        if type(value) is not int or value not in options:
+            raise self._fail(key, "must be one of " + ", ".join(map(str, options)))
         return value
 
     def boolean(self, key: str) -> bool:

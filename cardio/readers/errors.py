@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cardio.api_codes import ApiCode
 from cardio.errors import CardioError
 
 
@@ -9,6 +10,7 @@ class ReaderError(CardioError):
     """Base class of the reader's errors; str(e) is the sentence to show."""
 
     default = "the card reader failed; try again"
+    api_code: int | None = ApiCode.READER_CONNECTION  # -11 unless a subclass says better
 
 
 class NoServiceError(ReaderError):
@@ -21,10 +23,26 @@ class NoReaderError(ReaderError):
 
 class NoCardError(ReaderError):
     default = "no card in the reader; insert the card"
+    api_code = ApiCode.NO_CARD
+
+
+class CardNotPoweredError(NoCardError):
+    """A card in the slot that was not powered up (the reader API's -3)."""
+
+    default = "the card is not powered; connect first"
+    api_code = ApiCode.NOT_POWERED
+
+
+class UnresponsiveCardError(NoCardError):
+    """A card that gives no ATR (the reader API's -4)."""
+
+    default = "the card does not answer; take it out and insert it the right way up"
+    api_code = ApiCode.NO_RESPONSE
 
 
 class CardRemovedError(ReaderError):
     default = "the card was removed during the command; insert it again and retry"
+    api_code = ApiCode.NO_CARD
 
 
 class ReaderGoneError(ReaderError):
@@ -37,12 +55,14 @@ class SharingViolationError(ReaderError):
 
 class ProtocolError(ReaderError):
     default = "the card kept answering 61xx/6Cxx without end; remove the card and try again"
+    api_code = None  # no number in the reader API: its "unknown error"
 
 
 class NoResponseError(ReaderError):
     """The card took the command and gave no answer in time (the reader API's -4)."""
 
     default = "the card does not respond; remove it and try again"
+    api_code = ApiCode.NO_RESPONSE
 
 
 class ReaderBusyError(ReaderError):

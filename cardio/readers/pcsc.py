@@ -13,6 +13,7 @@ from typing import Any
 
 from cardio.readers.base import CardEvent, EventKind, Listener, Reader, ReaderInfo, Trace
 from cardio.readers.errors import (
+    CardNotPoweredError,
     CardRemovedError,
     NoCardError,
     NoReaderError,
@@ -20,6 +21,7 @@ from cardio.readers.errors import (
     ReaderError,
     ReaderGoneError,
     SharingViolationError,
+    UnresponsiveCardError,
 )
 
 try:
@@ -80,10 +82,12 @@ def error_for(hresult: int, *, during_command: bool = False) -> ReaderError:
         return ReaderGoneError()
     if hr == E_SHARING_VIOLATION:
         return SharingViolationError()
+    if hr == W_UNPOWERED_CARD and not during_command:
+        return CardNotPoweredError()
     if hr in (W_REMOVED_CARD, E_NO_SMARTCARD, W_UNPOWERED_CARD, W_RESET_CARD, E_NOT_TRANSACTED):
         return CardRemovedError() if during_command else NoCardError()
     if hr == W_UNRESPONSIVE_CARD:
-        return NoCardError("the card does not answer; take it out and insert it the right way up")
+        return UnresponsiveCardError()
     return ReaderError(f"the reader failed ({_message(hr)}, {hr:08X}); try again")
 
 

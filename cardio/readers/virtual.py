@@ -8,7 +8,7 @@ from pathlib import Path
 from cardio.card.card import VirtualCard
 from cardio.card.store import CardPath, FileStore, lockable_card_path
 from cardio.readers.base import CardEvent, EventKind, Reader, Trace
-from cardio.readers.errors import NoCardError
+from cardio.readers.errors import CardNotPoweredError, NoCardError
 
 
 class VirtualReader(Reader):
@@ -91,7 +91,7 @@ class VirtualReader(Reader):
     def _exchange(self, apdu: bytes) -> bytes:
         card = self._inserted()
         if not self._powered:
-            raise NoCardError("the card is not powered; connect first")
+            raise CardNotPoweredError()
         return card.execute(apdu)
 
     def close(self) -> None:

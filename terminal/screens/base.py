@@ -61,7 +61,9 @@ class PadScreen(Screen[None], inherit_bindings=False):
         self.query_one("#card-status", Static).update(self.t(key))
 
     def add_trace(self, entry: str) -> None:
-        self.query_one("#trace", RichLog).write(entry)
+        """A screen not mounted yet has no pane: it shows `trace_lines` when it is."""
+        for trace in self.query("#trace").results(RichLog):
+            trace.write(entry)
 
     def set_trace_visible(self, visible: bool) -> None:
         self.query_one("#trace", RichLog).display = visible
