@@ -49,6 +49,8 @@ def summary(state: CardState) -> dict[str, object]:
     return {
         "profile": state.profile,
         "card_number": state.card.card_number,
+        "spec_version": state.card.spec_version,
+        "real_only": state.real_only,
         "category": state.card.category,
         "scheme": state.scheme,
         "life_cycle": state.life_cycle.value,
@@ -98,6 +100,11 @@ def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
     rows = [
         ("profile", info["profile"]),
         ("card number", info["card_number"]),
+        (
+            "version",
+            f"{info['spec_version']}"
+            + (" (real-only: no extensions)" if info["real_only"] else ""),
+        ),
         ("category", f"{info['category']} ({CATEGORIES.get(str(info['category']), '?')})"),
         ("scheme", f"{info['scheme']} ({SCHEMES.get(str(info['scheme']), 'unknown scheme')})"),
         ("life cycle", info["life_cycle"]),

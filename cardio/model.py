@@ -47,6 +47,7 @@ class Ins(IntEnum):
     GET_CHALLENGE = 0x84
     OUTLET_ACTIVATE = 0x18  # 84 18 (ours)
     SELECT = 0xA4
+    READ_BINARY = 0xB0
     READ_RECORD = 0xB2
     GET_RESPONSE = 0xC0
     GET_DATA = 0xCA

@@ -21,7 +21,7 @@ class Sw(IntEnum):
     MEMORY_FAILURE = 0x6581
     WRONG_LENGTH = 0x6700
     INCOMPATIBLE_FILE = 0x6981  # READ RECORD on a file that holds no records
-    SECURITY_NOT_SATISFIED = 0x6982  # defined, never answered: no file has an access condition
+    SECURITY_NOT_SATISFIED = 0x6982  # a file read under a key not yet authenticated
     PIN_BLOCKED = 0x6983
     NO_CHALLENGE = 0x6984
     CONDITIONS_NOT_SATISFIED = 0x6985
@@ -33,6 +33,7 @@ class Sw(IntEnum):
     RECORD_NOT_FOUND = 0x6A83
     WRONG_P1P2 = 0x6A86
     DATA_NOT_FOUND = 0x6A88
+    WRONG_OFFSET = 0x6B00  # READ BINARY past the end of the EF (part 5 table 30)
     INS_NOT_SUPPORTED = 0x6D00
     CLA_NOT_SUPPORTED = 0x6E00
     # Not in the first contract either: an emulator bug. Hypothesis tests make sure no
@@ -57,6 +58,7 @@ MEANINGS: dict[int, str] = {
     Sw.RECORD_NOT_FOUND: "record not found",
     Sw.WRONG_P1P2: "wrong P1/P2",
     Sw.DATA_NOT_FOUND: "referenced data not found",
+    Sw.WRONG_OFFSET: "offset outside the EF",
     Sw.INS_NOT_SUPPORTED: "INS not supported",
     Sw.CLA_NOT_SUPPORTED: "CLA not supported",
     Sw.NO_DIAGNOSIS: "no precise diagnosis",

@@ -353,6 +353,23 @@ def test_v2_table_9_a_name_past_30_bytes_goes_on_in_4e():
     assert send(card, "00 B2 4E 30 16") == h("4E 14") + raw[30:].ljust(20, b"\0") + OK
 
 
+def test_v2_table_9_the_name_is_split_between_characters():
+    name = "A" + "买" * 24  # 49 GBK bytes: a cut at byte 30 would halve the 15th 买
+    state = profiles.load("employee-new")
+    state = state.with_(holder=type(state.holder)(**{**vars(state.holder), "name": name}))
+    card = at_ssse(state=state)
+    head = ("A" + "买" * 14).encode("gbk")  # 29 bytes: the next character does not fit
+    assert send(card, "00 B2 09 30 20") == h("09 1E") + head + b"\0" + OK
+    assert send(card, "00 B2 4E 30 16") == h("4E 14") + ("买" * 10).encode("gbk") + OK
+
+
+def test_v2_a_name_that_does_not_fit_09_and_4e_whole_is_refused():
+    doc = json.loads(store.encode(profiles.load("employee-new")))
+    doc["holder"]["name"] = "A" + "买" * 24 + "B"  # 50 bytes, but 29 + 21 once split
+    with pytest.raises(CardFileError, match="09 and 4E"):
+        store.decode(json.dumps(doc).encode(), "c.json")
+
+
 def test_v2_every_profile_in_every_version():
     for name in profiles.names():
         for version in ("1.00", "2.00", "3.00"):
@@ -472,3 +489,33 @@ def test_replay_wrong_le_then_the_6c_retry(apdu, right):
     assert send(card, apdu) == h(right)
     tag = int(apdu[6:8], 16)
     assert transmit(card, apdu) == rec(EF05, tag) + OK
+
+
+# --- READ BINARY (part 5 §6.9) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("apdu", "status"),
+    [
+        ("00 B0 87 00 00", "69 82"),  # SFI 07 (EF07, fingerprint), offset 0: under RKSSSE
+        ("00 B0 88 10 20", "69 82"),  # SFI 08 (EF08, photo)
+        ("00 B0 85 00 00", "69 81"),  # SFI 05: EF05 holds records
+        ("00 B0 89 00 00", "6A 82"),  # no EF with SFI 09
+        ("00 B0 A7 00 00", "6A 86"),  # b7-b6 of P1 must be 00 with an SFI
+        ("00 B0 9F 00 00", "6A 86"),  # SFI 31: RFU
+        ("00 B0 87 00", "69 82"),  # no Le: still the access condition that stops it
+    ],
+)
+def test_p5_6_9_read_binary_by_sfi(apdu, status):
+    assert send(at_ssse(), apdu) == h(status)
+
+
+def test_p5_6_9_read_binary_of_the_current_ef_and_its_offset():
+    card = at_ssse()
+    assert send(card, "00 B0 00 00 10") == h("69 86")  # no current EF after SELECT SSSE
+    assert send(card, "00 A4 02 00 02 EF 07") == OK
+    assert send(card, "00 B0 00 00 10") == h("69 82")
+    assert send(card, "00 B0 02 FF 01") == h("69 82")  # offset 2FF: the last byte of 300
+    assert send(card, "00 B0 03 00 01") == h("6B 00")  # offset 300: past the end
+    assert send(card, "00 A4 02 00 02 EF 05") == OK
+    assert send(card, "00 B0 00 00 10") == h("69 81")

@@ -12,6 +12,7 @@ from card_helpers import (
     INITIAL_PIN,
     OK,
     SELECT_SSSE,
+    SSSE_NAME,
     RecordingStore,
     change_pin,
     data_of,
@@ -99,6 +100,8 @@ EF06_RECORDS = {
 }
 # DF04/EF05: 81 = scheme '310' and five '0' flags; 84 = insured region (cn 3)
 DF04_EF05_RECORDS = {0x81: "81 08 33 31 30 30 30 30 30 30", 0x84: "84 03 31 00 00"}
+# the SSSE's FCI (part 5 table 36; docs/card.md §3): 84 DF name, A5 { 9F0C 86 01 03 (SM4) }
+FCI_SSSE = "6F 19 84 0F " + SSSE_NAME + " A5 06 9F 0C 03 86 01 03"
 
 ALL_RECORDS = [("EF05", 0x05, tag, rec) for tag, rec in EF05_RECORDS.items()] + [
     ("EF06", 0x06, tag, rec) for tag, rec in EF06_RECORDS.items()
@@ -410,10 +413,13 @@ def test_s3_get_challenge_bytes_come_from_the_random_source():
 
 
 def test_s3_get_response_is_only_for_t0_style():
-    assert send(new_card("employee-new"), "00 C0 00 00 08") == h("6D 00")
+    """Part 2 §9.3: GET RESPONSE fetches what a case 4 command left waiting on T=0."""
+    card = new_card("employee-new")
+    assert send(card, SELECT_SSSE + " 00") == h(FCI_SSSE + " 90 00")
+    assert send(card, "00 C0 00 00 1B") == h("6D 00")
     t0 = new_card("t0-employee-new")
-    assert send(t0, "80 CA 00 C1 00") == h("61 06")
-    assert send(t0, "00 C0 00 00 06") == h("C1 04 01 00 06 06 90 00")
+    assert send(t0, SELECT_SSSE + " 00") == h("61 1B")
+    assert send(t0, "00 C0 00 00 1B") == h(FCI_SSSE + " 90 00")
 
 
 def test_s3_service_outlet_commands_use_cla_84():
@@ -732,10 +738,20 @@ def test_s5_get_data_ll_ss_tt_mm_for_each_profile(profile, values):
     assert send(card, "80 CA 00 C1 06") == h("C1 04 " + values + " 90 00")
 
 
-def test_s5_get_data_t0_profile_through_get_response():
+def test_s5_get_data_t0_profile_answers_directly_with_the_exact_le():
+    """Part 2 §9.3.2.1: GET DATA is case 2, so a T=0 card answers it at once, no 61xx."""
     card = new_card("t0-employee-new")
-    assert send(card, "80 CA 00 C1 06") == h("61 06")
-    assert send(card, "00 C0 00 00 06") == h("C1 04 01 00 06 06 90 00")
+    assert send(card, "80 CA 00 C1 06") == h("C1 04 01 00 06 06 90 00")
+    assert send(card, "00 C0 00 00 06") == h("69 85")  # nothing waits
+
+
+@pytest.mark.parametrize("le", ["00", "", "05", "07"])
+def test_s5_get_data_t0_profile_le_00_absent_or_wrong_is_6c06(le):
+    """Part 2 §9.3.2.1: on T=0 even Le 00 (fine on other cards) is 6C06; nothing waits."""
+    card = new_card("t0-employee-new")
+    assert send(card, "80 CA 00 C1 " + le) == h("6C 06")
+    assert send(card, "00 C0 00 00 06") == h("69 85")
+    assert send(card, "80 CA 00 C1 06") == h("C1 04 01 00 06 06 90 00")
 
 
 @pytest.mark.parametrize("le", ["01", "04", "05", "07", "08", "FF", ""])
@@ -768,8 +784,12 @@ def test_s6_sw_9000_success():
 
 
 def test_s6_sw_61xx_only_on_t0_style_profile():
-    assert send(new_card("t0-employee-new"), "00 84 00 00 08") == h("61 08")
-    assert sw_of(send(new_card("employee-new"), "00 84 00 00 08")) == OK
+    """Part 2 §9.3: 61xx answers a case 4 command on a T=0 card only; case 2 never."""
+    assert send(new_card("t0-employee-new"), SELECT_SSSE + " 00") == h("61 1B")
+    assert send(new_card("employee-new"), SELECT_SSSE + " 00") == h(FCI_SSSE + " 90 00")
+    challenge = send(new_card("t0-employee-new"), "00 84 00 00 08")
+    assert sw_of(challenge) == OK
+    assert len(data_of(challenge)) == 8
 
 
 def test_s6_sw_63cx_wrong_pin():
@@ -1229,13 +1249,31 @@ def _t0_at_ssse():
 T0_NAME_RECORD = "09 1E D6 A3 BA C6" + " 00" * 26  # 郑浩 in GBK, padded to 30
 
 
-def test_s8_t0_data_is_answered_61xx_and_get_response_returns_it():
+def test_s8_t0_case_4_is_answered_61xx_and_get_response_returns_it():
+    """Part 2 §9.3.1.4: SELECT by name with a Le (case 4) announces its FCI with 61xx."""
+    card = new_card("t0-employee-new")
+    assert send(card, SELECT_SSSE + " 00") == h("61 1B")
+    assert send(card, "00 C0 00 00 1B") == h(FCI_SSSE + " 90 00")
+    assert send(card, "00 C0 00 00 1B") == h("69 85")  # handed out once
+
+
+def test_s8_t0_case_4_without_le_is_answered_61xx_too():
+    """Part 2 §9.3.1.4 and docs/card.md §6: a T=0 SELECT of a DF returns its FCI even
+    without a Le, through 61xx."""
+    card = new_card("t0-employee-new")
+    assert send(card, SELECT_SSSE) == h("61 1B")
+    assert send(card, "00 C0 00 00 1B") == h(FCI_SSSE + " 90 00")
+
+
+def test_s8_t0_case_2_exact_le_is_answered_directly():
+    """Part 2 §9.3.2.1: READ RECORD (case 2) with P3 = the length answers at once."""
     card = _t0_at_ssse()
-    assert send(card, "00 B2 09 30 20") == h("61 20")
-    assert send(card, "00 C0 00 00 20") == h(T0_NAME_RECORD + " 90 00")
+    assert send(card, "00 B2 09 30 20") == h(T0_NAME_RECORD + " 90 00")
+    assert send(card, "00 C0 00 00 20") == h("69 85")  # nothing was left waiting
 
 
-def test_s8_t0_every_record_via_get_response():
+def test_s8_t0_every_record_answered_directly_with_the_exact_le():
+    """Part 2 §9.3.2.1: each record comes back with 9000 for its exact Le, no 61xx."""
     card = _t0_at_ssse()
     expected = {
         0x07: "07 09 " + b"A40886201".hex(),
@@ -1243,25 +1281,37 @@ def test_s8_t0_every_record_via_get_response():
     }
     for tag, record in expected.items():
         n = len(h(record))
-        assert send(card, bytes((0x00, 0xB2, tag, 0x2C, n))) == bytes((0x61, n))
-        assert send(card, bytes((0x00, 0xC0, 0x00, 0x00, n))) == h(record + " 90 00")
+        assert send(card, bytes((0x00, 0xB2, tag, 0x2C, n))) == h(record + " 90 00")
+        assert send(card, bytes((0x00, 0xC0, 0x00, 0x00, n))) == h("69 85")
+
+
+@pytest.mark.parametrize("le", ["00", "", "05", "1F", "21", "FF"])
+def test_s8_t0_case_2_le_00_absent_or_wrong_is_6cxx_and_nothing_waits(le):
+    """Part 2 §9.3.2.1: any P3 but the length gets 6Cxx; the resend gets the data."""
+    card = _t0_at_ssse()
+    assert send(card, "00 B2 09 30 " + le) == h("6C 20")
+    assert send(card, "00 C0 00 00 20") == h("69 85")
+    assert send(card, "00 B2 09 30 20") == h(T0_NAME_RECORD + " 90 00")
 
 
 def test_s8_t0_short_le_gives_part_and_61_rest():
-    card = _t0_at_ssse()
-    record = h(T0_NAME_RECORD)
-    assert send(card, "00 B2 09 30 20") == h("61 20")
-    assert send(card, "00 C0 00 00 10") == record[:16] + h("61 10")
-    assert send(card, "00 C0 00 00 08") == record[16:24] + h("61 08")
-    assert send(card, "00 C0 00 00 08") == record[24:] + h("90 00")
+    """Part 2 §9.3.3: GET RESPONSE with a smaller Le gives that much and 61yy for the rest."""
+    card = new_card("t0-employee-new")
+    fci = h(FCI_SSSE)
+    assert send(card, SELECT_SSSE + " 00") == h("61 1B")
+    assert send(card, "00 C0 00 00 10") == fci[:16] + h("61 0B")
+    assert send(card, "00 C0 00 00 08") == fci[16:24] + h("61 03")
+    assert send(card, "00 C0 00 00 03") == fci[24:] + h("90 00")
+    assert send(card, "00 C0 00 00 03") == h("69 85")
 
 
-@pytest.mark.parametrize("le", ["21", "30", "FF", "", "00"])  # part 5 §6.6.4: 00 too
+@pytest.mark.parametrize("le", ["1C", "30", "FF", "", "00"])  # part 5 §6.6.4: 00 too
 def test_s8_t0_wrong_le_is_6cxx_and_keeps_the_data(le):
-    card = _t0_at_ssse()
-    assert send(card, "00 B2 09 30 20") == h("61 20")
-    assert send(card, "00 C0 00 00 " + le) == h("6C 20")
-    assert send(card, "00 C0 00 00 20") == h(T0_NAME_RECORD + " 90 00")
+    """Part 2 §9.3.3: GET RESPONSE with Le 00, absent or too long is 6Cxx; data stays."""
+    card = new_card("t0-employee-new")
+    assert send(card, SELECT_SSSE + " 00") == h("61 1B")
+    assert send(card, "00 C0 00 00 " + le) == h("6C 1B")
+    assert send(card, "00 C0 00 00 1B") == h(FCI_SSSE + " 90 00")
 
 
 def test_s8_t0_get_response_on_a_non_t0_card_is_6d00():
@@ -1283,53 +1333,94 @@ def test_s8_t0_wrong_le_on_read_record_is_6cxx():
     assert send(card, "00 B2 09 30 05") == h("6C 20")
 
 
-def test_s8_t0_challenge_survives_the_get_response_that_fetches_it():
-    card = new_card("t0-employee-new")
+def _counting_random():
+    """A random source that draws 00.., 01.., ...: each challenge differs and is counted."""
+    drawn: list[bytes] = []
+
+    def random(n: int) -> bytes:
+        value = bytes((len(drawn),)) * n
+        drawn.append(value)
+        return value
+
+    return random, drawn
+
+
+def test_s8_t0_challenge_with_exact_le_is_answered_directly_and_works():
+    """Part 2 §9.3.2.1: GET CHALLENGE is case 2, so a T=0 card answers it with 9000 and
+    no GET RESPONSE stands between it and the outlet command that uses it."""
+    random, drawn = _counting_random()
+    card = new_card("t0-employee-new", random=random)
     key = outlet_key(card)
-    assert send(card, "00 84 00 00 08") == h("61 08")
-    resp = send(card, "00 C0 00 00 08")
-    assert sw_of(resp) == OK
-    challenge = data_of(resp)
-    assert len(challenge) == 8
-    apdu = mac.protect(key, challenge, 0x84, 0x5E, 0x00, 0x02, b"")
+    assert send(card, "00 84 00 00 08") == h("00" * 8 + " 90 00")
+    assert drawn == [h("00" * 8)]
+    apdu = mac.protect(key, drawn[0], 0x84, 0x5E, 0x00, 0x02, b"")
     assert card.execute(apdu) == h("90 00")
     assert pin_status(card) == (0x01, 0x02, 6, 6)
 
 
-def test_s8_t0_challenge_survives_a_get_response_in_two_parts():
-    card = new_card("t0-employee-new")
+@pytest.mark.parametrize("le", ["03", "00", "", "09"])
+def test_s8_t0_challenge_with_a_wrong_le_is_6c08_and_the_resend_gives_a_usable_one(le):
+    """Part 2 §9.3.2.1: a wrong Le is 6C08, draws nothing, leaves nothing for GET RESPONSE
+    and spends the challenge before it; the resend with Le 08 draws a fresh one."""
+    random, drawn = _counting_random()
+    card = new_card("t0-employee-new", random=random)
     key = outlet_key(card)
-    assert send(card, "00 84 00 00 08") == h("61 08")
-    first = send(card, "00 C0 00 00 03")
-    assert first[-2:] == h("61 05")
-    second = send(card, "00 C0 00 00 05")
-    assert second[-2:] == h("90 00")
-    challenge = data_of(first) + data_of(second)
-    apdu = mac.protect(key, challenge, 0x84, 0x5E, 0x00, 0x00, h("97 53 10"))
+    old = data_of(send(card, "00 84 00 00 08"))
+    assert send(card, "00 84 00 00 " + le) == h("6C 08")
+    assert drawn == [old]
+    assert send(card, "00 C0 00 00 08") == h("69 85")
+    assert card.execute(mac.protect(key, old, 0x84, 0x5E, 0x00, 0x02, b"")) == h("69 84")
+
+    assert send(card, "00 84 00 00 " + le) == h("6C 08")
+    assert send(card, "00 84 00 00 08") == h("01" * 8 + " 90 00")
+    assert drawn == [old, h("01" * 8)]
+    apdu = mac.protect(key, drawn[1], 0x84, 0x5E, 0x00, 0x00, h("97 53 10"))
     assert card.execute(apdu) == h("90 00")
     assert verify(card, "975310") == OK
 
 
-def test_s8_t0_challenge_fetched_then_another_command_spends_it():
+def test_s8_t0_challenge_answered_directly_then_another_command_spends_it():
+    """Part 2 §9.3.2.1 with §7: the directly answered challenge is spent by the next
+    command, as on any card."""
     card = new_card("t0-employee-new")
     key = outlet_key(card)
-    send(card, "00 84 00 00 08")
-    challenge = data_of(send(card, "00 C0 00 00 08"))
-    send(card, "00 20 00 00")
+    resp = send(card, "00 84 00 00 08")
+    assert sw_of(resp) == OK
+    challenge = data_of(resp)
+    assert len(challenge) == 8
+    assert send(card, "00 20 00 00") == h("63 C6")  # the status query: not verified
     apdu = mac.protect(key, challenge, 0x84, 0x5E, 0x00, 0x02, b"")
     assert card.execute(apdu) == h("69 84")
+    assert pin_status(card) == (0x01, 0x00, 6, 6)
+
+
+def test_s8_t0_case_4_command_after_a_challenge_spends_it():
+    """Part 2 §9.3.1.4 with §7: the SELECT that leaves data waiting spends the challenge,
+    so the GET RESPONSE that fetches it has none to keep."""
+    card = new_card("t0-employee-new")
+    key = outlet_key(card)
+    challenge = data_of(send(card, "00 84 00 00 08"))
+    assert len(challenge) == 8
+    assert send(card, SELECT_SSSE + " 00") == h("61 1B")
+    assert send(card, "00 C0 00 00 1B") == h(FCI_SSSE + " 90 00")
+    apdu = mac.protect(key, challenge, 0x84, 0x5E, 0x00, 0x02, b"")
+    assert card.execute(apdu) == h("69 84")
+    assert pin_status(card) == (0x01, 0x00, 6, 6)
 
 
 def test_s7_s8_t0_get_response_fetching_nothing_spends_the_challenge():
-    """§7 'spent by the next command, whatever it is'; only the fetching GET RESPONSE is exempt."""
+    """§7 'spent by the next command, whatever it is': a GET RESPONSE with nothing
+    waiting (GET CHALLENGE is case 2 and answered at once, part 2 §9.3.2.1) is a
+    command like any other and spends the challenge."""
     card = new_card("t0-employee-new")
     key = outlet_key(card)
-    send(card, "00 84 00 00 08")
-    challenge = data_of(send(card, "00 C0 00 00 08"))
-    extra = send(card, "00 C0 00 00 08")  # nothing is waiting any more
-    assert sw_of(extra) != OK
+    resp = send(card, "00 84 00 00 08")
+    assert sw_of(resp) == OK
+    challenge = data_of(resp)
+    assert send(card, "00 C0 00 00 08") == h("69 85")  # nothing is waiting
     apdu = mac.protect(key, challenge, 0x84, 0x5E, 0x00, 0x02, b"")
     assert card.execute(apdu) == h("69 84")
+    assert pin_status(card) == (0x01, 0x00, 6, 6)
 
 
 def test_s8_t0_outlet_reset_works_on_t0_card():

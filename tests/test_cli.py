@@ -337,6 +337,8 @@ def test_show_json_for_every_profile(tmp_path: Path, profile: str, capsys) -> No
     assert info["category"] == category
     assert info["blocked"] is (tries == 0)
     assert info["t0_style"] is (profile == "t0-employee-new")
+    assert info["spec_version"] == ("1.00" if profile == "legacy-medical" else "2.00")
+    assert info["real_only"] is False
     assert_nothing_secret(out, path)
     # the plain form tells the same numbers
     code, plain = run_main(["card", "show", str(path)])
@@ -738,3 +740,26 @@ def test_usage_errors_in_process(argv: list[str], capsys) -> None:
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("cardio: ") and "usage:" not in err
+
+
+def test_show_tells_the_version_and_real_only(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "strict.json"
+    code, _ = run_main(
+        [
+            "card",
+            "new",
+            "--profile",
+            "employee-new",
+            "--spec-version",
+            "3.00",
+            "--real-only",
+            str(path),
+        ]
+    )
+    assert code == 0
+    capsys.readouterr()
+    code, out = run_main(["card", "show", str(path), "--json"])
+    info = json.loads(out)
+    assert (info["spec_version"], info["real_only"]) == ("3.00", True)
+    code, plain = run_main(["card", "show", str(path)])
+    assert re.search(r"^version\s+3\.00 \(real-only: no extensions\)$", plain, re.M), plain

@@ -363,7 +363,10 @@ class PinCounter(RuleBasedStateMachine):
     def send(self, raw: bytes) -> tuple[bytes, int]:
         response = self.card.execute(raw)
         sw = int.from_bytes(response[-2:], "big")
-        if sw & 0xFF00 == 0x6100:  # T=0 style: fetch the data
+        if sw & 0xFF00 == 0x6C00:  # a case 2 command with the wrong Le: resend it right
+            response = self.card.execute(raw[:4] + bytes((sw & 0xFF,)))
+            sw = int.from_bytes(response[-2:], "big")
+        if sw & 0xFF00 == 0x6100:  # T=0 style, case 4: fetch the data
             assert self.t0
             response = self.card.execute(bytes((0x00, 0xC0, 0x00, 0x00, sw & 0xFF)))
             sw = int.from_bytes(response[-2:], "big")

@@ -250,9 +250,11 @@ def test_state_survives_a_pcscd_restart_and_serve_reconnects(
 # --- T=0 (§8) ------------------------------------------------------------------------
 
 
-def test_t0_profile_answers_61xx_and_transmit_fetches_with_get_response(
+def test_t0_profile_answers_case_2_directly_and_case_4_through_get_response(
     tmp_path, served, reader_factory
 ):
+    """Part 2 §9.3: a case 2 command (no data, Le) gets its data for the right Le and
+    6Cxx otherwise; a case 4 command (data and Le) gets 61xx, then GET RESPONSE."""
     path = new_card(tmp_path, "t0", "t0-employee-new")
     card = served(path)
     reader = reader_factory(card.reader)
@@ -260,17 +262,17 @@ def test_t0_profile_answers_61xx_and_transmit_fetches_with_get_response(
     number = store.read(path).card.card_number.encode("ascii")
     record = bytes((0x07, len(number))) + number
 
-    assert reader.transmit_raw(GET_DATA) == h("61 06")
-    assert reader.transmit_raw(h("00 C0 00 00 06")) == h("C1 04 01 00 06 06 90 00")
+    assert reader.transmit_raw(GET_DATA) == h("6C 06")
+    assert reader.transmit_raw(h("80 CA 00 C1 06")) == h("C1 04 01 00 06 06 90 00")
     assert reader.transmit(GET_DATA) == h("C1 04 01 00 06 06 90 00")
 
-    # T=0 style: SELECT by name answers its FCI (part 5 table 36)
+    # SELECT by name carries data and asks for the FCI (part 5 table 36): case 4
     fci = h("6F 19 84 0F") + SSSE_NAME_GBK + h("A5 06 9F 0C 03 86 01 03")
     assert reader.transmit_raw(h(SELECT_SSSE)) == bytes((0x61, len(fci)))
+    assert reader.transmit_raw(bytes((0x00, 0xC0, 0x00, 0x00, len(fci)))) == fci + OK
     assert reader.transmit(h(SELECT_SSSE)) == fci + OK
 
-    assert reader.transmit_raw(READ_CARD_NUMBER) == bytes((0x61, len(record)))
-    assert reader.transmit(READ_CARD_NUMBER) == record + OK
+    assert reader.transmit_raw(READ_CARD_NUMBER) == record + OK
     assert reader.transmit(VERIFY_WRONG) == h("63 C5")  # no data: no 61xx
     assert reader.transmit(VERIFY_RIGHT) == OK
 

@@ -28,6 +28,10 @@ APDUS = [
     "00 B2 08 30 14",  # EF06 (SFI 06) identifier 08: social security number, 20 bytes
     "00 B2 09 30 20",  # EF06 identifier 09: name, 32 bytes: wraps in both tools' output
     "00 B2 01 4C 00",  # no EF with SFI 09: 6A82
+    "00 A4 00 00 02 EF 06",  # SELECT EF06 with P1 00, as many terminals send it
+    "00 B2 4E 00 16",  # identifier 4E of the current EF (EF06): the name extension
+    "00 B2 01 2D 40",  # SFI 05 from record 1 to the last (mode 101): 64 bytes
+    "00 B0 87 00 00",  # READ BINARY of EF07 (SFI 07): under RKSSSE, 6982
     "80 CA 00 C1 00",  # GET DATA, PIN status
     "00 20 00 00 03 65 43 21",  # VERIFY, wrong PIN: 63C5
     "00 20 00 00",  # status query: 63C5
@@ -180,13 +184,15 @@ def card_pair(tmp_path, served):
 def check_expected(responses: list[bytes]) -> None:
     """What the spec says these APDUs answer on a new employee card (a sanity anchor)."""
     sws = [r[-2:].hex().upper() for r in responses]
-    assert sws == ["9000"] * 6 + ["6A82", "9000", "63C5", "63C5"]
+    assert sws == ["9000"] * 6 + ["6A82"] + ["9000"] * 3 + ["6982", "9000", "63C5", "63C5"]
     assert responses[0] == bytes.fromhex("9000")  # SELECT without Le: no FCI
     assert responses[1] == bytes.fromhex("9000")  # an EF: no FCI
     assert responses[3] == bytes.fromhex("0201319000")  # category '1'
     assert len(responses[4]) == 2 + 18 + 2 and responses[4][:2] == bytes.fromhex("0812")
     assert len(responses[5]) == 2 + 30 + 2 and responses[5][:2] == bytes.fromhex("091E")
-    assert responses[7] == bytes.fromhex("C104010006069000")  # ACTIVE, INITIAL, 6 of 6
+    assert responses[8] == bytes.fromhex("4E14") + bytes(20) + bytes.fromhex("9000")  # short name
+    assert len(responses[9]) == 64 + 2 and responses[9][:2] == bytes.fromhex("0110")
+    assert responses[11] == bytes.fromhex("C104010006069000")  # ACTIVE, INITIAL, 6 of 6
 
 
 def test_scriptor_gets_what_cardio_send_card_gets(tmp_path, card_pair):

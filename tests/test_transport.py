@@ -212,33 +212,48 @@ def card_number_record(path: Path) -> bytes:
     return bytes((0x07, 0x09)) + number
 
 
-def test_t0_card_transmit_follows_61xx_where_transmit_raw_does_not(
+def test_t0_card_transmit_follows_61xx_and_6cxx_where_transmit_raw_does_not(
     t0_path: Path, open_readers: Callable[..., VirtualReader]
 ) -> None:
+    """Part 2 §9.3: a case 4 command (SELECT by name) is answered 61xx and its data
+    fetched with GET RESPONSE; a case 2 command answers at once for the exact Le and
+    6Cxx otherwise. transmit follows both, transmit_raw neither."""
     reader = open_readers(t0_path)
     reader.connect()
     announced = reader.transmit_raw(SELECT_SSSE)
-    assert len(announced) == 2 and announced[0] == 0x61, announced.hex()
+    assert announced == h("61 1B"), announced.hex()  # the SSSE's FCI, 27 bytes (§3)
     fci = reader.transmit_raw(get_response(announced[1]))
-    assert len(fci) == announced[1] + 2 and fci[-2:] == OK, fci.hex()
+    assert len(fci) == 0x1B + 2 and fci[-2:] == OK, fci.hex()
+    assert fci[:4] == h("6F 19 84 0F"), fci.hex()
     assert reader.transmit(SELECT_SSSE) == fci
 
     record = card_number_record(t0_path)
-    # Le 00 gets 6Cxx first (part 5 §6.10.4); the exact Le gets 61xx on this card
+    # case 2: Le 00 gets 6Cxx (part 5 §6.10.4); the exact Le gets the data with 9000
     assert reader.transmit_raw(h("00 B2 07 2C 00")) == h("6C 0B")
-    assert reader.transmit_raw(h("00 B2 07 2C 0B")) == h("61 0B")
+    assert reader.transmit_raw(h("00 B2 07 2C 0B")) == record + OK
     assert reader.transmit(h("00 B2 07 2C 00")) == record + OK
-    assert reader.transmit_raw(GET_PIN_DATA) == h("61 06")
+    # GET DATA with Le 00: 9000 on other cards, 6C06 on a T=0 card (part 2 §9.3.2.1)
+    assert reader.transmit_raw(GET_PIN_DATA) == h("6C 06")
+    assert reader.transmit_raw(h("80 CA 00 C1 06")) == PIN_DATA_FRESH
     assert reader.transmit(GET_PIN_DATA) == PIN_DATA_FRESH
 
 
-def test_t0_card_read_record_with_a_wrong_le_is_fixed_by_6cxx(
+def test_t0_card_read_record_with_a_wrong_le_is_fixed_by_6cxx_without_get_response(
     t0_path: Path, open_readers: Callable[..., VirtualReader]
 ) -> None:
+    """Part 2 §9.3: the case 4 SELECT goes through 61xx and GET RESPONSE; the case 2
+    READ RECORD with a wrong Le is resent with the Le of 6Cxx and answered at once."""
     trace: list[str] = []
     reader = open_readers(t0_path, trace=trace.append)
     reader.connect()
-    assert reader.transmit(SELECT_SSSE)[-2:] == OK
+    fci = reader.transmit(SELECT_SSSE)
+    assert fci[-2:] == OK
+    assert trace == [
+        "> " + SELECT_SSSE.hex(" ").upper(),
+        "< 61 1B",
+        "> 00 C0 00 00 1B",
+        "< " + fci.hex(" ").upper(),
+    ]
     trace.clear()
     record = card_number_record(t0_path)
     assert reader.transmit(h("00 B2 07 2C 05")) == record + OK
@@ -246,8 +261,6 @@ def test_t0_card_read_record_with_a_wrong_le_is_fixed_by_6cxx(
         "> 00 B2 07 2C 05",
         "< 6C 0B",
         "> 00 B2 07 2C 0B",
-        "< 61 0B",
-        "> 00 C0 00 00 0B",
         "< " + (record + OK).hex(" ").upper(),
     ]
 

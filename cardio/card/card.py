@@ -42,7 +42,6 @@ FID_LENGTH = 2
 NO_SFI = 0x1F  # READ RECORD P2 b8-b4 = 11111: RFU
 RECORD_RFU = 0xFF  # P1 = FF: RFU (part 3 §5.3)
 MAX_RESPONSE = 256  # a short Le's most (Le 00)
-GET_RESPONSE = bytes((Cla.ISO, Ins.GET_RESPONSE))
 Handler = Callable[["VirtualCard", Apdu], bytes]
 
 
@@ -113,10 +112,9 @@ class VirtualCard:
         pending, session.pending = session.pending, b""
         challenge = session.challenge
         t0 = self._state.t0_style
-        if not (t0 and pending and raw[:2] == GET_RESPONSE):
-            # Spent by the next command, whatever it is; but the GET RESPONSE that
-            # fetches a T=0 answer is transport, not a command of its own.
-            session.challenge = None
+        # Spent by the next command, whatever it is. (No answer ever waits for GET
+        # RESPONSE beside a challenge: GET CHALLENGE is case 2, answered directly.)
+        session.challenge = None
         apdu = Apdu.parse(raw)
         if apdu.cla not in tuple(Cla):
             raise CardError(Sw.CLA_NOT_SUPPORTED)
@@ -134,9 +132,15 @@ class VirtualCard:
             if handler is None:
                 raise CardError(Sw.INS_NOT_SUPPORTED)
             data = handler(self, apdu)
-        if data and t0:  # docs/card.md §6: announce the data, hand it out on GET RESPONSE
-            session.pending = data
-            return b"", sw.bytes_available(len(data))
+        if data and t0:
+            if apdu.has_data:
+                # Case 4 (part 2 §9.3.1.4): T=0 has no room for an answer after the
+                # command data; announce it and hand it out on GET RESPONSE.
+                session.pending = data
+                return b"", sw.bytes_available(len(data))
+            if apdu.le != len(data):
+                # Case 2 (part 2 §9.3.2.1): the data goes out only for the right P3.
+                raise CardError(sw.wrong_le(len(data)))
         return data, Sw.OK
 
     # --- shared checks --------------------------------------------------------
@@ -270,6 +274,30 @@ class VirtualCard:
         session.ef, session.record = ef, new_pointer  # only a command that succeeded moves it
         return data
 
+    def read_binary(self, apdu: Apdu) -> bytes:
+        """Part 5 §6.9 (tables 28-30) on the transparent EFs. Every one here (EF07, EF08)
+        is read under RKSSSE (V2.0 table 3), which only EXTERNAL AUTHENTICATE gives; this
+        card has none yet, so a read that is well formed ends in 6982."""
+        self._no_data(apdu)
+        session = self._session
+        if apdu.p1 & 0x80:  # b8 = 1: an SFI in b5-b1, the offset in P2 (b7-b6 = 00)
+            sfi = apdu.p1 & 0x1F
+            if apdu.p1 & 0x60 or sfi in (0, NO_SFI):
+                raise CardError(Sw.WRONG_P1P2)
+            ef = session.df.ef_by_sfi(sfi)
+            if ef is None:
+                raise CardError(Sw.FILE_NOT_FOUND)
+            offset = apdu.p2
+        else:
+            if session.ef is None:
+                raise CardError(Sw.NO_CURRENT_EF)
+            ef, offset = session.ef, (apdu.p1 << 8) | apdu.p2
+        if ef.holds_records or ef.size is None:
+            raise CardError(Sw.INCOMPATIBLE_FILE)
+        if offset >= ef.size:
+            raise CardError(Sw.WRONG_OFFSET)
+        raise CardError(Sw.SECURITY_NOT_SATISFIED)
+
     def verify(self, apdu: Apdu) -> bytes:
         self._p1p2(apdu, 0, 0)
         if not apdu.data:  # the status query: never costs a try
@@ -397,6 +425,7 @@ class VirtualCard:
 _COMMANDS: dict[tuple[int, int], Handler] = {
     (Cla.ISO, Ins.SELECT): VirtualCard.select,
     (Cla.ISO, Ins.READ_RECORD): VirtualCard.read_record,
+    (Cla.ISO, Ins.READ_BINARY): VirtualCard.read_binary,
     (Cla.ISO, Ins.VERIFY): VirtualCard.verify,
     (Cla.PROPRIETARY, CHANGE_PIN): VirtualCard.change_pin,
     (Cla.PROPRIETARY, Ins.GET_DATA): VirtualCard.get_data,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from cardio.card.state import NAME_BYTES, NAME_EXTENSION_BYTES, CardState
+from cardio.card.state import NAME_BYTES, NAME_EXTENSION_BYTES, CardState, split_name
 from cardio.model import MEDICAL_AID, SSSE_NAME, Fid, MedicalTag, Sfi, Tag
 
 __all__ = ["SSSE_NAME", "Df", "Ef", "build"]
@@ -113,10 +113,10 @@ def build(state: CardState) -> Df:
             (Tag.CARD_NUMBER, c.card_number.encode("ascii")),
         ),
     )
-    name = h.name.encode("gbk")
+    name, rest = split_name(h.name)
     name_items = [(Tag.NAME, _an(name, NAME_BYTES))]
     if not v1:  # V2.0 table 9: 4E carries what does not fit in 09; zeros otherwise
-        name_items.append((Tag.NAME_EXTENSION, _an(name[NAME_BYTES:], NAME_EXTENSION_BYTES)))
+        name_items.append((Tag.NAME_EXTENSION, _an(rest, NAME_EXTENSION_BYTES)))
     holder = Ef(
         Fid.EF06,
         Sfi.EF06,

@@ -39,6 +39,21 @@ VERSION = 2
 READABLE_VERSIONS = (1, 2)
 NAME_BYTES = 30  # EF06 tag 09 (V2.0 table 9)
 NAME_EXTENSION_BYTES = 20  # EF06 tag 4E, 2.00 and later
+
+
+def split_name(name: str) -> tuple[bytes, bytes]:
+    """The name in GBK as records 09 and 4E hold it: 09 the longest run of whole
+    characters that fits its 30 bytes, 4E the rest (V2.0 table 9), so that neither
+    record ends in half a character."""
+    head = b""
+    for i, char in enumerate(name):
+        code = char.encode("gbk")
+        if len(head) + len(code) > NAME_BYTES:
+            return head, name[i:].encode("gbk")
+        head += code
+    return head, b""
+
+
 MEDICAL_FLAGS = 5  # DF04/EF05 tag 81 characters 4-8 (V2.0 §8.5.1.1, tables 43-47)
 MAX_TRY_LIMIT = 15  # 63Cx has one nibble for the tries left
 MIN_YEAR = 1000  # dates go on the card as 8 BCD digits: the year needs all four
@@ -219,7 +234,7 @@ class CardState:
         )
         holder = Holder(
             ssn=h.ssn("ssn"),
-            name=h.gbk(
+            name=h.name(
                 "name",
                 NAME_BYTES
                 if version == 1 or card.spec_version == "1.00"
@@ -365,6 +380,18 @@ class _Fields:
             raise self._fail(key, f"must take 1 to {max_bytes} bytes in GBK")
         if not value.isprintable():
             raise self._fail(key, "must be printable characters on one line")
+        return value
+
+    def name(self, key: str, max_bytes: int) -> str:
+        """A holder's name: GBK, split between characters into 09 and 4E."""
+        value = self.gbk(key, max_bytes)
+        head, rest = split_name(value)
+        if len(rest) > NAME_EXTENSION_BYTES:
+            raise self._fail(
+                key,
+                f"must fit records 09 and 4E ({NAME_BYTES} + {NAME_EXTENSION_BYTES} "
+                "bytes in GBK, split between characters)",
+            )
         return value
 
     def date(self, key: str) -> dt.date:
