@@ -260,13 +260,18 @@ class SocialSecurityCard:
     def read_scheme(self) -> str | None:
         """DF04 (medical insurance) selected by its AID (V2.0 §5.1 table 2), its EF05,
         record 81 by identifier: the scheme code is its first three characters
-        (V2.0 §8.5.1.1). None when the card has no such application or record."""
+        (V2.0 §8.5.1.1). None when the card has no such application or record, or
+        will not let it be read (on a real card: PIN or RK1DF04, V2.0 table 7).
+
+        The SSSE is selected again afterwards: the PIN is verified there, before any
+        application is selected (part 7 §5), and VERIFY must not find DF04 current."""
         _, status = self._send(
             command(Cla.ISO, Ins.SELECT, SelectBy.NAME, SelectResponse.FCI, MEDICAL_AID, le=0)
         )
         if status != Sw.OK:
             return None
         text = _text(self.read_file(Fid.EF05, (MedicalTag.SCHEME,))[MedicalTag.SCHEME])
+        self.select_application()
         return text[:SCHEME_LENGTH] if text else None
 
     def pin_status(self) -> PinStatus:

@@ -106,6 +106,7 @@ def test_the_host_sends_the_standard_forms(tmp_path: Path, version: str):
         SELECT_MEDICAL,
         "> 00 A4 02 00 02 EF 05",
         "> 00 B2 81 00 0A",
+        SELECT_SSSE,  # back to the SSSE, where the PIN is verified (part 7 §5)
         "> 80 CA 00 C1 00",
     ]
     # every read was answered at once: the Le was right, no 6Cxx
