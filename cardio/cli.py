@@ -294,7 +294,8 @@ def cmd_read_bas(args: argparse.Namespace, out: TextIO) -> int:
         if args.json:
             failed = {"ok": False, "api_code": code, "error": str(e)}
             print(json.dumps(failed, ensure_ascii=False), file=out)
-        say("cardio", f"{e} (reader API {code if code is not None else 'unknown error'})")
+        # A file given by hand has no number in the API: no suffix that suggests one.
+        say("cardio", f"{e} (reader API {code})" if code is not None else e)
         return e.exit_code
     if args.json:
         record = {"ok": True, "api_code": 0, **dataclasses.asdict(info)}

@@ -456,6 +456,15 @@ def test_read_bas_fails_with_the_api_number(tmp_path: Path, capsys, monkeypatch)
     assert captured.err == "cardio: no card in the reader; insert the card (reader API -2)\n"
 
 
+def test_read_bas_of_a_folder_is_a_usage_error_without_an_api_number(tmp_path: Path, capsys):
+    assert main(["read-bas", "--card", str(tmp_path), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["api_code"] is None
+    (line,) = captured.err.splitlines()
+    assert line.startswith(f"cardio: {tmp_path} is a folder")
+    assert "reader API" not in line
+
+
 def test_read_bas_of_a_card_missing_a_record(tmp_path: Path, capsys, monkeypatch):
     path = make(tmp_path, "employee-new")
     real = VirtualReader._exchange
