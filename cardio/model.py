@@ -14,6 +14,9 @@ from enum import IntEnum, StrEnum
 SSSE_NAME = "sx1.sh.社会保障".encode("gbk")  # DF name of the social security application
 # The medical-insurance application's AID (V2.0 notice §5.1 table 2: RID D1 56 00 00 05 + 03)
 MEDICAL_AID = bytes.fromhex("D15600000503")
+# Its application label in the same table, "社会保险信息区2", written in GBK (15 bytes;
+# the directory entry's `50` holds 1-16 bytes, part 3 §6.3 table 3)
+MEDICAL_LABEL = "社会保险信息区2".encode("gbk")
 SPEC_VERSIONS = ("1.00", "2.00", "3.00")  # EF05 tag 03 (V2.0 §8.1.1.3)
 DEFAULT_SPEC_VERSION = "2.00"  # 3.00's protected EF06 reads come with issue 12
 
@@ -99,6 +102,10 @@ class Sfi(IntEnum):
     EF06 = 0x06  # the SSSE's holder data
     EF07 = 0x07
     EF08 = 0x08
+    # The SSSE's directory file (part 3 §6.3: an SFI from 5 to 15, named in the SSSE's
+    # FCI tag 88). 15, the end of the range: clear of EF05-EF08 and of files a later
+    # notice would number after them.
+    DIR = 0x0F
 
 
 class RecordMode(IntEnum):
@@ -155,6 +162,15 @@ class Tag(IntEnum):
     ETHNIC = 0x0B  # 民族
     BIRTHPLACE = 0x0C  # 出生地
     BIRTH_DATE = 0x0D  # 出生日期
+
+
+class DirTag(IntEnum):
+    """The directory file's entries (part 3 §6.3 tables 2 and 3): one application
+    template per record, holding the application's AID and label."""
+
+    APPLICATION = 0x61
+    AID = 0x4F
+    LABEL = 0x50
 
 
 class MedicalTag(IntEnum):

@@ -21,7 +21,7 @@ from cardio.card.state import CardFileError, CardState
 from cardio.errors import UsageError
 from cardio.model import Algorithm
 
-FCI_SSSE = "6F 19 84 0F " + SSSE_NAME + " A5 06 9F 0C 03 86 01 03"  # part 5 table 36
+FCI_SSSE = "6F 1C 84 0F " + SSSE_NAME + " A5 09 88 01 0F 9F 0C 03 86 01 03"  # part 5 table 36
 FCI_DF04 = "6F 08 84 06 D1 56 00 00 05 03"  # part 5 table 38: 6F { 84 AID }
 SELECT_DF04 = "00 A4 04 00 06 D1 56 00 00 05 03"
 OK = h("90 00")
@@ -179,11 +179,11 @@ def test_p5_6_11_select_df_clears_the_current_ef():
 
 def test_p2_9_3_t0_select_answers_61xx_and_get_response_serves_the_fci():
     card = new_card("t0-employee-new")
-    assert send(card, SELECT_SSSE) == h("61 1B")
-    assert send(card, "00 C0 00 00 00") == h("6C 1B")  # part 5 §6.6.4: Le 00 -> 6Cxx
-    assert send(card, "00 C0 00 01 1B") == h("6A 86")  # P1 P2 must be 00 00; data dropped
-    assert send(card, SELECT_SSSE) == h("61 1B")
-    assert send(card, "00 C0 00 00 1B") == h(FCI_SSSE) + OK
+    assert send(card, SELECT_SSSE) == h("61 1E")
+    assert send(card, "00 C0 00 00 00") == h("6C 1E")  # part 5 §6.6.4: Le 00 -> 6Cxx
+    assert send(card, "00 C0 00 01 1E") == h("6A 86")  # P1 P2 must be 00 00; data dropped
+    assert send(card, SELECT_SSSE) == h("61 1E")
+    assert send(card, "00 C0 00 00 1E") == h(FCI_SSSE) + OK
     assert send(card, "00 A4 02 00 02 EF 05") == OK  # an EF: nothing to fetch
 
 
@@ -290,6 +290,46 @@ def test_p5_6_10_sfi_reads_without_select_and_makes_the_ef_current():
     assert send(card, "00 B2 02 04 20") == rec(EF06, 2) + OK  # EF06 is current now
     # another EF by SFI starts with no current record
     assert send(card, "00 B2 00 2A 12") == rec(EF05, 1) + OK
+
+
+# The directory entry of part 3 §6.3 table 3: 61 { 4F AID, 50 label }; the label is
+# V2.0 table 2's "社会保险信息区2" in GBK (15 bytes).
+DIR_DF04 = "61 19 4F 06 D1 56 00 00 05 03 50 0F C9 E7 BB E1 B1 A3 CF D5 D0 C5 CF A2 C7 F8 32"
+
+
+def test_p3_6_3_the_fci_names_the_directory_and_it_lists_the_medical_application():
+    """Part 5 table 36: `88` in the SSSE's FCI is the directory's SFI; part 3 §6.5.2:
+    read its records from 1 until 6A83, then select what it lists."""
+    card = new_card()
+    fci = send(card, SELECT_SSSE + " 00")
+    assert fci[-2:] == OK
+    sfi = fci[fci.index(h("88 01")) + 2]
+    assert sfi == 0x0F  # part 3 §6.3: 5 to 15, clear of EF05-EF08
+    p2 = f"{sfi << 3 | 0b100:02X}"
+    assert send(card, "00 B2 01 " + p2 + " 1B") == h(DIR_DF04) + OK
+    assert send(card, "00 B2 02 " + p2 + " 1B") == h("6A 83")  # the end of the directory
+    assert send(card, "00 B2 01 " + p2 + " 00") == h("6C 1B")
+    assert send(card, "00 B2 61 78 1B") == h(DIR_DF04) + OK  # by identifier 61
+    aid = h(DIR_DF04)[4:10]
+    assert send(card, "00 A4 04 00 06 " + aid.hex() + " 00") == h(FCI_DF04) + OK
+
+
+def test_p3_6_3_the_directory_has_no_fid_and_no_binary_content():
+    card = at_ssse()
+    for fid in ("EF 0F", "00 0F", "EF 00"):
+        assert send(card, "00 A4 02 00 02 " + fid) == h("6A 82")
+    assert send(card, "00 B0 8F 00 08") == h("69 81")  # READ BINARY by SFI: a record file
+    assert send(card, "00 B2 01 7C 1B") == h(DIR_DF04) + OK
+    # outside the SSSE the SFI names nothing
+    assert send(card, SELECT_DF04) == OK
+    assert send(card, "00 B2 01 7C 1B") == h("6A 82")
+
+
+@pytest.mark.parametrize("version", ["1.00", "2.00", "3.00"])
+def test_p3_6_3_every_version_has_the_directory(version):
+    card = new_card(state=profiles.make("resident-new", spec_version=version))
+    assert send(card, SELECT_SSSE) == OK
+    assert send(card, "00 B2 01 7C 1B") == h(DIR_DF04) + OK
 
 
 def test_p5_table_33_no_current_ef_is_6986():

@@ -101,7 +101,7 @@ EF06_RECORDS = {
 # DF04/EF05: 81 = scheme '310' and five '0' flags; 84 = insured region (cn 3)
 DF04_EF05_RECORDS = {0x81: "81 08 33 31 30 30 30 30 30 30", 0x84: "84 03 31 00 00"}
 # the SSSE's FCI (part 5 table 36; docs/card.md §3): 84 DF name, A5 { 9F0C 86 01 03 (SM4) }
-FCI_SSSE = "6F 19 84 0F " + SSSE_NAME + " A5 06 9F 0C 03 86 01 03"
+FCI_SSSE = "6F 1C 84 0F " + SSSE_NAME + " A5 09 88 01 0F 9F 0C 03 86 01 03"
 
 ALL_RECORDS = [("EF05", 0x05, tag, rec) for tag, rec in EF05_RECORDS.items()] + [
     ("EF06", 0x06, tag, rec) for tag, rec in EF06_RECORDS.items()
@@ -416,10 +416,10 @@ def test_s3_get_response_is_only_for_t0_style():
     """Part 2 §9.3: GET RESPONSE fetches what a case 4 command left waiting on T=0."""
     card = new_card("employee-new")
     assert send(card, SELECT_SSSE + " 00") == h(FCI_SSSE + " 90 00")
-    assert send(card, "00 C0 00 00 1B") == h("6D 00")
+    assert send(card, "00 C0 00 00 1E") == h("6D 00")
     t0 = new_card("t0-employee-new")
-    assert send(t0, SELECT_SSSE + " 00") == h("61 1B")
-    assert send(t0, "00 C0 00 00 1B") == h(FCI_SSSE + " 90 00")
+    assert send(t0, SELECT_SSSE + " 00") == h("61 1E")
+    assert send(t0, "00 C0 00 00 1E") == h(FCI_SSSE + " 90 00")
 
 
 def test_s3_service_outlet_commands_use_cla_84():
@@ -785,7 +785,7 @@ def test_s6_sw_9000_success():
 
 def test_s6_sw_61xx_only_on_t0_style_profile():
     """Part 2 §9.3: 61xx answers a case 4 command on a T=0 card only; case 2 never."""
-    assert send(new_card("t0-employee-new"), SELECT_SSSE + " 00") == h("61 1B")
+    assert send(new_card("t0-employee-new"), SELECT_SSSE + " 00") == h("61 1E")
     assert send(new_card("employee-new"), SELECT_SSSE + " 00") == h(FCI_SSSE + " 90 00")
     challenge = send(new_card("t0-employee-new"), "00 84 00 00 08")
     assert sw_of(challenge) == OK
@@ -1252,17 +1252,17 @@ T0_NAME_RECORD = "09 1E D6 A3 BA C6" + " 00" * 26  # 郑浩 in GBK, padded to 30
 def test_s8_t0_case_4_is_answered_61xx_and_get_response_returns_it():
     """Part 2 §9.3.1.4: SELECT by name with a Le (case 4) announces its FCI with 61xx."""
     card = new_card("t0-employee-new")
-    assert send(card, SELECT_SSSE + " 00") == h("61 1B")
-    assert send(card, "00 C0 00 00 1B") == h(FCI_SSSE + " 90 00")
-    assert send(card, "00 C0 00 00 1B") == h("69 85")  # handed out once
+    assert send(card, SELECT_SSSE + " 00") == h("61 1E")
+    assert send(card, "00 C0 00 00 1E") == h(FCI_SSSE + " 90 00")
+    assert send(card, "00 C0 00 00 1E") == h("69 85")  # handed out once
 
 
 def test_s8_t0_case_4_without_le_is_answered_61xx_too():
     """Part 2 §9.3.1.4 and docs/card.md §6: a T=0 SELECT of a DF returns its FCI even
     without a Le, through 61xx."""
     card = new_card("t0-employee-new")
-    assert send(card, SELECT_SSSE) == h("61 1B")
-    assert send(card, "00 C0 00 00 1B") == h(FCI_SSSE + " 90 00")
+    assert send(card, SELECT_SSSE) == h("61 1E")
+    assert send(card, "00 C0 00 00 1E") == h(FCI_SSSE + " 90 00")
 
 
 def test_s8_t0_case_2_exact_le_is_answered_directly():
@@ -1298,20 +1298,20 @@ def test_s8_t0_short_le_gives_part_and_61_rest():
     """Part 2 §9.3.3: GET RESPONSE with a smaller Le gives that much and 61yy for the rest."""
     card = new_card("t0-employee-new")
     fci = h(FCI_SSSE)
-    assert send(card, SELECT_SSSE + " 00") == h("61 1B")
-    assert send(card, "00 C0 00 00 10") == fci[:16] + h("61 0B")
-    assert send(card, "00 C0 00 00 08") == fci[16:24] + h("61 03")
-    assert send(card, "00 C0 00 00 03") == fci[24:] + h("90 00")
-    assert send(card, "00 C0 00 00 03") == h("69 85")
+    assert send(card, SELECT_SSSE + " 00") == h("61 1E")
+    assert send(card, "00 C0 00 00 10") == fci[:16] + h("61 0E")
+    assert send(card, "00 C0 00 00 08") == fci[16:24] + h("61 06")
+    assert send(card, "00 C0 00 00 06") == fci[24:] + h("90 00")
+    assert send(card, "00 C0 00 00 06") == h("69 85")
 
 
-@pytest.mark.parametrize("le", ["1C", "30", "FF", "", "00"])  # part 5 §6.6.4: 00 too
+@pytest.mark.parametrize("le", ["1F", "30", "FF", "", "00"])  # part 5 §6.6.4: 00 too
 def test_s8_t0_wrong_le_is_6cxx_and_keeps_the_data(le):
     """Part 2 §9.3.3: GET RESPONSE with Le 00, absent or too long is 6Cxx; data stays."""
     card = new_card("t0-employee-new")
-    assert send(card, SELECT_SSSE + " 00") == h("61 1B")
-    assert send(card, "00 C0 00 00 " + le) == h("6C 1B")
-    assert send(card, "00 C0 00 00 1B") == h(FCI_SSSE + " 90 00")
+    assert send(card, SELECT_SSSE + " 00") == h("61 1E")
+    assert send(card, "00 C0 00 00 " + le) == h("6C 1E")
+    assert send(card, "00 C0 00 00 1E") == h(FCI_SSSE + " 90 00")
 
 
 def test_s8_t0_get_response_on_a_non_t0_card_is_6d00():
@@ -1401,8 +1401,8 @@ def test_s8_t0_case_4_command_after_a_challenge_spends_it():
     key = outlet_key(card)
     challenge = data_of(send(card, "00 84 00 00 08"))
     assert len(challenge) == 8
-    assert send(card, SELECT_SSSE + " 00") == h("61 1B")
-    assert send(card, "00 C0 00 00 1B") == h(FCI_SSSE + " 90 00")
+    assert send(card, SELECT_SSSE + " 00") == h("61 1E")
+    assert send(card, "00 C0 00 00 1E") == h(FCI_SSSE + " 90 00")
     apdu = mac.protect(key, challenge, 0x84, 0x5E, 0x00, 0x02, b"")
     assert card.execute(apdu) == h("69 84")
     assert pin_status(card) == (0x01, 0x00, 6, 6)

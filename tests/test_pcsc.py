@@ -267,7 +267,7 @@ def test_t0_profile_answers_case_2_directly_and_case_4_through_get_response(
     assert reader.transmit(GET_DATA) == h("C1 04 01 00 06 06 90 00")
 
     # SELECT by name carries data and asks for the FCI (part 5 table 36): case 4
-    fci = h("6F 19 84 0F") + SSSE_NAME_GBK + h("A5 06 9F 0C 03 86 01 03")
+    fci = h("6F 1C 84 0F") + SSSE_NAME_GBK + h("A5 09 88 01 0F 9F 0C 03 86 01 03")
     assert reader.transmit_raw(h(SELECT_SSSE)) == bytes((0x61, len(fci)))
     assert reader.transmit_raw(bytes((0x00, 0xC0, 0x00, 0x00, len(fci)))) == fci + OK
     assert reader.transmit(h(SELECT_SSSE)) == fci + OK

@@ -28,6 +28,7 @@ from cardio.model import (
     Algorithm,
     Category,
     Cla,
+    DirTag,
     Fid,
     Ins,
     LifeCycle,
@@ -93,7 +94,7 @@ WIRE: dict[type[Enum], dict[str, int | str]] = {
         "EF08": 0xEF08,
         "DF04": 0xDF04,
     },
-    Sfi: {"EF05": 0x05, "EF06": 0x06, "EF07": 0x07, "EF08": 0x08},
+    Sfi: {"EF05": 0x05, "EF06": 0x06, "EF07": 0x07, "EF08": 0x08, "DIR": 0x0F},
     Tag: {
         "IDENTIFICATION_CODE": 0x01,
         "CATEGORY": 0x02,
@@ -111,6 +112,7 @@ WIRE: dict[type[Enum], dict[str, int | str]] = {
         "BIRTH_DATE": 0x0D,
     },
     MedicalTag: {"SCHEME": 0x81, "INSURED_REGION": 0x84},
+    DirTag: {"APPLICATION": 0x61, "AID": 0x4F, "LABEL": 0x50},
     RecordMode: {
         "FIRST": 0b000,
         "LAST": 0b001,

@@ -22,6 +22,7 @@ from cardio.readers import pcsc
 SSSE = "00 A4 04 00 0F 73 78 31 2E 73 68 2E C9 E7 BB E1 B1 A3 D5 CF"  # "sx1.sh.社会保障" GBK
 APDUS = [
     SSSE,  # SELECT by name
+    "00 B2 01 7C 1B",  # the directory (SFI 0F, named by the FCI's 88): DF04's entry
     "00 A4 02 00 02 EF 05",  # SELECT EF05 with P1 02 (part 5 table 35): no FCI
     "00 B2 07 00 0B",  # EF05 identifier 07, exact Le: card number
     "00 B2 02 2C 03",  # EF05 (SFI 05) record number 2: card category
@@ -184,15 +185,17 @@ def card_pair(tmp_path, served):
 def check_expected(responses: list[bytes]) -> None:
     """What the spec says these APDUs answer on a new employee card (a sanity anchor)."""
     sws = [r[-2:].hex().upper() for r in responses]
-    assert sws == ["9000"] * 6 + ["6A82"] + ["9000"] * 3 + ["6982", "9000", "63C5", "63C5"]
+    assert sws == ["9000"] * 7 + ["6A82"] + ["9000"] * 3 + ["6982", "9000", "63C5", "63C5"]
     assert responses[0] == bytes.fromhex("9000")  # SELECT without Le: no FCI
-    assert responses[1] == bytes.fromhex("9000")  # an EF: no FCI
-    assert responses[3] == bytes.fromhex("0201319000")  # category '1'
-    assert len(responses[4]) == 2 + 18 + 2 and responses[4][:2] == bytes.fromhex("0812")
-    assert len(responses[5]) == 2 + 30 + 2 and responses[5][:2] == bytes.fromhex("091E")
-    assert responses[8] == bytes.fromhex("4E14") + bytes(20) + bytes.fromhex("9000")  # short name
-    assert len(responses[9]) == 64 + 2 and responses[9][:2] == bytes.fromhex("0110")
-    assert responses[11] == bytes.fromhex("C104010006069000")  # ACTIVE, INITIAL, 6 of 6
+    # the directory's entry for DF04: 61 { 4F AID, 50 label } (part 3 §6.3 table 3)
+    assert responses[1][:10] == bytes.fromhex("61194F06D15600000503"), responses[1].hex()
+    assert responses[2] == bytes.fromhex("9000")  # an EF: no FCI
+    assert responses[4] == bytes.fromhex("0201319000")  # category '1'
+    assert len(responses[5]) == 2 + 18 + 2 and responses[5][:2] == bytes.fromhex("0812")
+    assert len(responses[6]) == 2 + 30 + 2 and responses[6][:2] == bytes.fromhex("091E")
+    assert responses[9] == bytes.fromhex("4E14") + bytes(20) + bytes.fromhex("9000")  # short name
+    assert len(responses[10]) == 64 + 2 and responses[10][:2] == bytes.fromhex("0110")
+    assert responses[12] == bytes.fromhex("C104010006069000")  # ACTIVE, INITIAL, 6 of 6
 
 
 def test_scriptor_gets_what_cardio_send_card_gets(tmp_path, card_pair):

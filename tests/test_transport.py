@@ -221,10 +221,10 @@ def test_t0_card_transmit_follows_61xx_and_6cxx_where_transmit_raw_does_not(
     reader = open_readers(t0_path)
     reader.connect()
     announced = reader.transmit_raw(SELECT_SSSE)
-    assert announced == h("61 1B"), announced.hex()  # the SSSE's FCI, 27 bytes (§3)
+    assert announced == h("61 1E"), announced.hex()  # the SSSE's FCI, 30 bytes (§3)
     fci = reader.transmit_raw(get_response(announced[1]))
-    assert len(fci) == 0x1B + 2 and fci[-2:] == OK, fci.hex()
-    assert fci[:4] == h("6F 19 84 0F"), fci.hex()
+    assert len(fci) == 0x1E + 2 and fci[-2:] == OK, fci.hex()
+    assert fci[:4] == h("6F 1C 84 0F"), fci.hex()
     assert reader.transmit(SELECT_SSSE) == fci
 
     record = card_number_record(t0_path)
@@ -250,8 +250,8 @@ def test_t0_card_read_record_with_a_wrong_le_is_fixed_by_6cxx_without_get_respon
     assert fci[-2:] == OK
     assert trace == [
         "> " + SELECT_SSSE.hex(" ").upper(),
-        "< 61 1B",
-        "> 00 C0 00 00 1B",
+        "< 61 1E",
+        "> 00 C0 00 00 1E",
         "< " + fci.hex(" ").upper(),
     ]
     trace.clear()

@@ -12,22 +12,33 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from cardio.card.state import NAME_BYTES, NAME_EXTENSION_BYTES, CardState, split_name
-from cardio.model import MEDICAL_AID, SSSE_NAME, Fid, MedicalTag, Sfi, Tag
+from cardio.model import (
+    MEDICAL_AID,
+    MEDICAL_LABEL,
+    SSSE_NAME,
+    DirTag,
+    Fid,
+    MedicalTag,
+    Sfi,
+    Tag,
+)
 
 __all__ = ["SSSE_NAME", "Df", "Ef", "build"]
 
 FINGERPRINT_BYTES = 0x300  # SSSE/EF07 (V2.0 table 9)
 PHOTO_BYTES = 0x1000  # SSSE/EF08 (V2.0 §8.1.4 table 15)
 _AN_PAD = b"\x00"  # an items: left-aligned, 00 after (V2.0 §7)
+_DIR_SFI = 0x88  # FCI: the SFI of the directory file (part 5 table 36)
 _ALGORITHM_DATA = 0x9F0C  # FCI issuer discretionary data (part 5 table 36)
 _ALGORITHM_TAG = 0x86  # inside it: the algorithm identifier (reader API §10.1)
 
 
 @dataclass(frozen=True)
 class Ef:
-    """An elementary file: a linear record file (`records`) or a transparent one (`size`)."""
+    """An elementary file: a linear record file (`records`) or a transparent one (`size`).
+    The directory file has no FID (part 3 §6.3 names it by its SFI only)."""
 
-    fid: int
+    fid: int | None
     sfi: int
     records: tuple[bytes, ...] = ()  # whole TLV records, record number 1 first
     size: int | None = None  # a transparent file's size; None = a record file
@@ -97,7 +108,7 @@ def _records(*items: tuple[int, bytes]) -> tuple[bytes, ...]:
 
 
 def build(state: CardState) -> Df:
-    """MF 3F00 / SSSE (by name) / EF05, EF06, EF07, (EF08), DF04 / EF05."""
+    """MF 3F00 / SSSE (by name) / DIR, EF05, EF06, EF07, (EF08), DF04 / EF05."""
     c, h = state.card, state.holder
     v1 = c.spec_version == "1.00"
     card_data = Ef(
@@ -141,6 +152,12 @@ def build(state: CardState) -> Df:
         ),
     )
     medical = Df(Fid.DF04, MEDICAL_AID, (medical_basic,))
-    algorithm = _tlv(_ALGORITHM_DATA, _tlv(_ALGORITHM_TAG, bytes((state.algorithm,))))
-    ssse = Df(None, SSSE_NAME, (card_data, holder, *transparent, medical), algorithm)
+    # The directory lists the applications the card holds, so a terminal that reads it
+    # (part 3 §6.5.2) does not take the card to hold every one (§5.1.4).
+    entry = _tlv(DirTag.AID, MEDICAL_AID) + _tlv(DirTag.LABEL, MEDICAL_LABEL)
+    directory = Ef(None, Sfi.DIR, (_tlv(DirTag.APPLICATION, entry),))
+    proprietary = _tlv(_DIR_SFI, bytes((Sfi.DIR,))) + _tlv(
+        _ALGORITHM_DATA, _tlv(_ALGORITHM_TAG, bytes((state.algorithm,)))
+    )
+    ssse = Df(None, SSSE_NAME, (directory, card_data, holder, *transparent, medical), proprietary)
     return Df(Fid.MF, None, (ssse,))
