@@ -13,6 +13,8 @@ from cardio.resources import fixture_master_key
 
 SSSE_NAME = "73 78 31 2E 73 68 2E C9 E7 BB E1 B1 A3 D5 CF"  # "sx1.sh.社会保障" in GBK
 SELECT_SSSE = "00 A4 04 00 0F " + SSSE_NAME
+# The SSSE's FCI (part 5 table 36): its name, the directory's SFI 0F, algorithm 03 (SM4)
+FCI_SSSE = "6F 1C 84 0F " + SSSE_NAME + " A5 09 88 01 0F 9F 0C 03 86 01 03"
 INITIAL_PIN = "123456"
 ENABLED_PIN = "802613"  # fixtures/README.md: employee-enabled, and locked before it locked
 

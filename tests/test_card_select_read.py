@@ -12,7 +12,7 @@ import os
 import stat
 
 import pytest
-from card_helpers import SELECT_SSSE, SSSE_NAME, h, new_card, send, transmit
+from card_helpers import FCI_SSSE, SELECT_SSSE, SSSE_NAME, h, new_card, send, transmit
 
 from cardio import cli
 from cardio.card import profiles, store
@@ -21,7 +21,6 @@ from cardio.card.state import CardFileError, CardState
 from cardio.errors import UsageError
 from cardio.model import Algorithm
 
-FCI_SSSE = "6F 1C 84 0F " + SSSE_NAME + " A5 09 88 01 0F 9F 0C 03 86 01 03"  # part 5 table 36
 FCI_DF04 = "6F 08 84 06 D1 56 00 00 05 03"  # part 5 table 38: 6F { 84 AID }
 SELECT_DF04 = "00 A4 04 00 06 D1 56 00 00 05 03"
 OK = h("90 00")
@@ -101,7 +100,7 @@ def test_p2_8_4_an_existing_file_keeps_the_bytes_it_stores(tmp_path):
 def test_p5_6_11_select_ssse_by_name_returns_its_fci():
     card = new_card()
     assert send(card, SELECT_SSSE + " 00") == h(FCI_SSSE) + OK
-    assert send(card, SELECT_SSSE) == OK  # no Le: no data asked for (ISO case 3)
+    assert send(card, SELECT_SSSE) == h(FCI_SSSE) + OK  # no Le: the FCI all the same
     assert send(card, "00 A4 04 0C 0F " + SSSE_NAME + " 00") == OK  # P2 0C: never FCI
 
 
@@ -120,13 +119,34 @@ def test_p5_6_11_select_medical_application_by_aid_from_anywhere():
     assert send(card, "00 B2 84 00 05") == h("84 03 31 00 00") + OK
 
 
+@pytest.mark.parametrize("le", ["", " 00", " 1E", " 30", " FF"])
+def test_p5_6_11_a_df_answers_its_fci_with_or_without_le(le):
+    """Part 5 §6.11.1: the FCI comes back for every DF (table 34's Le is 00); a card
+    that is not T=0-style sends it directly, whatever Le asks for at least its length."""
+    assert send(new_card(), SELECT_SSSE + le) == h(FCI_SSSE) + OK
+
+
+@pytest.mark.parametrize("le", ["01", "1D"])
+def test_p2_9_3_2_a_select_with_a_short_le_is_6cxx(le):
+    card = new_card()
+    assert send(card, SELECT_SSSE + " " + le) == h("6C 1E")
+    assert send(card, SELECT_SSSE + " 1E") == h(FCI_SSSE) + OK
+    assert send(card, SELECT_DF04 + " 08") == h("6C 0A")
+
+
+def test_p5_6_11_select_with_p2_0c_returns_no_fci():
+    card = new_card()
+    assert send(card, "00 A4 04 0C 0F " + SSSE_NAME) == OK
+    assert send(card, "00 A4 04 0C 0F " + SSSE_NAME + " 00") == OK
+
+
 def test_p5_6_11_select_by_fid_p1_00():
     card = at_ssse()
     assert send(card, "00 A4 00 00 02 DF 04 00") == h(FCI_DF04) + OK
     assert send(card, "00 A4 00 00 02 3F 00 00") == h("6F 04 83 02 3F 00") + OK
     assert send(card, "00 A4 00 00 00") == h("6F 04 83 02 3F 00") + OK  # no data: the MF
-    assert send(card, "00 A4 00 00") == OK
-    assert send(card, SELECT_SSSE) == OK
+    assert send(card, "00 A4 00 00") == h("6F 04 83 02 3F 00") + OK
+    assert send(card, SELECT_SSSE) == h(FCI_SSSE) + OK
     # an EF by FID with P1 00, as terminals send it: no FCI even with Le
     assert send(card, "00 A4 00 00 02 EF 06 00") == OK
     assert send(card, "00 B2 01 04 14") == rec(EF06, 1) + OK
@@ -136,7 +156,7 @@ def test_p5_6_11_select_child_df_p1_01():
     card = at_ssse()
     assert send(card, "00 A4 01 00 02 EF 05") == h("6A 82")  # an EF is not a DF
     assert send(card, "00 A4 01 00 02 DF 04 00") == h(FCI_DF04) + OK
-    assert send(card, SELECT_SSSE) == OK
+    assert send(card, SELECT_SSSE) == h(FCI_SSSE) + OK
     assert send(card, "00 A4 01 0C 02 DF 04") == OK
 
 
@@ -173,7 +193,7 @@ def test_p5_6_11_5_next_occurrence_of_a_full_name_is_6a82():
 def test_p5_6_11_select_df_clears_the_current_ef():
     card = at_ssse()
     send(card, "00 A4 02 00 02 EF 05")
-    assert send(card, SELECT_SSSE) == OK
+    assert send(card, SELECT_SSSE) == h(FCI_SSSE) + OK
     assert send(card, "00 B2 01 04 12") == h("69 86")
 
 
@@ -321,14 +341,14 @@ def test_p3_6_3_the_directory_has_no_fid_and_no_binary_content():
     assert send(card, "00 B0 8F 00 08") == h("69 81")  # READ BINARY by SFI: a record file
     assert send(card, "00 B2 01 7C 1B") == h(DIR_DF04) + OK
     # outside the SSSE the SFI names nothing
-    assert send(card, SELECT_DF04) == OK
+    assert send(card, SELECT_DF04) == h(FCI_DF04) + OK
     assert send(card, "00 B2 01 7C 1B") == h("6A 82")
 
 
 @pytest.mark.parametrize("version", ["1.00", "2.00", "3.00"])
 def test_p3_6_3_every_version_has_the_directory(version):
     card = new_card(state=profiles.make("resident-new", spec_version=version))
-    assert send(card, SELECT_SSSE) == OK
+    assert send(card, SELECT_SSSE) == h(FCI_SSSE) + OK
     assert send(card, "00 B2 01 7C 1B") == h(DIR_DF04) + OK
 
 
@@ -437,7 +457,8 @@ def test_real_only_card_answers_our_extensions_6d00():
     card = new_card(state=profiles.make("employee-new", real_only=True))
     assert send(card, "80 CA 00 C1 00") == h("6D 00")
     assert send(card, "84 18 00 00 04 00 00 00 00") == h("6D 00")
-    assert send(card, "84 5E 00 02 04 00 00 00 00") == h("6D 00")
+    # 5E is CHANGE PIN's instruction (CLA 80): a class error, as on a real card
+    assert send(card, "84 5E 00 02 04 00 00 00 00") == h("6E 00")
     assert send(card, "00 20 00 00") == h("63 C6")  # the standard's commands still work
     ordinary = new_card()
     assert send(ordinary, "80 CA 00 C1 00") == h("C1 04 01 00 06 06") + OK
@@ -472,7 +493,7 @@ def test_card_file_version_1_is_still_read(tmp_path):
     assert (state.scheme, state.medical_flags, state.region) == ("390", "00000", "310000")
     card = at_ssse(state=state)
     assert send(card, "80 CA 00 C1 00")[-2:] == OK
-    assert send(card, SELECT_DF04) == OK
+    assert send(card, SELECT_DF04) == h(FCI_DF04) + OK
     assert send(card, "00 B2 81 28 0A") == h("81 08") + b"39000000" + OK
 
 

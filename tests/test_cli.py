@@ -50,6 +50,11 @@ INITIAL_PIN = "123456"
 ENABLED_PIN = "802613"  # employee-enabled, fixtures/README.md
 
 SELECT_SSSE = "00 A4 04 00 0F 73 78 31 2E 73 68 2E C9 E7 BB E1 B1 A3 D5 CF"
+# its FCI (part 5 table 36), sent with or without a Le (docs/card.md §3)
+SSSE_FCI_LINE = (
+    "< 6F 1C 84 0F 73 78 31 2E 73 68 2E C9 E7 BB E1 B1 A3 D5 CF"
+    " A5 09 88 01 0F 9F 0C 03 86 01 03 90 00"
+)
 VERIFY_RIGHT = "00 20 00 00 03 12 34 56"
 VERIFY_WRONG = "00 20 00 00 03 12 34 57"
 VERIFY_STATUS = "00 20 00 00"
@@ -412,7 +417,7 @@ def test_send_prints_commands_and_responses(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "> " + SELECT_SSSE,
-        "< 90 00",
+        SSSE_FCI_LINE,
         "> 00 B2 07 2C 00",
         "< 6C 0B",  # raw exchanges: send does not resend
         "> 00 B2 07 2C 0B",
@@ -610,7 +615,7 @@ def test_script_runs_a_scriptor_file(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "> " + SELECT_SSSE,
-        "< 90 00",
+        SSSE_FCI_LINE,
         VERIFY_MASKED,
         "< 90 00",
         "> 00 20 00 00",

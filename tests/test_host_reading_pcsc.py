@@ -1,6 +1,7 @@
 """The host side reads a T=0 card through the real PC/SC stack (pcscd + vpcd + `cardio
-serve`), as real terminals do: 61xx after the SELECTs and reads, GET RESPONSE, and the
-facts come out the same as through the in-process reader (docs/card.md §6, §8)."""
+serve`), as real terminals do: 61xx and GET RESPONSE after the SELECTs of a DF, reads
+answered directly for the exact Le (6Cxx otherwise), and the facts come out the same as
+through the in-process reader (docs/card.md §6, §8)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from card_helpers import INITIAL_PIN, SELECT_SSSE, h
+from card_helpers import FCI_SSSE, INITIAL_PIN, SELECT_SSSE, h
 from pcsc_stack import card_present, slot_name, wait_for
 
 from cardio.apdu import to_hex
@@ -155,7 +155,7 @@ def test_select_read_record_verify_and_change_pin(tmp_path, served, reader_facto
 
     assert SELECT_SSSE.startswith("00 A4 04 00 0F")
     assert h(SELECT_SSSE)[5:] == SSSE_NAME_GBK
-    assert reader.transmit(h(SELECT_SSSE)) == OK
+    assert reader.transmit(h(SELECT_SSSE)) == h(FCI_SSSE) + OK
     state = store.read(path)
     number = state.card.card_number.encode("ascii")
     assert reader.transmit(READ_CARD_NUMBER) == bytes((0x07, len(number))) + number + OK
@@ -540,7 +540,7 @@ def test_send_and_script_over_a_reader_print_what_send_card_prints(tmp_path, ser
     assert without_challenge(remote.stdout) == without_challenge(local.stdout)
     assert without_challenge(remote.stdout) == [
         "> 00 A4 04 00 0F " + SSSE_NAME_GBK.hex(" ").upper(),
-        "< 90 00",
+        "< " + FCI_SSSE + " 90 00",
         "> 00 20 00 00",
         "< 63 C6",
         "> 00 20 00 00 03 ** ** **",

@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from card_helpers import FCI_SSSE
 from pcsc_stack import unavailable
 
-from cardio.card import profiles
+from cardio.card import profiles, store
 from cardio.readers import pcsc
 
 SSSE = "00 A4 04 00 0F 73 78 31 2E 73 68 2E C9 E7 BB E1 B1 A3 D5 CF"  # "sx1.sh.社会保障" GBK
@@ -186,7 +187,8 @@ def check_expected(responses: list[bytes]) -> None:
     """What the spec says these APDUs answer on a new employee card (a sanity anchor)."""
     sws = [r[-2:].hex().upper() for r in responses]
     assert sws == ["9000"] * 7 + ["6A82"] + ["9000"] * 3 + ["6982", "9000", "63C5", "63C5"]
-    assert responses[0] == bytes.fromhex("9000")  # SELECT without Le: no FCI
+    # SELECT without Le: the FCI all the same (part 5 §6.11.1; docs/card.md §3)
+    assert responses[0] == bytes.fromhex(FCI_SSSE + "9000")
     # the directory's entry for DF04: 61 { 4F AID, 50 label } (part 3 §6.3 table 3)
     assert responses[1][:10] == bytes.fromhex("61194F06D15600000503"), responses[1].hex()
     assert responses[2] == bytes.fromhex("9000")  # an EF: no FCI
@@ -235,3 +237,50 @@ def test_opensc_tool_gets_what_cardio_send_card_gets(card_pair):
     check_expected(expected)
     assert responses == expected, result.stdout
     assert cardio_send_card(local_path, ["00 20 00 00 00"]) == [bytes.fromhex("63C5")]
+
+
+# Forms whose answers depend on the card's kind: a T=0-style card announces the FCI with
+# 61xx; a real-only card answers our GET DATA 6D00; the pointer moves by identifier.
+POINTER_APDUS = [
+    SSSE,  # T=0-style: 61 1E
+    "00 C0 00 00 1E",  # GET RESPONSE: the FCI (T=0-style), 6D00 otherwise
+    "00 C0 00 00 1E",  # nothing waits: 6F00 on a T=0-style card (part 5 §6.6.4)
+    "00 A4 02 0C 02 EF 06",
+    "00 B2 00 02 14",  # next occurrence of any identifier, no current record: the first
+    "00 B2 00 02 20",  # the next one: the name
+    "00 B2 00 03 14",  # previous: the SSN again
+    "00 B2 00 04 14",  # the current record by number
+    "00 B2 0D 30 06",  # first occurrence of 0D via SFI 06
+    "00 B2 01 05 20",  # from record 1 to the last, wrong Le: 6Cxx
+    "80 CA 00 C1 06",  # real-only: 6D00
+    "84 B2 01 04 12",  # a known instruction under another class: 6E00
+]
+
+
+@pytest.mark.parametrize("kind", ["t0-employee-new", "real-only"])
+def test_scriptor_sees_what_cardio_send_card_sees_on_t0_and_real_only_cards(tmp_path, served, kind):
+    """The same forms through pcscd + vpcd as in process, on the other kinds of card."""
+    scriptor = tool("scriptor")
+    paths = tmp_path / "served.json", tmp_path / "local.json"
+    for path in paths:
+        if kind == "real-only":
+            store.create(path, profiles.make("employee-new", real_only=True))
+        else:
+            profiles.new_card(kind, path)
+    card = served(paths[0])
+    script = tmp_path / "apdus.txt"
+    script.write_text("".join(apdu + "\n" for apdu in POINTER_APDUS))
+    result = run(scriptor, "-r", card.reader, str(script))
+    assert result.returncode == 0, result.stderr
+    commands, responses = parse_scriptor(result.stdout)
+    assert commands == POINTER_APDUS, result.stdout
+    expected = cardio_send_card(paths[1], POINTER_APDUS)
+    assert responses == expected, result.stdout
+    sws = [r[-2:].hex().upper() for r in expected]
+    if kind == "real-only":
+        assert sws[:3] == ["9000", "6D00", "6D00"] and sws[10] == "6D00", sws
+    else:
+        assert sws[:3] == ["611E", "9000", "6F00"] and sws[10] == "9000", sws
+    assert expected[4][:2] == bytes.fromhex("0812") and expected[6] == expected[4]
+    assert expected[5][:2] == bytes.fromhex("091E") and expected[7] == expected[4]
+    assert expected[8][:2] == bytes.fromhex("0D04") and sws[9] == "6C5B" and sws[11] == "6E00"

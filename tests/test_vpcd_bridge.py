@@ -23,8 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from card_helpers import FCI_SSSE, h
 from card_helpers import SELECT_SSSE as SELECT_SSSE_HEX
-from card_helpers import h
 from vpcd_fakes import (
     CHANGE_PIN,
     CONTROL_NAMES,
@@ -39,6 +39,7 @@ from vpcd_fakes import (
     RESET,
     ROOT,
     SELECT_SSSE,
+    SELECTED,
     SIGNAL_DEADLINE,
     STATUS_QUERY,
     VERIFY_NEW,
@@ -208,7 +209,7 @@ def test_read_frame_reads_whole_frames_however_the_stream_splits(chunks: list[by
 
 def test_bridge_answers_frames_that_arrive_in_pieces(card_path: Path) -> None:
     with bridged(card_path) as link:
-        assert link.apdu(SELECT_SSSE, byte_by_byte=True) == OK
+        assert link.apdu(SELECT_SSSE, byte_by_byte=True) == SELECTED
         assert link.apdu(GET_PIN_DATA) == PIN_DATA_FRESH  # length and payload sent apart
         assert link.apdu(GET_PIN_DATA, byte_by_byte=True) == PIN_DATA_FRESH
 
@@ -250,7 +251,7 @@ def test_power_controls_interactively(card_path: Path, code: int) -> None:
 def test_an_apdu_is_answered_by_exactly_one_frame(card_path: Path) -> None:
     assert run_bridge(card_path, frame(GET_PIN_DATA)) == frame(PIN_DATA_FRESH)
     assert run_bridge(card_path, frame(SELECT_SSSE) + frame(GET_PIN_DATA)) == (
-        frame(OK) + frame(PIN_DATA_FRESH)
+        frame(SELECTED) + frame(PIN_DATA_FRESH)
     )
 
 
@@ -356,7 +357,7 @@ def test_serve_answers_vpcd_like_a_card(
     assert link.get_atr() == atr
     link.control(POWER_ON)
     assert link.get_atr() == atr
-    assert link.apdu(SELECT_SSSE, byte_by_byte=True) == OK
+    assert link.apdu(SELECT_SSSE, byte_by_byte=True) == SELECTED
     assert link.apdu(GET_PIN_DATA) == PIN_DATA_FRESH
     assert link.apdu(VERIFY_RIGHT) == OK
     assert link.apdu(STATUS_QUERY) == OK
@@ -494,7 +495,7 @@ def test_verbose_logs_each_apdu_with_pins_masked(
     link = fake_vpcd.accept()
     assert link.get_atr() == expected_atr(card_path)
     link.control(POWER_ON)
-    assert link.apdu(SELECT_SSSE) == OK
+    assert link.apdu(SELECT_SSSE) == SELECTED
     assert link.apdu(VERIFY_RIGHT) == OK
     assert link.apdu(CHANGE_PIN) == OK
     assert link.apdu(VERIFY_WRONG) == WRONG_PIN_5_LEFT
@@ -504,7 +505,7 @@ def test_verbose_logs_each_apdu_with_pins_masked(
     logged = [m.group(1) for line in served.lines if (m := HEX_LINE.search(line))]
     assert logged == [
         "> " + SELECT_SSSE_HEX,
-        "< 90 00",
+        "< " + FCI_SSSE + " 90 00",
         "> 00 20 00 00 03 ** ** **",
         "< 90 00",
         "> 80 5E 01 00 07 ** ** ** FF ** ** **",

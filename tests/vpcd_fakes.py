@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from card_helpers import FCI_SSSE, h
 from card_helpers import SELECT_SSSE as SELECT_SSSE_HEX
-from card_helpers import h
 
 from cardio.card.store import FileStore
 
@@ -33,6 +33,7 @@ POWER_OFF, POWER_ON, RESET, GET_ATR = 0x00, 0x01, 0x02, 0x04
 CONTROL_NAMES = {POWER_OFF: "power-off", POWER_ON: "power-on", RESET: "reset"}
 
 SELECT_SSSE = h(SELECT_SSSE_HEX)
+SELECTED = h(FCI_SSSE + " 90 00")  # what SELECT_SSSE answers
 VERIFY_RIGHT = h("00 20 00 00 03 12 34 56")  # employee-new: initial PIN 123456
 VERIFY_WRONG = h("00 20 00 00 03 11 22 33")
 STATUS_QUERY = h("00 20 00 00")

@@ -123,14 +123,14 @@ class VirtualCard:
         if apdu.cla == Cla.SECURE_MESSAGING:
             outlet = None if self._state.real_only else _OUTLET.get(apdu.ins)
             if outlet is None:
-                raise CardError(Sw.INS_NOT_SUPPORTED)
+                raise CardError(self._unknown(apdu))
             data = outlet(self, apdu, self._unwrap(apdu, challenge))
         else:
             handler = _COMMANDS.get((apdu.cla, apdu.ins))
             if self._state.real_only and (apdu.cla, apdu.ins) in _EXTENSIONS:
                 handler = None  # docs/card.md §9: a real card does not know our commands
             if handler is None:
-                raise CardError(Sw.INS_NOT_SUPPORTED)
+                raise CardError(self._unknown(apdu))
             data = handler(self, apdu)
         if data and t0:
             if apdu.has_data:
@@ -144,6 +144,14 @@ class VirtualCard:
         return data, Sw.OK
 
     # --- shared checks --------------------------------------------------------
+
+    def _unknown(self, apdu: Apdu) -> int:
+        """An instruction the card knows under another class is a CLA error (6E00, as
+        every command's table in part 5 has it); one it does not know at all, 6D00."""
+        known = {ins for cla, ins in _COMMANDS if (cla, ins) not in _EXTENSIONS}
+        if not self._state.real_only:
+            known |= {ins for _, ins in _EXTENSIONS} | set(_OUTLET)
+        return Sw.CLA_NOT_SUPPORTED if apdu.ins in known else Sw.INS_NOT_SUPPORTED
 
     def _save(self, state: CardState) -> None:
         """Durable first, then in memory: the card never claims what is not on disk.
@@ -215,8 +223,15 @@ class VirtualCard:
             session.ef, session.record = target, None
             return b""
         session.df, session.ef, session.record = target, None, None
-        wants_fci = apdu.p2 == SelectResponse.FCI and (apdu.le is not None or self._state.t0_style)
-        return target.fci() if wants_fci else b""
+        if apdu.p2 != SelectResponse.FCI:
+            return b""
+        # Every DF answers its FCI (part 5 §6.11.1), with or without a Le: table 34's Le
+        # is 00, and a real (T=0) card announces it with 61xx either way. A Le too short
+        # for it gets 6Cxx, as READ RECORD's does (part 2 §9.3.2).
+        fci = target.fci()
+        if apdu.le is not None and apdu.le < len(fci) and not self._state.t0_style:
+            raise CardError(sw.wrong_le(len(fci)))
+        return fci
 
     def _select_target(self, apdu: Apdu) -> files.Ef | files.Df | None:
         current = self._session.df
@@ -367,7 +382,7 @@ class VirtualCard:
         self._p1p2(apdu, 0, 0)
         self._no_data(apdu)
         if not pending:
-            raise CardError(Sw.CONDITIONS_NOT_SATISFIED)
+            raise CardError(Sw.NO_DIAGNOSIS)  # part 5 §6.6.4 and table 21: nothing waits
         le = apdu.le
         whole = le == len(pending)
         if le is None or (le == MAX_RESPONSE and not whole) or le > len(pending):
