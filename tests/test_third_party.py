@@ -200,21 +200,25 @@ def check_expected(responses: list[bytes]) -> None:
     assert responses[12] == bytes.fromhex("C104010006069000")  # ACTIVE, INITIAL, 6 of 6
 
 
-def test_scriptor_gets_what_cardio_send_card_gets(tmp_path, card_pair):
-    scriptor = tool("scriptor")
-    card, local_path = card_pair
-    script = tmp_path / "apdus.txt"
-    script.write_text("".join(apdu + "\n" for apdu in APDUS))
-
-    result = run(scriptor, "-r", card.reader, str(script))
+def run_scriptor(reader: str, apdus: list[str], folder: Path) -> tuple[str, list[bytes]]:
+    """scriptor's output and the responses it shows, for these APDUs sent to `reader`."""
+    script = folder / "apdus.txt"
+    script.write_text("".join(apdu + "\n" for apdu in apdus))
+    result = run(tool("scriptor"), "-r", reader, str(script))
     assert result.returncode == 0, result.stderr
     commands, responses = parse_scriptor(result.stdout)
-    assert commands == APDUS, result.stdout
-    assert len(result.stdout.splitlines()) > 3 * len(APDUS)  # the name record wrapped
+    assert commands == apdus, result.stdout
+    return result.stdout, responses
+
+
+def test_scriptor_gets_what_cardio_send_card_gets(tmp_path, card_pair):
+    card, local_path = card_pair
+    stdout, responses = run_scriptor(card.reader, APDUS, tmp_path)
+    assert len(stdout.splitlines()) > 3 * len(APDUS)  # the name record wrapped
 
     expected = cardio_send_card(local_path, APDUS)
     check_expected(expected)
-    assert responses == expected, result.stdout
+    assert responses == expected, stdout
 
 
 def test_opensc_tool_gets_what_cardio_send_card_gets(card_pair):
@@ -260,22 +264,15 @@ POINTER_APDUS = [
 @pytest.mark.parametrize("kind", ["t0-employee-new", "real-only"])
 def test_scriptor_sees_what_cardio_send_card_sees_on_t0_and_real_only_cards(tmp_path, served, kind):
     """The same forms through pcscd + vpcd as in process, on the other kinds of card."""
-    scriptor = tool("scriptor")
     paths = tmp_path / "served.json", tmp_path / "local.json"
     for path in paths:
         if kind == "real-only":
             store.create(path, profiles.make("employee-new", real_only=True))
         else:
             profiles.new_card(kind, path)
-    card = served(paths[0])
-    script = tmp_path / "apdus.txt"
-    script.write_text("".join(apdu + "\n" for apdu in POINTER_APDUS))
-    result = run(scriptor, "-r", card.reader, str(script))
-    assert result.returncode == 0, result.stderr
-    commands, responses = parse_scriptor(result.stdout)
-    assert commands == POINTER_APDUS, result.stdout
+    stdout, responses = run_scriptor(served(paths[0]).reader, POINTER_APDUS, tmp_path)
     expected = cardio_send_card(paths[1], POINTER_APDUS)
-    assert responses == expected, result.stdout
+    assert responses == expected, stdout
     sws = [r[-2:].hex().upper() for r in expected]
     if kind == "real-only":
         assert sws[:3] == ["9000", "6D00", "6D00"] and sws[10] == "6D00", sws
