@@ -84,7 +84,7 @@ EF05_RECORDS = {
     0x01: "01 10 310000D156000005372A9FA8AB97D317",
     0x02: "02 01 31",  # '1'
     0x03: "03 04 32 2E 30 30",  # '2.00'
-    0x04: "04 0C 310000000000B20BDA572799",
+    0x04: "04 0C 915600000231000031000078",
     0x05: "05 04 20 19 01 01",  # BCD 2019-01-01
     0x06: "06 04 20 29 01 01",  # BCD 2029-01-01
     0x07: "07 09 " + b"A93230742".hex(),
@@ -231,7 +231,7 @@ def test_s2_dates_are_bcd_yyyymmdd(profile, issue, expiry, birth):
         ("employee-new", "310", "1", "2.00"),
         ("resident-new", "390", "1", "2.00"),
         ("pension-new", "170", "1", "2.00"),
-        ("legacy-medical", "310", "L", "1.00"),
+        ("legacy-medical", "310", "L", "2.00"),
     ],
 )
 def test_s2_scheme_category_and_version_per_profile(profile, scheme, category, version):

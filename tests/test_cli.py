@@ -342,7 +342,7 @@ def test_show_json_for_every_profile(tmp_path: Path, profile: str, capsys) -> No
     assert info["category"] == category
     assert info["blocked"] is (tries == 0)
     assert info["t0_style"] is (profile == "t0-employee-new")
-    assert info["spec_version"] == ("1.00" if profile == "legacy-medical" else "2.00")
+    assert info["spec_version"] == "2.00"
     assert info["real_only"] is False
     assert_nothing_secret(out, path)
     # the plain form tells the same numbers
