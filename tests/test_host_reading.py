@@ -456,12 +456,17 @@ def test_read_bas_fails_with_the_api_number(tmp_path: Path, capsys, monkeypatch)
     assert captured.err == "cardio: no card in the reader; insert the card (reader API -2)\n"
 
 
-def test_read_bas_of_a_folder_is_a_usage_error_without_an_api_number(tmp_path: Path, capsys):
-    assert main(["read-bas", "--card", str(tmp_path), "--json"]) == 2
+@pytest.mark.parametrize("given", ["folder", "damaged", "missing"])
+def test_read_bas_of_an_unusable_card_file_has_no_api_number(tmp_path: Path, capsys, given):
+    """A card file is ours, not the reader API's: no number, whatever is wrong with it."""
+    path = {"folder": tmp_path, "damaged": tmp_path / "x.json", "missing": tmp_path / "no"}[given]
+    if given == "damaged":
+        path.write_text("{")
+    assert main(["read-bas", "--card", str(path), "--json"]) == (1 if given == "missing" else 2)
     captured = capsys.readouterr()
     assert json.loads(captured.out)["api_code"] is None
     (line,) = captured.err.splitlines()
-    assert line.startswith(f"cardio: {tmp_path} is a folder")
+    assert line.startswith(f"cardio: {path}")
     assert "reader API" not in line
 
 

@@ -68,6 +68,8 @@ _SSN = re.compile(r"[0-9]{17}[0-9X]")
 class CardFileError(UsageError, ValueError):
     """A card file that cannot be used; the message is one line naming file and field."""
 
+    api_code = None  # a card file is ours: the reader API has no number for it
+
     def __init__(self, path: str, where: str, reason: str) -> None:
         self.path = path
         self.where = where
