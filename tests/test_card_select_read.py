@@ -470,7 +470,7 @@ def test_cli_card_new_stores_version_and_real_only(tmp_path):
     assert cli.main([*args, str(path)]) == 0
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     doc = json.loads(path.read_text("utf-8"))
-    assert (doc["version"], doc["real_only"], doc["card"]["spec_version"]) == (2, True, "1.00")
+    assert (doc["version"], doc["real_only"], doc["card"]["spec_version"]) == (3, True, "1.00")
     state = store.read(path)
     assert state.real_only and state.card.spec_version == "1.00"
     default = tmp_path / "d.json"

@@ -33,6 +33,8 @@ USAGE = {
     "cardio.apdu.HexError",
     "cardio.pin.PinFormatError",
     "cardio.resources.UnusableFileError",
+    "cardio.issuer.IssuerFileError",
+    "cardio.psam.state.PsamFileError",
 }
 
 

@@ -35,7 +35,7 @@ ZHOU = "310106197012050397"  # 周志强, locked, 50.00 yuan
 CHEN = "310110195601300847"  # 陈桂兰, pension-new, 0.00 yuan
 NOBODY = "11010519491231002X"  # a valid ID with no account
 ZHANG_CARD = "A93230742"
-SEEDED_TOTAL = 346050  # sum of the nine seeded balances, in fen
+SEEDED_TOTAL = 376050  # sum of the ten seeded balances, in fen
 
 # One more holder, whose ID ends in X (none of the fixtures does), for lower-case x input.
 X_SSN = "11010819750614118X"
@@ -156,7 +156,7 @@ def test_seed_balances_are_integer_fen():
 def test_a_new_database_is_seeded(host, db):
     for ssn, (name, phone, scheme, fen) in EXPECTED_HOLDERS.items():
         assert host.holder(ssn) == Holder(ssn, name, phone, scheme, fen, False)
-    assert raw(db, "SELECT COUNT(*) FROM holders") == [(9,)]
+    assert raw(db, "SELECT COUNT(*) FROM holders") == [(10,)]
     assert raw(db, "SELECT DISTINCT typeof(balance_fen) FROM holders") == [("integer",)]
     assert host.total_fen() == (SEEDED_TOTAL, 0)
     assert raw(db, "SELECT COUNT(*) FROM transactions") == [(0,)]
@@ -193,7 +193,7 @@ def test_reopen_keeps_data_and_does_not_reseed(db):
         again = h.debit("reopen-1", "POS-01", ZHANG_CARD, ZHANG, 1234)
         assert again.replayed and again.balance_after_fen == first.balance_after_fen
         assert balance(h, ZHANG) == 50000 - 1234
-        assert raw(db, "SELECT COUNT(*) FROM holders") == [(9,)]
+        assert raw(db, "SELECT COUNT(*) FROM holders") == [(10,)]
     finally:
         h.close()
 

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "fixtures" / "holders" / "holders.json"
 SEED_DOC = json.loads(SEED.read_text("utf-8"))
 SEEDED = {h["ssn"]: h["balance_fen"] for h in SEED_DOC["holders"]}
-SEEDED_TOTAL = 346050
+SEEDED_TOTAL = 376050
 
 ZHANG = "310104198503122174"  # 500.00 yuan
 LI = "310101197911020480"  # 1280.50 yuan

@@ -144,6 +144,7 @@ def test_every_profile_version_and_strictness_reads_the_same_facts(
 # rule 8 (the PIN is taken as ENABLED, the tries the empty VERIFY gave are shown), the
 # refusals where the empty VERIFY says blocked (6983) or not activated (6985).
 REAL_ONLY_PAYMENT = {
+    "counterfeit": Stage.PIN,
     "disabled": Stage.PIN,
     "employee-enabled": Stage.PIN,
     "employee-new": Stage.PIN,

@@ -9,9 +9,12 @@ from pathlib import Path
 from cardio.card import store
 from cardio.card.state import NAME_BYTES, CardState, PinHash, PinState, historical_bytes
 from cardio.errors import UsageError
+from cardio.issuer import card_keys, counterfeit_issuer, fixture_issuer
 from cardio.model import SPEC_VERSIONS
 from cardio.pin import INITIAL_PIN
 from cardio.resources import data_dir
+
+COUNTERFEIT = "counterfeit"
 
 
 class UnknownProfileError(UsageError, LookupError):
@@ -63,10 +66,15 @@ def make(name: str, *, spec_version: str | None = None, real_only: bool = False)
                 f"card holds ({NAME_BYTES}); use --spec-version 2.00 or 3.00"
             )
         card = replace(card, spec_version=spec_version)
+    historical = historical_bytes(card.identification_code)
+    # The card's own keys, from its issuer's masters (cardio/issuer.py): the counterfeit
+    # profile's come from another issuer, so its authenticity check fails.
+    issuer = counterfeit_issuer() if name == COUNTERFEIT else fixture_issuer()
     return state.with_(
         card=card,
         real_only=real_only,
-        historical=historical_bytes(card.identification_code),
+        historical=historical,
+        keys=card_keys(issuer, card.identification_code, historical),
     )
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cardio.errors import UsageError
+from cardio.issuer import KEYS, KeyName, card_keys, fixture_issuer
 from cardio.model import SPEC_VERSIONS, Algorithm, Category, LifeCycle, PinState
 
 __all__ = [
@@ -35,8 +36,15 @@ FORMAT = "shebao-pos/card"
 # and "region", names up to 50 GBK bytes on 2.00/3.00 cards (tag 09 + tag 4E).
 # Version 1 files are still read: real_only false, SM4, flags 00000, the insured region
 # from the identification code; spec_version and atr_historical as they store them.
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
+# 3 (issue 12): "secrets.keys" (the card's own keys, dispersed from its issuer's
+# masters: cardio/issuer.py) instead of "secrets.card_key"; "key_tries" (EXTERNAL
+# AUTHENTICATE's counter of each key); "application_blocked" (DF04, APPLICATION BLOCK).
+# Older files get the test issuer's keys (theirs were the test master's too), full
+# counters and an unblocked application.
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+KEY_TRY_LIMIT = 3  # the reader API's -25536..-25538: 63C0..63C2 (docs/card.md §4)
+AUTH_KEYS = tuple(k.name for k in KEYS if k.name is not KeyName.IRK)  # have a counter
 NAME_BYTES = 30  # EF06 tag 09 (V2.0 table 9)
 NAME_EXTENSION_BYTES = 20  # EF06 tag 4E, 2.00 and later
 
@@ -145,7 +153,8 @@ class CardState:
     tries_left: int
     try_limit: int
     pin: PinHash
-    card_key: bytes = field(repr=False)  # SM4 key for service-outlet MACs (docs/card.md §5)
+    keys: dict[KeyName, bytes] = field(repr=False)  # the card's own (cardio/issuer.py)
+    card_key: bytes = field(repr=False)  # SM4 key of our retiring outlet MACs (docs/card.md §5)
     t0_style: bool
     historical: bytes  # 13 historical ATR bytes
     card: CardData
@@ -155,6 +164,12 @@ class CardState:
     insured_region: str = ""  # DF04/EF05 tag 84, 6 digits; "" = the identification code's
     real_only: bool = False  # answer our extensions 6D00, as a real card (docs/card.md §9)
     algorithm: Algorithm = Algorithm.SM4  # the SSSE's FCI, 9F0C { 86 01 xx }
+    # EXTERNAL AUTHENTICATE's tries left per key (0 = locked); missing = KEY_TRY_LIMIT
+    key_tries: dict[KeyName, int] = field(default_factory=dict)
+    application_blocked: bool = False  # DF04 after APPLICATION BLOCK: 9303 for good
+
+    def tries_of(self, key: KeyName) -> int:
+        return self.key_tries.get(key, KEY_TRY_LIMIT)
 
     @property
     def region(self) -> str:
@@ -184,6 +199,8 @@ class CardState:
             "real_only": self.real_only,
             "algorithm": self.algorithm.value,
             "atr_historical": self.historical.hex().upper(),
+            "key_tries": {k.value: self.tries_of(k) for k in AUTH_KEYS},
+            "application_blocked": self.application_blocked,
             "card": {
                 "identification_code": c.identification_code.hex().upper(),
                 "category": c.category,
@@ -210,6 +227,7 @@ class CardState:
                 "pin_salt": self.pin.salt.hex(),
                 "pin_sha256": self.pin.digest.hex(),
                 "card_key": self.card_key.hex().upper(),
+                "keys": {k.value: v.hex().upper() for k, v in sorted(self.keys.items())},
             },
         }
 
@@ -247,6 +265,7 @@ class CardState:
             birthplace=h.digits("birthplace", 6),
             birth_date=h.date("birth_date"),
         )
+        historical = r.hexbytes("atr_historical", 13)
         return cls(
             profile=r.label("profile", MAX_PROFILE_CHARS),
             life_cycle=LifeCycle(r.choice("life_cycle", tuple(LifeCycle))),
@@ -254,13 +273,19 @@ class CardState:
             tries_left=tries_left,
             try_limit=try_limit,
             pin=PinHash(s.hexbytes("pin_salt", None), s.hexbytes("pin_sha256", 32)),
+            keys=(
+                _keys(s.section("keys"))
+                if version >= 3
+                else card_keys(fixture_issuer(), card.identification_code, historical)
+            ),
             card_key=s.hexbytes("card_key", 16),
             t0_style=r.boolean("t0_style"),
-            historical=r.hexbytes("atr_historical", 13),
+            historical=historical,
             card=card,
             holder=holder,
             scheme=m.digits("scheme", 3),
             **(_version_2(r, m) if version >= 2 else {}),
+            **(_version_3(r) if version >= 3 else {}),
         )
 
 
@@ -274,6 +299,18 @@ def _version_2(r: _Fields, m: _Fields) -> dict[str, Any]:
         "algorithm": Algorithm(r.choice_int("algorithm", tuple(Algorithm))),
         "medical_flags": flags,
         "insured_region": m.digits("region", 6),
+    }
+
+
+def _keys(k: _Fields) -> dict[KeyName, bytes]:
+    return {name: k.hexbytes(name.value, 16) for name in KeyName}
+
+
+def _version_3(r: _Fields) -> dict[str, Any]:
+    t = r.section("key_tries")
+    return {
+        "key_tries": {name: t.integer(name.value, 0, KEY_TRY_LIMIT) for name in AUTH_KEYS},
+        "application_blocked": r.boolean("application_blocked"),
     }
 
 
