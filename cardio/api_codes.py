@@ -30,6 +30,8 @@ class ApiCode(IntEnum):
     NO_RESPONSE = -4  # 卡无应答
     READER_CONNECTION = -11  # 读卡器连接错
     BAD_PARAMETER = -14  # 命令参数错
+    NOT_GENUINE = -21  # 内部认证失败（用户卡不合法）: INTERNAL AUTHENTICATE's answer wrong
+    KEY_LEVEL = -24  # PSAM卡密钥级别不够: the PSAM's key wants other dispersion factors
     PIN_CANCELLED = -31  # 用户取消密码输入
     PIN_TIMEOUT = -32  # 密码输入操作超时
     PIN_LENGTH = -33  # 输入密码长度错
@@ -44,6 +46,8 @@ MEANINGS: dict[int, str] = {
     ApiCode.NO_RESPONSE: "card does not respond",
     ApiCode.READER_CONNECTION: "reader connection error",
     ApiCode.BAD_PARAMETER: "bad parameter",
+    ApiCode.NOT_GENUINE: "internal authentication failed (card not genuine)",
+    ApiCode.KEY_LEVEL: "PSAM key level insufficient",
     ApiCode.PIN_CANCELLED: "PIN entry cancelled",
     ApiCode.PIN_TIMEOUT: "PIN entry timed out",
     ApiCode.PIN_LENGTH: "PIN length wrong",
@@ -59,7 +63,7 @@ _TABLE_A1: dict[int, str] = {
     sw.wrong_pin(1): "external authentication failed",
     sw.wrong_pin(2): "external authentication failed",
     Sw.WRONG_LENGTH: "Lc/Le wrong",
-    int("6901", 16): "command not accepted (invalid state)",
+    Sw.NOT_ACCEPTED: "command not accepted (invalid state)",
     Sw.INCOMPATIBLE_FILE: "command incompatible with the file structure",
     Sw.SECURITY_NOT_SATISFIED: "security status not satisfied",
     Sw.PIN_BLOCKED: "authentication method blocked",
@@ -67,12 +71,12 @@ _TABLE_A1: dict[int, str] = {
     Sw.CONDITIONS_NOT_SATISFIED: "conditions of use not satisfied",
     Sw.MAC_WRONG: "secure messaging data wrong",
     Sw.WRONG_DATA: "wrong data field",
-    int("6A81", 16): "function not supported",
+    Sw.FUNCTION_NOT_SUPPORTED: "function not supported",
     Sw.FILE_NOT_FOUND: "file not found",
     Sw.RECORD_NOT_FOUND: "record not found",
     Sw.DATA_NOT_FOUND: "referenced data not found",
     0x9302: "MAC invalid",
-    0x9303: "application blocked",
+    Sw.APPLICATION_BLOCKED: "application blocked",
     0x9403: "key index not supported",
     0x9406: "MAC not available",
 }

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from cardio import identity, vpcd
 from cardio.apdu import HexError, parse_hex, to_hex
@@ -28,6 +28,10 @@ from cardio.readers.virtual import VirtualReader
 from cardio.trace import command_line, response_line
 from cardio.usage import OneLineParser, one_line, run_command, say
 
+if TYPE_CHECKING:
+    from cardio.keysource import KeySource
+
+PSAM_PROFILE = "psam"  # `card new --profile psam`: not a user-card profile (cardio/psam)
 MAX_SCRIPT_BYTES = 8 << 20  # far more than any APDU script; /dev/zero must not eat memory
 
 SCHEMES: dict[str, str] = {
@@ -74,7 +78,31 @@ def cmd_list_profiles(args: argparse.Namespace, out: TextIO) -> int:
     return Exit.OK
 
 
+def cmd_new_psam(args: argparse.Namespace, out: TextIO) -> int:
+    """`card new --profile psam`: a PSAM holding the test issuer's masters (docs/psam.md)."""
+    from cardio.issuer import fixture_issuer
+    from cardio.psam import state as psam_state
+    from cardio.psam import store as psam_store
+
+    for option, given in (("--spec-version", args.spec_version), ("--real-only", args.real_only)):
+        if given:
+            raise UsageError(f"{option} is for user cards; leave it out with --profile psam")
+    number = args.terminal_number or psam_state.DEFAULT_TERMINAL_NUMBER
+    state = psam_state.make(fixture_issuer(), number)
+    psam_store.create(args.path, state, force=args.force)
+    print(
+        f"made {one_line(args.path)}: a PSAM, terminal number {state.terminal_number}, "
+        f"{state.algorithm.name} keys of the test issuer",
+        file=out,
+    )
+    return Exit.OK
+
+
 def cmd_new(args: argparse.Namespace, out: TextIO) -> int:
+    if args.profile == PSAM_PROFILE:
+        return cmd_new_psam(args, out)
+    if args.terminal_number is not None:
+        raise UsageError("--terminal-number is for a PSAM; use it with --profile psam")
     state = profiles.new_card(
         args.profile,
         args.path,
@@ -90,7 +118,43 @@ def cmd_new(args: argparse.Namespace, out: TextIO) -> int:
     return Exit.OK
 
 
+def psam_summary(path: str) -> dict[str, object]:
+    """What `card show` tells of a PSAM: never a key byte."""
+    from cardio.psam import store as psam_store
+
+    state = psam_store.read(path)
+    return {
+        "kind": "psam",
+        "terminal_number": state.terminal_number,
+        "serial": state.serial,
+        "algorithm": state.algorithm.name,
+        "keys": {r.name.value: f"usage {r.usage:02X} id {r.ident:02X}" for r in state.records()},
+    }
+
+
+def cmd_show_psam(args: argparse.Namespace, out: TextIO) -> int:
+    info = psam_summary(args.path)
+    if args.json:
+        print(json.dumps(info, ensure_ascii=False), file=out)
+        return Exit.OK
+    keys = info["keys"]
+    rows = [
+        ("kind", "PSAM"),
+        ("terminal", info["terminal_number"]),
+        ("serial", info["serial"]),
+        ("algorithm", info["algorithm"]),
+        ("keys", ", ".join(keys) if isinstance(keys, dict) else ""),
+    ]
+    for label, value in rows:
+        print(f"{label:<12} {value}", file=out)
+    return Exit.OK
+
+
 def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
+    from cardio.psam import store as psam_store
+
+    if psam_store.is_psam_file(args.path):
+        return cmd_show_psam(args, out)
     info = summary(store.read(args.path))
     if args.json:
         print(json.dumps(info, ensure_ascii=False), file=out)
@@ -238,8 +302,27 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     return vpcd.serve(
-        store.card_path(args.card), vpcd=vpcd_at, listen=listen_at, verbose=args.verbose
+        store.card_path(args.card),
+        vpcd=vpcd_at,
+        listen=listen_at,
+        verbose=args.verbose,
+        random_seed=args.random_seed,
     )
+
+
+def _outlet_keys(args: argparse.Namespace) -> KeySource:
+    """--test-key, --key FILE (the issuer's master keys) or --psam FILE|READER."""
+    from cardio import outlet
+
+    if args.test_key:
+        return outlet.fixture_master_key()
+    if args.key is not None:
+        return outlet.load_key(Path(args.key))
+    from cardio.psam_source import open_psam
+
+    if args.psam == "":
+        raise UsageError("the --psam path is empty; give a PSAM file or a PSAM's reader")
+    return open_psam(args.psam)
 
 
 def cmd_outlet(args: argparse.Namespace, out: TextIO) -> int:
@@ -249,7 +332,7 @@ def cmd_outlet(args: argparse.Namespace, out: TextIO) -> int:
     for option, value in (("--key", args.key), ("--log", args.log)):
         if value == "":
             raise UsageError(f"the {option} path is empty; give a file name")
-    key = outlet.fixture_master_key() if args.test_key else outlet.load_key(Path(args.key))
+    key = _outlet_keys(args)
     log = outlet.OutletLog(Path(args.log) if args.log is not None else outlet.default_log())
     log.check_writable()  # a log we may not use is refused before the PIN is asked for
     try:
@@ -286,9 +369,16 @@ def cmd_read_bas(args: argparse.Namespace, out: TextIO) -> int:
     from cardio.readbas import BasicInfo
 
     try:
+        keys = None
+        if args.psam is not None:
+            from cardio.psam_source import open_psam
+
+            keys = open_psam(args.psam)
         with open_reader(args) as reader:
             atr = reader.connect()
-            info = BasicInfo.of(SocialSecurityCard(reader).read_basics(), atr)
+            basics = SocialSecurityCard(reader).read_basics(keys)
+            terminal = keys.terminal_number() if keys is not None else None
+            info = BasicInfo.of(basics, atr, terminal)
     except CardioError as e:
         code = api_codes.of(e)
         if args.json:
@@ -325,7 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = card_sub.add_parser("list-profiles", help="list the card profiles")
     p.set_defaults(func=cmd_list_profiles)
     p = card_sub.add_parser("new", help="make a card file from a profile")
-    p.add_argument("--profile", required=True, help="profile name (see list-profiles)")
+    p.add_argument(
+        "--profile",
+        required=True,
+        help=f"profile name (see list-profiles), or {PSAM_PROFILE} for a PSAM (docs/psam.md)",
+    )
     p.add_argument("path", help="the card file to write")
     p.add_argument("--force", action="store_true", help="replace an existing file")
     p.add_argument(
@@ -340,9 +434,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="answer only the standard's commands: our extensions get 6D00",
     )
+    p.add_argument(
+        "--terminal-number",
+        metavar="12DIGITS",
+        default=None,
+        help="with --profile psam: its terminal number (default 310000000001)",
+    )
     p.set_defaults(func=cmd_new)
-    p = card_sub.add_parser("show", help="show a card's state (never its PIN)")
-    p.add_argument("path", help="the card file")
+    p = card_sub.add_parser("show", help="show a card's state (never its PIN) or a PSAM's")
+    p.add_argument("path", help="the card or PSAM file")
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(func=cmd_show)
 
@@ -363,20 +463,29 @@ def build_parser() -> argparse.ArgumentParser:
         "comparison with their own DLL); docs/card.md §8.",
     )
     _card_or_reader(p)
+    p.add_argument(
+        "--psam",
+        metavar="FILE|READER",
+        help="check the card with this PSAM first (INTERNAL AUTHENTICATE; RKSSSE on a "
+        "3.00 card) and print its terminal number",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object, the fields named")
     p.set_defaults(func=cmd_read_bas)
 
     p = sub.add_parser("outlet", help="service-outlet operations (MAC-protected)")
-    p.add_argument("operation", choices=["reset-pin", "restore-initial", "cancel-pin", "activate"])
+    p.add_argument(
+        "operation", choices=["reset-pin", "restore-initial", "cancel-pin", "activate", "unblock"]
+    )
     _card_or_reader(p)
     p.add_argument(
         "--id", required=True, metavar="N", help="the holder's ID number, from the ID document"
     )
     keys = p.add_mutually_exclusive_group(required=True)
-    keys.add_argument("--key", metavar="FILE", help="issuer master key file (mode 600)")
+    keys.add_argument("--key", metavar="FILE", help="issuer master-key file (mode 600)")
     keys.add_argument(
-        "--test-key", action="store_true", help="the public test key of the fixture cards"
+        "--test-key", action="store_true", help="the public test issuer's keys (fixture cards)"
     )
+    keys.add_argument("--psam", metavar="FILE|READER", help="a PSAM file or a PSAM's reader")
     p.add_argument("--operator", default=getpass.getuser(), help="who does it (for the log)")
     p.add_argument("--log", metavar="FILE", help="outlet log (default: user data folder)")
     p.set_defaults(func=cmd_outlet)
@@ -384,8 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("readers", help="list PC/SC readers and their cards")
     p.set_defaults(func=cmd_readers)
 
-    p = sub.add_parser("serve", help="plug a card file into pcscd through vpcd")
-    p.add_argument("card", metavar="CARD.json", help="card file")
+    p = sub.add_parser("serve", help="plug a card or PSAM file into pcscd through vpcd")
+    p.add_argument("card", metavar="CARD.json", help="card or PSAM file")
     where = p.add_mutually_exclusive_group()
     where.add_argument(
         "--vpcd",
@@ -398,6 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="vpcd's reversed mode: wait for vpcd here (host default 127.0.0.1)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log each APDU, PINs masked")
+    # Tests only (docs/card.md §7): GET CHALLENGE from random.Random(N), not secrets.
+    p.add_argument("--random-seed", type=int, metavar="N", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)
     return parser
 

@@ -136,11 +136,14 @@ def parse_issuer(text: str, where: str) -> Issuer:
         raise IssuerFileError(f"{where}: not a JSON master-key file; check the file") from None
     if not isinstance(data, dict) or not isinstance(data.get("keys"), dict):
         raise IssuerFileError(
-            f'{where}: a master-key file is {{"algorithm": "SM4", "keys": {{"IRK": "<hex>", ...}}}}'
+            f"{where}: not a master-key file; write it as "
+            '{"algorithm": "SM4", "keys": {"IRK": "<32 hex>", ...}}'
         )
     algorithm = _ALGORITHMS.get(str(data.get("algorithm", "")).upper())
     if algorithm is None:
-        raise IssuerFileError(f'{where}: "algorithm" must be "SM4" or "DES" (SSF33 is unavailable)')
+        raise IssuerFileError(
+            f'{where}: "algorithm" is not "SM4" or "DES" (SSF33 is unavailable); set one of them'
+        )
     masters: dict[KeyName, bytes] = {}
     for name, value in data["keys"].items():
         if name not in KeyName.__members__:
@@ -151,11 +154,13 @@ def parse_issuer(text: str, where: str) -> Issuer:
         except ValueError:
             key = b""
         if len(key) != KEY_LENGTH:
-            raise IssuerFileError(f"{where}: key {name} must be 32 hex digits (16 bytes)")
+            raise IssuerFileError(
+                f"{where}: key {name} is not 32 hex digits (16 bytes); write it in full"
+            )
         masters[KeyName(name)] = key
     missing = [k for k in KeyName if k not in masters]
     if missing:
-        raise IssuerFileError(f"{where}: keys missing: {', '.join(missing)}")
+        raise IssuerFileError(f"{where}: keys missing: {', '.join(missing)}; add them to the file")
     return Issuer(algorithm, masters)
 
 
@@ -173,10 +178,10 @@ def load_issuer(path: Path) -> Issuer:
         raise IssuerFileError(
             f"{path} can be read by others; make it private (chmod 600 {path}) and try again"
         )
-    try:
-        text = path.read_text("utf-8")
-    except (OSError, UnicodeDecodeError):
-        raise IssuerFileError(f"{path} cannot be read as text; check the file") from None
+    try:  # never a fifo that would hang us, nor a huge file
+        text = resources.read_small_file(path, "master-key file")
+    except resources.UnusableFileError as e:
+        raise IssuerFileError(str(e)) from None
     return parse_issuer(text, str(path))
 
 

@@ -37,7 +37,7 @@ class Cla(IntEnum):
 
     ISO = 0x00
     PROPRIETARY = 0x80  # CHANGE PIN, GET DATA
-    SECURE_MESSAGING = 0x84  # the service outlet's MAC-protected commands (ours)
+    SECURE_MESSAGING = 0x84  # MAC-protected commands (part 4 §8.1: b4-b3 = 01)
 
 
 class Ins(IntEnum):
@@ -46,18 +46,22 @@ class Ins(IntEnum):
     VERIFY = 0x20
     CHANGE_REFERENCE = 0x24  # the standard's PIN CHANGE/UNBLOCK (84 24)
     RESET_RETRY = 0x2C
-    OUTLET_PIN = 0x5E  # 80 5E CHANGE PIN; 84 5E the outlet's reset/restore/cancel (ours)
+    CHANGE_PIN = 0x5E  # 80 5E (part 5 §6.3)
     GET_CHALLENGE = 0x84
-    OUTLET_ACTIVATE = 0x18  # 84 18 (ours)
+    OUTLET_ACTIVATE = 0x18  # 84 18 (ours): activation, under PIN CHANGE/UNBLOCK's rules
+    APPLICATION_BLOCK = 0x1E  # 84 1E (part 5 §6.1)
+    EXTERNAL_AUTHENTICATE = 0x82  # part 5 §6.4
+    INTERNAL_AUTHENTICATE = 0x88  # part 5 §6.7
     SELECT = 0xA4
     READ_BINARY = 0xB0
     READ_RECORD = 0xB2
+    UPDATE_RECORD = 0xDC  # part 5 §6.13
     GET_RESPONSE = 0xC0
     GET_DATA = 0xCA
 
 
-CHANGE_PIN = Ins.OUTLET_PIN  # with CLA 80: the holder's CHANGE PIN
-PIN_INS = frozenset((Ins.VERIFY, Ins.CHANGE_REFERENCE, Ins.RESET_RETRY, Ins.OUTLET_PIN))
+CHANGE_PIN = Ins.CHANGE_PIN  # with CLA 80: the holder's CHANGE PIN
+PIN_INS = frozenset((Ins.VERIFY, Ins.CHANGE_REFERENCE, Ins.RESET_RETRY, Ins.CHANGE_PIN))
 
 # GET DATA C1 (ours): the wire byte of each state, fixed here so that reordering the
 # enums can never change what the card answers.
@@ -71,14 +75,6 @@ PIN_STATE_OF_BYTE = {byte: state for state, byte in PIN_STATE_BYTES.items()}
 
 PIN_STATUS_TAG = 0xC1  # GET DATA 80 CA 00 C1 (ours): its P2, and the tag of its answer
 PIN_STATUS_LENGTH = 4  # its value: life cycle, PIN state, tries left, try limit
-
-
-class OutletPin(IntEnum):
-    """P2 of the service outlet's 84 5E 00 P2 (ours)."""
-
-    RESET = 0x00  # a new PIN, unblocked, ENABLED
-    RESTORE_INITIAL = 0x01  # 123456, INITIAL
-    CANCEL = 0x02  # DISABLED
 
 
 class Fid(IntEnum):
@@ -196,3 +192,42 @@ class Scheme(StrEnum):
     EMPLOYEE_MEDICAL = "310"  # 职工基本医疗保险
     RESIDENT_MEDICAL = "390"  # 城乡居民基本医疗保险
     RESIDENT_PENSION = "170"  # 城乡居民基本养老保险 (no medical scheme)
+
+
+# The PSAM's (part 9 §9): named here, where the host side (cardio.keysource) and the
+# virtual PSAM (cardio.psam) both find them.
+
+
+class PsamCla(IntEnum):
+    ISO = 0x00  # SELECT, READ BINARY, GET CHALLENGE, GET RESPONSE
+    PROPRIETARY = 0x80  # CIPHER DATA
+    ENVIRONMENT = 0xBF  # INITIALIZE ENVIRONMENT, DELIVERY SESSION KEY
+
+
+class PsamIns(IntEnum):
+    SELECT = 0xA4
+    READ_BINARY = 0xB0
+    GET_CHALLENGE = 0x84
+    GET_RESPONSE = 0xC0
+    INITIALIZE_ENVIRONMENT = 0xEC
+    DELIVERY_SESSION_KEY = 0xDE
+    CIPHER_DATA = 0xFA
+
+
+class PsamFid(IntEnum):
+    MF = 0x3F00
+    ADF = 0xDF01
+    INFO = 0x0015  # 卡片公共信息文件, part 9 §5.2
+    TERMINAL = 0x0016  # 终端信息文件, part 9 §5.3
+    SERIAL = 0x0019  # 终端交易序号文件, part 9 §5.4
+
+
+class CipherOp(IntEnum):
+    """CIPHER DATA's P1, part 9 §9.8.3 table 25."""
+
+    ENCRYPT = 0x00  # no further block
+    ENCRYPT_MORE = 0x02  # further blocks follow
+    MAC = 0x05  # the only block: IV, then the data
+    MAC_FIRST = 0x07  # IV, then the first blocks
+    MAC_NEXT = 0x03
+    MAC_LAST = 0x01

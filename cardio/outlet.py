@@ -1,9 +1,11 @@
 """The service outlet (docs/card.md §5; S6, S13, S14, S16, S17): the operator's side.
 
-It checks the holder's ID against the card before any privileged command, computes
-each command's SM4 MAC with the issuer master key, and records every operation in
-the outlet log (never a PIN). Two front ends use it: `cardio outlet` and
-`pos-terminal --outlet`.
+It checks the holder's ID against the card before any privileged command, then runs
+the reader API's reload and unblock flows (its §6-§7; part 7 §13): the PUK's EXTERNAL
+AUTHENTICATE, a fresh challenge, and `84 24` with the encrypted PIN and the MAC, all
+computed by a key source (the issuer's master keys, or a PSAM: cardio.keysource). Every
+operation goes into the outlet log (never a PIN). Two front ends use it: `cardio
+outlet` and `pos-terminal --outlet`.
 """
 
 from __future__ import annotations
@@ -22,29 +24,33 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from cardio import identity, mac, pin, resources, sw
+from cardio import api_codes, identity, issuer, pin, resources, sw
 from cardio.errors import CardioError
-from cardio.model import Ins, OutletPin
+from cardio.issuer import KeyName
+from cardio.keysource import KeySource, MasterKeySource
+from cardio.model import Ins
 from cardio.pin_policy import Violation, check_new_pin
-from cardio.protocol import CardInfo, SocialSecurityCard
+from cardio.protocol import CardInfo, CounterfeitCardError, SocialSecurityCard
 from cardio.readers.base import Reader
-from cardio.resources import file_kind, private_folders, read_key
+from cardio.resources import file_kind, private_folders
 from cardio.sw import Sw
 
 
 class Operation(StrEnum):
     RESET_PIN = "reset-pin"  # 密码重置 / 解锁: new PIN, tries at limit, ENABLED (S6, S17)
     RESTORE_INITIAL = "restore-initial"  # 恢复为原始密码: 123456, INITIAL (S14)
-    CANCEL_PIN = "cancel-pin"  # 取消密码: DISABLED (S16)
+    CANCEL_PIN = "cancel-pin"  # 取消密码: the PIN emptied, DISABLED (S16)
     ACTIVATE = "activate"  # 激活 (S13)
+    UNBLOCK = "unblock"  # 解锁 only: tries at the limit, the PIN unchanged
 
 
-# INS, P2 of each operation's command (docs/card.md §5)
+# INS, P2 of each operation's command (docs/card.md §5; part 5 §6.8 table 25)
 _COMMANDS: dict[Operation, tuple[int, int]] = {
-    Operation.RESET_PIN: (Ins.OUTLET_PIN, OutletPin.RESET),
-    Operation.RESTORE_INITIAL: (Ins.OUTLET_PIN, OutletPin.RESTORE_INITIAL),
-    Operation.CANCEL_PIN: (Ins.OUTLET_PIN, OutletPin.CANCEL),
-    Operation.ACTIVATE: (Ins.OUTLET_ACTIVATE, 0x00),
+    Operation.RESET_PIN: (Ins.CHANGE_REFERENCE, 0x01),
+    Operation.RESTORE_INITIAL: (Ins.CHANGE_REFERENCE, 0x01),
+    Operation.CANCEL_PIN: (Ins.CHANGE_REFERENCE, 0x01),  # no PIN data: the PIN is emptied
+    Operation.ACTIVATE: (Ins.OUTLET_ACTIVATE, 0x00),  # ours (docs/card.md §9)
+    Operation.UNBLOCK: (Ins.CHANGE_REFERENCE, 0x00),
 }
 
 
@@ -60,14 +66,37 @@ class IdMismatchError(OutletError):
     def __init__(self) -> None:
         super().__init__(
             "the ID number does not match the card's holder; nothing was sent "
-            "to the card: check the ID document and the card"
+            "to change the card: check the ID document and the card"
         )
 
 
 class WrongKeyError(OutletError):
+    def __init__(self, tries_left: int | None = None) -> None:
+        left = "" if tries_left is None else f" ({tries_left} tries left on the card)"
+        super().__init__(
+            f"the card refused the outlet's key{left}: the master keys or the PSAM are "
+            "not this card's issuer's; check --key or --psam"
+        )
+
+
+class NotOurCardError(WrongKeyError):
+    api_code = api_codes.ApiCode.NOT_GENUINE  # the reader API's -21
+
+    def __init__(self, info: CardInfo | None = None) -> None:
+        OutletError.__init__(
+            self,
+            "the card failed the authenticity check with this outlet's keys: it is "
+            "counterfeit or from another issuer; nothing was sent to change it (check "
+            "--key or --psam)",
+        )
+        self.info = info  # what the card says of itself, unchecked: for the log
+
+
+class KeyLockedError(OutletError):
     def __init__(self) -> None:
         super().__init__(
-            "the card refused the MAC: the master key is wrong for this card; check --key"
+            "the card's unblocking key is locked after too many wrong keys; "
+            "send the card back to its issuer"
         )
 
 
@@ -79,8 +108,9 @@ class PinPolicyError(OutletError):
         self.violation = violation
 
 
-def load_key(path: Path) -> bytes:
-    """The issuer master key from a key file that only its owner can read."""
+def load_key(path: Path) -> KeySource:
+    """The issuer's master keys (cardio/issuer.py's JSON file) from a file that only its
+    owner can read."""
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
@@ -101,15 +131,15 @@ def load_key(path: Path) -> bytes:
             f"{path} can be read by others; make it private (chmod 600 {path}) and try again"
         )
     try:
-        return read_key(path)
-    except (OSError, ValueError) as e:
+        return MasterKeySource(issuer.load_issuer(path))
+    except issuer.IssuerFileError as e:
         raise KeyFileError(str(e)) from None
 
 
-def fixture_master_key() -> bytes:
-    """The public test key of the fixture cards, only when asked for (--test-key). It is
-    public, so its file's mode does not matter (a git checkout makes it 0644)."""
-    return resources.fixture_master_key()
+def fixture_master_key() -> KeySource:
+    """The public test issuer of the fixture cards, only when asked for (--test-key). It
+    is public, so its file's mode does not matter (a git checkout makes it 0644)."""
+    return MasterKeySource(issuer.fixture_issuer())
 
 
 def same_id(given: str, on_card: str | None) -> bool:
@@ -312,7 +342,7 @@ class Outlet:
     def __init__(
         self,
         reader: Reader,
-        master_key: bytes,
+        keys: KeySource,
         *,
         operator: str,
         log: OutletLog,
@@ -321,14 +351,22 @@ class Outlet:
         self.reader = reader
         self._phone_of = phone_of  # S15's phone rule, where the outlet knows the phone
         self.card = SocialSecurityCard(reader)
-        self._master_key = master_key
+        self._keys = keys
         self.operator = operator
         self.log = log
 
     def read(self) -> CardInfo:
-        """A fresh session, and the card's facts."""
+        """A fresh session, and the card's facts, the card checked first (part 7 §5.4:
+        INTERNAL AUTHENTICATE; RKSSSE opens a 3.00 card's holder data for the ID check).
+        Keys of another issuer must not cost the card's PUK a try, and a counterfeit
+        gets nothing: NotOurCardError, nothing sent that changes the card."""
         self.reader.reset()
-        return self.card.read_info()
+        try:
+            return self.card.read_info(self._keys, scheme=False)
+        except CounterfeitCardError:
+            pass
+        self.reader.reset()  # what it says of itself, unchecked, names it in the log
+        raise NotOurCardError(self.card.read_info(None, scheme=False))
 
     def run(self, operation: Operation, id_number: str, new_pin: str | None = None) -> Outcome:
         """Check the holder's ID against the card (凭本人身份证件), then the operation."""
@@ -337,25 +375,30 @@ class Outlet:
         info: CardInfo | None = None
         sent = False
         try:
-            info = self.read()
+            try:
+                info = self.read()
+            except NotOurCardError as e:
+                info = e.info
+                raise
             if not same_id(id_number, info.ssn):
                 raise IdMismatchError()
-            body = b""
+            chosen: str | None = None
             if operation is Operation.RESET_PIN:
                 phone = self._phone_of(info.ssn) if info.ssn else None
-                body = self._checked_new_pin(new_pin, info, phone)
-            if info.identification_code is None:
-                raise OutletError(
-                    "the card has no identification code to derive its key "
-                    "from; it is not a card this outlet serves"
-                )
-            key = mac.card_key(self._master_key, info.identification_code)
+                chosen = self._checked_new_pin(new_pin, info, phone)
+            elif operation is Operation.RESTORE_INITIAL:
+                chosen = pin.INITIAL_PIN
+            card = self.card.identity(info.identification_code)
             ins, p2 = _COMMANDS[operation]
             # The intent is on disk before the card can change; if it cannot be written,
             # OutletLogError: the command is not sent.
             self.log.record(self.operator, operation, info, STARTED, op=op, id_number=id_number)
             sent = True
-            status = self.card.protected(key, ins, p2, body)
+            status = self.card.external_authenticate(self._keys, KeyName.PUK, card)
+            meaning = _key_meaning(status)
+            if status == Sw.OK:
+                status = self.card.secure(self._keys, KeyName.PUK, card, ins, p2, chosen)
+                meaning = sw.meaning(status)
         except OutletLogError:
             raise
         except OutletError as e:
@@ -364,9 +407,13 @@ class Outlet:
         except Exception as e:
             self._result(operation, info, id_number, f"failed: {e}", op, sent)
             raise
-        self._result(operation, info, id_number, f"{status:04X} {sw.meaning(status)}", op, sent)
+        self._result(operation, info, id_number, f"{status:04X} {meaning}", op, sent)
         if status == Sw.MAC_WRONG:
             raise WrongKeyError()
+        if (left := sw.tries_left(status)) is not None:
+            raise WrongKeyError(left)
+        if status == Sw.PIN_BLOCKED:
+            raise KeyLockedError()
         if status != Sw.OK:
             raise OutletError(
                 f"the card answered {status:04X} ({sw.meaning(status)}); nothing was changed"
@@ -398,13 +445,23 @@ class Outlet:
             ) from e
 
     @staticmethod
-    def _checked_new_pin(new_pin: str | None, info: CardInfo, phone: str | None) -> bytes:
+    def _checked_new_pin(new_pin: str | None, info: CardInfo, phone: str | None) -> str:
         if new_pin is None:
             raise OutletError("a PIN reset needs the new PIN; ask the holder to enter it")
         violation = check_new_pin(new_pin, birth_date=info.birth_date, phone=phone)
         if violation is not None:
             raise PinPolicyError(violation)
-        return pin.encode(new_pin)
+        pin.check_format(new_pin)
+        return new_pin
+
+
+def _key_meaning(status: int) -> str:
+    """EXTERNAL AUTHENTICATE's answer in words: its 63Cx counts the key's tries, not a PIN's."""
+    if (left := sw.tries_left(status)) is not None:
+        return f"outlet key refused, {left} tries left"
+    if status == Sw.PIN_BLOCKED:
+        return "the card's PUK is locked"
+    return sw.meaning(status)
 
 
 def ask_new_pin(prompt: str = "New PIN: ", again: str = "New PIN again: ") -> str:

@@ -41,3 +41,19 @@ def decode(block: bytes) -> str | None:
 def change_block(old: str, new: str) -> bytes:
     """Data of CHANGE PIN (80 5E 01 00): old(3) || FF || new(3)."""
     return encode(old) + bytes((CHANGE_SEPARATOR,)) + encode(new)
+
+
+# The standard's PIN coding (part 5 §6.3, §6.14): compressed numeric, two digits a
+# byte, an odd last digit followed by F; 4 to 16 digits (the reader API's range).
+CN_DIGITS = range(4, 17)
+_PAD = "f"
+
+
+def decode_cn(block: bytes) -> str | None:
+    """12 34 5F -> '12345'; None unless 4-16 decimal digits, F only as the last nibble."""
+    text = block.hex()
+    if text.endswith(_PAD):
+        text = text[:-1]
+    if len(text) not in CN_DIGITS or not text.isdigit():
+        return None
+    return text

@@ -8,13 +8,16 @@ answer the emulator conventions (6D00 / 6A82 / 6A88): the facts are then None.
 from __future__ import annotations
 
 import datetime as dt
+import hmac
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cardio import api_codes, mac, pin, sw
+from cardio import api_codes, pin, sw
 from cardio.apdu import command, split_response
 from cardio.errors import CardioError
-from cardio.mac import CHALLENGE_LENGTH
+from cardio.issuer import SPEC, KeyName
+from cardio.keysource import CardIdentity, KeySource
 from cardio.model import (
     CHANGE_PIN,
     LIFE_CYCLE_BYTES,
@@ -23,6 +26,7 @@ from cardio.model import (
     PIN_STATUS_LENGTH,
     PIN_STATUS_TAG,
     SSSE_NAME,
+    Algorithm,
     Cla,
     Fid,
     Ins,
@@ -45,6 +49,18 @@ class NotASocialSecurityCard(CardioError):
 
     def __init__(self) -> None:
         super().__init__("this is not a social security card; insert the holder's 社会保障卡")
+
+
+class CounterfeitCardError(CardioError):
+    """The card's INTERNAL AUTHENTICATE answer is not what its issuer's keys give."""
+
+    api_code = api_codes.ApiCode.NOT_GENUINE  # reader API appendix A
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this card failed the authenticity check: it is counterfeit or from another "
+            "issuer; hand it back and do not accept it"
+        )
 
 
 class CardCommandError(CardioError):
@@ -127,6 +143,43 @@ class PinOutcome:
         return None if self.ok else api_codes.of_pin_sw(self.sw)
 
 
+CHALLENGE_LENGTH = 8  # every GET CHALLENGE the host sends (part 4 §8.4.1 recommends 8)
+RANDOM_LENGTH = 8  # INTERNAL / EXTERNAL AUTHENTICATE's halves (part 5 §6.4, §6.7)
+_FCI_ALGORITHM = bytes.fromhex("9F0C")  # the SSSE FCI's issuer data, with 86 01 xx inside
+_ALGORITHM_TAG = 0x86
+
+
+def algorithm_of(fci: bytes, identification_code: bytes | None) -> Algorithm | None:
+    """The card's algorithm: `9F0C { 86 01 xx }` in the SSSE's FCI; without it, the reader
+    API's rule (§10.1): a Beijing card (region 11...) SSF33, any other DES."""
+    at = fci.find(_FCI_ALGORITHM)
+    if at >= 0:
+        inner = fci[at + 3 : at + 3 + fci[at + 2]] if at + 2 < len(fci) else b""
+        if len(inner) >= 3 and inner[0] == _ALGORITHM_TAG and inner[1] == 1:
+            try:
+                return Algorithm(inner[2])
+            except ValueError:
+                return None
+    if identification_code is None:
+        return None
+    return Algorithm.SSF33 if identification_code[:1] == b"\x11" else Algorithm.DES
+
+
+def historical_of(atr: bytes) -> bytes:
+    """An ATR's historical bytes (ISO 7816-3 §8.2): T0's low nibble counts them, after
+    the interface bytes that T0 and each TDi announce."""
+    if len(atr) < 2:
+        return b""
+    count, at, indicator = atr[1] & 0x0F, 2, atr[1]
+    while True:
+        present = [indicator & bit for bit in (0x10, 0x20, 0x40, 0x80)]
+        at += sum(1 for p in present if p)
+        if not present[3] or at - 1 >= len(atr):
+            break
+        indicator = atr[at - 1]
+    return atr[at : at + count]
+
+
 def _cn(value: bytes) -> str:
     """A cn item as its digits: packed BCD, a short value padded with F (V2.0 §7)."""
     return value.hex().upper().rstrip("F")
@@ -160,6 +213,7 @@ RECORD_LE: dict[int, int] = {
     Tag.BIRTH_DATE: 2 + 4,
     MedicalTag.SCHEME: 2 + 8,
 }
+V3 = "3.00"  # a 3.00 card's holder data is read under RKSSSE (reader API §10.2)
 SCHEME_LENGTH = 3  # DF04/EF05 tag 81: characters 1-3 are the scheme code (V2.0 §8.5.1.1)
 
 
@@ -204,17 +258,20 @@ class SocialSecurityCard:
 
     def __init__(self, reader: Reader) -> None:
         self.reader = reader
+        self.fci = b""  # the SSSE's, from the last select_application
 
     def _send(self, apdu: bytes) -> tuple[bytes, int]:
         return split_response(self.reader.transmit(apdu))
 
     def select_application(self) -> None:
-        """Part 5 §6.11 (table 34: Le 00): the SSSE by its DF name; the FCI is not used."""
-        _, status = self._send(
+        """Part 5 §6.11 (table 34: Le 00): the SSSE by its DF name; its FCI says the
+        card's algorithm (part 7 §5.3)."""
+        fci, status = self._send(
             command(Cla.ISO, Ins.SELECT, SelectBy.NAME, SelectResponse.FCI, SSSE_NAME, le=0)
         )
         if status != Sw.OK:
             raise NotASocialSecurityCard()
+        self.fci = fci
 
     def select_ef(self, fid: Fid) -> int:
         """An EF of the current DF, P1=02 (part 5 §6.11.2 table 35); no FCI comes back.
@@ -257,11 +314,14 @@ class SocialSecurityCard:
             wanted.insert(wanted.index(Tag.NAME) + 1, Tag.NAME_EXTENSION)
         return self.read_file(Fid.EF06, wanted)
 
-    def read_scheme(self) -> str | None:
+    def read_scheme(
+        self, keys: KeySource | None = None, card: CardIdentity | None = None
+    ) -> str | None:
         """DF04 (medical insurance) selected by its AID (V2.0 §5.1 table 2), its EF05,
         record 81 by identifier: the scheme code is its first three characters
-        (V2.0 §8.5.1.1). None when the card has no such application or record, or
-        will not let it be read (on a real card: PIN or RK1DF04, V2.0 table 7).
+        (V2.0 §8.5.1.1). The file is read after the PIN or RK1DF04 (V2.0 table 7): with
+        a key source, RK1DF04's EXTERNAL AUTHENTICATE first. None when the card has no
+        such application or record, or will not let it be read.
 
         The SSSE is selected again afterwards: the PIN is verified there, before any
         application is selected (part 7 §5), and VERIFY must not find DF04 current."""
@@ -270,6 +330,8 @@ class SocialSecurityCard:
         )
         if status != Sw.OK:
             return None
+        if keys is not None and card is not None:
+            self.external_authenticate(keys, KeyName.RK1DF04, card)  # else: 6982 below
         text = _text(self.read_file(Fid.EF05, (MedicalTag.SCHEME,))[MedicalTag.SCHEME])
         self.select_application()
         return text[:SCHEME_LENGTH] if text else None
@@ -290,22 +352,44 @@ class SocialSecurityCard:
                 left,
                 limit,
             )
-        # Never a guessed PIN: the empty VERIFY costs no try.
+        # Never a guessed PIN: the empty VERIFY costs no try. 9000 from a card whose PIN
+        # was not verified in this session: it holds none (part 5 §6.14.5, part 7 §5.6).
         _, status = self._send(command(Cla.ISO, Ins.VERIFY, 0x00, 0x00))
+        if status == Sw.OK:
+            return PinStatus(LifeCycle.ACTIVE, PinState.DISABLED, None, None)
         if status == Sw.PIN_BLOCKED:
             return PinStatus(LifeCycle.ACTIVE, None, 0, None)
         if status == Sw.CONDITIONS_NOT_SATISFIED:
             return PinStatus(LifeCycle.NOT_ACTIVATED, None, None, None)
         return PinStatus(None, None, sw.tries_left(status), None)
 
-    def read_info(self) -> CardInfo:
-        """Everything the terminal decides on, read in one go (docs/card.md §8)."""
+    def check_card(self, keys: KeySource, ident: bytes | None, version: str | None) -> CardIdentity:
+        """Part 7 §5.4 and the reader API §1.1.3: the card proves it is genuine (INTERNAL
+        AUTHENTICATE; CounterfeitCardError if not) before anything else is asked of it,
+        and on a 3.00 card RKSSSE opens the holder's data (EF06, reader API §10.2)."""
+        card = self.identity(ident)
+        self.authenticate_card(keys, card)
+        if version == V3:
+            status = self.external_authenticate(keys, KeyName.RKSSSE, card)
+            if status != Sw.OK:
+                raise CardCommandError(status, "the card refused the terminal's key (RKSSSE)")
+        return card
+
+    def read_info(self, keys: KeySource | None = None, *, scheme: bool = True) -> CardInfo:
+        """Everything the terminal decides on, read in one go (docs/card.md §8). With a
+        key source (a PSAM), the card is checked first (check_card). `scheme=False`
+        leaves DF04 alone (the outlet decides nothing on it)."""
         self.select_application()
         card = self.read_file(
             Fid.EF05,
             (Tag.IDENTIFICATION_CODE, Tag.CATEGORY, Tag.SPEC_VERSION, Tag.CARD_NUMBER),
         )
         version = _text(card[Tag.SPEC_VERSION])
+        identity = (
+            self.check_card(keys, card[Tag.IDENTIFICATION_CODE].value, version)
+            if keys is not None
+            else None
+        )
         holder = self.read_holder((Tag.SSN, Tag.NAME, Tag.BIRTH_DATE), version)
         born = holder[Tag.BIRTH_DATE].value
         return CardInfo(
@@ -315,15 +399,17 @@ class SocialSecurityCard:
             ssn=_text(holder[Tag.SSN]),
             name=full_name(holder[Tag.NAME], holder.get(Tag.NAME_EXTENSION)),
             birth_date=_bcd_date(born) if born else None,
-            scheme=self.read_scheme(),
+            scheme=self.read_scheme(keys, identity) if scheme else None,
             status=self.pin_status(),
             spec_version=version,
         )
 
-    def read_basics(self) -> Basics:
+    def read_basics(self, keys: KeySource | None = None) -> Basics:
         """What the reader API's iReadCardBas reads (its §1.1.3 (7)): EF05 01, 03, 05,
-        06, 07 and EF06 08, 09 (+ 4E). A record that cannot be read is an error with the
-        card's status word (CardCommandError), as the API reports it."""
+        06, 07 and EF06 08, 09 (+ 4E); with a key source, after the card's check (its
+        §1.1.3 (6): INTERNAL AUTHENTICATE, and RKSSSE on a 3.00 card). A record that
+        cannot be read is an error with the card's status word (CardCommandError), as the
+        API reports it."""
         self.select_application()
         wanted = (
             Tag.IDENTIFICATION_CODE,
@@ -334,6 +420,8 @@ class SocialSecurityCard:
         )
         card = self.read_file(Fid.EF05, wanted)
         version = _text(card[Tag.SPEC_VERSION])
+        if keys is not None:
+            self.check_card(keys, card[Tag.IDENTIFICATION_CODE].value, version)
         holder = self.read_holder((Tag.SSN, Tag.NAME), version)
         for tag, read in (*card.items(), *holder.items()):
             if read.value is None and tag != Tag.NAME_EXTENSION:
@@ -362,11 +450,53 @@ class SocialSecurityCard:
             raise CardCommandError(status, "the card gave no challenge")
         return data
 
-    def protected(self, key: bytes, ins: int, p2: int, body: bytes = b"") -> int:
-        """A MAC-protected service-outlet command (docs/card.md §5): a fresh challenge,
-        then the command whose MAC chains from it. Returns the status word."""
+    def identity(self, identification_code: bytes | None) -> CardIdentity:
+        """What a key source needs: the algorithm (the SSSE's FCI), the identification
+        code (EF05 01) and the ATR's historical bytes (the card factor, part 9 §7.3.3)."""
+        algorithm = algorithm_of(self.fci, identification_code)
+        historical = historical_of(self.reader.peek_atr() or b"")
+        if identification_code is None or algorithm is None or len(historical) != 13:
+            raise CardioError(
+                "the card does not say its algorithm, identification code or card serial; "
+                "it cannot be checked: hand it back"
+            )
+        return CardIdentity(algorithm, identification_code, historical)
+
+    def authenticate_card(self, keys: KeySource, card: CardIdentity) -> None:
+        """Part 7 §5.4: INTERNAL AUTHENTICATE with fresh random data; the answer must be
+        what the issuer's keys give for this card, else CounterfeitCardError."""
+        r1, r2 = secrets.token_bytes(RANDOM_LENGTH), secrets.token_bytes(RANDOM_LENGTH)
+        expected = keys.internal_auth(card, r1, r2)
+        answer, status = self._send(
+            command(Cla.ISO, Ins.INTERNAL_AUTHENTICATE, 0x00, 0x00, r1 + r2, le=0)
+        )
+        if status != Sw.OK or not hmac.compare_digest(answer, expected):
+            raise CounterfeitCardError()
+
+    def external_authenticate(self, keys: KeySource, key: KeyName, card: CardIdentity) -> int:
+        """Part 7 §6.4-§6.6: a challenge, then the key's cryptogram over fresh raw data.
+        Returns the status word (63Cx: the key's tries left; 6983: the key is locked)."""
         challenge = self.get_challenge()
-        apdu = mac.protect(key, challenge, Cla.SECURE_MESSAGING, ins, 0x00, p2, body)
+        raw = secrets.token_bytes(RANDOM_LENGTH)
+        cryptogram = keys.external_auth(key, card, challenge, raw)
+        _, status = self._send(
+            command(Cla.ISO, Ins.EXTERNAL_AUTHENTICATE, 0x00, SPEC[key].reference, cryptogram + raw)
+        )
+        return status
+
+    def secure(
+        self,
+        keys: KeySource,
+        key: KeyName,
+        card: CardIdentity,
+        ins: int,
+        p2: int,
+        new_pin: str | None = None,
+    ) -> int:
+        """A MAC-protected command (part 4 §8; part 7 §13): a fresh challenge, then the
+        command under its session key; with `new_pin`, the encrypted PIN. Returns the SW."""
+        challenge = self.get_challenge()
+        apdu = keys.secure_apdu(key, card, challenge, Cla.SECURE_MESSAGING, ins, 0x00, p2, new_pin)
         _, status = self._send(apdu)
         return status
 

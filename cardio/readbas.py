@@ -12,7 +12,7 @@ Eleven fields, each followed by `|` (the last one too):
  7 spec version (EF05 03)
  8 issue date, CCYYMMDD (EF05 05)
  9 expiry date, CCYYMMDD (EF05 06)
-10 terminal number: read from the PSAM. We have no PSAM, so it is 12 zeros: what the
+10 terminal number: read from the PSAM (--psam); without one, 12 zeros: what the
    API's reading without a PSAM (iReadCardBas_HSM_Step2, §1.3.2 note) answers
 11 terminal device number: none, so empty (API §1.1.2 note)
 
@@ -67,7 +67,7 @@ class BasicInfo:
     device_number: str
 
     @classmethod
-    def of(cls, basics: Basics, atr: bytes) -> BasicInfo:
+    def of(cls, basics: Basics, atr: bytes, terminal_number: str | None = None) -> BasicInfo:
         return cls(
             region_code=basics.identification_code[:REGION_BYTES].hex().upper(),
             ssn=basics.ssn,
@@ -78,7 +78,7 @@ class BasicInfo:
             spec_version=basics.spec_version,
             issue_date=basics.issue_date,
             expiry_date=basics.expiry_date,
-            terminal_number=NO_PSAM_TERMINAL_NUMBER,
+            terminal_number=terminal_number or NO_PSAM_TERMINAL_NUMBER,
             device_number=NO_DEVICE_NUMBER,
         )
 

@@ -30,55 +30,6 @@ def data_dir(kind: str) -> Path:
     return packaged if packaged.is_dir() else _SOURCE_FIXTURES / kind
 
 
-MAX_KEY_FILE_BYTES = 64 * 1024  # a key file is one line of hex and some comments
-
-
-def read_key(path: Path) -> bytes:
-    """A 16-byte SM4 key written as hex; '#' starts a comment.
-
-    Raises UnusableFileError whose message is one sentence naming the file.
-    """
-    try:
-        # NONBLOCK: a fifo given as the key file must not hang us; it is refused below.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise UnusableFileError(
-                    f"{path} is not a regular file "
-                    f"({file_kind(os.fstat(fd).st_mode)}); give the key file"
-                )
-            raw = f.read(MAX_KEY_FILE_BYTES + 1)
-    except OSError as e:
-        raise UnusableFileError(
-            f"{path} cannot be read ({e.strerror}); check the key file and its permissions"
-        ) from None
-    if len(raw) > MAX_KEY_FILE_BYTES:
-        raise UnusableFileError(f"{path} is too large to be a key file; give the key file")
-    try:
-        text = raw.decode("ascii")
-    except UnicodeDecodeError:
-        raise UnusableFileError(
-            f"{path}: a key file holds only ASCII hex digits and '#' comments; "
-            "check that this is the key file"
-        ) from None
-    lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
-    text = "".join(lines).replace(" ", "")
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        raise UnusableFileError(f"{path}: the key must be written in hex digits") from None
-    if len(key) != 16:
-        raise UnusableFileError(f"{path}: an SM4 key is 16 bytes (32 hex digits), found {len(key)}")
-    return key
-
-
-TEST_MASTER_KEY_FILE = "TEST-ONLY-master-key.hex"
-
-
-def fixture_master_key() -> bytes:
-    return read_key(data_dir("keys") / TEST_MASTER_KEY_FILE)
-
-
 def user_dir() -> Path:
     """Where the user's own files go (default card, host database, outlet log).
 

@@ -253,12 +253,28 @@ def mac(alg: Algorithm, session_key: bytes, data: bytes) -> bytes:
     For a command, `data` is CLA INS P1 P2 Lc || data field, Lc counting the MAC too.
     """
     _check_session_key(alg, session_key)
+    return mac_with_iv(alg, session_key, bytes(block_size(alg)), mac_padding(alg, data))
+
+
+def mac_with_iv(alg: Algorithm, session_key: bytes, iv: bytes, padded: bytes) -> bytes:
+    """The 4-byte MAC of data already padded to whole blocks, chained from `iv`.
+
+    What a PSAM's CIPHER DATA computes for P1 05 (part 9 §9.8.2: the first block of the
+    command data is the initial value; §7.1.3 / §7.2.3 steps 5-6): CBC from `iv` over
+    `padded`, then DES the last block's left 4 bytes, SM4 its four 4-byte pieces XORed.
+    `mac` is this with a zero IV over `mac_padding(data)` (part 4 §8.2.4).
+    """
+    _check_session_key(alg, session_key)
     size = block_size(alg)
+    if len(iv) != size:
+        raise SecurityInputError(f"a {alg.name} MAC's initial value is {size} bytes, not {len(iv)}")
+    if not padded or len(padded) % size:
+        raise SecurityInputError(f"MAC data for {alg.name} is padded to whole {size}-byte blocks")
     from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
-    # CBC from a zero IV (step 1): O1 = E(D1), Oi = E(Oi-1 xor Di); only the last counts.
-    encryptor = Cipher(_cipher(alg, session_key), modes.CBC(bytes(size))).encryptor()
-    last = (encryptor.update(mac_padding(alg, data)) + encryptor.finalize())[-size:]
+    # CBC (step 1): O1 = E(IV xor D1), Oi = E(Oi-1 xor Di); only the last block counts.
+    encryptor = Cipher(_cipher(alg, session_key), modes.CBC(iv)).encryptor()
+    last = (encryptor.update(padded) + encryptor.finalize())[-size:]
     if size == 8:
         return last[:MAC_LENGTH]
     folded = bytes(MAC_LENGTH)

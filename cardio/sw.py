@@ -20,6 +20,7 @@ class Sw(IntEnum):
     # file. A real card answers 6581 when its EEPROM write fails, and nothing was compared.
     MEMORY_FAILURE = 0x6581
     WRONG_LENGTH = 0x6700
+    NOT_ACCEPTED = 0x6901  # command not accepted in this state (a PSAM's 80 FA first)
     INCOMPATIBLE_FILE = 0x6981  # READ RECORD on a file that holds no records
     SECURITY_NOT_SATISFIED = 0x6982  # a file read under a key not yet authenticated
     PIN_BLOCKED = 0x6983
@@ -29,8 +30,10 @@ class Sw(IntEnum):
     MAC_MISSING = 0x6987
     MAC_WRONG = 0x6988
     WRONG_DATA = 0x6A80
+    FUNCTION_NOT_SUPPORTED = 0x6A81  # e.g. a key operation under an algorithm we lack
     FILE_NOT_FOUND = 0x6A82
     RECORD_NOT_FOUND = 0x6A83
+    LC_INCONSISTENT = 0x6A85  # UPDATE RECORD: Lc does not match the record's TLV
     WRONG_P1P2 = 0x6A86
     DATA_NOT_FOUND = 0x6A88
     WRONG_OFFSET = 0x6B00  # READ BINARY past the end of the EF (part 5 table 30)
@@ -39,12 +42,14 @@ class Sw(IntEnum):
     # Not in the first contract either: an emulator bug. Hypothesis tests make sure no
     # input reaches it.
     NO_DIAGNOSIS = 0x6F00
+    APPLICATION_BLOCKED = 0x9303  # after APPLICATION BLOCK, for good (part 5 §6.1)
 
 
 MEANINGS: dict[int, str] = {
     Sw.OK: "success",
     Sw.MEMORY_FAILURE: "memory failure",
     Sw.WRONG_LENGTH: "wrong length",
+    Sw.NOT_ACCEPTED: "command not accepted",
     Sw.INCOMPATIBLE_FILE: "command incompatible with the file structure",
     Sw.SECURITY_NOT_SATISFIED: "security status not satisfied",
     Sw.PIN_BLOCKED: "PIN blocked",
@@ -54,14 +59,17 @@ MEANINGS: dict[int, str] = {
     Sw.MAC_MISSING: "MAC missing",
     Sw.MAC_WRONG: "MAC wrong",
     Sw.WRONG_DATA: "wrong data",
+    Sw.FUNCTION_NOT_SUPPORTED: "function not supported",
     Sw.FILE_NOT_FOUND: "file not found",
     Sw.RECORD_NOT_FOUND: "record not found",
+    Sw.LC_INCONSISTENT: "Lc inconsistent with the TLV",
     Sw.WRONG_P1P2: "wrong P1/P2",
     Sw.DATA_NOT_FOUND: "referenced data not found",
     Sw.WRONG_OFFSET: "offset outside the EF",
     Sw.INS_NOT_SUPPORTED: "INS not supported",
     Sw.CLA_NOT_SUPPORTED: "CLA not supported",
     Sw.NO_DIAGNOSIS: "no precise diagnosis",
+    Sw.APPLICATION_BLOCKED: "application blocked",
 }
 
 # The families: a fixed high part, a number in the low bits.

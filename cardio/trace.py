@@ -3,11 +3,11 @@
 Used by the CLI (`send`, `script`), the vpcd bridge log (`serve -v`) and the
 terminal's trace (its file and the F12 pane), so one rule decides what is masked.
 Responses never carry PINs. A command is secret when it may carry a PIN (VERIFY,
-CHANGE / RESET REFERENCE DATA, the PBOC-style PIN change) or a MAC (secure messaging,
-CLA 84): a MAC over a PIN, with the card's challenge from the same trace and the
-issuer key, gives the 6-digit PIN back by brute force in seconds. Of a secret command
-only CLA INS P1 P2 and a length that matches the command stay visible (and the FF
-between the old and new PIN of a plain CHANGE PIN, a constant); when the length
+CHANGE / RESET REFERENCE DATA, the PBOC-style PIN change, a PSAM's CIPHER DATA) or a
+MAC (secure messaging, CLA 84): a MAC over a PIN, with the card's challenge from the
+same trace and the issuer key, gives the 6-digit PIN back by brute force in seconds.
+Of a secret command only CLA INS P1 P2 and a length that matches the command stay
+visible (and the FF between the old and new PIN of a plain CHANGE PIN, a constant); when the length
 does not match (a forgotten Lc, say), everything after the header is masked, since the
 byte where Lc should be may be a PIN digit.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cardio import api_codes
 from cardio.apdu import to_hex
-from cardio.model import PIN_INS, Ins
+from cardio.model import PIN_INS, Ins, PsamCla, PsamIns
 from cardio.pin import CHANGE_SEPARATOR
 
 MASK = "**"
@@ -37,9 +37,16 @@ def _secure_messaging(cla: int) -> bool:
     return bool(cla & 0x0C)
 
 
+_CIPHER_DATA = (PsamCla.PROPRIETARY, PsamIns.CIPHER_DATA)  # a PSAM encrypts PIN blocks
+
+
 def secret(command: bytes) -> bool:
-    """Whether the command may carry a PIN or a MAC."""
-    return len(command) > _LC and (command[1] in PIN_INS or _secure_messaging(command[0]))
+    """Whether the command may carry a PIN or a MAC (or, to a PSAM, a PIN to encrypt)."""
+    return len(command) > _LC and (
+        command[1] in PIN_INS
+        or _secure_messaging(command[0])
+        or (command[0], command[1]) == _CIPHER_DATA
+    )
 
 
 def _masked(command: bytes) -> set[int]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import random as stdlib_random
 import selectors
 import signal
 import socket
@@ -29,6 +30,9 @@ from types import FrameType
 from cardio.card.card import VirtualCard
 from cardio.card.store import FileStore
 from cardio.errors import CardioError
+from cardio.psam import store as psam_store
+from cardio.psam.card import VirtualPsam
+from cardio.psam.chip import Chip
 from cardio.trace import command_line, response_line
 
 log = logging.getLogger("cardio.serve")
@@ -113,9 +117,9 @@ class ServeError(CardioError):
 
 
 class Bridge:
-    """Answers vpcd's frames with one card."""
+    """Answers vpcd's frames with one card, or one PSAM (docs/psam.md)."""
 
-    def __init__(self, card: VirtualCard, verbose: bool = False) -> None:
+    def __init__(self, card: Chip, verbose: bool = False) -> None:
         self.card = card
         self.verbose = verbose
 
@@ -138,9 +142,13 @@ class Bridge:
             return None
         response = self.card.execute(payload)
         if self.verbose:
-            log.info("%s", command_line(payload))
+            log.info("%s", _psam_line(payload) if self._psam else command_line(payload))
             log.info("%s", response_line(response))
         return response
+
+    @property
+    def _psam(self) -> bool:
+        return isinstance(self.card, VirtualPsam)
 
     def serve(self, sock: socket.socket, guard: StopGuard) -> None:
         """Frames until the peer goes; a malformed frame drops the connection.
@@ -163,6 +171,14 @@ class Bridge:
                     write_frame(sock, reply)
                 finally:
                     guard.waiting = False
+
+
+def _psam_line(command: bytes) -> str:
+    """A PSAM command for the log: CIPHER DATA's data hidden, since a terminal sends the
+    PIN block (LD || PIN || 80 00..) in it to be encrypted (docs/psam.md)."""
+    if len(command) > 5 and command[:2] == b"\x80\xfa":
+        return "> " + " ".join(f"{b:02X}" for b in command[:5]) + " **" * (len(command) - 5)
+    return command_line(command)
 
 
 class Stop(Exception):
@@ -560,6 +576,26 @@ class _Switchboard:
             log.info("card removed from vpcd")
 
 
+@contextlib.contextmanager
+def _inserted(card_path: Path, random_seed: int | None = None) -> Iterator[Chip]:
+    """The file's card or PSAM (`"kind": "psam"`), its file locked while it is served.
+    `random_seed` (tests only, `serve --random-seed`): the card's GET CHALLENGE bytes
+    come from `random.Random(seed)`, so a test can compute them."""
+    if psam_store.is_psam_file(card_path):
+        with psam_store.held(card_path) as state:
+            yield VirtualPsam(state)
+        return
+    with FileStore(card_path) as store:
+        if random_seed is None:
+            yield VirtualCard(store.open(), store)
+        else:
+            log.warning(
+                "--random-seed %d: the card's challenges are predictable (tests only)", random_seed
+            )
+            seeded = stdlib_random.Random(random_seed)  # a test hook: never secret
+            yield VirtualCard(store.open(), store, random=seeded.randbytes)
+
+
 def serve(
     card_path: Path,
     *,
@@ -571,6 +607,7 @@ def serve(
     first_frame_timeout: float = FIRST_FRAME_TIMEOUT,
     frame_timeout: float = FRAME_TIMEOUT,
     backlog: int = BACKLOG,
+    random_seed: int | None = None,
 ) -> int:
     """Run until SIGINT/SIGTERM (or guard.stop()). The card file stays locked meanwhile.
 
@@ -583,8 +620,7 @@ def serve(
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, guard.handle)
     try:
-        with FileStore(card_path) as store:
-            card = VirtualCard(store.open(), store)
+        with _inserted(card_path, random_seed) as card:
             bridge = Bridge(card, verbose)
             try:
                 if listen is not None:

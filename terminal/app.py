@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from textual.app import AutopilotCallbackType
     from textual.timer import Timer
 
+    from cardio.keysource import KeySource
     from cardio.outlet import Operation
     from cardio.readers.base import CardEvent, Reader
     from host.api import SettlementHost
@@ -73,6 +74,7 @@ class Options:
     phones: dict[str, str] | None = None
     outlet: OutletSetup | None = None
     host: SettlementHost | None = None  # None: payments end at the card's authorisation
+    keys: KeySource | None = None  # the PSAM each card is checked with; None: no check
     terminal_id: str = "POS-0001"
     receipts: Path | None = None
     timeout: float = DEFAULT_TIMEOUT  # the holder's time on a prompt; 0: no limit
@@ -118,6 +120,7 @@ class PosApp(App[None], inherit_bindings=False):
         self.equipment = Equipment(
             reader,
             host=options.host,
+            keys=options.keys,
             terminal_id=options.terminal_id,
             receipts=options.receipts,
             outlet=options.outlet,
@@ -593,6 +596,7 @@ def menu_choices(*, outlet: bool) -> dict[str, Purpose | Operation]:
             "2": Operation.RESTORE_INITIAL,
             "3": Operation.CANCEL_PIN,
             "4": Operation.ACTIVATE,
+            "5": Operation.UNBLOCK,
         }
     from terminal.flow.pharmacy import Purpose
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from cardio.card import store
 from cardio.errors import Exit, UsageError
+from cardio.psam_source import open_psam
 from cardio.readers.virtual import VirtualReader
 from cardio.resources import open_private_log, private_folders, read_small_file, user_dir
 from cardio.usage import OneLineParser, run_command
@@ -27,10 +28,12 @@ from terminal.rules import Settings
 # Imported only when needed: the card profiles (to make the default card), the host's
 # SQLite (by open_host), the outlet (--outlet), PC/SC (--reader).
 if TYPE_CHECKING:
+    from cardio.keysource import KeySource
     from cardio.readers.base import Reader
     from host.api import SettlementHost
 
 DEFAULT_PROFILE = "employee-new"
+NO_PSAM_ID = "POS-0001"  # a terminal without a PSAM has no terminal number of its own
 DEFAULT_UPGRADE_DATE = dt.date(2020, 4, 13)  # S8: in the past, so the upgrade is in force
 
 
@@ -122,6 +125,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--card", metavar="PATH", help="a card file (virtual card)")
     where.add_argument("--reader", metavar="NAME|INDEX", help="a PC/SC reader")
+    psam = p.add_mutually_exclusive_group()
+    psam.add_argument(
+        "--psam",
+        metavar="FILE|READER",
+        help="the PSAM each card is checked with (a PSAM file, or the PC/SC reader "
+        "holding one; default: a virtual PSAM beside the default card)",
+    )
+    psam.add_argument(
+        "--no-psam",
+        action="store_true",
+        help="no PSAM: cards are not checked for authenticity (and a 3.00 card's "
+        "holder data and the insurance scheme cannot be read)",
+    )
     p.add_argument(
         "--upgrade-date",
         metavar="YYYY-MM-DD",
@@ -163,8 +179,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="the service outlet's operations (reset, restore, cancel, activate)",
     )
     keys = outlet.add_mutually_exclusive_group()
-    keys.add_argument("--key", metavar="FILE", type=Path, help="issuer master key file (mode 600)")
-    keys.add_argument("--test-key", action="store_true", help="the fixture cards' public test key")
+    keys.add_argument(
+        "--key",
+        metavar="FILE",
+        type=Path,
+        help="issuer master-key file (mode 600) instead of the PSAM",
+    )
+    keys.add_argument(
+        "--test-key", action="store_true", help="the fixture cards' public test issuer's keys"
+    )
     outlet.add_argument("--operator", default=None, help="who operates (for the outlet log)")
     outlet.add_argument("--outlet-log", metavar="FILE", type=Path, help="the outlet log")
     settle = p.add_argument_group("settlement")
@@ -182,9 +205,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     settle.add_argument(
         "--terminal-id",
-        default="POS-0001",
+        default=None,
         type=terminal_id,
-        help="this terminal's id (1 to 32 letters, digits, '-', '_')",
+        help="this terminal's id (1 to 32 letters, digits, '-', '_'; default: the "
+        f"PSAM's terminal number, {NO_PSAM_ID} without a PSAM)",
     )
     settle.add_argument(
         "--receipts", metavar="DIR", help="also write each receipt as a text file here"
@@ -192,8 +216,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.no_host and args.host_db is not None:
         p.error("--no-host and --host-db cannot go together; give one of them")
-    if args.outlet and not (args.key or args.test_key):
-        p.error("--outlet needs the issuer key: --key FILE (or --test-key for test cards)")
+    if args.outlet and args.no_psam and not (args.key or args.test_key):
+        p.error("--outlet --no-psam needs the issuer's keys: --key FILE (or --test-key)")
     return args
 
 
@@ -203,14 +227,22 @@ def open_host(db: Path | None) -> SettlementHost:
     return SqliteHost(db or default_db(), seed=seed_file())
 
 
-def outlet_setup(args: argparse.Namespace) -> OutletSetup | None:
+def outlet_setup(args: argparse.Namespace, psam: KeySource | None) -> OutletSetup | None:
     if not args.outlet:
         return None
     import getpass
 
     from cardio import outlet
 
-    key = outlet.fixture_master_key() if args.test_key else outlet.load_key(args.key)
+    key: KeySource
+    if args.test_key:
+        key = outlet.fixture_master_key()
+    elif args.key is not None:
+        key = outlet.load_key(args.key)
+    elif psam is not None:
+        key = psam
+    else:  # parse_args refused this
+        raise UsageError("the outlet needs the issuer's keys: --psam, --key FILE or --test-key")
     log = args.outlet_log or outlet.default_log()
     outlet.OutletLog(log).check_writable()  # before the first holder, not after
     return OutletSetup(key, args.operator or getpass.getuser(), log)
@@ -219,14 +251,17 @@ def outlet_setup(args: argparse.Namespace) -> OutletSetup | None:
 def build(args: argparse.Namespace) -> PosApp:
     """The app for these arguments; raises ReaderError / StoreError with a clear message."""
     settings = Settings(upgrade_date=args.upgrade_date)  # today: read at each decision
+    psam = None if args.no_psam else open_psam(args.psam)
     options = Options(
         settings,
         lang=args.lang,
         trace_file=args.trace,
         phones=load_phones(args.holders),
-        outlet=outlet_setup(args),
+        outlet=outlet_setup(args, psam),
         host=None if args.no_host else open_host(args.host_db),
-        terminal_id=args.terminal_id,
+        keys=psam,
+        terminal_id=args.terminal_id
+        or (psam.terminal_number() if psam is not None else NO_PSAM_ID),
         receipts=receipts_folder(args.receipts) if args.receipts is not None else None,
         timeout=args.timeout,
         card_timeout=args.card_timeout,

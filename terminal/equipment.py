@@ -17,6 +17,7 @@ from cardio.readers.errors import NoResponseError, ReaderBusyError
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from cardio.keysource import KeySource
     from cardio.readers.base import Reader
     from host.api import SettlementHost
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 class OutletSetup:
     """`--outlet`: the service outlet's operations instead of the pharmacy's."""
 
-    master_key: bytes = field(repr=False)
+    keys: KeySource = field(repr=False)  # the issuer's master keys, or a PSAM
     operator: str
     log: Path
 
@@ -88,11 +89,14 @@ class CardSlot:
 @dataclass(frozen=True)
 class Equipment:
     """What the terminal's commands run against: its reader (one call at a time, through
-    `slot`), the settlement host, where receipts go, the outlet's key and operator, and
-    the terminal's ID."""
+    `slot`), the settlement host, the key source (its PSAM), where receipts go, the
+    outlet's keys and operator, and the terminal's ID."""
 
     reader: Reader
     host: SettlementHost | None = None  # None: payments end at the card's authorisation
+    # The PSAM (or the issuer's master keys) each card is checked with before any PIN:
+    # INTERNAL AUTHENTICATE, and RKSSSE / RK1DF04 for the protected reads. None: no check
+    keys: KeySource | None = field(default=None, repr=False)
     terminal_id: str = "POS-0001"
     receipts: Path | None = None
     outlet: OutletSetup | None = None

@@ -51,6 +51,7 @@ ZH: Mapping[str, str] = {
     "work_failed": "终端出错，交易未完成，请重试",
     "card_refused": "卡片拒绝了操作（{sw}），请到服务网点查询",
     "not_ssc": "这不是社会保障卡，请插入社会保障卡",
+    "counterfeit": "此卡未通过真伪校验，请勿受理，请持卡人到社保卡服务网点核实",
     "press_enter": "按 确认 返回",
     "card_present": "已插卡",
     "no_card": "未插卡",
@@ -120,6 +121,7 @@ ZH: Mapping[str, str] = {
     "menu_restore": "2  恢复初始密码",
     "menu_cancel": "3  取消密码",
     "menu_activate": "4  激活卡片",
+    "menu_unblock": "5  解锁（不改密码）",
     "enter_id": "请输入持卡人身份证号码（X 键输入 X）",
     "id_invalid": "身份证号码有误，请核对证件",
     "id_mismatch": "身份证号码与卡片不符，未对卡片做任何操作",
@@ -127,8 +129,10 @@ ZH: Mapping[str, str] = {
     "done_restore-initial": "已恢复为原始密码",
     "done_cancel-pin": "密码已取消",
     "done_activate": "卡片已激活",
+    "done_unblock": "卡片已解锁，密码不变",
     "query_password": "初始查询密码（网上查询用，不是社保卡密码）：{password}",
-    "key_wrong": "卡片拒绝了校验码：密钥不正确，请检查密钥文件",
+    "key_wrong": "卡片未通过网点密钥校验：伪卡、其他发卡机构的卡，"
+    "或网点密钥有误（请检查PSAM卡或密钥文件）",
     "outlet_failed": "操作未完成，请重试或联系管理员",
 }
 
@@ -173,6 +177,8 @@ EN: Mapping[str, str] = {
     "work_failed": "The terminal failed; nothing was completed, please try again",
     "card_refused": "The card refused ({sw}); please ask at a service outlet",
     "not_ssc": "This is not a social security card; please insert one",
+    "counterfeit": "This card failed the authenticity check: do not accept it; "
+    "the holder should have it checked at a service outlet",
     "press_enter": "Press Enter to go back",
     "card_present": "Card inserted",
     "no_card": "No card",
@@ -243,6 +249,7 @@ EN: Mapping[str, str] = {
     "menu_restore": "2  Restore the initial PIN",
     "menu_cancel": "3  Cancel the PIN",
     "menu_activate": "4  Activate the card",
+    "menu_unblock": "5  Unblock (PIN unchanged)",
     "enter_id": "Enter the holder's ID number (X key for X)",
     "id_invalid": "That ID number is not valid; check the ID document",
     "id_mismatch": "The ID number does not match the card; nothing was done to the card",
@@ -250,8 +257,10 @@ EN: Mapping[str, str] = {
     "done_restore-initial": "Initial PIN restored",
     "done_cancel-pin": "PIN cancelled",
     "done_activate": "Card activated",
+    "done_unblock": "Card unblocked; the PIN is unchanged",
     "query_password": "Initial online query password (not the card PIN): {password}",
-    "key_wrong": "The card refused the MAC: the key is wrong; check the key file",
+    "key_wrong": "The card failed the check with the outlet's keys: a counterfeit, "
+    "another issuer's card, or wrong outlet keys (check the PSAM or the key file)",
     "outlet_failed": "Not done; try again or ask the administrator",
 }
 

@@ -16,6 +16,7 @@ from cardio.pin import PinFormatError
 from cardio.protocol import (
     CardCommandError,
     CardInfo,
+    CounterfeitCardError,
     NotASocialSecurityCard,
     PinOutcome,
     SocialSecurityCard,
@@ -74,6 +75,7 @@ Result = CardRead | PinOutcome | Outcome | Debit | Exception
 EXPECTED_ERRORS = (
     ReaderError,
     NotASocialSecurityCard,
+    CounterfeitCardError,
     PinFormatError,
     OutletError,
     CardCommandError,
@@ -115,7 +117,9 @@ def _present(reader: Reader) -> bool:
 
 def _read(equipment: Equipment) -> CardInfo:
     equipment.reader.reset()  # a fresh card session for each transaction
-    return SocialSecurityCard(equipment.reader).read_info()
+    # At the outlet the operation checks the card itself, and logs a refusal (Outlet.run)
+    keys = None if equipment.outlet is not None else equipment.keys
+    return SocialSecurityCard(equipment.reader).read_info(keys)
 
 
 def _run(equipment: Equipment, command: Command) -> Result:
@@ -164,7 +168,7 @@ def _outlet(equipment: Equipment) -> Outlet:
 
     return Outlet(
         equipment.reader,
-        setup.master_key,
+        setup.keys,
         operator=setup.operator,
         log=OutletLog(setup.log),
         phone_of=phone_of,
@@ -197,6 +201,9 @@ def deliver(
         flow.outlet_failed(result)
     elif isinstance(result, NotASocialSecurityCard):
         flow.not_a_card()
+    elif isinstance(result, CounterfeitCardError):
+        log.warning("a card failed the authenticity check")
+        flow.counterfeit()
     elif (
         isinstance(result, CardRemovedError)
         and isinstance(flow, PharmacyFlow)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from cardio import mac
+from cardio import security
 from cardio.apdu import Apdu, parse_hex
 from cardio.card.card import VirtualCard
 from cardio.card.profiles import load
 from cardio.card.state import CardState
-from cardio.resources import fixture_master_key
+from cardio.issuer import SPEC, KeyName
 
 SSSE_NAME = "73 78 31 2E 73 68 2E C9 E7 BB E1 B1 A3 D5 CF"  # "sx1.sh.社会保障" in GBK
 SELECT_SSSE = "00 A4 04 00 0F " + SSSE_NAME
@@ -130,15 +130,10 @@ def identification_code(card: VirtualCard) -> bytes:
     return data_of(resp)[2:]
 
 
-def outlet_key(card: VirtualCard) -> bytes:
-    """The card key as a service outlet derives it: SM4-ECB(master, identification code)."""
-    return mac.card_key(fixture_master_key(), identification_code(card))
-
-
-def outlet(
-    card: VirtualCard, ins: int, p1: int, p2: int, body: bytes = b"", key: bytes | None = None
-) -> bytes:
-    """GET CHALLENGE, then the MAC-protected 84 command; the raw response."""
-    key = key if key is not None else outlet_key(card)
-    challenge = get_challenge(card)
-    return card.execute(mac.protect(key, challenge, 0x84, ins, p1, p2, body))
+def prove(card: VirtualCard, key: KeyName) -> bytes:
+    """EXTERNAL AUTHENTICATE with the card's own `key` (part 5 §6.4): a challenge, then
+    the cryptogram of fresh raw data, computed from the card file's key. The response."""
+    challenge = card.execute(bytes.fromhex("0084000008"))[:-2]
+    raw = bytes(range(1, 9))
+    cryptogram = security.authentication(card.state.algorithm, card.state.keys[key], challenge, raw)
+    return card.execute(bytes((0x00, 0x82, 0x00, SPEC[key].reference, 0x10)) + cryptogram + raw)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from terminal_helpers import issuer_keys
+
 from cardio.readers.base import Reader
 from cardio.resources import data_dir
 from terminal.equipment import Equipment
@@ -34,7 +36,7 @@ class Worker:
             self.sent.append(type(command).__name__)
             if isinstance(command, ReadCard):
                 flow.reading()
-            result, present = execute(Equipment(self.reader), command)
+            result, present = execute(Equipment(self.reader, keys=issuer_keys()), command)
             command = deliver(flow, result, present)
 
     def start(self, purpose: Purpose, settings: Settings) -> PharmacyFlow:

@@ -22,6 +22,8 @@ from textual.widgets import RichLog, Static
 
 from cardio.card import profiles, store
 from cardio.card.state import CardState
+from cardio.issuer import fixture_issuer
+from cardio.keysource import KeySource, MasterKeySource
 from cardio.readers.virtual import VirtualReader
 from cardio.resources import data_dir
 from host.api import SettlementHost
@@ -57,10 +59,17 @@ def make_card(tmp_path: Path, profile: str, name: str = "c.json") -> Path:
 HOST_DB = "host.db"  # the host's database, in the test's tmp_path (beside the card)
 
 
+def issuer_keys() -> KeySource:
+    """The terminal's key source in tests: the fixture issuer's masters, computing what a
+    PSAM holding them gives (tests/test_psam.py proves the two agree)."""
+    return MasterKeySource(fixture_issuer())
+
+
 class Default(enum.Enum):
-    """make_app's `host` default: a fresh SqliteHost beside the card file."""
+    """make_app's defaults: a fresh SqliteHost beside the card file; issuer_keys()."""
 
     HOST = enum.auto()
+    KEYS = enum.auto()
 
 
 def new_host(folder: Path) -> SqliteHost:
@@ -82,6 +91,7 @@ def make_app(
     terminal_id: str = "POS-0001",
     receipts: Path | None = None,
     reader: VirtualReader | None = None,
+    keys: KeySource | None | Default = Default.KEYS,
 ) -> PosApp:
     """The app `pos-terminal --card CARD` is, with fixed dates: by default with a settlement
     host, `new_host(card.parent)` (a payment is debited and ends on a receipt; the host is
@@ -89,6 +99,8 @@ def make_app(
     the card's authorisation (no debit, no receipt, no loss check). `reader`: another
     reader over the card (default a VirtualReader, `inserted` or not)."""
     settings = Settings(upgrade_date=upgrade_date, today=today)
+    if keys is Default.KEYS:
+        keys = issuer_keys()
     if host is Default.HOST:
         host = new_host(card.parent)
     options = Options(
@@ -97,6 +109,7 @@ def make_app(
         trace_file=trace_file,
         phones=load_phones(None),
         host=host,
+        keys=keys,
         terminal_id=terminal_id,
         receipts=receipts,
     )

@@ -29,12 +29,15 @@ from typing import Any
 
 import pytest
 
-from cardio import pin
+from cardio import pin, security
 from cardio.card import profiles, store
 from cardio.card.card import VirtualCard
-from cardio.card.state import CardFileError, PinHash
+from cardio.card.state import CardFileError, LifeCycle, PinHash
 from cardio.cli import main
+from cardio.issuer import KeyName
+from cardio.model import Algorithm
 from cardio.readers.virtual import VirtualReader
+from cardio.resources import data_dir
 
 INITIAL = "123456"
 NEW_PIN = "975318"
@@ -277,14 +280,147 @@ def test_script_path_that_is_not_a_file(tmp_path: Path, script: str) -> None:
     assert snapshot(tmp_path) == before
 
 
-def test_key_file_that_is_not_ascii_is_one_sentence(tmp_path: Path) -> None:
+def _master_keys(edit: Callable[[dict[str, Any]], object] | None = None) -> bytes:
+    """The test issuer's master-key file (cardio/issuer.py's JSON), edited."""
+    doc = json.loads((data_dir("keys") / "TEST-ONLY-issuer.json").read_text("utf-8"))
+    if edit is not None:
+        edit(doc)
+    return json.dumps(doc).encode("utf-8")
+
+
+# Each message says what is wrong, then what to do (cardio/issuer.py).
+BAD_KEY_FILES = [
+    pytest.param(
+        "０１２３".encode(), "not a JSON master-key file; check the file", id="full-width-digits"
+    ),
+    pytest.param(
+        b"\xff\xfe0\x001\x00", "is not UTF-8 text; give the master-key file", id="not-utf8"
+    ),
+    pytest.param(
+        b"54 45 53 54 2D 4F 4E 4C 59 2D 53 4D 34 4B 45 59\n",
+        "not a JSON master-key file; check the file",
+        id="old-hex-key-file",
+    ),
+    pytest.param(b"", "not a JSON master-key file; check the file", id="empty"),
+    pytest.param(
+        _master_keys(lambda d: d["keys"].update(XYZ="00" * 16)),
+        "unknown key 'XYZ'; the keys are IRK, ",
+        id="unknown",
+    ),
+    pytest.param(
+        b"[]",
+        'not a master-key file; write it as {"algorithm": "SM4", "keys": {',
+        id="json-not-an-object",
+    ),
+    pytest.param(
+        _master_keys(lambda d: d.update(algorithm="SSF33")),
+        '"algorithm" is not "SM4" or "DES" (SSF33 is unavailable); set one of them',
+        id="ssf33",
+    ),
+    pytest.param(
+        _master_keys(lambda d: d["keys"].pop("PUK")),
+        "keys missing: PUK; add them to the file",
+        id="missing-puk",
+    ),
+    pytest.param(
+        _master_keys(lambda d: d["keys"].update(PUK="0011")),
+        "key PUK is not 32 hex digits (16 bytes); write it in full",
+        id="short-puk",
+    ),
+]
+
+
+@pytest.mark.parametrize(("content", "words"), BAD_KEY_FILES)
+def test_a_key_file_that_is_no_master_key_file_is_one_sentence(
+    tmp_path: Path, content: bytes, words: str
+) -> None:
     card = new_card(tmp_path)
     key = tmp_path / "master.key"
-    key.write_bytes("０１２３".encode())
+    key.write_bytes(content)
     key.chmod(0o600)
     before = snapshot(tmp_path)
     result = cardio("outlet", "activate", "--card", card, "--id", SSN, "--key", key)
-    assert_one_line(result, 1, str(key), "ASCII")
+    assert result.stdout == ""
+    assert_one_line(result, 1, str(key), words)
+    assert snapshot(tmp_path) == before
+
+
+def _psam_file(folder: Path, edit: Callable[[dict[str, Any]], object] | None = None) -> Path:
+    """A PSAM file (cardio/psam), edited."""
+    from cardio.issuer import fixture_issuer
+    from cardio.psam import state as psam_state
+    from cardio.psam import store as psam_store
+
+    path = folder / "psam.json"
+    psam_store.create(path, psam_state.make(fixture_issuer()))
+    if edit is not None:
+        doc = json.loads(path.read_text("utf-8"))
+        edit(doc)
+        path.write_text(json.dumps(doc), "utf-8")
+    return path
+
+
+BAD_PSAMS: dict[str, tuple[Callable[[Path], Path], str]] = {
+    "a-user-card": (lambda folder: new_card(folder, "other.json"), "is not a PSAM file; make one"),
+    "a-card-file-format-number": (
+        lambda folder: _psam_file(folder, lambda d: d.update(format=99)),
+        "make it anew with 'cardio card new --profile psam --force",
+    ),
+    "empty-file": (
+        lambda folder: (folder / "empty.json", (folder / "empty.json").touch())[0],
+        "is not a PSAM file",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_PSAMS))
+def test_a_psam_file_that_is_no_usable_psam_is_one_line_exit_2(tmp_path: Path, kind: str) -> None:
+    """`cardio outlet --psam FILE`: one line naming the file and what to do; the card,
+    the PSAM file and the outlet log untouched (no log made)."""
+    card = new_card(tmp_path)
+    make, words = BAD_PSAMS[kind]
+    psam = make(tmp_path)
+    before = snapshot(tmp_path)
+    result = cardio(
+        "outlet",
+        "activate",
+        "--card",
+        card,
+        "--id",
+        SSN,
+        "--psam",
+        psam,
+        "--log",
+        tmp_path / "o.log",
+    )
+    assert result.stdout == ""
+    assert_one_line(result, 2, str(psam.name), words)
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("kind", ["missing", "folder"])
+def test_a_psam_path_that_is_no_file_says_so(tmp_path: Path, kind: str) -> None:
+    """A mistyped PSAM file or a folder is a path, not a PC/SC reader's name."""
+    card = new_card(tmp_path)
+    psam = tmp_path / ("psam.json" if kind == "missing" else "psams")
+    if kind == "folder":
+        psam.mkdir()
+    before = snapshot(tmp_path)
+    result = cardio(
+        "outlet",
+        "activate",
+        "--card",
+        card,
+        "--id",
+        SSN,
+        "--psam",
+        psam,
+        "--log",
+        tmp_path / "o.log",
+    )
+    words = "no such PSAM file" if kind == "missing" else "is a folder; give a PSAM file"
+    line = assert_one_line(result, 2, str(psam), words, "cardio card new --profile psam")
+    assert "PC/SC" not in line  # a path, not taken for a reader's name
     assert snapshot(tmp_path) == before
 
 
@@ -601,23 +737,85 @@ def test_outlet_write_failure_is_6581_too(
     card_log: pytest.LogCaptureFixture,
 ) -> None:
     """Every write goes through one path: the outlet's ACTIVATE as well as VERIFY."""
-    from cardio import mac
-
     path = new_card(tmp_path, profile="not-activated")
     before = path.read_bytes()
     with store.FileStore(path) as fs:
         state = fs.open()
         card = VirtualCard(state, fs, random=lambda n: bytes(n))
         card.power_on()
-        challenge = card.execute(bytes((0x00, 0x84, 0x00, 0x00, 0x08)))[:-2]
-        header = bytes((0x84, 0x18, 0x00, 0x00, mac.MAC_LENGTH))
-        code = mac.mac(state.card_key, challenge, header, b"")
+        _puk_proved(card, state.keys[KeyName.PUK])
+        assert path.read_bytes() == before  # the PUK's counter is back where it was
+        challenge = card.execute(GET_CHALLENGE)[:-2]
+        command = security.secure_apdu(
+            Algorithm.SM4, state.keys[KeyName.PUK], challenge, 0x84, 0x18, 0x00, 0x00, b""
+        )
         monkeypatch.setattr(os, "fsync", _failing(errno.ENOSPC))
-        assert card.execute(header + code) == MEMORY_FAILURE
+        assert card.execute(command) == MEMORY_FAILURE
         monkeypatch.undo()
+        assert card.state.life_cycle is LifeCycle.NOT_ACTIVATED
     assert path.read_bytes() == before
     assert temps(tmp_path) == []
     _assert_one_memory_failure_line(card_log, path, errno.ENOSPC)
+
+
+GET_CHALLENGE = bytes.fromhex("0084000008")
+PUK_AUTH = bytes.fromhex("0082000610")  # EXTERNAL AUTHENTICATE of the SSSE's PUK
+SSSE = bytes.fromhex("00A404000F7378312E73682EC9E7BBE1B1A3D5CF00")
+
+
+def _puk_auth(card: VirtualCard, puk: bytes) -> bytes:
+    """The SSSE selected, a challenge, and the PUK's EXTERNAL AUTHENTICATE APDU for it."""
+    assert card.execute(SSSE)[-2:] == OK
+    challenge = card.execute(GET_CHALLENGE)[:-2]
+    raw = bytes(range(1, 9))
+    return PUK_AUTH + security.authentication(Algorithm.SM4, puk, challenge, raw) + raw
+
+
+def _puk_proved(card: VirtualCard, puk: bytes) -> None:
+    assert card.execute(_puk_auth(card, puk)) == OK
+
+
+@pytest.mark.parametrize("where", ["write", "fsync", "close", "replace"])
+@pytest.mark.parametrize("failure", list(FAILURES))
+def test_external_authenticate_whose_decrement_cannot_be_written_compares_nothing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    card_log: pytest.LogCaptureFixture,
+    failure: str,
+    where: str,
+) -> None:
+    """The PUK's counter is decremented on disk before the cryptogram is compared (as the
+    PIN's): when that write fails, 6581, nothing compared, the PUK not proved."""
+    code = FAILURES[failure]
+    path = new_card(tmp_path, profile="not-activated")
+    before = snapshot(tmp_path)
+    compared: list[bytes] = []
+    real_authentication = security.authentication
+
+    def authentication(*args: Any) -> bytes:
+        compared.append(args[-1])
+        return real_authentication(*args)
+
+    with store.FileStore(path) as fs:
+        state = fs.open()
+        card = VirtualCard(state, fs)
+        card.power_on()
+        puk = state.keys[KeyName.PUK]
+        auth = _puk_auth(card, puk)  # the right cryptogram
+        monkeypatch.setattr(security, "authentication", authentication)
+        monkeypatch.setattr(os, where, _failing(code, where))
+        assert card.execute(auth) == MEMORY_FAILURE
+        monkeypatch.undo()
+        assert compared == []  # the decrement is not on disk: no cryptogram was compared
+        assert card.state.tries_of(KeyName.PUK) == 3
+        assert temps(tmp_path) == []
+        # not proved: the outlet's command after it is refused, the card not activated
+        challenge = card.execute(GET_CHALLENGE)[:-2]
+        command = security.secure_apdu(Algorithm.SM4, puk, challenge, 0x84, 0x18, 0x00, 0x00, b"")
+        assert card.execute(command) == b"\x69\x82"
+    assert snapshot(tmp_path) == before
+    (record,) = _lines(card_log)
+    _assert_memory_failure_line(record, path, code)
 
 
 def _fill(folder: Path) -> None:

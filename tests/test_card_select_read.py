@@ -12,13 +12,14 @@ import os
 import stat
 
 import pytest
-from card_helpers import FCI_SSSE, SELECT_SSSE, SSSE_NAME, h, new_card, send, transmit
+from card_helpers import FCI_SSSE, SELECT_SSSE, SSSE_NAME, h, new_card, prove, send, transmit
 
 from cardio import cli
 from cardio.card import profiles, store
 from cardio.card.card import VirtualCard
 from cardio.card.state import CardFileError, CardState
 from cardio.errors import UsageError
+from cardio.issuer import KeyName
 from cardio.model import Algorithm
 
 FCI_DF04 = "6F 08 84 06 D1 56 00 00 05 03"  # part 5 table 38: 6F { 84 AID }
@@ -115,6 +116,8 @@ def test_p5_6_11_select_medical_application_by_aid_from_anywhere():
     card = new_card()
     assert send(card, SELECT_DF04 + " 00") == h(FCI_DF04) + OK
     assert send(card, "00 A4 02 00 02 EF 05") == OK
+    assert send(card, "00 B2 81 00 0A") == h("69 82")  # V2.0 table 7: PIN or RK1DF04
+    assert prove(card, KeyName.RK1DF04) == OK
     assert send(card, "00 B2 81 00 0A") == h("81 08 33 31 30 30 30 30 30 30") + OK
     assert send(card, "00 B2 84 00 05") == h("84 03 31 00 00") + OK
 
@@ -398,6 +401,9 @@ def test_v2_version_1_00_has_no_name_extension_so_sex_is_record_3():
 def test_v2_versions_2_00_and_3_00_have_4e_as_record_3(version):
     card = at_ssse(state=profiles.make("employee-new", spec_version=version))
     assert send(card, "00 B2 03 28 06") == h("03 04") + version.encode() + OK
+    if version == "3.00":  # the holder's data after RKSSSE (reader API §10.2)
+        assert send(card, "00 B2 03 34 16") == h("69 82")
+        assert prove(card, KeyName.RKSSSE) == OK
     assert send(card, "00 B2 03 34 16") == rec(EF06, 3) + OK
     assert send(card, "00 B2 04 34 03") == h("0A 01 31") + OK
 
@@ -436,6 +442,9 @@ def test_v2_every_profile_in_every_version():
             state = profiles.make(name, spec_version=version)
             card = at_ssse(state=state)
             assert transmit(card, "00 B2 03 2C 06") == h("03 04") + version.encode() + OK
+            if version == "3.00":
+                assert transmit(card, "00 B2 08 30 14") == h("69 82"), name
+                assert prove(card, KeyName.RKSSSE)[-2:] == OK, name
             assert transmit(card, "00 B2 08 30 14")[:2] == h("08 12"), name
 
 
@@ -494,6 +503,7 @@ def test_card_file_version_1_is_still_read(tmp_path):
     card = at_ssse(state=state)
     assert send(card, "80 CA 00 C1 00")[-2:] == OK
     assert send(card, SELECT_DF04) == h(FCI_DF04) + OK
+    assert prove(card, KeyName.RK1DF04) == OK  # old files: the test issuer's keys
     assert send(card, "00 B2 81 28 0A") == h("81 08") + b"39000000" + OK
 
 

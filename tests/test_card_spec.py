@@ -18,10 +18,7 @@ from card_helpers import (
     data_of,
     get_challenge,
     h,
-    identification_code,
     new_card,
-    outlet,
-    outlet_key,
     pin_status,
     select_ssse,
     send,
@@ -35,10 +32,50 @@ from card_helpers import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cardio import mac
+from cardio import security
+from cardio.card.card import VirtualCard
 from cardio.card.profiles import load
-from cardio.card.state import LifeCycle, PinState
-from cardio.resources import fixture_master_key as master_key
+from cardio.card.state import PinState
+from cardio.issuer import KeyName
+
+# EXTERNAL AUTHENTICATE's P2 of the keys used here (part 9 table B1; RKSSSE ours, 07)
+REFERENCE = {KeyName.PUK: 0x06, KeyName.RKSSSE: 0x07, KeyName.RK1DF04: 0x84}
+RAW = h("01 02 03 04 05 06 07 08")  # the terminal's raw data (part 5 §6.4.3)
+
+
+def authenticate(
+    card: VirtualCard, profile: str, key: KeyName, challenge: bytes | None = None
+) -> int:
+    """GET CHALLENGE (unless given), then EXTERNAL AUTHENTICATE with `key` as the
+    profile's card file holds it (docs/security.md: part 4 §9)."""
+    challenge = get_challenge(card) if challenge is None else challenge
+    state = load(profile)
+    cryptogram = security.authentication(state.algorithm, state.keys[key], challenge, RAW)
+    return sw_of(card.execute(bytes((0x00, 0x82, 0x00, REFERENCE[key], 0x10)) + cryptogram + RAW))
+
+
+def protected(
+    card: VirtualCard,
+    profile: str,
+    ins: int,
+    p1: int,
+    p2: int,
+    body: bytes = b"",
+    challenge: bytes | None = None,
+) -> bytes:
+    """A MAC-protected APDU (part 4 §8.2.4) under the PUK's session key of a fresh
+    challenge (or the one given)."""
+    challenge = get_challenge(card) if challenge is None else challenge
+    state = load(profile)
+    puk = state.keys[KeyName.PUK]
+    return security.secure_apdu(state.algorithm, puk, challenge, 0x84, ins, p1, p2, body)
+
+
+def verify_cn(card: VirtualCard, digits: str) -> int:
+    """VERIFY of 4 to 16 digits, compressed numeric (part 5 §6.14)."""
+    block = security.pin_block(digits)
+    return sw_of(card.execute(h("00 20 00 00") + bytes((len(block),)) + block))
+
 
 # ---------------------------------------------------------------------------
 # §1 Answer to reset (part 2 §8.2 table 7, §8.4 table 16)
@@ -158,6 +195,8 @@ def test_s2_read_df04_ef05_by_sfi():
     card = new_card()
     select_ssse(card)
     assert send(card, "00 A4 00 00 02 DF 04")[-2:] == h("90 00")  # and the FCI
+    assert send(card, "00 B2 81 28 0A") == h("69 82")  # V2.0 table 7: PIN or RK1DF04
+    assert verify(card, INITIAL_PIN) == OK
     assert send(card, "00 B2 81 28 0A") == h(DF04_EF05_RECORDS[0x81]) + h("90 00")
     assert send(card, "00 B2 84 28 05") == h(DF04_EF05_RECORDS[0x84]) + h("90 00")
     assert send(card, "00 B2 01 2C 0A") == h(DF04_EF05_RECORDS[0x81]) + h("90 00")
@@ -170,6 +209,8 @@ def test_s2_read_df04_ef05_via_current_ef():
         "90 00"
     )  # and its FCI (part 5 §6.11.1)
     assert send(card, "00 A4 02 00 02 EF 05") == h("90 00")
+    assert send(card, "00 B2 81 00 0A") == h("69 82")  # V2.0 table 7: PIN or RK1DF04
+    assert verify(card, INITIAL_PIN) == OK
     assert send(card, "00 B2 81 00 0A") == h(DF04_EF05_RECORDS[0x81]) + h("90 00")
     assert send(card, "00 B2 02 04 05") == h(DF04_EF05_RECORDS[0x84]) + h("90 00")
 
@@ -242,6 +283,7 @@ def test_s2_scheme_category_and_version_per_profile(profile, scheme, category, v
     assert send(card, "00 A4 04 00 06 D1 56 00 00 05 03")[-2:] == h(
         "90 00"
     )  # and its FCI (part 5 §6.11.1)
+    assert verify(card, INITIAL_PIN) == OK  # DF04/EF05: PIN or RK1DF04 (V2.0 table 7)
     assert send(card, "00 B2 81 28 0A") == b"\x81\x08" + scheme.encode() + b"00000" + h("90 00")
 
 
@@ -296,6 +338,7 @@ def test_s2_missing_record_is_6a83():
     assert send(card, "00 B2 08 2C 00") == h("6A 83")  # EF05 has 7 records
     assert send(card, "00 B2 08 34 00") == h("6A 83")  # EF06 has 7: numbers are not tags
     send(card, "00 A4 00 00 02 DF 04")
+    assert verify(card, INITIAL_PIN) == OK  # DF04/EF05: PIN or RK1DF04 (V2.0 table 7)
     assert send(card, "00 B2 02 28 00") == h("6A 83")
     assert send(card, "00 B2 03 2C 00") == h("6A 83")
 
@@ -366,6 +409,7 @@ def test_s3_select_by_fid_mf_then_children_of_the_current_df():
     assert send(card, "00 A4 00 00 02 EF 06") == h("90 00")
     assert sw_of(send(card, "00 A4 00 00 02 DF 04")) == OK
     assert send(card, "00 A4 00 00 02 EF 05") == h("90 00")
+    assert verify(card, INITIAL_PIN) == OK  # DF04/EF05: PIN or RK1DF04 (V2.0 table 7)
     assert send(card, "00 B2 01 04 0A") == h(DF04_EF05_RECORDS[0x81] + " 90 00")
 
 
@@ -425,10 +469,30 @@ def test_s3_get_response_is_only_for_t0_style():
     assert send(t0, "00 C0 00 00 1E") == h(FCI_SSSE + " 90 00")
 
 
-def test_s3_service_outlet_commands_use_cla_84():
+def test_s3_activation_84_18_after_the_puks_external_authenticate():
+    """Ours (docs/card.md §9), under PIN CHANGE/UNBLOCK's rules (part 7 §13)."""
     card = new_card("not-activated")
-    assert outlet(card, 0x18, 0x00, 0x00) == h("90 00")
+    select_ssse(card)
+    assert authenticate(card, "not-activated", KeyName.PUK) == OK
+    assert card.execute(protected(card, "not-activated", 0x18, 0x00, 0x00)) == h("90 00")
     assert pin_status(card)[0] == 0x01
+
+
+def test_s3_pin_change_unblock_84_24_after_the_puks_external_authenticate():
+    card = new_card("locked")
+    select_ssse(card)
+    assert authenticate(card, "locked", KeyName.PUK) == OK
+    assert card.execute(protected(card, "locked", 0x24, 0x00, 0x00)) == h("90 00")
+    assert pin_status(card) == (0x01, 0x01, 6, 6)
+
+
+def test_s3_retired_outlet_command_84_5e_is_6e00():
+    """5E is CHANGE PIN's INS under CLA 80 (part 5 table 12: 6E00)."""
+    card = new_card("locked")
+    get_challenge(card)
+    assert send(card, "84 5E 00 00 07 11 11 11 DE AD BE EF") == h("6E 00")
+    assert send(card, "84 5E 00 01 04 DE AD BE EF") == h("6E 00")
+    assert pin_status(card) == (0x01, 0x01, 0, 6)
 
 
 # ---------------------------------------------------------------------------
@@ -551,19 +615,33 @@ def test_s4_verify_compares_in_initial_and_enabled_states(profile):
     assert verify(card, right) == OK
 
 
-def test_s4_verify_compares_in_disabled_state():
-    card = new_card("employee-enabled")
-    assert outlet(card, 0x5E, 0x00, 0x02) == h("90 00")  # cancel -> DISABLED
-    assert pin_status(card)[1] == 0x02
-    assert verify(card, "000000") == 0x63C5
-    assert verify(card, ENABLED_PIN) == OK
+def test_s4_disabled_state_fails_every_pin_without_costing_a_try():
+    """Part 5 §6.14.5: a card holding no PIN answers a VERIFY with a PIN 63Cx (the
+    empty PIN cannot be guessed: no try is spent), and the empty VERIFY 9000."""
+    store = RecordingStore()
+    card = new_card("employee-enabled", store)
+    assert send(card, "80 5E 01 00 04 80 26 13 FF") == h("90 00")  # no new PIN: DISABLED
+    assert pin_status(card) == (0x01, 0x02, 6, 6)
+    saves = len(store.saved)
     assert status_query(card) == OK
+    assert verify(card, "000000") == 0x63C6
+    assert verify(card, ENABLED_PIN) == 0x63C6  # the PIN it held before, too
+    assert not card.verified
+    assert status_query(card) == OK
+    assert len(store.saved) == saves
+    assert pin_status(card) == (0x01, 0x02, 6, 6)
 
 
-def test_s4_disabled_profile_still_counts_wrong_pins():
-    card = new_card("disabled")
-    assert verify(card, "000000") == 0x63C5
-    assert pin_status(card) == (0x01, 0x02, 5, 6)
+def test_s4_disabled_profile_never_counts_wrong_pins():
+    store = RecordingStore()
+    card = new_card("disabled", store)
+    for _ in range(8):
+        assert verify(card, "000000") == 0x63C6
+    assert verify(card, ENABLED_PIN) == 0x63C6
+    assert pin_status(card) == (0x01, 0x02, 6, 6)
+    assert store.saved == []
+    assert send(card, "00 20 00 00") == h("90 00")
+    assert send(card, "00 20 00 00 00") == h("90 00")  # Lc 00 (part 5 table 46)
 
 
 def test_s4_anti_tearing_wrong_pin_persists_the_decrement():
@@ -631,9 +709,10 @@ def test_s4_change_pin_on_enabled_card_keeps_enabled():
     "apdu",
     [
         "80 5E 01 00",  # no data
-        "80 5E 01 00 06 12 34 56 FF 65 43",  # Lc 06
-        "80 5E 01 00 08 12 34 56 FF 65 43 21 00",  # Lc 08
-        "80 5E 01 00 03 12 34 56",  # only the old PIN
+        "80 5E 01 00 01 FF",  # Lc 01: table 10 is 03-11
+        "80 5E 01 00 02 12 FF",
+        "80 5E 01 00 12 12 34 56 78 12 34 56 78 FF 12 34 56 78 12 34 56 78 90",  # Lc 12
+        "80 5E 01 00 07 12 34 56 FF 65 43",  # Lc says 7, 6 bytes follow
     ],
 )
 def test_s4_change_pin_bad_lc_is_6700_no_try_spent(apdu):
@@ -649,20 +728,108 @@ def test_s4_change_pin_bad_lc_is_6700_no_try_spent(apdu):
     [
         "12 34 5A FF 65 43 21",  # non-digit nibble in the old PIN
         "F2 34 56 FF 65 43 21",
-        "12 34 56 FF 65 43 2F",  # non-digit nibble in the new PIN
+        "12 34 56 FF 65 F3 21",  # F before the last nibble of the new PIN
         "12 34 56 FF AB CD EF",
         "12 34 56 00 65 43 21",  # no FF separator
         "12 34 56 FE 65 43 21",
-        "12 34 56 65 43 21 FF",  # separator in the wrong place
+        "12 FF 34 56 65 43 21",  # an old PIN of 2 digits (at least 4, part 5 §6.3.1)
+        "12 34 56 FF 65 4F",  # a new PIN of 3 digits
+        "12 34 56 FF 65 43 21 FF",  # FF after the new PIN
     ],
 )
 def test_s4_change_pin_bad_format_is_6a80_no_try_spent(data):
     store = RecordingStore()
     card = new_card("employee-new", store)
-    assert send(card, "80 5E 01 00 07 " + data) == h("6A 80")
+    raw = h(data)
+    assert send(card, bytes((0x80, 0x5E, 0x01, 0x00, len(raw))) + raw) == h("6A 80")
     assert store.saved == []
     assert pin_status(card) == (0x01, 0x00, 6, 6)
     assert verify(card, INITIAL_PIN) == OK  # the PIN did not change either
+
+
+@pytest.mark.parametrize(
+    ("data", "new"),
+    [
+        ("12 34 56 FF 24 68", "2468"),  # 4 digits
+        ("12 34 56 FF 13 57 9F", "13579"),  # odd: F-padded (cn)
+        ("12 34 56 FF 12 34 56 78 90 12 34 56", "1234567890123456"),  # 16 digits
+        ("12 34 56 FF 12 34 56", INITIAL_PIN),  # the same PIN again
+    ],
+)
+def test_s4_change_pin_takes_4_to_16_digits_compressed_numeric(data, new):
+    """Part 5 §6.3: Lc 03-11, current ‖ FF ‖ new, each cn of 4 to 16 digits."""
+    card = new_card()
+    raw = h(data)
+    assert send(card, bytes((0x80, 0x5E, 0x01, 0x00, len(raw))) + raw) == h("90 00")
+    assert pin_status(card) == (0x01, 0x01, 6, 6)
+    card.reset()
+    assert verify_cn(card, new) == OK
+
+
+def test_s4_change_pin_from_a_4_digit_pin():
+    card = new_card()
+    assert send(card, "80 5E 01 00 06 12 34 56 FF 24 68") == h("90 00")
+    assert send(card, "80 5E 01 00 05 24 68 FF 97 53") == h("90 00")
+    assert verify_cn(card, "2468") == 0x63C5
+    assert verify_cn(card, "9753") == OK
+
+
+def test_s4_change_pin_without_a_new_pin_makes_the_card_hold_none():
+    """Part 5 §6.3.3: no new PIN when the holder wants none any more (DISABLED)."""
+    store = RecordingStore()
+    card = new_card("employee-new", store)
+    before = card.state
+    assert send(card, "80 5E 01 00 04 12 34 56 FF") == h("90 00")
+    after = card.state
+    assert after == before.with_(pin=after.pin, pin_state=PinState.DISABLED)
+    assert store.saved[-1] == after
+    assert not card.verified
+    assert status_query(card) == OK
+    assert pin_status(card) == (0x01, 0x02, 6, 6)
+
+
+def test_s4_change_pin_without_a_current_pin_when_the_card_holds_none():
+    """Part 5 §6.3.3: no current PIN on a card that holds none; the new one is held."""
+    card = new_card("disabled")
+    assert send(card, "80 5E 01 00 04 FF 24 68 13") == h("90 00")
+    assert pin_status(card) == (0x01, 0x01, 6, 6)
+    assert card.verified
+    card.reset()
+    assert status_query(card) == 0x63C6
+    assert verify(card, "246813") == OK
+
+
+def test_s4_change_pin_with_a_current_pin_when_the_card_holds_none_is_63cx_no_try():
+    store = RecordingStore()
+    card = new_card("disabled", store)
+    assert change_pin(card, ENABLED_PIN, "654321") == 0x63C6
+    assert change_pin(card, "000000", "654321") == 0x63C6
+    assert store.saved == []
+    assert pin_status(card) == (0x01, 0x02, 6, 6)
+
+
+def test_s4_change_pin_without_a_current_pin_when_the_card_holds_one_costs_a_try():
+    card = new_card("employee-enabled")
+    assert send(card, "80 5E 01 00 04 FF 65 43 21") == h("63 C5")
+    assert pin_status(card) == (0x01, 0x01, 5, 6)
+    assert verify(card, ENABLED_PIN) == OK
+
+
+def test_s4_change_pin_with_neither_pin_is_refused():
+    card = new_card("disabled")
+    assert send(card, "80 5E 01 00 03 FF FF FF") == h("6A 80")
+    assert pin_status(card) == (0x01, 0x02, 6, 6)
+
+
+@pytest.mark.parametrize("digits", ["2468", "13579", "12345678", "1234567890123456"])
+def test_s4_verify_takes_4_to_16_digits(digits):
+    """Part 5 §6.14, table 46: Lc 02-08, cn, F-padded."""
+    card = new_card("employee-new")
+    old_new = security.pin_block(INITIAL_PIN) + b"\xff" + security.pin_block(digits)
+    assert send(card, bytes((0x80, 0x5E, 0x01, 0x00, len(old_new))) + old_new) == h("90 00")
+    card.reset()
+    assert verify_cn(card, digits) == OK
+    assert verify_cn(card, "0000") == 0x63C5
 
 
 def test_s4_change_pin_wrong_old_pin_counts_a_try():
@@ -709,11 +876,13 @@ def test_s4_not_activated_change_pin_is_6985_no_try_spent():
 
 
 def test_s4_not_activated_reading_files_works():
+    """No PIN on a card not activated: DF04/EF05 is read after RK1DF04 instead."""
     card = new_card("not-activated")
     assert sw_of(send(card, SELECT_SSSE)) == OK
     assert send(card, "00 B2 08 30 14") == h("08 12") + b"310112200104080624" + h("90 00")
     assert send(card, "00 B2 02 28 03") == h("02 01 31 90 00")
     send(card, "00 A4 00 00 02 DF 04")
+    assert authenticate(card, "not-activated", KeyName.RK1DF04) == OK
     assert send(card, "00 B2 81 28 0A") == h("81 08") + b"31000000" + h("90 00")
 
 
@@ -827,8 +996,13 @@ def test_s6_sw_6700_extended_length(apdu):
         "00 A4 00 00 03 3F 00",  # Lc says 3, 2 bytes follow
         "00 A4 00 00 01 3F 00 00 00",  # Lc says 1, 4 bytes follow
         "00 A4 00 00 01 3F",  # a FID is 2 bytes
-        "00 20 00 00 02 12 34",  # a PIN block is 3 bytes
-        "00 20 00 00 04 12 34 56 FF",
+        "00 20 00 00 01 12",  # a PIN block is 2 to 8 bytes (part 5 table 46)
+        "00 20 00 00 09 12 34 56 78 90 12 34 56 78",
+        "00 20 00 00 03 12 34 56 00",  # a Le: VERIFY has none
+        "80 5E 01 00 02 12 FF",  # CHANGE PIN: Lc 03-11 (part 5 table 10)
+        "00 84 00 00 09",  # GET CHALLENGE: Le 04, 08 or 10 (part 5 table 18)
+        "00 84 00 00 00",
+        "00 84 00 00",
     ],
 )
 def test_s6_sw_6700_wrong_length(apdu):
@@ -847,11 +1021,20 @@ def test_s6_sw_6983_pin_blocked():
     assert send(new_card("locked"), "00 20 00 00 03 80 26 13") == h("69 83")
 
 
+def test_s6_sw_6982_security_status_not_satisfied():
+    card = new_card()
+    select_ssse(card)
+    assert send(card, "00 B0 87 00 00") == h("69 82")  # EF07: RKSSSE (V2.0 table 3)
+    assert card.execute(protected(card, "employee-new", 0x24, 0, 0)) == h("69 82")  # no PUK
+
+
 def test_s6_sw_6984_no_challenge():
     card = new_card("not-activated")
-    key = outlet_key(card)
-    apdu = mac.protect(key, bytes(8), 0x84, 0x18, 0x00, 0x00, b"")
+    select_ssse(card)
+    assert authenticate(card, "not-activated", KeyName.PUK) == OK
+    apdu = protected(card, "not-activated", 0x18, 0x00, 0x00, challenge=bytes(8))
     assert card.execute(apdu) == h("69 84")
+    assert send(card, "00 82 00 06 10" + "00" * 16) == h("69 84")  # EXTERNAL AUTHENTICATE
 
 
 def test_s6_sw_6985_not_activated():
@@ -862,16 +1045,25 @@ def test_s6_sw_6986_no_current_ef():
     assert send(new_card(), "00 B2 01 04 00") == h("69 86")
 
 
-def test_s6_sw_6987_mac_missing():
+def test_s6_a_missing_mac_is_6700():
+    """Part 5 tables 26-27: PIN CHANGE/UNBLOCK's Lc counts the MAC, and a wrong Lc is
+    6700 (6987, "MAC missing", is not in table 27)."""
     card = new_card("not-activated")
-    get_challenge(card)
-    assert send(card, "84 18 00 00 02 AB CD") == h("69 87")
+    select_ssse(card)
+    assert authenticate(card, "not-activated", KeyName.PUK) == OK
+    for apdu in ("84 18 00 00 02 AB CD", "84 24 00 00", "84 24 00 00 03 AB CD EF"):
+        get_challenge(card)
+        assert send(card, apdu) == h("67 00"), apdu
+    assert pin_status(card)[0] == 0x00
 
 
 def test_s6_sw_6988_mac_wrong():
     card = new_card("not-activated")
+    select_ssse(card)
+    assert authenticate(card, "not-activated", KeyName.PUK) == OK
     get_challenge(card)
     assert send(card, "84 18 00 00 04 00 00 00 00") == h("69 88")
+    assert pin_status(card)[0] == 0x00
 
 
 def test_s6_sw_6a80_wrong_data():
@@ -907,6 +1099,27 @@ def test_s6_sw_6a86_wrong_p1_p2(apdu):
 
 def test_s6_sw_6a88_referenced_data_not_found():
     assert send(new_card(), "80 CA 00 C5 00") == h("6A 88")
+    card = new_card()
+    select_ssse(card)
+    get_challenge(card)
+    assert send(card, "00 82 00 01 10" + "00" * 16) == h("6A 88")  # no key 01 (table 16)
+
+
+def test_s6_sw_9303_application_blocked():
+    """Part 5 §6.1: after APPLICATION BLOCK (LKDF04, then STKDF04's MAC), DF04 is 9303."""
+    card = new_card()
+    select_ssse(card)
+    assert sw_of(send(card, "00 A4 00 00 02 DF 04")) == OK
+    state = load("employee-new")
+    challenge = get_challenge(card)
+    lk = security.authentication(state.algorithm, state.keys[KeyName.LKDF04], challenge, RAW)
+    assert send(card, h("00 82 00 83 10") + lk + RAW) == h("90 00")
+    stk = state.keys[KeyName.STKDF04]
+    apdu = security.secure_apdu(state.algorithm, stk, get_challenge(card), 0x84, 0x1E, 0, 1, b"")
+    assert card.execute(apdu) == h("90 00")
+    assert send(card, "00 B2 81 28 0A") == h("93 03")
+    select_ssse(card)
+    assert send(card, "00 A4 00 00 02 DF 04") == h("93 03")
 
 
 @pytest.mark.parametrize("apdu", ["00 FF 00 00", "00 12 00 00 00", "80 FF 00 00", "84 FF 00 00"])
@@ -933,11 +1146,12 @@ def test_s6_sw_6e00_a_known_instruction_under_another_class(apdu):
     assert tries_left(card) == 6
 
 
-def test_s6_sw_6d00_unknown_outlet_ins_even_with_a_good_mac():
+def test_s6_sw_6d00_unknown_cla_84_ins_even_with_a_good_mac():
     card = new_card()
-    key = outlet_key(card)
-    challenge = get_challenge(card)
-    assert card.execute(mac.protect(key, challenge, 0x84, 0xFF, 0, 0, b"")) == h("6D 00")
+    select_ssse(card)
+    assert authenticate(card, "employee-new", KeyName.PUK) == OK
+    assert card.execute(protected(card, "employee-new", 0xFF, 0, 0)) == h("6D 00")
+    assert card.execute(protected(card, "employee-new", 0x16, 0, 0)) == h("6D 00")  # CARD BLOCK
 
 
 def test_s6_sw_6e00_every_cla_but_00_80_84():
@@ -953,7 +1167,7 @@ def test_s6_sw_6e00_every_cla_but_00_80_84():
 
 VALID_SW_HIGH = {0x61, 0x6C}
 VALID_SW = {
-    0x9000, 0x6700, 0x6982, 0x6983, 0x6984, 0x6985, 0x6986, 0x6987, 0x6988,
+    0x9000, 0x6700, 0x6981, 0x6982, 0x6983, 0x6984, 0x6985, 0x6986, 0x6988,
     0x6A80, 0x6A82, 0x6A83, 0x6A86, 0x6A88, 0x6D00, 0x6E00,
 }  # fmt: skip
 
@@ -971,7 +1185,9 @@ def _allowed(raw: bytes, status: int) -> bool:
 _HEADERS = [
     b"", b"\x00\xa4\x04\x00", b"\x00\xa4\x00\x00", b"\x00\xb2", b"\x00\x20\x00\x00",
     b"\x80\x5e\x01\x00", b"\x80\xca\x00\xc1", b"\x00\x84\x00\x00", b"\x00\xc0\x00\x00",
-    b"\x84\x5e\x00", b"\x84\x18\x00\x00",
+    b"\x84\x24\x00\x00", b"\x84\x24\x00\x01", b"\x84\x18\x00\x00", b"\x84\x1e\x00\x01",
+    b"\x00\x82\x00\x06", b"\x00\x82\x00", b"\x00\x88\x00\x00", b"\x00\xb0",
+    b"\x00\xa4\x00\x00\x02\xdf\x04", b"\x84\x5e\x00",
 ]  # fmt: skip
 _apdus = st.builds(
     lambda head, tail: head + tail, st.sampled_from(_HEADERS), st.binary(max_size=40)
@@ -988,7 +1204,9 @@ def test_s6_any_byte_string_gets_a_table_sw_and_changes_nothing_else(profile, ra
     assert len(resp) >= 2
     assert _allowed(raw, sw_of(resp)), f"{raw.hex()} -> {resp.hex()}"
     pin_command = raw[:2] in (b"\x00\x20", b"\x80\x5e")
-    if not pin_command:
+    if raw[:2] == b"\x00\x82":  # EXTERNAL AUTHENTICATE: its key's counter, nothing else
+        assert card.state == before.with_(key_tries=card.state.key_tries)
+    elif not pin_command:
         assert store.saved == []
         assert card.state == before
 
@@ -1007,255 +1225,9 @@ def test_s6_any_sequence_gets_table_sws_only(profile, script):
 
 
 # ---------------------------------------------------------------------------
-# §7 Service-outlet commands
+# §7 Service-outlet commands: retired by issue 12 (84 5E answers 6E00). Their place
+# is taken by the standard's commands under the card's keys: tests/test_card_keys.py.
 # ---------------------------------------------------------------------------
-
-
-def test_s7_card_key_is_sm4_ecb_of_the_identification_code_under_the_master_key():
-    card = new_card()
-    ident = identification_code(card)
-    assert ident == h("310000D156000005372A9FA8AB97D317")
-    assert card.state.card_key == mac.card_key(master_key(), ident)
-
-
-def test_s7_missing_challenge_is_6984():
-    card = new_card("locked")
-    key = outlet_key(card)
-    before = card.state
-    apdu = mac.protect(key, bytes(8), 0x84, 0x5E, 0x00, 0x00, h("11 11 11"))
-    assert card.execute(apdu) == h("69 84")
-    assert card.state == before
-
-
-def test_s7_data_shorter_than_the_mac_is_6987():
-    card = new_card("not-activated")
-    before = card.state
-    for apdu in ("84 18 00 00", "84 18 00 00 01 00", "84 18 00 00 03 01 02 03"):
-        get_challenge(card)
-        assert send(card, apdu) == h("69 87"), apdu
-    get_challenge(card)
-    assert send(card, "84 5E 00 01 03 AA BB CC") == h("69 87")
-    assert card.state == before
-
-
-def test_s7_wrong_mac_is_6988_and_changes_nothing():
-    card = new_card("locked")
-    key = outlet_key(card)
-    before = card.state
-    challenge = get_challenge(card)
-    good = mac.protect(key, challenge, 0x84, 0x5E, 0x00, 0x00, h("11 11 11"))
-    bad = good[:-1] + bytes((good[-1] ^ 0x01,))
-    assert card.execute(bad) == h("69 88")
-    assert card.state == before
-
-
-@pytest.mark.parametrize(
-    "wrong_key",
-    [
-        "master key itself",
-        "another card's key",
-        "all zero",
-    ],
-)
-def test_s7_mac_with_a_wrong_key_is_6988(wrong_key):
-    card = new_card("locked")
-    before = card.state
-    key = {
-        "master key itself": master_key(),
-        "another card's key": load("employee-new").card_key,
-        "all zero": bytes(16),
-    }[wrong_key]
-    assert outlet(card, 0x5E, 0x00, 0x00, h("11 11 11"), key=key) == h("69 88")
-    assert card.state == before
-
-
-def test_s7_mac_covers_the_header_a_mac_for_another_p2_is_6988():
-    card = new_card("employee-enabled")
-    key = outlet_key(card)
-    challenge = get_challenge(card)
-    restore = mac.protect(key, challenge, 0x84, 0x5E, 0x00, 0x01, b"")
-    as_cancel = restore[:3] + b"\x02" + restore[4:]
-    assert card.execute(as_cancel) == h("69 88")
-    assert pin_status(card) == (0x01, 0x01, 6, 6)
-
-
-def test_s7_mac_covers_the_data_a_changed_new_pin_is_6988():
-    card = new_card("locked")
-    key = outlet_key(card)
-    challenge = get_challenge(card)
-    good = mac.protect(key, challenge, 0x84, 0x5E, 0x00, 0x00, h("11 11 11"))
-    forged = good[:5] + h("22 22 22") + good[8:]
-    assert card.execute(forged) == h("69 88")
-
-
-def test_s7_mac_is_over_the_last_challenge():
-    card = new_card("not-activated")
-    key = outlet_key(card)
-    first = get_challenge(card)
-    get_challenge(card)
-    apdu = mac.protect(key, first, 0x84, 0x18, 0x00, 0x00, b"")
-    assert card.execute(apdu) == h("69 88")
-    assert pin_status(card)[0] == 0x00
-
-
-def test_s7_replayed_apdu_is_refused():
-    card = new_card("locked")
-    key = outlet_key(card)
-    challenge = get_challenge(card)
-    unblock = mac.protect(key, challenge, 0x84, 0x5E, 0x00, 0x00, h("11 11 11"))
-    assert card.execute(unblock) == h("90 00")
-    assert change_pin(card, "111111", "222222") == OK
-    # the same bytes again: no challenge now, and against a new challenge the MAC is wrong
-    assert card.execute(unblock) == h("69 84")
-    get_challenge(card)
-    assert card.execute(unblock) == h("69 88")
-    assert verify(card, "222222") == OK
-    assert verify(card, "111111") == 0x63C5
-
-
-def test_s7_replay_right_after_success_is_refused():
-    card = new_card("employee-new")
-    key = outlet_key(card)
-    challenge = get_challenge(card)
-    cancel = mac.protect(key, challenge, 0x84, 0x5E, 0x00, 0x02, b"")
-    assert card.execute(cancel) == h("90 00")
-    assert card.execute(cancel) == h("69 84")
-
-
-def test_s7_a_refused_command_also_spends_the_challenge():
-    card = new_card("not-activated")
-    key = outlet_key(card)
-    challenge = get_challenge(card)
-    good = mac.protect(key, challenge, 0x84, 0x18, 0x00, 0x00, b"")
-    assert card.execute(good[:-1] + bytes((good[-1] ^ 0xFF,))) == h("69 88")
-    assert card.execute(good) == h("69 84")  # second guess against the same challenge
-
-
-@pytest.mark.parametrize(
-    "between",
-    [
-        "00 A4 00 00 02 3F 00",  # a successful SELECT
-        "00 A4 00 00 02 AB CD",  # a failing SELECT
-        "00 B2 01 04 00",  # 6986
-        "80 CA 00 C1 00",  # GET DATA
-        "00 20 00 00",  # the status query
-        "00 FF 00 00",  # unknown INS
-        "FF A4 00 00 02 3F 00",  # unknown CLA
-        "00",  # too short
-        "",  # nothing at all
-        "00 B2 01 2C 00 00 20",  # extended length
-        "00 C0 00 00 08",  # GET RESPONSE on a non-T=0 card: 6D00
-        "84 18 00 00 02 00 00",  # an outlet command without a MAC
-    ],
-)
-def test_s7_challenge_is_spent_by_the_next_command_whatever_it_is(between):
-    card = new_card("not-activated")
-    key = outlet_key(card)
-    challenge = get_challenge(card)
-    send(card, between)
-    apdu = mac.protect(key, challenge, 0x84, 0x18, 0x00, 0x00, b"")
-    assert card.execute(apdu) == h("69 84")
-    assert pin_status(card)[0] == 0x00
-
-
-@pytest.mark.parametrize("profile", ["locked", "employee-new", "employee-enabled", "disabled"])
-def test_s7_reset_and_unblock_sets_new_pin_enabled_tries_at_limit(profile):
-    store = RecordingStore()
-    card = new_card(profile, store)
-    key = outlet_key(card)
-    before = card.state
-    assert outlet(card, 0x5E, 0x00, 0x00, h("24 68 02"), key=key) == h("90 00")
-    after = card.state
-    # exactly the fields of the row changed: PIN, tries, state
-    assert after == before.with_(pin=after.pin, tries_left=6, pin_state=PinState.ENABLED)
-    assert store.saved[-1] == after  # persisted
-    assert pin_status(card) == (0x01, 0x01, 6, 6)
-    assert verify(card, "246802") == OK
-    old = INITIAL_PIN if before.pin_state is PinState.INITIAL else ENABLED_PIN
-    assert verify(card, old) == 0x63C5
-
-
-def test_s7_reset_and_unblock_a_locked_card_then_it_counts_again():
-    card = new_card("locked")
-    assert verify(card, ENABLED_PIN) == 0x6983
-    assert outlet(card, 0x5E, 0x00, 0x00, h("13 57 91")) == h("90 00")
-    assert status_query(card) == 0x63C6
-    assert verify(card, "000000") == 0x63C5
-    assert verify(card, "135791") == OK
-
-
-@pytest.mark.parametrize("profile", ["locked", "employee-enabled", "disabled"])
-def test_s7_restore_sets_123456_initial_tries_at_limit(profile):
-    store = RecordingStore()
-    card = new_card(profile, store)
-    key = outlet_key(card)
-    if not card.state.blocked:
-        verify(card, "000000")  # so that "tries at limit" shows
-    before = card.state
-    assert outlet(card, 0x5E, 0x00, 0x01, key=key) == h("90 00")
-    after = card.state
-    assert after == before.with_(pin=after.pin, tries_left=6, pin_state=PinState.INITIAL)
-    assert store.saved[-1] == after
-    assert pin_status(card) == (0x01, 0x00, 6, 6)
-    assert verify(card, INITIAL_PIN) == OK
-    assert verify(card, ENABLED_PIN) == 0x63C5
-
-
-@pytest.mark.parametrize("profile", ["locked", "employee-enabled", "employee-new"])
-def test_s7_cancel_sets_disabled_tries_at_limit_pin_unchanged(profile):
-    store = RecordingStore()
-    card = new_card(profile, store)
-    key = outlet_key(card)
-    if not card.state.blocked:
-        verify(card, "000000")
-    before = card.state
-    assert outlet(card, 0x5E, 0x00, 0x02, key=key) == h("90 00")
-    after = card.state
-    assert after == before.with_(tries_left=6, pin_state=PinState.DISABLED)
-    assert store.saved[-1] == after
-    assert pin_status(card) == (0x01, 0x02, 6, 6)
-
-
-def test_s7_activate_sets_active_and_nothing_else():
-    store = RecordingStore()
-    card = new_card("not-activated", store)
-    key = outlet_key(card)
-    before = card.state
-    assert outlet(card, 0x18, 0x00, 0x00, key=key) == h("90 00")
-    after = card.state
-    assert after == before.with_(life_cycle=LifeCycle.ACTIVE)
-    assert store.saved == [after]
-    assert pin_status(card) == (0x01, 0x00, 6, 6)
-    assert verify(card, INITIAL_PIN) == OK  # PIN operations work now
-
-
-def test_s7_mac_lc_prime_counts_the_mac():
-    card = new_card("locked")
-    key = outlet_key(card)
-    challenge = get_challenge(card)
-    apdu = mac.protect(key, challenge, 0x84, 0x5E, 0x00, 0x00, h("11 11 11"))
-    assert apdu[4] == 0x07
-    assert card.execute(apdu) == h("90 00")
-
-
-def test_s7_mac_computed_independently_is_accepted():
-    """The whole §7 recipe written out here, without cardio.mac."""
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-    def sm4_block(key: bytes, block: bytes) -> bytes:
-        enc = Cipher(algorithms.SM4(key), modes.ECB()).encryptor()
-        return enc.update(block) + enc.finalize()
-
-    card = new_card("not-activated")
-    key = sm4_block(master_key(), identification_code(card))
-    challenge = get_challenge(card)
-    header = h("84 18 00 00 04")
-    message = header + b"\x80" + bytes(10)  # ISO 9797-1 method 2, one block
-    assert len(message) == 16
-    iv = challenge + bytes(8)
-    last = sm4_block(key, bytes(a ^ b for a, b in zip(iv, message, strict=True)))
-    assert card.execute(header + last[:4]) == h("90 00")
-    assert card.state.life_cycle is LifeCycle.ACTIVE
 
 
 # ---------------------------------------------------------------------------
@@ -1368,89 +1340,102 @@ def _counting_random():
     return random, drawn
 
 
+T0 = "t0-employee-new"
+
+
+def _t0_tries(card: VirtualCard) -> int:
+    return card.state.tries_of(KeyName.PUK)
+
+
 def test_s8_t0_challenge_with_exact_le_is_answered_directly_and_works():
     """Part 2 §9.3.2.1: GET CHALLENGE is case 2, so a T=0 card answers it with 9000 and
-    no GET RESPONSE stands between it and the outlet command that uses it."""
+    no GET RESPONSE stands between it and the EXTERNAL AUTHENTICATE that uses it."""
     random, drawn = _counting_random()
-    card = new_card("t0-employee-new", random=random)
-    key = outlet_key(card)
+    card = new_card(T0, random=random)
+    select_ssse(card)
     assert send(card, "00 84 00 00 08") == h("00" * 8 + " 90 00")
     assert drawn == [h("00" * 8)]
-    apdu = mac.protect(key, drawn[0], 0x84, 0x5E, 0x00, 0x02, b"")
-    assert card.execute(apdu) == h("90 00")
-    assert pin_status(card) == (0x01, 0x02, 6, 6)
+    assert authenticate(card, T0, KeyName.PUK, challenge=drawn[0]) == OK  # case 3: 9000
 
 
 @pytest.mark.parametrize("le", ["03", "00", "", "09"])
-def test_s8_t0_challenge_with_a_wrong_le_is_6c08_and_the_resend_gives_a_usable_one(le):
-    """Part 2 §9.3.2.1: a wrong Le is 6C08, draws nothing, leaves nothing for GET RESPONSE
-    and spends the challenge before it; the resend with Le 08 draws a fresh one."""
+def test_s8_t0_challenge_with_a_wrong_le_is_6700_and_the_resend_gives_a_usable_one(le):
+    """Part 5 table 18: a wrong Le is 6700 (not 6Cxx, even on T=0); it draws nothing,
+    leaves nothing for GET RESPONSE and spends the challenge before it; the resend with
+    Le 08 draws a fresh one."""
     random, drawn = _counting_random()
-    card = new_card("t0-employee-new", random=random)
-    key = outlet_key(card)
+    card = new_card(T0, random=random)
+    select_ssse(card)
     old = data_of(send(card, "00 84 00 00 08"))
-    assert send(card, "00 84 00 00 " + le) == h("6C 08")
+    assert send(card, "00 84 00 00 " + le) == h("67 00")
     assert drawn == [old]
     assert send(card, "00 C0 00 00 08") == h("6F 00")
-    assert card.execute(mac.protect(key, old, 0x84, 0x5E, 0x00, 0x02, b"")) == h("69 84")
+    assert authenticate(card, T0, KeyName.PUK, challenge=old) == 0x6984
+    assert _t0_tries(card) == 3
 
-    assert send(card, "00 84 00 00 " + le) == h("6C 08")
+    assert send(card, "00 84 00 00 " + le) == h("67 00")
     assert send(card, "00 84 00 00 08") == h("01" * 8 + " 90 00")
     assert drawn == [old, h("01" * 8)]
-    apdu = mac.protect(key, drawn[1], 0x84, 0x5E, 0x00, 0x00, h("97 53 10"))
-    assert card.execute(apdu) == h("90 00")
-    assert verify(card, "975310") == OK
+    assert authenticate(card, T0, KeyName.PUK, challenge=drawn[1]) == OK
 
 
 def test_s8_t0_challenge_answered_directly_then_another_command_spends_it():
-    """Part 2 §9.3.2.1 with §7: the directly answered challenge is spent by the next
-    command, as on any card."""
-    card = new_card("t0-employee-new")
-    key = outlet_key(card)
+    """Part 2 §9.3.2.1 with part 5 §6.5.1: the directly answered challenge is spent by
+    the next command, as on any card."""
+    card = new_card(T0)
+    select_ssse(card)
     resp = send(card, "00 84 00 00 08")
     assert sw_of(resp) == OK
     challenge = data_of(resp)
     assert len(challenge) == 8
-    assert send(card, "00 20 00 00") == h("63 C6")  # the status query: not verified
-    apdu = mac.protect(key, challenge, 0x84, 0x5E, 0x00, 0x02, b"")
-    assert card.execute(apdu) == h("69 84")
-    assert pin_status(card) == (0x01, 0x00, 6, 6)
+    assert send(card, "00 20 00 00") == h("63 C6")  # the empty VERIFY: not verified
+    assert authenticate(card, T0, KeyName.PUK, challenge=challenge) == 0x6984
+    assert _t0_tries(card) == 3
 
 
 def test_s8_t0_case_4_command_after_a_challenge_spends_it():
-    """Part 2 §9.3.1.4 with §7: the SELECT that leaves data waiting spends the challenge,
-    so the GET RESPONSE that fetches it has none to keep."""
-    card = new_card("t0-employee-new")
-    key = outlet_key(card)
+    """Part 2 §9.3.1.4 with part 5 §6.5.1: the SELECT that leaves data waiting spends
+    the challenge, so the GET RESPONSE that fetches it has none to keep."""
+    card = new_card(T0)
+    select_ssse(card)
     challenge = data_of(send(card, "00 84 00 00 08"))
     assert len(challenge) == 8
     assert send(card, SELECT_SSSE + " 00") == h("61 1E")
     assert send(card, "00 C0 00 00 1E") == h(FCI_SSSE + " 90 00")
-    apdu = mac.protect(key, challenge, 0x84, 0x5E, 0x00, 0x02, b"")
-    assert card.execute(apdu) == h("69 84")
-    assert pin_status(card) == (0x01, 0x00, 6, 6)
+    assert authenticate(card, T0, KeyName.PUK, challenge=challenge) == 0x6984
+    assert _t0_tries(card) == 3
 
 
-def test_s7_s8_t0_get_response_fetching_nothing_spends_the_challenge():
-    """§7 'spent by the next command, whatever it is': a GET RESPONSE with nothing
-    waiting (GET CHALLENGE is case 2 and answered at once, part 2 §9.3.2.1) is a
-    command like any other and spends the challenge."""
-    card = new_card("t0-employee-new")
-    key = outlet_key(card)
+def test_s8_t0_get_response_fetching_nothing_spends_the_challenge():
+    """Part 5 §6.5.1 'once': a GET RESPONSE with nothing waiting (GET CHALLENGE is case
+    2 and answered at once, part 2 §9.3.2.1) is a command like any other."""
+    card = new_card(T0)
+    select_ssse(card)
     resp = send(card, "00 84 00 00 08")
     assert sw_of(resp) == OK
     challenge = data_of(resp)
     assert send(card, "00 C0 00 00 08") == h("6F 00")  # nothing is waiting
-    apdu = mac.protect(key, challenge, 0x84, 0x5E, 0x00, 0x02, b"")
-    assert card.execute(apdu) == h("69 84")
-    assert pin_status(card) == (0x01, 0x00, 6, 6)
+    assert authenticate(card, T0, KeyName.PUK, challenge=challenge) == 0x6984
+    assert _t0_tries(card) == 3
 
 
-def test_s8_t0_outlet_reset_works_on_t0_card():
-    card = new_card("t0-employee-new")
+def test_s8_t0_internal_authenticate_is_case_4_61_08():
+    card = new_card(T0)
+    select_ssse(card)
+    assert send(card, "00 88 00 00 10" + "00" * 16 + "00") == h("61 08")
+    assert sw_of(send(card, "00 C0 00 00 08")) == OK
+
+
+def test_s8_t0_pin_change_unblock_works_on_t0_card():
+    card = new_card(T0)
+    select_ssse(card)
+    assert authenticate(card, T0, KeyName.PUK) == OK
+    state = load(T0)
+    challenge = get_challenge(card)
+    session = security.session_key(state.algorithm, state.keys[KeyName.PUK], challenge)
+    element = security.encrypt(state.algorithm, session, h("86 42 00"))
     before = card.state
-    resp = outlet(card, 0x5E, 0x00, 0x00, h("86 42 00"))
-    assert resp == h("90 00")
+    assert card.execute(protected(card, T0, 0x24, 0, 1, element, challenge)) == h("90 00")
     after = card.state
     assert after == before.with_(pin=after.pin, tries_left=6, pin_state=PinState.ENABLED)
     assert verify(card, "864200") == OK

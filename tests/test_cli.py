@@ -272,7 +272,7 @@ def test_new_into_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
 # --- card show ------------------------------------------------------------------------
 
 
-SECRET_KEYS = ("pin_salt", "pin_sha256", "card_key")
+SECRET_KEYS = ("pin_salt", "pin_sha256")
 
 
 def assert_nothing_secret(text: str, path: Path) -> None:
@@ -285,6 +285,10 @@ def assert_nothing_secret(text: str, path: Path) -> None:
         value = str(secrets[key])
         assert value.lower() not in text.lower(), key
         assert key not in text
+    keys = secrets["keys"]
+    assert isinstance(keys, dict)
+    for name, value in keys.items():  # the card's own keys: never shown
+        assert str(value).lower() not in text.lower(), name
     assert_no_pin(text, INITIAL_PIN, ENABLED_PIN)
 
 

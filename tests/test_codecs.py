@@ -1,15 +1,14 @@
-"""The plain codecs: cardio.apdu, cardio.pin, cardio.trace, cardio.identity, cardio.mac."""
+"""The plain codecs: cardio.apdu, cardio.pin, cardio.trace, cardio.identity (the
+security algorithms' own known answers: tests/test_security.py)."""
 
 from __future__ import annotations
 
 import pytest
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cardio import identity, mac, pin, trace
+from cardio import identity, pin, trace
 from cardio.apdu import Apdu, HexError, command, parse_hex, split_response, to_hex
-from cardio.resources import fixture_master_key as master_key
 from cardio.sw import CardError
 
 # ---------------------------------------------------------------------------
@@ -437,106 +436,3 @@ def test_identity_query_password_is_last_8_with_final_x_as_0():
     assert identity.query_password("11010519491231002X") == "12310020"
     assert identity.query_password("440524188001010014") == "01010014"
     assert identity.query_password("310104198503122174") == "03122174"
-
-
-# ---------------------------------------------------------------------------
-# cardio.mac, against an independent SM4 computation
-# ---------------------------------------------------------------------------
-
-# GB/T 32907-2016 (and draft-ribose-cfrg-sm4) example 1.
-SM4_KEY = bytes.fromhex("0123456789abcdeffedcba9876543210")
-SM4_PLAIN = bytes.fromhex("0123456789abcdeffedcba9876543210")
-SM4_CIPHER = bytes.fromhex("681edf34d206965e86b3e94f536e4246")
-
-
-def _sm4_block(key: bytes, block: bytes) -> bytes:
-    assert len(block) == 16
-    enc = Cipher(algorithms.SM4(key), modes.ECB()).encryptor()
-    return enc.update(block) + enc.finalize()
-
-
-def _independent_mac(key: bytes, challenge: bytes, message: bytes) -> bytes:
-    """ISO 9797-1 method 2 padding, CBC written out by hand, first 4 bytes of the last block."""
-    padded = message + b"\x80"
-    while len(padded) % 16:
-        padded += b"\x00"
-    chain = challenge + bytes(8)
-    for i in range(0, len(padded), 16):
-        block = bytes(a ^ b for a, b in zip(chain, padded[i : i + 16], strict=True))
-        chain = _sm4_block(key, block)
-    return chain[:4]
-
-
-def test_sm4_published_test_vector():
-    assert _sm4_block(SM4_KEY, SM4_PLAIN) == SM4_CIPHER
-
-
-def test_card_key_is_sm4_ecb_test_vector():
-    assert mac.card_key(SM4_KEY, SM4_PLAIN) == SM4_CIPHER
-
-
-def test_card_key_of_a_fixture_card():
-    ident = bytes.fromhex("310000D156000005372A9FA8AB97D317")  # employee-new
-    expected = bytes.fromhex("BB8AF355444FF45E51F3C2877ADFF75C")  # its card file
-    assert mac.card_key(master_key(), ident) == expected
-    assert _sm4_block(master_key(), ident) == expected
-
-
-@pytest.mark.parametrize(
-    ("data", "padded"),
-    [
-        (b"", "80" + "00" * 15),
-        (bytes(15), "00" * 15 + "80"),
-        (bytes(16), "00" * 16 + "80" + "00" * 15),
-        (b"\x84\x18\x00\x00\x04", "8418000004 80" + "00" * 10),
-    ],
-)
-def test_mac_pad_is_iso9797_method_2(data, padded):
-    assert mac.pad(data) == bytes.fromhex(padded.replace(" ", ""))
-
-
-def test_mac_against_independent_computation_one_block():
-    key = bytes.fromhex("BB8AF355444FF45E51F3C2877ADFF75C")
-    challenge = bytes.fromhex("0102030405060708")
-    header = bytes.fromhex("8418000004")
-    expected = _independent_mac(key, challenge, header)
-    assert mac.mac(key, challenge, header, b"") == expected
-    assert mac.protect(key, challenge, 0x84, 0x18, 0x00, 0x00, b"") == header + expected
-
-
-def test_mac_against_independent_computation_with_new_pin():
-    key = bytes.fromhex("2FE8373F56B084055014E1AF20C56698")
-    challenge = bytes.fromhex("A1B2C3D4E5F60718")
-    header = bytes.fromhex("845E000007")  # Lc' = 3 + 4: the MAC counts
-    body = bytes.fromhex("246802")
-    expected = _independent_mac(key, challenge, header + body)
-    assert mac.mac(key, challenge, header, body) == expected
-    assert mac.protect(key, challenge, 0x84, 0x5E, 0x00, 0x00, body) == header + body + expected
-
-
-@given(
-    key=st.binary(min_size=16, max_size=16),
-    challenge=st.binary(min_size=8, max_size=8),
-    p2=st.integers(0, 2),
-    body=st.binary(max_size=40),
-)
-def test_mac_protect_matches_independent_computation(key, challenge, p2, body):
-    apdu = mac.protect(key, challenge, 0x84, 0x5E, 0x00, p2, body)
-    header = bytes((0x84, 0x5E, 0x00, p2, len(body) + 4))
-    assert apdu[:5] == header
-    assert apdu[5:-4] == body
-    assert apdu[-4:] == _independent_mac(key, challenge, header + body)
-
-
-def test_mac_depends_on_the_challenge():
-    key = bytes(16)
-    header = bytes.fromhex("8418000004")
-    a = mac.mac(key, bytes(8), header, b"")
-    b = mac.mac(key, bytes(7) + b"\x01", header, b"")
-    assert a != b
-
-
-@pytest.mark.parametrize("challenge", [b"", bytes(7), bytes(9), bytes(16)])
-def test_mac_refuses_a_challenge_that_is_not_8_bytes(challenge):
-    with pytest.raises(ValueError):
-        mac.mac(bytes(16), challenge, bytes.fromhex("8418000004"), b"")

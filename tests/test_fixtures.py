@@ -7,11 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from cardio import identity, mac
+from cardio import identity, security
 from cardio.card import profiles
 from cardio.card.card import VirtualCard
 from cardio.card.state import LifeCycle, PinState
-from cardio.resources import TEST_MASTER_KEY_FILE, data_dir, fixture_master_key
+from cardio.issuer import (
+    COUNTERFEIT_ISSUER_FILE,
+    TEST_ISSUER_FILE,
+    KeyName,
+    card_keys,
+    counterfeit_issuer,
+    fixture_issuer,
+)
+from cardio.model import Algorithm
+from cardio.resources import data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "fixtures" / "README.md").read_text("utf-8")
@@ -67,10 +76,17 @@ def test_holder_is_realistic(name):
 
 
 @pytest.mark.parametrize("name", profiles.names())
-def test_card_key_is_derived_from_the_test_master_key(name):
+def test_card_keys_are_dispersed_from_their_issuers_masters(name):
+    """Part 9 §7.3: each key is its issuer's master dispersed with the card's factors;
+    the counterfeit profile's issuer is another one."""
     state = profiles.load(name)
-    assert state.card_key == mac.card_key(fixture_master_key(), state.card.identification_code)
-    assert state.card.identification_code[:3] == bytes.fromhex("310000")  # BCD region code
+    issuer = counterfeit_issuer() if name == profiles.COUNTERFEIT else fixture_issuer()
+    ident, historical = state.card.identification_code, state.historical
+    assert state.keys == card_keys(issuer, ident, historical)
+    assert state.keys[KeyName.IRK] == security.card_key(
+        Algorithm.SM4, issuer.masters[KeyName.IRK], ident, historical
+    )
+    assert ident[:3] == bytes.fromhex("310000")  # BCD region code
 
 
 @pytest.mark.parametrize(
@@ -92,11 +108,13 @@ def test_locked_card_was_locked_with_the_readme_pin():
     assert profiles.load("locked").pin.matches(readme_pin())
 
 
-def test_test_key_is_marked_test_only():
-    text = (data_dir("keys") / TEST_MASTER_KEY_FILE).read_text()
+@pytest.mark.parametrize("file", [TEST_ISSUER_FILE, COUNTERFEIT_ISSUER_FILE])
+def test_test_keys_are_marked_test_only(file):
+    text = (data_dir("keys") / file).read_text()
     assert "TEST ONLY" in text
-    assert "TEST-ONLY" in TEST_MASTER_KEY_FILE
-    assert len(fixture_master_key()) == 16
+    assert file.startswith("TEST-ONLY")
+    assert fixture_issuer().masters != counterfeit_issuer().masters
+    assert not (data_dir("keys") / "TEST-ONLY-master-key.hex").exists()  # retired
 
 
 def test_new_initial_cards_get_a_fresh_salt():

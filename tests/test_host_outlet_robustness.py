@@ -4,7 +4,8 @@
   too long, a file that is not SQLite, a row edited by hand: one line on stderr
   ("pos-host: what is wrong; what to do"), a non-zero exit, and no file changed.
 - An outlet operation that cannot be logged is not done: the intent line ("started") is
-  on disk before the MAC-protected command, the result line after.
+  on disk before the first command that may change the card (the PUK's EXTERNAL
+  AUTHENTICATE, whose try counter the card writes), the result line after.
 - Personal data is private: the host database (and its -wal/-shm) 0600, the outlet log
   0600, in folders made 0700 (folders that already existed are left alone).
 - The host API checks its input at the boundary: one HostError each, nothing written.
@@ -605,8 +606,10 @@ def test_a_full_disk_before_the_card_command_sends_nothing(tmp_path: Path) -> No
     assert "outlet log" in message and "nothing was sent to the card" in message
     assert "No space left on device" in message
     assert "\n" not in message and NEW_PIN not in message
-    assert card.read_bytes() == before  # still locked, PIN unchanged
-    assert not any(line.startswith(("> 84 ", "> 00 84 ")) for line in trace)
+    assert card.read_bytes() == before  # still locked, PIN unchanged, PUK's tries too
+    assert trace  # the card was read, and checked (INTERNAL AUTHENTICATE changes nothing)
+    assert any(line.startswith("> 00 88 00 00 10 ") for line in trace)
+    assert not any(line.startswith(("> 84 ", "> 00 84 ", "> 00 82 ")) for line in trace)
 
 
 def test_a_full_disk_log_through_the_cli_is_one_line_and_the_card_unchanged(
@@ -672,20 +675,28 @@ def test_a_disk_full_after_the_card_command_leaves_the_intent_line(tmp_path: Pat
 
 
 def test_the_intent_line_is_written_before_the_command(tmp_path: Path) -> None:
-    """What the log holds at the moment the protected command reaches the card."""
+    """What the log holds at the moment the first GET CHALLENGE, the PUK's EXTERNAL
+    AUTHENTICATE (the card writes its try counter) and the protected command reach the
+    card: the intent line, and only it. The card's check (INTERNAL AUTHENTICATE) comes
+    before the intent: it changes nothing, and a card that fails it is only refused."""
     card = new_card(tmp_path, "locked")
     log = tmp_path / "outlet.log"
-    seen: list[list[dict[str, object]]] = []
+    seen: list[tuple[bytes, list[dict[str, object]]]] = []
 
     class Watching(VirtualReader):
         def _exchange(self, apdu: bytes) -> bytes:
-            if apdu[:1] == b"\x84":
-                seen.append(lines(log) if log.exists() and log.stat().st_size else [])
+            if apdu[:1] == b"\x84" or apdu[:2] in (b"\x00\x84", b"\x00\x82", b"\x00\x88"):
+                logged = lines(log) if log.exists() and log.stat().st_size else []
+                seen.append((bytes(apdu[:4]), logged))
             return super()._exchange(apdu)
 
     outcome = run_outlet(card, log, Operation.RESET_PIN, LOCKED_SSN, NEW_PIN, Watching)
     assert not isinstance(outcome, BaseException), repr(outcome)
-    [[intent]] = seen
+    headers = ("00880000", "00840000", "00820006", "00840000", "84240001")
+    assert [header for header, _ in seen] == [bytes.fromhex(h) for h in headers]
+    assert seen[0][1] == []  # the card's check: nothing logged yet
+    intent = seen[1][1][0]
+    assert all(logged == [intent] for _, logged in seen[1:])
     assert intent["result"] == "started" and intent["operation"] == "reset-pin"
     assert intent["holder_id"] == "3101**********0397"
     intent_again, result = lines(log)
@@ -704,6 +715,27 @@ def test_a_refusal_before_the_card_command_has_no_intent_line(tmp_path: Path) ->
     assert str(only["result"]).startswith("refused")
     assert card.read_bytes() == before
     assert "111111" not in log.read_text("utf-8")
+
+
+def test_a_counterfeit_card_refused_when_the_log_is_full_says_nothing_was_sent(
+    tmp_path: Path,
+) -> None:
+    """The card fails the check and the refusal cannot be logged: the log's error (nothing
+    was sent to the card) and the card file as it was, its PUK's tries too."""
+    card = new_card(tmp_path, "counterfeit")
+    before = card.read_bytes()
+    log = FullLog(tmp_path / "outlet.log", full=True)
+    trace: list[str] = []
+
+    def traced(path: Path) -> VirtualReader:
+        return VirtualReader(path, trace=trace.append)
+
+    outcome = run_outlet(card, log, Operation.CANCEL_PIN, "310109198306141933", reader=traced)
+    assert isinstance(outcome, OutletError), repr(outcome)
+    assert "nothing was sent to the card" in str(outcome)
+    assert "No space left on device" in str(outcome)
+    assert card.read_bytes() == before
+    assert not any(line.startswith(("> 84 ", "> 00 84 ", "> 00 82 ")) for line in trace)
 
 
 def test_a_torn_last_line_does_not_swallow_the_next(tmp_path: Path) -> None:

@@ -17,17 +17,20 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from terminal_helpers import issuer_keys
 
 from cardio import api_codes
 from cardio.apdu import to_hex
 from cardio.card import profiles, store
 from cardio.cli import main
 from cardio.errors import UsageError
-from cardio.model import MEDICAL_AID, SSSE_NAME
+from cardio.keysource import KeySource
+from cardio.model import MEDICAL_AID, SSSE_NAME, PinState
 from cardio.pin import PinFormatError
 from cardio.protocol import (
     CardCommandError,
     CardInfo,
+    CounterfeitCardError,
     NotASocialSecurityCard,
     PinOutcome,
     SocialSecurityCard,
@@ -59,6 +62,9 @@ AFTER_UPGRADE = Settings(dt.date(2020, 4, 13), dt.date(2026, 11, 27))
 VERSIONS = ("1.00", "2.00", "3.00")
 SELECT_SSSE = "> 00 A4 04 00 0F " + to_hex(SSSE_NAME) + " 00"
 SELECT_MEDICAL = "> 00 A4 04 00 06 " + to_hex(MEDICAL_AID) + " 00"
+EXTERNAL_AUTH = "> 00 82 00 "
+MASKED_16 = " …"  # commands() drops the random halves of the authentications
+INTERNAL_AUTH = "> 00 88 00 00 10" + MASKED_16
 
 
 def make(tmp_path: Path, profile: str, version: str | None = None, real_only: bool = False):
@@ -67,12 +73,13 @@ def make(tmp_path: Path, profile: str, version: str | None = None, real_only: bo
     return path
 
 
-def read(path: Path) -> tuple[CardInfo, list[str]]:
+def read(path: Path, keys: KeySource | None = None) -> tuple[CardInfo, list[str]]:
+    """The terminal's read, by default with the fixture issuer's keys (as its PSAM)."""
     lines: list[str] = []
     reader = VirtualReader(path, trace=lines.append)
     try:
         reader.connect()
-        info = SocialSecurityCard(reader).read_info()
+        info = SocialSecurityCard(reader).read_info(keys or issuer_keys())
     finally:
         reader.close()
     return info, lines
@@ -81,7 +88,10 @@ def read(path: Path) -> tuple[CardInfo, list[str]]:
 def commands(lines: list[str]) -> list[str]:
     """The commands sent, without the transport's GET RESPONSEs and 6Cxx resends."""
     sent = [ln for ln in lines if ln.startswith("> ") and not ln.startswith("> 00 C0")]
-    return sent
+    return [
+        ln[: len("> 00 82 00 07 10")] + MASKED_16 if ln[:7] in ("> 00 82", "> 00 88") else ln
+        for ln in sent
+    ]
 
 
 # --- the APDU sequence (part 7 §5, reader API §1.1.3; EXT-SI's order) ----------------------
@@ -91,6 +101,8 @@ def commands(lines: list[str]) -> list[str]:
 def test_the_host_sends_the_standard_forms(tmp_path: Path, version: str):
     info, lines = read(make(tmp_path, "employee-enabled", version))
     name_extension = [] if version == "1.00" else ["> 00 B2 4E 00 16"]
+    # 3.00: RKSSSE before the holder's data (reader API §1.1.3 (6), §10.2)
+    rkssse = ["> 00 84 00 00 08", EXTERNAL_AUTH + "07 10" + MASKED_16] if version == "3.00" else []
     assert commands(lines) == [
         SELECT_SSSE,
         "> 00 A4 02 00 02 EF 05",
@@ -98,12 +110,16 @@ def test_the_host_sends_the_standard_forms(tmp_path: Path, version: str):
         "> 00 B2 02 00 03",
         "> 00 B2 03 00 06",
         "> 00 B2 07 00 0B",
+        INTERNAL_AUTH,  # part 7 §5.4: the card's authenticity, before anything else
+        *rkssse,
         "> 00 A4 02 00 02 EF 06",
         "> 00 B2 08 00 14",
         "> 00 B2 09 00 20",
         *name_extension,
         "> 00 B2 0D 00 06",
         SELECT_MEDICAL,
+        "> 00 84 00 00 08",
+        EXTERNAL_AUTH + "84 10" + MASKED_16,  # RK1DF04: DF04/EF05 is "PIN or RK1DF04"
         "> 00 A4 02 00 02 EF 05",
         "> 00 B2 81 00 0A",
         SELECT_SSSE,  # back to the SSSE, where the PIN is verified (part 7 §5)
@@ -122,6 +138,10 @@ def test_every_profile_version_and_strictness_reads_the_same_facts(
 ):
     path = make(tmp_path, profile, version, real_only)
     state = store.read(path)
+    if profile == profiles.COUNTERFEIT:  # its keys are another issuer's (part 7 §5.4)
+        with pytest.raises(CounterfeitCardError):
+            read(path)
+        return
     info, lines = read(path)
     assert info.card_number == state.card.card_number
     assert info.category == state.card.category
@@ -134,7 +154,9 @@ def test_every_profile_version_and_strictness_reads_the_same_facts(
     if real_only:  # GET DATA C1 is ours: 6D00, then the empty VERIFY (rule 8)
         assert "< 6D 00" in lines
         assert lines[-2:][0] == "> 00 20 00 00"
-        assert status.pin_state is None and status.try_limit is None
+        # the empty VERIFY answers 9000 only for a card that holds no PIN (part 5 §6.14.5)
+        expected = PinState.DISABLED if state.pin_state is PinState.DISABLED else None
+        assert status.pin_state is expected and status.try_limit is None
     else:
         assert status.pin_state == state.pin_state
         assert status.tries_left == state.tries_left
@@ -144,8 +166,8 @@ def test_every_profile_version_and_strictness_reads_the_same_facts(
 # rule 8 (the PIN is taken as ENABLED, the tries the empty VERIFY gave are shown), the
 # refusals where the empty VERIFY says blocked (6983) or not activated (6985).
 REAL_ONLY_PAYMENT = {
-    "counterfeit": Stage.PIN,
-    "disabled": Stage.PIN,
+    "counterfeit": Stage.RESULT,
+    "disabled": Stage.CONFIRM_AMOUNT,  # the empty VERIFY's 9000: no PIN (S16)
     "employee-enabled": Stage.PIN,
     "employee-new": Stage.PIN,
     "legacy-medical": Stage.PIN,
@@ -166,17 +188,23 @@ def test_rule_8_decides_for_every_real_only_profile(tmp_path: Path, profile: str
     command = flow.entered("1250")
     assert command == ReadCard()
     flow.reading()
-    result, present = execute(Equipment(reader), command)
+    result, present = execute(Equipment(reader, keys=issuer_keys()), command)
     deliver(flow, result, present)
     reader.close()
     assert flow.view.stage is REAL_ONLY_PAYMENT[profile]
     sent = [ln for ln in lines if ln.startswith("> 00 20")]
-    assert sent == ["> 00 20 00 00"]  # never a guessed PIN
     keys = [ln.key for ln in flow.view.lines]
+    if profile == profiles.COUNTERFEIT:  # refused before anything else is asked
+        assert sent == [] and keys == ["counterfeit"], keys
+        assert commands(lines)[-1] == INTERNAL_AUTH  # and nothing after it
+        return
+    assert sent == ["> 00 20 00 00"]  # never a guessed PIN
     if profile == "locked":
         assert "locked" in keys
     elif profile == "not-activated":
         assert "not_activated" in keys
+    elif profile == "disabled":
+        assert "no_pin" in keys and "enter_pin" not in keys
     else:
         assert "enter_pin" in keys and "forced_change" not in keys
 
@@ -305,6 +333,9 @@ def test_replay_ext_si_read_basic_information(tmp_path: Path, version: str):
     assert answers["00B2050006"].startswith("0504") and answers["00B2050006"].endswith("9000")
     assert answers["00B2060006"].startswith("0604") and answers["00B2060006"].endswith("9000")
     assert answers["00A4020002EF06"] == "9000"
+    if version == "3.00":  # the holder's data only after RKSSSE (reader API §10.2)
+        assert {answers[a] for a in ("00B2080014", "00B2090020", "00B24E0016")} == {"6982"}
+        return
     assert answers["00B2080014"] == record(8, holder.ssn.encode())
     name = holder.name.encode("gbk")
     assert answers["00B2090020"] == record(9, name[:30].ljust(30, b"\0"))
@@ -337,6 +368,8 @@ def test_replay_other_addressing_forms_give_the_same_records(tmp_path: Path, ver
         ],
     )
     got = [sw for _, sw in answers[1:]]
+    if version == "3.00":  # EF06 only after RKSSSE (reader API §10.2)
+        ssn = "6982"
     assert got == [number, number, ssn, "9000", number, "9000", ssn]
 
 

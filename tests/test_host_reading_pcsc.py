@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from terminal_helpers import issuer_keys
 
 from cardio.card import profiles, store
 from cardio.protocol import SocialSecurityCard
@@ -27,7 +28,7 @@ def test_a_t0_card_is_read_through_pcscd(tmp_path: Path, served, version: str):
     reader = PcscReader(card.reader, trace=lines.append)
     try:
         reader.connect()
-        info = SocialSecurityCard(reader).read_info()
+        info = SocialSecurityCard(reader).read_info(issuer_keys())
     finally:
         reader.close()
     assert (info.card_number, info.ssn, info.name, info.scheme) == (

@@ -27,14 +27,17 @@ from cardio.model import (
     PIN_STATUS_TAG,
     Algorithm,
     Category,
+    CipherOp,
     Cla,
     DirTag,
     Fid,
     Ins,
     LifeCycle,
     MedicalTag,
-    OutletPin,
     PinState,
+    PsamCla,
+    PsamFid,
+    PsamIns,
     RecordMode,
     Scheme,
     SelectBy,
@@ -53,6 +56,7 @@ WIRE: dict[type[Enum], dict[str, int | str]] = {
         "OK": 0x9000,
         "MEMORY_FAILURE": 0x6581,
         "WRONG_LENGTH": 0x6700,
+        "NOT_ACCEPTED": 0x6901,
         "INCOMPATIBLE_FILE": 0x6981,
         "SECURITY_NOT_SATISFIED": 0x6982,
         "PIN_BLOCKED": 0x6983,
@@ -62,30 +66,36 @@ WIRE: dict[type[Enum], dict[str, int | str]] = {
         "MAC_MISSING": 0x6987,
         "MAC_WRONG": 0x6988,
         "WRONG_DATA": 0x6A80,
+        "FUNCTION_NOT_SUPPORTED": 0x6A81,
         "FILE_NOT_FOUND": 0x6A82,
         "RECORD_NOT_FOUND": 0x6A83,
+        "LC_INCONSISTENT": 0x6A85,
         "WRONG_P1P2": 0x6A86,
         "DATA_NOT_FOUND": 0x6A88,
         "WRONG_OFFSET": 0x6B00,
         "INS_NOT_SUPPORTED": 0x6D00,
         "CLA_NOT_SUPPORTED": 0x6E00,
         "NO_DIAGNOSIS": 0x6F00,
+        "APPLICATION_BLOCKED": 0x9303,
     },
     Cla: {"ISO": 0x00, "PROPRIETARY": 0x80, "SECURE_MESSAGING": 0x84},
     Ins: {
         "VERIFY": 0x20,
         "CHANGE_REFERENCE": 0x24,
         "RESET_RETRY": 0x2C,
-        "OUTLET_PIN": 0x5E,
+        "CHANGE_PIN": 0x5E,
         "GET_CHALLENGE": 0x84,
         "OUTLET_ACTIVATE": 0x18,
+        "APPLICATION_BLOCK": 0x1E,
+        "EXTERNAL_AUTHENTICATE": 0x82,
+        "INTERNAL_AUTHENTICATE": 0x88,
         "SELECT": 0xA4,
         "READ_BINARY": 0xB0,
         "READ_RECORD": 0xB2,
+        "UPDATE_RECORD": 0xDC,
         "GET_RESPONSE": 0xC0,
         "GET_DATA": 0xCA,
     },
-    OutletPin: {"RESET": 0x00, "RESTORE_INITIAL": 0x01, "CANCEL": 0x02},
     Fid: {
         "MF": 0x3F00,
         "EF05": 0xEF05,
@@ -113,6 +123,25 @@ WIRE: dict[type[Enum], dict[str, int | str]] = {
     },
     MedicalTag: {"SCHEME": 0x81, "INSURED_REGION": 0x84},
     DirTag: {"APPLICATION": 0x61, "AID": 0x4F, "LABEL": 0x50},
+    PsamCla: {"ISO": 0x00, "PROPRIETARY": 0x80, "ENVIRONMENT": 0xBF},
+    PsamIns: {
+        "SELECT": 0xA4,
+        "READ_BINARY": 0xB0,
+        "GET_CHALLENGE": 0x84,
+        "GET_RESPONSE": 0xC0,
+        "INITIALIZE_ENVIRONMENT": 0xEC,
+        "DELIVERY_SESSION_KEY": 0xDE,
+        "CIPHER_DATA": 0xFA,
+    },
+    PsamFid: {"MF": 0x3F00, "ADF": 0xDF01, "INFO": 0x0015, "TERMINAL": 0x0016, "SERIAL": 0x0019},
+    CipherOp: {
+        "ENCRYPT": 0x00,
+        "ENCRYPT_MORE": 0x02,
+        "MAC": 0x05,
+        "MAC_FIRST": 0x07,
+        "MAC_NEXT": 0x03,
+        "MAC_LAST": 0x01,
+    },
     RecordMode: {
         "FIRST": 0b000,
         "LAST": 0b001,
@@ -215,7 +244,7 @@ SCHEME_LITERALS_PENDING: dict[str, str] = {}  # file -> why it still spells code
 # arguments (None: all) must not be an int literal.
 NAMED_ARGUMENTS: dict[str, tuple[int, ...] | None] = {
     "command": (0, 1),  # CLA, INS
-    "protect": (2, 3),  # mac.protect(key, challenge, CLA, INS, ...)
+    "secure_apdu": (3, 4),  # (alg|key, key|card, challenge, CLA, INS, ...)
     "Ef": None,  # fid, sfi
     "Df": None,
     "_record": None,  # sfi, tag
@@ -273,7 +302,7 @@ def test_the_scan_sees_what_it_looks_for(tmp_path: Path) -> None:
     bad.write_text(
         "if status == 0x9000 or status == 0x6A82: raise CardError(0x6985)\n"
         "command(0x00, 0xA4, 0x00, 0x00, (0xDF04).to_bytes(2, 'big'))\n"
-        "protect(key, challenge, 0x84, 0x5E, 0, 0)\n"
+        "secure_apdu(alg, key, challenge, 0x84, 0x24, 0, 0, b'')\n"
         "Ef(0xEF05, 0x05, {0x01: b''})\n"
         "x._text(0x05, 0x02)\n"
         "forced = scheme == '310'\n",

@@ -303,6 +303,49 @@ def test_p4_8_2_4_2_sm4_mac_aligned_message_gets_a_whole_padding_block():
     assert security.mac(SM4, KS_SM4, data) == h("836e2704")
 
 
+# --- part 9 §9.8: CIPHER DATA's MAC, the first block an initial value ---------------------
+
+
+def test_p9_9_8_des_mac_with_iv_chains_from_the_given_block():
+    iv = h("1122334455667788")
+    i1 = xor(iv, h("841E000104800000"))  # the terminal padded; the PSAM only chains
+    assert i1 == h("953c334551e67788")
+    o1 = des(KS_DES, i1)
+    assert o1 == h("f22f66011cd5798b")
+    assert security.mac_with_iv(DES, KS_DES, iv, h("841E000104800000")) == h("f22f6601")
+
+
+def test_p9_9_8_sm4_mac_with_iv_folds_the_last_block():
+    iv = h("00112233445566778899aabbccddeeff")
+    padded = h("841E000104 80 00000000000000000000")
+    o1 = sm4(KS_SM4, xor(iv, padded))
+    assert o1 == h("600ce276480decaa13b03b1330702ba6")
+    fold = xor(xor(xor(h("600ce276"), h("480decaa")), h("13b03b13")), h("30702ba6"))
+    assert fold == h("0bc11e69")
+    assert security.mac_with_iv(SM4, KS_SM4, iv, padded) == h("0bc11e69")
+
+
+@pytest.mark.parametrize(("alg", "ks"), [(DES, KS_DES), (SM4, KS_SM4)])
+@pytest.mark.parametrize("size", [0, 5, 8, 16, 29])
+def test_p9_9_8_mac_with_a_zero_iv_over_padded_data_is_the_part_4_mac(alg, ks, size):
+    data = bytes(range(1, size + 1))
+    zero = bytes(security.block_size(alg))
+    padded = security.mac_padding(alg, data)
+    assert security.mac_with_iv(alg, ks, zero, padded) == security.mac(alg, ks, data)
+
+
+@pytest.mark.parametrize(("alg", "ks"), [(DES, KS_DES), (SM4, KS_SM4)])
+def test_p9_9_8_mac_with_iv_refuses_a_wrong_iv_or_unpadded_data(alg, ks):
+    size = security.block_size(alg)
+    with pytest.raises(SecurityInputError, match="initial value"):
+        security.mac_with_iv(alg, ks, bytes(size - 1), bytes(size))
+    for data in (b"", bytes(size + 1)):
+        with pytest.raises(SecurityInputError, match="whole"):
+            security.mac_with_iv(alg, ks, bytes(size), data)
+    with pytest.raises(SecurityInputError, match="session key"):
+        security.mac_with_iv(alg, ks + b"\x00", bytes(size), bytes(size))
+
+
 @pytest.mark.parametrize(("alg", "ks"), [(DES, KS_DES), (SM4, KS_SM4)])
 def test_p4_8_2_4_mac_changes_when_any_input_byte_flips(alg, ks):
     data = bytes(range(1, 30))

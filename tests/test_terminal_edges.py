@@ -28,6 +28,7 @@ from terminal_helpers import (
     entry_text,
     file_bytes,
     holders,
+    issuer_keys,
     make_card,
     new_host,
     screen_text,
@@ -167,6 +168,7 @@ def pos(
         settings,
         lang=lang,
         host=host or new_host(tmp_path),
+        keys=issuer_keys(),
         timeout=timeout,
         card_timeout=card_timeout,
         quiet=quiet,
@@ -895,7 +897,12 @@ async def test_17_trace_and_receipts_are_private(tmp_path: Path) -> None:
     trace = tmp_path / "logs" / "apdu.log"
     receipts = tmp_path / "rc"
     options = Options(
-        settings, host=new_host(tmp_path), trace_file=trace, receipts=receipts, timeout=0
+        settings,
+        host=new_host(tmp_path),
+        keys=issuer_keys(),
+        trace_file=trace,
+        receipts=receipts,
+        timeout=0,
     )
     app = PosApp(VirtualReader(card), options)
     async with app.run_test(size=SIZE) as pilot:

@@ -45,7 +45,8 @@ NO_PIN = "未启用密码"
 ENTER_PIN = "请输入密码"
 AMOUNT = "金额 12.50 元"
 BALANCE_AFTER = "个人账户余额 "  # the receipt's balance line: {amount} 元
-RECEIPT_TERMINAL = "终端 POS-0001  "  # the receipt's terminal line: {time}
+# the receipt's terminal line, {time}: the default PSAM's terminal number
+RECEIPT_TERMINAL = "终端 310000000001  "
 USAGE = "pos-terminal: --no-host and --host-db cannot go together; give one of them"
 
 
@@ -104,7 +105,9 @@ async def test_no_host_payment_ends_at_the_card_authorisation(tmp_path: Path, pr
         assert isinstance(app.screen, MenuScreen) and app.flow is None
     assert set(tmp_path.iterdir()) == before  # no database beside the card
     assert not default_db().exists()
-    assert home_files() == []  # build() opened nothing in the user data folder
+    # build() opened nothing in the user data folder but the default PSAM's file
+    assert [f for f in home_files() if not f.startswith("cards")] == []
+    assert "cards/psam.json" in home_files()
 
 
 # --- --no-host --host-db: refused ------------------------------------------------------------
@@ -174,7 +177,8 @@ def test_no_host_with_host_db_exits_2_from_the_command(tmp_path: Path) -> None:
 async def test_without_no_host_a_payment_is_debited(tmp_path: Path, where: str) -> None:
     """`pos-terminal --card CARD [--host-db DB]`: the app has a host on DB (default: the
     user data folder's database), seeded with the fixture holders; employee-enabled pays
-    12.50 with its PIN and the screen is the receipt (balance 1268.00, terminal POS-0001);
+    12.50 with its PIN and the screen is the receipt (balance 1268.00, terminal 310000000001,
+    the default PSAM's);
     the database, opened again, holds the one debit."""
     profile = "employee-enabled"
     card = make_card(tmp_path, profile)
@@ -211,7 +215,7 @@ async def test_without_no_host_a_payment_is_debited(tmp_path: Path, where: str) 
     try:
         history = other.history(ssn_of(profile))
         assert [(t.status, t.amount_fen, t.balance_after_fen, t.terminal_id) for t in history] == [
-            (DebitStatus.DEBITED, 1250, 126800, "POS-0001")
+            (DebitStatus.DEBITED, 1250, 126800, "310000000001")
         ]
     finally:
         other.close()

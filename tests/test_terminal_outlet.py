@@ -3,10 +3,20 @@
 S15, S16 and S17, and docs/card.md §5.
 
 Every app is built the way the command line builds it (`build(parse_args([...]))`) on a
-card file made from a profile in tmp_path, with the fixtures' public test key (or a
-private key file holding another key), an outlet log in tmp_path and the operator
-"wang"; it runs at 80x24. The phrases are written out here exactly; the card file and
-the outlet log are read back from disk.
+card file made from a profile in tmp_path, with the fixtures' public test issuer's keys
+(--test-key), a private JSON master-key file of other keys (--key), or a PSAM (--psam;
+by default the virtual PSAM beside the default card, which the pharmacy side reads every
+card with), an outlet log in tmp_path and the operator "wang"; it runs at 80x24. The
+phrases are written out here exactly; the card file and the outlet log are read back
+from disk.
+
+The terminal's outlet screens read the card at the flow's READING stage without keys;
+the operation, when it runs, reads it again with the outlet's key source, which checks it
+(INTERNAL AUTHENTICATE, 00 88, before the holder's data; a counterfeit card or another
+issuer's keys are refused there and logged), compares the ID, then sends GET CHALLENGE,
+the PUK's EXTERNAL AUTHENTICATE (00 82 00 06), GET CHALLENGE, the MAC-protected command
+(docs/card.md §5). "Privileged" here means what can change the card: CLA 84 commands and
+the PUK's 00 82 00 06 (a wrong key spends one of its tries).
 """
 
 from __future__ import annotations
@@ -27,12 +37,17 @@ from terminal_helpers import (
     settle,
     start_payment,
     toggle_card,
+    trace_pane_lines,
     type_digits,
 )
 from textual.widgets import Static
 
 from cardio.card.state import LifeCycle, PinState
 from cardio.identity import check_digit, id_problem, mask_id
+from cardio.issuer import Issuer, KeyName, counterfeit_issuer, fixture_issuer
+from cardio.keysource import MasterKeySource, PsamKeySource
+from cardio.psam import state as psam_state
+from cardio.psam import store as psam_store
 from terminal.app import PosApp
 from terminal.cli import build, main, parse_args
 from terminal.screens.menu import MenuScreen
@@ -55,8 +70,8 @@ ENABLED_SSN = "310101197911020480"  # born 1979-11-02
 NOT_ACTIVATED_SSN = "310112200104080624"  # born 2001-04-08
 EMPLOYEE_NEW_SSN = "310104198503122174"  # born 1985-03-12
 X_SSN = "31010419850312118X"  # born 1985-03-12 too, check digit X
-
-OTHER_KEY = bytes.fromhex("0F1E2D3C4B5A69788796A5B4C3D2E1F0")
+COUNTERFEIT_SSN = "310109198306141933"  # the counterfeit profile's holder
+KEY_TRY_LIMIT = 3  # the PUK's EXTERNAL AUTHENTICATE tries (docs/card.md §4)
 
 # operation -> (menu key, the profile it is meant for, that holder's ID)
 TARGETS = {
@@ -64,14 +79,26 @@ TARGETS = {
     "restore-initial": ("2", "employee-enabled", ENABLED_SSN),
     "cancel-pin": ("3", "employee-enabled", ENABLED_SSN),
     "activate": ("4", "not-activated", NOT_ACTIVATED_SSN),
+    "unblock": ("5", "locked", LOCKED_SSN),
 }
-# operation -> head (CLA INS P1 P2 Lc) of its MAC-protected command (docs/card.md §5)
+# operation -> head (CLA INS P1 P2 Lc) of its MAC-protected command (docs/card.md §5;
+# part 5 §6.8: 16 bytes of encrypted PIN block and 4 of MAC, or the MAC alone)
 APDU_HEADS = {
-    "reset-pin": "84 5E 00 00 07",
-    "restore-initial": "84 5E 00 01 04",
-    "cancel-pin": "84 5E 00 02 04",
+    "reset-pin": "84 24 00 01 14",
+    "restore-initial": "84 24 00 01 14",
+    "cancel-pin": "84 24 00 01 04",
     "activate": "84 18 00 00 04",
+    "unblock": "84 24 00 00 04",
 }
+INTERNAL_AUTH = "00 88 00 00 10"
+GET_CHALLENGE = "00 84 00 00 08"
+PUK_AUTH = "00 82 00 06 10"
+
+
+def outlet_sequence(operation: str) -> list[str]:
+    """The heads of what the outlet sends after its own read of the card."""
+    return [INTERNAL_AUTH, GET_CHALLENGE, PUK_AUTH, GET_CHALLENGE, APDU_HEADS[operation]]
+
 
 # docs/terminal-rules.md §6, exact
 ZH_RULES = {
@@ -97,7 +124,13 @@ EN_RULES = {
 ZH = {
     **ZH_RULES,
     "outlet_title": "社会保障卡 服务网点",
-    "menu": ["1  密码重置/解锁", "2  恢复初始密码", "3  取消密码", "4  激活卡片"],
+    "menu": [
+        "1  密码重置/解锁",
+        "2  恢复初始密码",
+        "3  取消密码",
+        "4  激活卡片",
+        "5  解锁（不改密码）",
+    ],
     "enter_id": "请输入持卡人身份证号码（X 键输入 X）",
     "id_invalid": "身份证号码有误，请核对证件",
     "id_mismatch": "身份证号码与卡片不符，未对卡片做任何操作",
@@ -105,8 +138,11 @@ ZH = {
     "done_restore-initial": "已恢复为原始密码",
     "done_cancel-pin": "密码已取消",
     "done_activate": "卡片已激活",
+    "done_unblock": "卡片已解锁，密码不变",
     "query_password": "初始查询密码（网上查询用，不是社保卡密码）：{password}",
-    "key_wrong": "卡片拒绝了校验码：密钥不正确，请检查密钥文件",
+    "key_wrong": "卡片未通过网点密钥校验：伪卡、其他发卡机构的卡，"
+    "或网点密钥有误（请检查PSAM卡或密钥文件）",
+    "counterfeit": "此卡未通过真伪校验，请勿受理，请持卡人到社保卡服务网点核实",
     "authorised": "消费授权成功",
     "pharmacy_menu": ["消费", "修改密码", "卡片信息"],
 }
@@ -118,10 +154,14 @@ EN = {
         "2  Restore the initial PIN",
         "3  Cancel the PIN",
         "4  Activate the card",
+        "5  Unblock (PIN unchanged)",
     ],
     "enter_id": "Enter the holder's ID number (X key for X)",
     "id_mismatch": "The ID number does not match the card; nothing was done to the card",
     "done_reset-pin": "PIN reset, card unblocked",
+    "done_unblock": "Card unblocked; the PIN is unchanged",
+    "key_wrong": "The card refused the outlet's keys: they are not its issuer's; "
+    "check the PSAM or the key file",
     "query_password": "Initial online query password (not the card PIN): {password}",
     "pharmacy_menu": ["Payment", "Change PIN", "Card information"],
 }
@@ -143,12 +183,21 @@ def bcd(pin: str) -> str:
 
 
 def outlet_app(
-    card: Path, log: Path, *, lang: str = "zh", key: Path | None = None, trace: Path | None = None
+    card: Path,
+    log: Path,
+    *,
+    lang: str = "zh",
+    key: Path | None = None,
+    trace: Path | None = None,
+    keys: list[str] | None = None,
 ) -> PosApp:
-    """`pos-terminal --card CARD --outlet (--test-key | --key KEY) --outlet-log LOG
-    --operator wang`, as the command line builds it."""
+    """`pos-terminal --card CARD --outlet (--test-key | --key KEY | KEYS) --outlet-log LOG
+    --operator wang`, as the command line builds it (KEYS: such as --psam FILE)."""
     argv = ["--card", str(card), "--outlet"]
-    argv += ["--key", str(key)] if key is not None else ["--test-key"]
+    if keys is not None:
+        argv += keys
+    else:
+        argv += ["--key", str(key)] if key is not None else ["--test-key"]
     argv += ["--outlet-log", str(log), "--operator", OPERATOR, "--lang", lang]
     if trace is not None:
         argv += ["--trace", str(trace)]
@@ -160,10 +209,31 @@ def pharmacy_app(card: Path) -> PosApp:
     return build(parse_args(["--card", str(card)]))
 
 
-def key_file(tmp_path: Path, key: bytes, mode: int = 0o600) -> Path:
-    path = tmp_path / "issuer.key"
-    path.write_text(key.hex(" ").upper() + "\n", "ascii")
+def key_file(tmp_path: Path, issuer: Issuer, mode: int = 0o600, name: str = "issuer.json") -> Path:
+    """A master-key file (cardio/issuer.py's JSON) of `issuer`'s masters, private."""
+    path = tmp_path / name
+    doc = {
+        "algorithm": issuer.algorithm.name,
+        "keys": {k.value: v.hex().upper() for k, v in issuer.masters.items()},
+    }
+    path.write_text(json.dumps(doc, indent=2) + "\n", "ascii")
     path.chmod(mode)
+    return path
+
+
+def changed_puk_issuer() -> Issuer:
+    """The fixture issuer with only its PUK master changed (one bit): a card passes the
+    check with these keys, then refuses the PUK."""
+    issuer = fixture_issuer()
+    masters = dict(issuer.masters)
+    masters[KeyName.PUK] = bytes((masters[KeyName.PUK][0] ^ 0x01,)) + masters[KeyName.PUK][1:]
+    return Issuer(issuer.algorithm, masters)
+
+
+def psam_file(tmp_path: Path, issuer: Issuer | None = None, name: str = "psam.json") -> Path:
+    """A PSAM file (what `cardio card new --profile psam` makes) of the test issuer."""
+    path = tmp_path / name
+    psam_store.create(path, psam_state.make(issuer or fixture_issuer()))
     return path
 
 
@@ -201,8 +271,16 @@ def trace_lines(trace: Path) -> list[str]:
 
 
 def privileged(lines: list[str]) -> list[str]:
-    """GET CHALLENGE and MAC-protected commands in a trace."""
-    return [ln for ln in lines if ln.startswith(("> 84 ", "> 00 84 "))]
+    """The commands in a trace that can change the card: the MAC-protected ones (CLA 84)
+    and the PUK's EXTERNAL AUTHENTICATE. The terminal's read of a card sends INTERNAL
+    AUTHENTICATE, GET CHALLENGE and RK1DF04's 00 82 00 84, which are not counted."""
+    return [ln for ln in lines if ln.startswith(("> 84 ", f"> {PUK_AUTH} "))]
+
+
+def authentication(lines: list[str]) -> list[str]:
+    """The heads of every authentication command and protected command in a trace."""
+    heads = ("> 84 ", "> 00 84 ", "> 00 82 ", "> 00 88 ")
+    return [ln[2:16] for ln in lines if ln.startswith(heads)]
 
 
 def result_lines(app: PosApp) -> str:
@@ -214,7 +292,7 @@ def result_lines(app: PosApp) -> str:
 
 
 @pytest.mark.parametrize("lang", ["zh", "en"])
-async def test_outlet_menu_lists_the_four_operations(tmp_path: Path, lang: str) -> None:
+async def test_outlet_menu_lists_the_five_operations(tmp_path: Path, lang: str) -> None:
     card = make_card(tmp_path, "locked")
     app = outlet_app(card, tmp_path / "outlet.log", lang=lang)
     words = TEXT[lang]
@@ -471,6 +549,69 @@ async def test_s13_activate_a_card_that_is_not_activated(tmp_path: Path) -> None
     assert (entry["operation"], str(entry["result"]).split()[0]) == ("activate", "9000")
 
 
+# --- 5: unblock, the PIN unchanged -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+async def test_unblock_a_locked_card_keeps_its_pin(tmp_path: Path, lang: str) -> None:
+    """5 解锁（不改密码） on the locked card: the ID, no PIN asked → 卡片已解锁，密码不变;
+    on disk the tries back to 6 and the holder's PIN unchanged; then the pharmacy takes
+    that PIN."""
+    card = make_card(tmp_path, "locked")
+    assert card_state(card).tries_left == 0
+    log = tmp_path / "outlet.log"
+    trace = tmp_path / "apdu.log"
+    app = outlet_app(card, log, lang=lang, trace=trace)
+    words = TEXT[lang]
+    async with app.run_test(size=SIZE) as pilot:
+        await choose(pilot, "5")
+        assert isinstance(app.screen, IdScreen)
+        await enter_id(pilot, LOCKED_SSN)
+        assert isinstance(app.screen, ResultScreen)
+        text = result_lines(app)
+        assert words["done_unblock"] in text
+        assert words["new_pin"] not in screen_text(app)
+    after = card_state(card)
+    assert after.tries_left == after.try_limit == 6
+    assert after.pin_state is PinState.ENABLED
+    assert after.pin.matches(ENABLED_PIN)
+    lines = trace_lines(trace)
+    assert authentication(lines)[-5:] == outlet_sequence("unblock")
+    assert "> 84 24 00 00 04 ** ** ** **" in lines  # the MAC is not shown
+    (entry,) = log_entries(log)
+    assert (entry["operation"], str(entry["result"]).split()[0]) == ("unblock", "9000")
+
+    pharmacy = pharmacy_app(card)
+    async with pharmacy.run_test(size=SIZE) as pilot:
+        await start_payment(pilot)
+        await enter(pilot, ENABLED_PIN)
+        assert ZH["authorised"] in screen_text(pharmacy)
+
+
+@pytest.mark.parametrize("operation", list(TARGETS))
+async def test_each_operation_sends_the_outlet_flow_after_the_read(
+    tmp_path: Path, operation: str
+) -> None:
+    """After the terminal's read (with its PSAM) and the outlet's own: 00 88, GET
+    CHALLENGE, 00 82 00 06, GET CHALLENGE, the protected command, each answered 90 00;
+    only the last two of them can change the card; one intent line, then 9000."""
+    _, profile, ssn = TARGETS[operation]
+    card = make_card(tmp_path, profile)
+    log = tmp_path / "outlet.log"
+    trace = tmp_path / "apdu.log"
+    app = outlet_app(card, log, trace=trace)
+    async with app.run_test(size=SIZE) as pilot:
+        await run_operation(pilot, operation, ssn)
+        assert ZH[f"done_{operation}"] in result_lines(app)
+    lines = trace_lines(trace)
+    assert authentication(lines)[-5:] == outlet_sequence(operation)
+    assert [ln[2:16] for ln in privileged(lines)] == [PUK_AUTH, APDU_HEADS[operation]]
+    assert lines[-1] == "< 90 00"
+    raw = [json.loads(ln) for ln in log.read_text("utf-8").splitlines()]
+    assert [str(e["result"]).split()[0] for e in raw] == ["started", "9000"]
+    assert card_state(card).tries_of(KeyName.PUK) == KEY_TRY_LIMIT
+
+
 # --- the holder's ID ------------------------------------------------------------------------
 
 
@@ -639,60 +780,288 @@ async def test_id_mismatch_nothing_done_card_identical_logged_refused(
 # --- the key ------------------------------------------------------------------------------
 
 
+async def run_operation(pilot, operation: str, ssn: str, new_pin: str = NEW_PIN) -> None:
+    """The operation's menu key, the holder's ID, and for a reset the new PIN twice."""
+    await choose(pilot, TARGETS[operation][0])
+    await enter_id(pilot, ssn)
+    if operation == "reset-pin" and isinstance(pilot.app.screen, PinScreen):
+        await enter(pilot, new_pin)
+        await enter(pilot, new_pin)
+
+
 @pytest.mark.parametrize("operation", list(TARGETS))
-async def test_wrong_key_the_card_refuses_the_mac_nothing_changed(
+async def test_keys_of_another_issuer_the_card_check_fails_nothing_sent(
     tmp_path: Path, operation: str
 ) -> None:
-    """--key FILE (mode 600) with another issuer key: the card answers 6988, the screen
-    says 卡片拒绝了校验码, the card file is as before, the log has 6988."""
-    menu_key, profile, ssn = TARGETS[operation]
+    """--key FILE (mode 600) of another issuer: the terminal's read passes (its PSAM is the
+    card's issuer's), the outlet's check of the card does not (NotOurCardError): the
+    result screen says 卡片未通过网点密钥校验, nothing that can change the card is sent (no
+    challenge after the check, no 00 82 00 06), the card file byte for byte as before, and
+    the refusal in the log without an intent line."""
+    _, profile, ssn = TARGETS[operation]
     card = make_card(tmp_path, profile)
     before = file_bytes(card)
-    key = key_file(tmp_path, OTHER_KEY)
+    key = key_file(tmp_path, counterfeit_issuer())
     log = tmp_path / "outlet.log"
     trace = tmp_path / "apdu.log"
     app = outlet_app(card, log, key=key, trace=trace)
     async with app.run_test(size=SIZE) as pilot:
-        await choose(pilot, menu_key)
-        await enter_id(pilot, ssn)
-        if operation == "reset-pin":
-            await enter(pilot, NEW_PIN)
-            await enter(pilot, NEW_PIN)
+        await run_operation(pilot, operation, ssn)
         assert isinstance(app.screen, ResultScreen)
-        text = screen_text(app)
+        text = result_lines(app)
         assert ZH["key_wrong"] in text
         assert ZH[f"done_{operation}"] not in text
         assert "查询密码" not in text
-        assert NEW_PIN not in text
+        assert NEW_PIN not in screen_text(app)
     assert file_bytes(card) == before
-    sent = privileged(trace_lines(trace))
-    assert [ln[2:16] for ln in sent] == ["00 84 00 00 08", APDU_HEADS[operation]]
+    lines = trace_lines(trace)
+    assert privileged(lines) == []
+    assert authentication(lines)[-1] == INTERNAL_AUTH  # the outlet's check, then nothing
     (entry,) = log_entries(log)
     assert entry["operation"] == operation
-    assert str(entry["result"]).split()[0] == "6988"
+    assert str(entry["result"]).startswith(
+        "refused: the card failed the authenticity check with this outlet's keys"
+    )
+    assert [json.loads(ln)["result"] for ln in log.read_text("utf-8").splitlines()] == [
+        entry["result"]
+    ]  # no "started" line: nothing was to be sent
     assert_no_pins(log.read_text("utf-8") + trace.read_text("utf-8"))
 
 
-def test_outlet_without_a_key_is_a_usage_error(
+@pytest.mark.parametrize("operation", list(TARGETS))
+async def test_a_changed_puk_is_refused_by_the_card_one_puk_try_spent(
+    tmp_path: Path, operation: str
+) -> None:
+    """Keys with the issuer's IRK but another PUK: the check passes, the PUK's EXTERNAL
+    AUTHENTICATE gets 63C2; 卡片未通过网点密钥校验; the card file differs only by the PUK's
+    counter; the log has the intent line, then 63C2 as the outlet key's refusal."""
+    _, profile, ssn = TARGETS[operation]
+    card = make_card(tmp_path, profile)
+    expected = json.loads(file_bytes(card))
+    expected["key_tries"]["PUK"] = KEY_TRY_LIMIT - 1
+    key = key_file(tmp_path, changed_puk_issuer())
+    log = tmp_path / "outlet.log"
+    trace = tmp_path / "apdu.log"
+    app = outlet_app(card, log, key=key, trace=trace)
+    async with app.run_test(size=SIZE) as pilot:
+        await run_operation(pilot, operation, ssn)
+        assert isinstance(app.screen, ResultScreen)
+        text = result_lines(app)
+        assert ZH["key_wrong"] in text
+        assert ZH[f"done_{operation}"] not in text
+    assert json.loads(file_bytes(card)) == expected
+    lines = trace_lines(trace)
+    assert [ln[2:16] for ln in privileged(lines)] == [PUK_AUTH]
+    assert authentication(lines)[-3:] == [INTERNAL_AUTH, GET_CHALLENGE, PUK_AUTH]
+    assert lines[-1] == "< 63 C2"
+    raw = [json.loads(ln) for ln in log.read_text("utf-8").splitlines()]
+    assert [e["result"] for e in raw] == ["started", "63C2 outlet key refused, 2 tries left"]
+    assert_no_pins(log.read_text("utf-8") + trace.read_text("utf-8"))
+
+
+async def test_a_counterfeit_card_at_the_outlet_costs_no_puk_try(tmp_path: Path) -> None:
+    """The counterfeit profile (its keys from another issuer) at `pos-terminal --outlet`
+    with its default PSAM: the terminal's read at READING has no keys (its ID matches, the
+    new PIN is asked for); the operation's own read checks the card and refuses it
+    (NotOurCardError: the key_wrong line), logged; no privileged command, the card file
+    byte for byte as before."""
+    card = make_card(tmp_path, "counterfeit")
+    before = file_bytes(card)
+    log = tmp_path / "outlet.log"
+    trace = tmp_path / "apdu.log"
+    app = outlet_app(card, log, trace=trace)
+    async with app.run_test(size=SIZE) as pilot:
+        await run_operation(pilot, "reset-pin", COUNTERFEIT_SSN)
+        assert isinstance(app.screen, ResultScreen)
+        text = result_lines(app)
+        assert ZH["key_wrong"] in text
+        assert ZH["done_reset-pin"] not in text
+        assert "查询密码" not in text
+    assert file_bytes(card) == before
+    assert card_state(card).tries_of(KeyName.PUK) == KEY_TRY_LIMIT
+    lines = trace_lines(trace)
+    assert authentication(lines) == [INTERNAL_AUTH]  # the outlet's check, and only it
+    assert privileged(lines) == []
+    (entry,) = log_entries(log)
+    assert entry["operation"] == "reset-pin"
+    assert str(entry["result"]).startswith(
+        "refused: the card failed the authenticity check with this outlet's keys"
+    )
+    assert_no_pins(log.read_text("utf-8") + trace.read_text("utf-8"))
+
+
+async def test_a_counterfeit_card_refused_at_the_terminal_outlet_is_logged(
+    tmp_path: Path,
+) -> None:
+    card = make_card(tmp_path, "counterfeit")
+    log = tmp_path / "outlet.log"
+    app = outlet_app(card, log)
+    async with app.run_test(size=SIZE) as pilot:
+        await run_operation(pilot, "cancel-pin", COUNTERFEIT_SSN)
+        assert isinstance(app.screen, ResultScreen)
+    assert log.exists()
+    (entry,) = log_entries(log)
+    assert entry["operation"] == "cancel-pin"
+    assert str(entry["result"]).startswith("refused")
+
+
+async def test_the_trace_names_the_counterfeit_cards_api_number(tmp_path: Path) -> None:
+    card = make_card(tmp_path, "counterfeit")
+    trace = tmp_path / "apdu.log"
+    app = outlet_app(card, tmp_path / "outlet.log", trace=trace)
+    async with app.run_test(size=SIZE) as pilot:
+        await run_operation(pilot, "cancel-pin", COUNTERFEIT_SSN)
+    (api,) = [ln for ln in trace_lines(trace) if ln.startswith("# api ")]
+    assert api.startswith("# api -21 ")
+    assert "unknown" not in api
+
+
+async def test_a_counterfeit_card_without_a_psam_is_refused_by_the_outlet(
+    tmp_path: Path,
+) -> None:
+    """`--no-psam --test-key`: the terminal reads the card unchecked, the outlet checks it
+    (NotOurCardError): the key_wrong line, the refusal logged, no PUK try spent."""
+    card = make_card(tmp_path, "counterfeit")
+    before = file_bytes(card)
+    log = tmp_path / "outlet.log"
+    trace = tmp_path / "apdu.log"
+    app = outlet_app(card, log, trace=trace, keys=["--no-psam", "--test-key"])
+    assert app.options.keys is None
+    async with app.run_test(size=SIZE) as pilot:
+        await run_operation(pilot, "cancel-pin", COUNTERFEIT_SSN)
+        assert isinstance(app.screen, ResultScreen)
+        text = result_lines(app)
+        assert ZH["key_wrong"] in text
+        assert ZH["done_cancel-pin"] not in text
+    assert file_bytes(card) == before
+    lines = trace_lines(trace)
+    assert authentication(lines) == [INTERNAL_AUTH]  # the outlet's check, and only it
+    assert privileged(lines) == []
+    (entry,) = log_entries(log)
+    assert str(entry["result"]).startswith("refused: the card failed the authenticity check")
+
+
+def test_outlet_without_a_key_uses_the_psam_and_no_psam_needs_a_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     card = make_card(tmp_path, "locked")
+    # --outlet alone: the PSAM (the default virtual one) is the outlet's key source too
+    args = parse_args(["--card", str(card), "--outlet"])
+    assert (args.key, args.test_key, args.psam, args.no_psam) == (None, False, None, False)
+    # --outlet --no-psam without the issuer's keys: a usage error, one line
     with pytest.raises(SystemExit) as info:
-        parse_args(["--card", str(card), "--outlet"])
+        parse_args(["--card", str(card), "--outlet", "--no-psam"])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("pos-terminal: --outlet needs the issuer key")
+    assert err.startswith("pos-terminal: --outlet --no-psam needs the issuer's keys")
     assert "--key" in err
     assert err.count("\n") == 1  # one line, not the usage block
     with pytest.raises(SystemExit) as info:
-        main(["--card", str(card), "--outlet", "--operator", OPERATOR])
-    assert info.value.code == 2
-    # --key and --test-key together: usage error too
-    key = key_file(tmp_path, OTHER_KEY)
-    with pytest.raises(SystemExit) as info:
-        parse_args(["--card", str(card), "--outlet", "--key", str(key), "--test-key"])
+        main(["--card", str(card), "--outlet", "--no-psam", "--operator", OPERATOR])
     assert info.value.code == 2
     capsys.readouterr()
+    # --key and --test-key together, --psam and --no-psam together: usage errors too
+    key = key_file(tmp_path, fixture_issuer())
+    for argv in (
+        ["--key", str(key), "--test-key"],
+        ["--psam", str(psam_file(tmp_path)), "--no-psam", "--test-key"],
+    ):
+        with pytest.raises(SystemExit) as info:
+            parse_args(["--card", str(card), "--outlet", *argv])
+        assert info.value.code == 2, argv
+        assert "not allowed with argument" in capsys.readouterr().err
+
+
+# --- the PSAM (--psam) --------------------------------------------------------------------
+
+
+async def test_reset_pin_through_a_psam_file_given_with_psam(tmp_path: Path) -> None:
+    """`pos-terminal --outlet --psam PSAMFILE`: the PSAM checks every card the terminal
+    reads and is the outlet's key source; a full reset of the locked card through it."""
+    card = make_card(tmp_path, "locked")
+    psam = psam_file(tmp_path)
+    log = tmp_path / "outlet.log"
+    trace = tmp_path / "apdu.log"
+    app = outlet_app(card, log, trace=trace, keys=["--psam", str(psam)])
+    assert isinstance(app.options.keys, PsamKeySource)
+    assert app.options.outlet is not None
+    assert app.options.outlet.keys is app.options.keys
+    assert app.options.outlet.operator == OPERATOR
+    assert app.options.terminal_id == psam_state.DEFAULT_TERMINAL_NUMBER
+    async with app.run_test(size=SIZE) as pilot:
+        await run_operation(pilot, "reset-pin", LOCKED_SSN)
+        text = result_lines(app)
+        assert ZH["done_reset-pin"] in text
+        assert ZH["query_password"].format(password="12050397") in text
+    after = card_state(card)
+    assert after.pin_state is PinState.ENABLED and after.pin.matches(NEW_PIN)
+    assert after.tries_left == after.try_limit == 6
+    assert after.tries_of(KeyName.PUK) == KEY_TRY_LIMIT
+    lines = trace_lines(trace)
+    assert authentication(lines)[-5:] == outlet_sequence("reset-pin")
+    assert [ln[2:16] for ln in privileged(lines)] == [PUK_AUTH, APDU_HEADS["reset-pin"]]
+    (entry,) = log_entries(log)
+    assert str(entry["result"]).split()[0] == "9000"
+    assert_no_pins(log.read_text("utf-8") + trace.read_text("utf-8"))
+
+
+async def test_a_psam_of_another_issuer_refuses_the_card_at_the_read(tmp_path: Path) -> None:
+    """A PSAM holding another issuer's keys, the outlet's key source: the terminal's read
+    at READING has no keys; the operation's read of the card fails the check with the
+    PSAM (the key_wrong line), the refusal logged; nothing privileged is sent, the card
+    file as before."""
+    card = make_card(tmp_path, "employee-enabled")
+    before = file_bytes(card)
+    psam = psam_file(tmp_path, counterfeit_issuer(), "other-psam.json")
+    log = tmp_path / "outlet.log"
+    trace = tmp_path / "apdu.log"
+    app = outlet_app(card, log, trace=trace, keys=["--psam", str(psam)])
+    async with app.run_test(size=SIZE) as pilot:
+        await run_operation(pilot, "cancel-pin", ENABLED_SSN)
+        text = result_lines(app)
+        assert ZH["key_wrong"] in text
+        assert ZH["done_cancel-pin"] not in text
+    assert file_bytes(card) == before
+    lines = trace_lines(trace)
+    assert authentication(lines) == [INTERNAL_AUTH]  # the outlet's check, and only it
+    assert privileged(lines) == []
+    (entry,) = log_entries(log)
+    assert entry["operation"] == "cancel-pin"
+    assert str(entry["result"]).startswith("refused: the card failed the authenticity check")
+
+
+@pytest.mark.parametrize("given", ["missing", "a-user-card"])
+def test_a_psam_that_is_no_psam_file_stops_the_outlet_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], given: str
+) -> None:
+    """`pos-terminal --outlet --psam FILE` where FILE is not there, or a user card: one
+    line, exit 2, before any card is read; no outlet log made."""
+    card = make_card(tmp_path, "locked")
+    before = file_bytes(card)
+    psam = tmp_path / "psam.json" if given == "missing" else make_card(tmp_path, "locked", "u.json")
+    log = tmp_path / "outlet.log"
+    code = main(["--card", str(card), "--outlet", "--psam", str(psam), "--outlet-log", str(log)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pos-terminal: ") and err.count("\n") == 1, err
+    assert str(psam) in err
+    assert ("no such PSAM file" if given == "missing" else "is not a PSAM file") in err
+    assert file_bytes(card) == before
+    assert not log.exists()
+
+
+def test_build_gives_the_outlet_the_key_it_was_given(tmp_path: Path) -> None:
+    """--test-key, --key FILE: the outlet's keys; the PSAM still reads the cards."""
+    log = tmp_path / "outlet.log"
+    app = outlet_app(make_card(tmp_path, "locked", "a.json"), log)
+    assert app.options.outlet is not None
+    assert isinstance(app.options.outlet.keys, MasterKeySource)
+    assert isinstance(app.options.keys, PsamKeySource)
+    key = key_file(tmp_path, fixture_issuer())
+    app = outlet_app(make_card(tmp_path, "locked", "b.json"), log, key=key)
+    assert app.options.outlet is not None
+    assert isinstance(app.options.outlet.keys, MasterKeySource)
+    assert "keys" not in repr(app.options.outlet)  # never shown, nor logged with it
 
 
 # --- the outlet log -------------------------------------------------------------------------
@@ -702,17 +1071,20 @@ async def test_every_operation_appends_one_log_line_without_pins(tmp_path: Path)
     """One shared outlet log, one JSON line per operation, done or refused; the operator,
     the operation and the card; never a PIN; mode 600."""
     log = tmp_path / "audit" / "outlet.log"
-    key = key_file(tmp_path, OTHER_KEY)
+    other = key_file(tmp_path, counterfeit_issuer(), name="other.json")
+    puk = key_file(tmp_path, changed_puk_issuer(), name="puk.json")
     runs = [
         # operation, profile, ID, new PIN, key file, result's first word
         ("reset-pin", "locked", LOCKED_SSN, NEW_PIN, None, "9000"),
         ("restore-initial", "employee-enabled", ENABLED_SSN, None, None, "9000"),
         ("cancel-pin", "employee-enabled", ENABLED_SSN, None, None, "9000"),
         ("activate", "not-activated", NOT_ACTIVATED_SSN, None, None, "9000"),
+        ("unblock", "locked", LOCKED_SSN, None, None, "9000"),
         ("cancel-pin", "employee-enabled", EMPLOYEE_NEW_SSN, None, None, "refused:"),
-        ("reset-pin", "locked", LOCKED_SSN, OTHER_PIN, key, "6988"),
+        ("reset-pin", "locked", LOCKED_SSN, OTHER_PIN, other, "refused:"),
+        ("reset-pin", "locked", LOCKED_SSN, OTHER_PIN, puk, "63C2"),
     ]
-    numbers = []
+    numbers: list[str | None] = []
     counts = []
     for i, (operation, profile, ssn, new_pin, key_path, _) in enumerate(runs):
         card = make_card(tmp_path, profile, f"card{i}.json")
@@ -727,18 +1099,24 @@ async def test_every_operation_appends_one_log_line_without_pins(tmp_path: Path)
             assert isinstance(app.screen, ResultScreen)
         counts.append(len(log_entries(log)) if log.exists() else 0)
     # lines in the log after each run: one more each time
-    assert counts == [1, 2, 3, 4, 5, 6]
+    assert counts == list(range(1, len(runs) + 1))
     text = log.read_text("utf-8")
     assert text.endswith("\n")
     entries = log_entries(log)
     assert [e["operation"] for e in entries] == [r[0] for r in runs]
     assert [str(e["result"]).split()[0] for e in entries] == [r[5] for r in runs]
+    # another issuer's keys: the card failed its check during the operation's read; its
+    # line still names it (what the card says of itself, unchecked)
     for entry, number in zip(entries, numbers, strict=True):
         assert entry["operator"] == OPERATOR
         assert entry["card_number"] == number
+        assert entry["holder_id"]
         assert entry["time"]
     assert_no_pins(text)
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
+
+
+RESET_LINE = "> 84 24 00 01 14" + " **" * 20
 
 
 # --- PIN digits are never shown --------------------------------------------------------------
@@ -769,11 +1147,12 @@ async def test_pin_digits_are_never_on_screen_nor_in_the_trace(tmp_path: Path) -
         text = screen_text(app)
         seen.append(text)
         assert ZH["done_reset-pin"] in text
-        assert "84 5E 00 00 07 ** ** **" in text  # the trace pane, PIN masked
+        # the trace pane: the encrypted PIN block and the MAC masked
+        assert RESET_LINE in trace_pane_lines(app)
     for shown in seen:
         assert_no_pins(shown)
     assert_no_pins(trace.read_text("utf-8") + log.read_text("utf-8"))
-    assert "> 84 5E 00 00 07 ** ** **" in trace.read_text("utf-8")
+    assert RESET_LINE in trace_lines(trace)
     assert card_state(card).pin.matches(NEW_PIN)
 
 

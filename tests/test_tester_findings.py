@@ -2,7 +2,8 @@
 
 1. The trace of the outlet's PIN reset showed the MAC over the new PIN: with the card's
    challenge (in the same trace) and the issuer key, the PIN falls to brute force. Every
-   data byte of a PIN- or MAC-bearing command is masked, wherever APDUs are printed.
+   data byte of a PIN- or MAC-bearing command is masked, wherever APDUs are printed (now
+   84 24 00 01 14: the encrypted PIN block and the MAC).
 2. An existing outlet log or host database kept a wide mode while personal data went
    into it; an outlet log was written through a symlink; a fifo, folder or device as the
    outlet log was not refused before the card.
@@ -24,7 +25,6 @@ from pathlib import Path
 
 import pytest
 
-from cardio import pin
 from cardio.card import profiles
 from cardio.card.card import VirtualCard
 from cardio.cli import main as cardio_main
@@ -103,7 +103,10 @@ def mode(path: Path) -> int:
 
 # --- 1: the MAC over a PIN never shows -------------------------------------------------------
 
-RESET = bytes.fromhex("845E000007") + pin.encode(NEW_PIN) + bytes.fromhex("AA3B5CBF")
+# 84 24 00 01 14: 16 bytes of encrypted PIN block, then the MAC (the bytes are made up)
+CRYPTOGRAM = bytes.fromhex("592046AA3B5CBF011223344556677888")
+RESET = bytes.fromhex("8424000114") + CRYPTOGRAM + bytes.fromhex("AA3B5CBF")
+RESET_LINE = "> 84 24 00 01 14" + " **" * 20
 
 
 def test_the_outlet_reset_traced_in_process_hides_pin_and_mac(tmp_path: Path) -> None:
@@ -126,11 +129,14 @@ def test_the_outlet_reset_traced_in_process_hides_pin_and_mac(tmp_path: Path) ->
     finally:
         reader.close()
     (raw,) = [a for a in sent if a[0] == 0x84]
+    assert raw[:5] == RESET[:5] and len(raw) == len(RESET)
     (line,) = [t for t in trace if t.startswith("> 84 ")]
-    assert line == "> 84 5E 00 00 07 ** ** ** ** ** ** **"
+    assert line == RESET_LINE
     text = "\n".join(trace)
     assert raw[-4:].hex(" ").upper() not in text  # the MAC
-    assert raw[5:8].hex(" ").upper() not in text  # the PIN
+    assert raw[5:21].hex(" ").upper() not in text  # the encrypted PIN block
+    for i in range(5, 21, 4):  # nor any 4 bytes of it
+        assert raw[i : i + 4].hex(" ").upper() not in text
 
 
 @pytest.mark.parametrize("how", ["send", "script"])
@@ -143,7 +149,8 @@ def test_cardio_send_and_script_hide_the_mac(tmp_path: Path, how: str) -> None:
         script.write_text(f"00 84 00 00 08\n{RESET.hex(' ')}\n", "utf-8")
         done = cardio("script", "--card", card, script)
     assert done.returncode == 0, done.stderr
-    assert "> 84 5E 00 00 07 ** ** ** ** ** ** **" in done.stdout.splitlines()
+    assert RESET_LINE in done.stdout.splitlines()
+    assert "< 69 82" in done.stdout.splitlines()  # no PUK authentication in this session
     assert "AA 3B 5C BF" not in done.stdout and "59 20 46" not in done.stdout
 
 
@@ -156,21 +163,22 @@ def test_cardio_serve_verbose_hides_the_mac(
     bridge = Bridge(card, verbose=True)
     with caplog.at_level(logging.INFO, logger="cardio"):
         bridge.answer(RESET)
-    assert "> 84 5E 00 00 07 ** ** ** ** ** ** **" in caplog.messages
+    assert RESET_LINE in caplog.messages
     assert "AA 3B 5C BF" not in caplog.text
 
 
 @pytest.mark.parametrize(
     "apdu",
     [
-        "84 5E 00 00 07 59 20 46 AA 3B 5C BF",  # the tester's line
-        "84 5E 00 01 04 AA 3B 5C BF",  # restore: MAC-bearing
-        "84 5E 00 02 04 AA 3B 5C BF",  # cancel
+        "84 5E 00 00 07 59 20 46 AA 3B 5C BF",  # the tester's line (the old reset)
+        "84 24 00 01 14" + " 59 20 46 AA" * 4 + " AA 3B 5C BF",  # reset, restore: PIN block
+        "84 24 00 01 04 AA 3B 5C BF",  # cancel: MAC-bearing
+        "84 24 00 00 04 AA 3B 5C BF",  # unblock
         "84 18 00 00 04 AA 3B 5C BF",  # activate
-        "84 5E 00 00 08 59 20 46 AA 3B 5C BF",  # wrong Lc
-        "84 5E 00 00 59 20 46 AA 3B 5C BF",  # Lc forgotten
-        "84 5E 00 00 00 00 07 59 20 46 AA 3B 5C BF",  # extended length
-        "84 5E 00 00 07 59 20 46 AA 3B 5C BF 00",  # with Le
+        "84 24 00 01 15" + " 59 20 46 AA" * 4 + " AA 3B 5C BF",  # wrong Lc
+        "84 24 00 01" + " 59 20 46 AA" * 4 + " AA 3B 5C BF",  # Lc forgotten
+        "84 24 00 01 00 00 14" + " 59 20 46 AA" * 4 + " AA 3B 5C BF",  # extended length
+        "84 24 00 01 14" + " 59 20 46 AA" * 4 + " AA 3B 5C BF 00",  # with Le
     ],
 )
 def test_no_byte_after_the_header_of_an_outlet_command_shows(apdu: str) -> None:

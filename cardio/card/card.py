@@ -7,17 +7,18 @@ raises CardError with its status word (vsmartcard's pattern). Nothing escapes
 
 from __future__ import annotations
 
-import hmac
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from cardio import mac, pin, sw
+from cardio import pin, sw
 from cardio.apdu import Apdu
-from cardio.card import files
+from cardio.card import files, update
+from cardio.card.keyed import KeyedCommands, df_label, keys_kept
+from cardio.card.session import Session
 from cardio.card.state import CardState, LifeCycle, PinHash, PinState
 from cardio.card.store import CardWriteError, MemoryStore, Store
+from cardio.issuer import DF04
 from cardio.model import (
     CHANGE_PIN,
     LIFE_CYCLE_BYTES,
@@ -26,7 +27,6 @@ from cardio.model import (
     Cla,
     Fid,
     Ins,
-    OutletPin,
     RecordMode,
     SelectBy,
     SelectResponse,
@@ -42,22 +42,12 @@ FID_LENGTH = 2
 NO_SFI = 0x1F  # READ RECORD P2 b8-b4 = 11111: RFU
 RECORD_RFU = 0xFF  # P1 = FF: RFU (part 3 §5.3)
 MAX_RESPONSE = 256  # a short Le's most (Le 00)
+MIN_PIN_BYTES, MAX_PIN_BYTES = 2, 8  # VERIFY's Lc (part 5 table 46): 4-16 digits
+CHANGE_MIN, CHANGE_MAX = 0x03, 0x11  # CHANGE PIN's Lc (part 5 table 10)
 Handler = Callable[["VirtualCard", Apdu], bytes]
 
 
-@dataclass
-class Session:
-    """What a reset, power-off or removal forgets."""
-
-    df: files.Df
-    ef: files.Ef | None = None
-    record: int | None = None  # the record pointer: index of the current record in `ef`
-    verified: bool = False
-    challenge: bytes | None = None
-    pending: bytes = b""  # T=0 style: data waiting for GET RESPONSE
-
-
-class VirtualCard:
+class VirtualCard(KeyedCommands):
     def __init__(
         self,
         state: CardState,
@@ -69,6 +59,7 @@ class VirtualCard:
         self._random = random
         self._mf = files.build(state)
         self._session = Session(self._mf)
+        self._challenge: bytes | None = None
 
     # --- power ----------------------------------------------------------------
 
@@ -115,23 +106,20 @@ class VirtualCard:
         # Spent by the next command, whatever it is. (No answer ever waits for GET
         # RESPONSE beside a challenge: GET CHALLENGE is case 2, answered directly.)
         session.challenge = None
+        self._challenge = challenge
         apdu = Apdu.parse(raw)
         if apdu.cla not in tuple(Cla):
             raise CardError(Sw.CLA_NOT_SUPPORTED)
+        if self._blocked_here() and apdu.ins != Ins.SELECT:
+            raise CardError(Sw.APPLICATION_BLOCKED)  # part 7 §13.2: while it is current
         if t0 and (apdu.cla, apdu.ins) == (Cla.ISO, Ins.GET_RESPONSE):
             return self._get_response(apdu, pending)
-        if apdu.cla == Cla.SECURE_MESSAGING:
-            outlet = None if self._state.real_only else _OUTLET.get(apdu.ins)
-            if outlet is None:
-                raise CardError(self._unknown(apdu))
-            data = outlet(self, apdu, self._unwrap(apdu, challenge))
-        else:
-            handler = _COMMANDS.get((apdu.cla, apdu.ins))
-            if self._state.real_only and (apdu.cla, apdu.ins) in _EXTENSIONS:
-                handler = None  # docs/card.md §9: a real card does not know our commands
-            if handler is None:
-                raise CardError(self._unknown(apdu))
-            data = handler(self, apdu)
+        handler = _COMMANDS.get((apdu.cla, apdu.ins))
+        if self._state.real_only and (apdu.cla, apdu.ins) in _EXTENSIONS:
+            handler = None  # docs/card.md §9: a real card does not know our commands
+        if handler is None:
+            raise CardError(self._unknown(apdu))
+        data = handler(self, apdu)
         if data and t0:
             if apdu.has_data:
                 # Case 4 (part 2 §9.3.1.4): T=0 has no room for an answer after the
@@ -150,7 +138,7 @@ class VirtualCard:
         every command's table in part 5 has it); one it does not know at all, 6D00."""
         known = {ins for cla, ins in _COMMANDS if (cla, ins) not in _EXTENSIONS}
         if not self._state.real_only:
-            known |= {ins for _, ins in _EXTENSIONS} | set(_OUTLET)
+            known |= {ins for _, ins in _EXTENSIONS}
         return Sw.CLA_NOT_SUPPORTED if apdu.ins in known else Sw.INS_NOT_SUPPORTED
 
     def _save(self, state: CardState) -> None:
@@ -178,16 +166,35 @@ class VirtualCard:
             raise CardError(Sw.MEMORY_FAILURE) from None
         self._state = state
 
+    def _may_read(self, ef: files.Ef) -> None:
+        """The file's read condition (V2.0 tables 3 and 7; part 5 §6.9.5, §6.10.5)."""
+        key = ef.read_key
+        if key is None or key in self._session.authenticated:
+            return
+        if ef.or_pin and self._session.verified:
+            return
+        raise CardError(Sw.SECURITY_NOT_SATISFIED)
+
+    def _blocked_here(self) -> bool:
+        return self._state.application_blocked and df_label(self._session.df) == DF04
+
     def _require_active(self) -> None:
         if self._state.life_cycle is not LifeCycle.ACTIVE:
             raise CardError(Sw.CONDITIONS_NOT_SATISFIED)
 
     def _compare_pin(self, candidate: str) -> None:
-        """jCardSim's OwnerPIN.check order: decrement (durably), compare, caller restores."""
+        """jCardSim's OwnerPIN.check order: decrement (durably), compare, caller restores.
+
+        A card that holds no PIN (DISABLED) takes only the empty one; any other fails
+        without costing a try (part 5 §6.14.5: an empty PIN cannot be guessed)."""
         state = self._state
         if state.blocked:
             raise CardError(Sw.PIN_BLOCKED)
         self._session.verified = False
+        if state.pin_state is PinState.DISABLED:
+            if candidate:
+                raise CardError(sw.wrong_pin(state.tries_left))
+            return
         left = state.tries_left - 1
         self._save(state.with_(tries_left=left))
         if not state.pin.matches(candidate):
@@ -219,9 +226,15 @@ class VirtualCard:
         if target is None:
             raise CardError(Sw.FILE_NOT_FOUND)
         session = self._session
+        if self._blocked_here() and (isinstance(target, files.Ef) or target is session.df):
+            raise CardError(Sw.APPLICATION_BLOCKED)  # part 7 §13.2: only another application
         if isinstance(target, files.Ef):  # an EF: no FCI (part 5 §6.11.1), pointer cleared
             session.ef, session.record = target, None
             return b""
+        if self._state.application_blocked and df_label(target) == DF04:
+            raise CardError(Sw.APPLICATION_BLOCKED)  # part 5 §6.1: for good; nothing changes
+        if target is not session.df:  # a key's state ends when its DF is left (part 7 §6.6)
+            session.authenticated = keys_kept(session.authenticated, target)
         session.df, session.ef, session.record = target, None, None
         if apdu.p2 != SelectResponse.FCI:
             return b""
@@ -268,16 +281,8 @@ class VirtualCard:
             raise CardError(Sw.WRONG_P1P2)
         mode = RecordMode(bits)
         session = self._session
-        if sfi:
-            ef = session.df.ef_by_sfi(sfi)
-            if ef is None:
-                raise CardError(Sw.FILE_NOT_FOUND)
-        elif session.ef is None:
-            raise CardError(Sw.NO_CURRENT_EF)
-        else:
-            ef = session.ef
-        if not ef.holds_records:
-            raise CardError(Sw.INCOMPATIBLE_FILE)
+        ef = self._record_ef(sfi)
+        self._may_read(ef)
         # The record pointer belongs to the current EF: an SFI naming another EF makes
         # that EF current with no current record (part 3 §5.3).
         pointer = session.record if ef is session.ef else None
@@ -289,10 +294,73 @@ class VirtualCard:
         session.ef, session.record = ef, new_pointer  # only a command that succeeded moves it
         return data
 
+    def update_record(self, apdu: Apdu) -> bytes:
+        """Part 5 §6.13 (tables 43-45), plain (part 7 §7.3: the standard's applications
+        use no secure messaging here): the record P1 names (by number, P2 b3-b1 = 100;
+        or the first occurrence of identifier P1, 000) replaced by the data, a whole
+        record of the same tag and length, after the file's write key was proved
+        (V2.0 tables 3 and 7). The card file's field changes (cardio/card/update.py)."""
+        sfi, bits = apdu.p2 >> 3, apdu.p2 & 0x07
+        if (
+            sfi == NO_SFI
+            or bits not in (RecordMode.NUMBER, RecordMode.FIRST)
+            or apdu.p1 == RECORD_RFU
+        ):
+            raise CardError(Sw.WRONG_P1P2)
+        if apdu.le is not None:
+            raise CardError(Sw.WRONG_LENGTH)
+        ef = self._record_ef(sfi)
+        key = ef.write_key
+        if key is None or key not in self._session.authenticated:
+            raise CardError(Sw.SECURITY_NOT_SATISFIED)
+        pointer = self._session.record if ef is self._session.ef else None
+        if bits == RecordMode.NUMBER:
+            index = pointer if apdu.p1 == 0 else apdu.p1 - 1
+        else:
+            index = next((i for i, r in enumerate(ef.records) if r[0] == apdu.p1), None)
+        if index is None or index >= len(ef.records):
+            raise CardError(Sw.RECORD_NOT_FOUND)
+        old, new = ef.records[index], apdu.data
+        if len(new) < 2 or new[1] != len(new) - 2:
+            raise CardError(Sw.LC_INCONSISTENT)  # 6A85: Lc does not match the TLV
+        if len(new) != len(old):
+            raise CardError(Sw.WRONG_LENGTH)  # the notice's length for this item
+        if new[0] != old[0]:
+            raise CardError(Sw.WRONG_DATA)  # a record keeps its identifier
+        self._save(update.apply(self._state, ef.where, new[0], new[2:]))
+        self._rebuild(ef.sfi, index)
+        return b""
+
+    def _record_ef(self, sfi: int) -> files.Ef:
+        """The EF an SFI names (the current one for SFI 0), holding records."""
+        session = self._session
+        if sfi:
+            ef = session.df.ef_by_sfi(sfi)
+            if ef is None:
+                raise CardError(Sw.FILE_NOT_FOUND)
+        elif session.ef is None:
+            raise CardError(Sw.NO_CURRENT_EF)
+        else:
+            ef = session.ef
+        if not ef.holds_records:
+            raise CardError(Sw.INCOMPATIBLE_FILE)
+        return ef
+
+    def _rebuild(self, sfi: int, record: int) -> None:
+        """The file tree again from the changed state; the session points into it (the
+        same DF, the updated EF current with the updated record: part 5 §6.13.1)."""
+        self._mf = files.build(self._state)
+        session = self._session
+        name = session.df.name
+        df = self._mf.df_by_name(name) if name is not None else self._mf
+        session.df = df or self._mf
+        session.ef = session.df.ef_by_sfi(sfi)
+        session.record = record if session.ef is not None else None
+
     def read_binary(self, apdu: Apdu) -> bytes:
         """Part 5 §6.9 (tables 28-30) on the transparent EFs. Every one here (EF07, EF08)
-        is read under RKSSSE (V2.0 table 3), which only EXTERNAL AUTHENTICATE gives; this
-        card has none yet, so a read that is well formed ends in 6982."""
+        is read under RKSSSE (V2.0 table 3): 6982 until its EXTERNAL AUTHENTICATE, then
+        the file's bytes (zeros: they are defined, not yet written)."""
         self._no_data(apdu)
         session = self._session
         if apdu.p1 & 0x80:  # b8 = 1: an SFI in b5-b1, the offset in P2 (b7-b6 = 00)
@@ -311,22 +379,29 @@ class VirtualCard:
             raise CardError(Sw.INCOMPATIBLE_FILE)
         if offset >= ef.size:
             raise CardError(Sw.WRONG_OFFSET)
-        raise CardError(Sw.SECURITY_NOT_SATISFIED)
+        self._may_read(ef)  # V2.0 table 3: under RKSSSE
+        left = min(ef.size - offset, MAX_RESPONSE)
+        if apdu.le is None or (apdu.le != MAX_RESPONSE and apdu.le > left):
+            raise CardError(sw.wrong_le(left))
+        return bytes(min(apdu.le, left))  # defined, not yet written: empty (zeros)
 
     def verify(self, apdu: Apdu) -> bytes:
+        """Part 5 §6.14, part 7 §5.6-§5.8; docs/card.md §3, "VERIFY"."""
         self._p1p2(apdu, 0, 0)
-        if not apdu.data:  # the status query: never costs a try
+        if not apdu.data:  # the empty VERIFY (also 00 20 00 00 00): never costs a try
             if apdu.le not in (None, 256):
                 raise CardError(Sw.WRONG_LENGTH)
             self._require_active()
             if self._state.blocked:
                 raise CardError(Sw.PIN_BLOCKED)
-            if not self._session.verified:
+            # §6.14.5: 9000 when the card holds no PIN (a PIN cancelled: DISABLED); and,
+            # as ISO 7816-4's status query, when the PIN was verified in this session
+            if self._state.pin_state is not PinState.DISABLED and not self._session.verified:
                 raise CardError(sw.wrong_pin(self._state.tries_left))
             return b""
-        if len(apdu.data) != 3 or apdu.le is not None:
-            raise CardError(Sw.WRONG_LENGTH)
-        candidate = pin.decode(apdu.data)
+        if not MIN_PIN_BYTES <= len(apdu.data) <= MAX_PIN_BYTES or apdu.le is not None:
+            raise CardError(Sw.WRONG_LENGTH)  # table 46: Lc 02-08
+        candidate = pin.decode_cn(apdu.data)
         if candidate is None:
             raise CardError(Sw.WRONG_DATA)
         self._require_active()
@@ -336,19 +411,28 @@ class VirtualCard:
         return b""
 
     def change_pin(self, apdu: Apdu) -> bytes:
+        """Part 5 §6.3 (80 5E 01 00, Lc 03-11): current PIN ‖ FF ‖ new PIN, each
+        compressed numeric; no current PIN when the card holds none, no new PIN to hold
+        none any more (PIN state DISABLED)."""
         self._p1p2(apdu, 0x01, 0x00)
-        if len(apdu.data) != 7:
+        if not CHANGE_MIN <= len(apdu.data) <= CHANGE_MAX:
             raise CardError(Sw.WRONG_LENGTH)
-        old, new = pin.decode(apdu.data[:3]), pin.decode(apdu.data[4:])
-        if apdu.data[3] != pin.CHANGE_SEPARATOR or old is None or new is None:
+        old_block, separator, new_block = apdu.data.partition(bytes((pin.CHANGE_SEPARATOR,)))
+        old = pin.decode_cn(old_block) if old_block else ""
+        new = pin.decode_cn(new_block) if new_block else ""
+        if not separator or old is None or new is None or not (old or new):
             raise CardError(Sw.WRONG_DATA)
         self._require_active()
         self._compare_pin(old)
         state = self._state
         self._save(
-            state.with_(pin=PinHash.of(new), tries_left=state.try_limit, pin_state=PinState.ENABLED)
+            state.with_(
+                pin=PinHash.of(new),
+                tries_left=state.try_limit,
+                pin_state=PinState.ENABLED if new else PinState.DISABLED,
+            )
         )
-        self._session.verified = True
+        self._session.verified = bool(new)
         return b""
 
     def get_data(self, apdu: Apdu) -> bytes:
@@ -369,14 +453,6 @@ class VirtualCard:
         self._exact_le(apdu, len(answer))
         return answer
 
-    def get_challenge(self, apdu: Apdu) -> bytes:
-        self._p1p2(apdu, 0, 0)
-        self._no_data(apdu)
-        if apdu.le != mac.CHALLENGE_LENGTH:
-            raise CardError(sw.wrong_le(mac.CHALLENGE_LENGTH))
-        self._session.challenge = self._random(mac.CHALLENGE_LENGTH)
-        return self._session.challenge
-
     def _get_response(self, apdu: Apdu, pending: bytes) -> tuple[bytes, int]:
         """Part 5 §6.6 and part 2 §9.3.3 (docs/card.md §6): what a 61xx announced."""
         self._p1p2(apdu, 0, 0)
@@ -393,64 +469,26 @@ class VirtualCard:
         self._session.pending = pending[le:]
         return pending[:le], sw.bytes_available(len(pending) - le)
 
-    # --- service-outlet commands (docs/card.md §5) ----------------------------
-
-    def _unwrap(self, apdu: Apdu, challenge: bytes | None) -> bytes:
-        """Check the MAC; return the data without it."""
-        if challenge is None:
-            raise CardError(Sw.NO_CHALLENGE)
-        if len(apdu.data) < mac.MAC_LENGTH:
-            raise CardError(Sw.MAC_MISSING)
-        body, given = apdu.data[: -mac.MAC_LENGTH], apdu.data[-mac.MAC_LENGTH :]
-        header = bytes((apdu.cla, apdu.ins, apdu.p1, apdu.p2, len(apdu.data)))
-        expected = mac.mac(self._state.card_key, challenge, header, body)
-        if not hmac.compare_digest(given, expected):
-            raise CardError(Sw.MAC_WRONG)
-        return body
-
-    def outlet_pin(self, apdu: Apdu, body: bytes) -> bytes:
-        """84 5E 00 P2: reset and unblock (00), restore the initial PIN (01), cancel (02)."""
-        state = self._state
-        if apdu.p1 != 0x00 or apdu.p2 not in tuple(OutletPin):
-            raise CardError(Sw.WRONG_P1P2)
-        if len(body) != (3 if apdu.p2 == OutletPin.RESET else 0):
-            raise CardError(Sw.WRONG_LENGTH)
-        if apdu.p2 == OutletPin.RESET:
-            new = pin.decode(body)
-            if new is None:
-                raise CardError(Sw.WRONG_DATA)
-            changed = state.with_(pin=PinHash.of(new), pin_state=PinState.ENABLED)
-        elif apdu.p2 == OutletPin.RESTORE_INITIAL:
-            changed = state.with_(pin=PinHash.of(pin.INITIAL_PIN), pin_state=PinState.INITIAL)
-        else:
-            changed = state.with_(pin_state=PinState.DISABLED)
-        self._save(changed.with_(tries_left=state.try_limit))
-        self._session.verified = False
-        return b""
-
-    def outlet_activate(self, apdu: Apdu, body: bytes) -> bytes:
-        """84 18 00 00: life cycle ACTIVE."""
-        self._p1p2(apdu, 0, 0)
-        if body:
-            raise CardError(Sw.WRONG_LENGTH)
-        self._save(self._state.with_(life_cycle=LifeCycle.ACTIVE))
-        return b""
-
 
 _COMMANDS: dict[tuple[int, int], Handler] = {
     (Cla.ISO, Ins.SELECT): VirtualCard.select,
     (Cla.ISO, Ins.READ_RECORD): VirtualCard.read_record,
     (Cla.ISO, Ins.READ_BINARY): VirtualCard.read_binary,
+    (Cla.ISO, Ins.UPDATE_RECORD): VirtualCard.update_record,
     (Cla.ISO, Ins.VERIFY): VirtualCard.verify,
     (Cla.PROPRIETARY, CHANGE_PIN): VirtualCard.change_pin,
     (Cla.PROPRIETARY, Ins.GET_DATA): VirtualCard.get_data,
     (Cla.ISO, Ins.GET_CHALLENGE): VirtualCard.get_challenge,
+    (Cla.ISO, Ins.INTERNAL_AUTHENTICATE): VirtualCard.internal_authenticate,
+    (Cla.ISO, Ins.EXTERNAL_AUTHENTICATE): VirtualCard.external_authenticate,
+    (Cla.SECURE_MESSAGING, Ins.CHANGE_REFERENCE): VirtualCard.pin_change_unblock,
+    (Cla.SECURE_MESSAGING, Ins.APPLICATION_BLOCK): VirtualCard.application_block,
+    (Cla.SECURE_MESSAGING, Ins.OUTLET_ACTIVATE): VirtualCard.activate,
 }
-_EXTENSIONS = frozenset({(Cla.PROPRIETARY, Ins.GET_DATA)})
-_OUTLET: dict[int, Callable[[VirtualCard, Apdu, bytes], bytes]] = {
-    Ins.OUTLET_PIN: VirtualCard.outlet_pin,
-    Ins.OUTLET_ACTIVATE: VirtualCard.outlet_activate,
-}
+# Ours (docs/card.md §9): a real_only card answers them 6D00, as a real card does.
+_EXTENSIONS = frozenset(
+    {(Cla.PROPRIETARY, Ins.GET_DATA), (Cla.SECURE_MESSAGING, Ins.OUTLET_ACTIVATE)}
+)
 
 
 def _read(

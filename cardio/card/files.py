@@ -12,6 +12,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from cardio.card.state import NAME_BYTES, NAME_EXTENSION_BYTES, CardState, split_name
+from cardio.issuer import KeyName
 from cardio.model import (
     MEDICAL_AID,
     MEDICAL_LABEL,
@@ -42,6 +43,13 @@ class Ef:
     sfi: int
     records: tuple[bytes, ...] = ()  # whole TLV records, record number 1 first
     size: int | None = None  # a transparent file's size; None = a record file
+    # Its read condition (V2.0 tables 3 and 7): free (None), or this key's EXTERNAL
+    # AUTHENTICATE, or (or_pin) either that or the verified PIN
+    read_key: KeyName | None = None
+    or_pin: bool = False
+    # Its write condition: this key's EXTERNAL AUTHENTICATE; None: never written
+    write_key: KeyName | None = None
+    where: str = ""  # "SSSE/EF05" ...: which records UPDATE RECORD maps to fields
 
     @property
     def holds_records(self) -> bool:
@@ -123,6 +131,8 @@ def build(state: CardState) -> Df:
             (Tag.EXPIRY_DATE, _bcd_date(c.expiry_date)),
             (Tag.CARD_NUMBER, c.card_number.encode("ascii")),
         ),
+        write_key=KeyName.UK,  # V2.0 table 3: UKSSSE
+        where="SSSE/EF05",
     )
     name, rest = split_name(h.name)
     name_items = [(Tag.NAME, _an(name, NAME_BYTES))]
@@ -139,17 +149,24 @@ def build(state: CardState) -> Df:
             (Tag.BIRTHPLACE, bytes.fromhex(h.birthplace)),
             (Tag.BIRTH_DATE, _bcd_date(h.birth_date)),
         ),
+        read_key=KeyName.RKSSSE if c.spec_version == "3.00" else None,  # reader API §10.2
+        write_key=KeyName.UK,
+        where="SSSE/EF06",
     )
-    transparent = [Ef(Fid.EF07, Sfi.EF07, size=FINGERPRINT_BYTES)]
+    transparent = [Ef(Fid.EF07, Sfi.EF07, size=FINGERPRINT_BYTES, read_key=KeyName.RKSSSE)]
     if not v1:
-        transparent.append(Ef(Fid.EF08, Sfi.EF08, size=PHOTO_BYTES))
-    medical_basic = Ef(
+        transparent.append(Ef(Fid.EF08, Sfi.EF08, size=PHOTO_BYTES, read_key=KeyName.RKSSSE))
+    medical_basic = Ef(  # V2.0 table 7: read after the PIN or RK1DF04
         Fid.EF05,
         Sfi.EF05,
         _records(
             (MedicalTag.SCHEME, _an(state.scheme + state.medical_flags, 8)),
             (MedicalTag.INSURED_REGION, bytes.fromhex(state.region)),
         ),
+        read_key=KeyName.RK1DF04,
+        or_pin=True,
+        write_key=KeyName.UK1DF04,  # V2.0 table 7
+        where="DF04/EF05",
     )
     medical = Df(Fid.DF04, MEDICAL_AID, (medical_basic,))
     # The directory lists the applications the card holds, so a terminal that reads it

@@ -154,7 +154,6 @@ class CardState:
     try_limit: int
     pin: PinHash
     keys: dict[KeyName, bytes] = field(repr=False)  # the card's own (cardio/issuer.py)
-    card_key: bytes = field(repr=False)  # SM4 key of our retiring outlet MACs (docs/card.md §5)
     t0_style: bool
     historical: bytes  # 13 historical ATR bytes
     card: CardData
@@ -226,7 +225,6 @@ class CardState:
             "secrets": {
                 "pin_salt": self.pin.salt.hex(),
                 "pin_sha256": self.pin.digest.hex(),
-                "card_key": self.card_key.hex().upper(),
                 "keys": {k.value: v.hex().upper() for k, v in sorted(self.keys.items())},
             },
         }
@@ -278,7 +276,6 @@ class CardState:
                 if version >= 3
                 else card_keys(fixture_issuer(), card.identification_code, historical)
             ),
-            card_key=s.hexbytes("card_key", 16),
             t0_style=r.boolean("t0_style"),
             historical=historical,
             card=card,

@@ -1,4 +1,7 @@
-"""The in-process reader: a card file in a virtual slot, inserted and removed at will."""
+"""The in-process reader: a card file in a virtual slot, inserted and removed at will.
+
+The file may also be a PSAM's (`"kind": "psam"`, docs/psam.md): the slot then holds a
+`VirtualPsam`, locked the same way, and `card` is None while `psam` is it."""
 
 from __future__ import annotations
 
@@ -6,7 +9,10 @@ import os
 from pathlib import Path
 
 from cardio.card.card import VirtualCard
-from cardio.card.store import CardPath, FileStore, lockable_card_path
+from cardio.card.store import CardLock, CardPath, FileStore, lockable_card_path
+from cardio.psam import store as psam_store
+from cardio.psam.card import VirtualPsam
+from cardio.psam.chip import Chip
 from cardio.readers.base import CardEvent, EventKind, Reader, Trace
 from cardio.readers.errors import CardNotPoweredError, NoCardError
 
@@ -16,15 +22,26 @@ class VirtualReader(Reader):
 
     can_toggle = True
 
-    def __init__(self, card_path: CardPath, *, inserted: bool = True, trace: Trace | None = None):
+    def __init__(
+        self,
+        card_path: CardPath,
+        *,
+        inserted: bool = True,
+        trace: Trace | None = None,
+        shared_psam: bool = False,
+    ):
         super().__init__(trace)
+        # A PSAM file is read, never written (nothing of a PSAM's is durable here): with
+        # shared_psam, several terminals may use one file, and it is not locked.
+        self._shared_psam = shared_psam
         self._shown = os.fspath(card_path)  # as the person wrote it, for messages
         # Resolved once: re-inserting is the same card even if a symlink changes meanwhile.
         # (Raises CardPathError for a path that cannot name a card file.)
         self.card_path = lockable_card_path(card_path)
         self.name = f"virtual:{Path(self._shown).name}"
-        self._store: FileStore | None = None
+        self._store: FileStore | CardLock | None = None
         self._card: VirtualCard | None = None
+        self._psam: VirtualPsam | None = None
         self._powered = False
         if inserted:
             self.insert()
@@ -33,9 +50,28 @@ class VirtualReader(Reader):
     def card(self) -> VirtualCard | None:
         return self._card
 
+    @property
+    def psam(self) -> VirtualPsam | None:
+        return self._psam
+
+    @property
+    def _chip(self) -> Chip | None:
+        return self._card if self._card is not None else self._psam
+
     def insert(self) -> None:
-        """Put the card in the slot: lock and load its file (raises StoreError, CardFileError)."""
-        if self._card is not None:
+        """Put the card in the slot: lock and load its file (raises StoreError, CardFileError,
+        PsamFileError)."""
+        if self._chip is not None:
+            return
+        if psam_store.is_psam_file(self.card_path):
+            lock = None
+            if self._shared_psam:
+                psam_state = psam_store.read(self.card_path)
+            else:
+                psam_state, lock = psam_store.open_locked(self.card_path, self._shown)
+            psam = VirtualPsam(psam_state)
+            self._store, self._psam = lock, psam
+            self._emit(CardEvent(EventKind.INSERTED, self.name, psam.atr))
             return
         store = FileStore(self.card_path, name=self._shown)
         state = store.open()
@@ -44,32 +80,37 @@ class VirtualReader(Reader):
 
     def remove(self) -> None:
         """Pull the card out: its session is gone and its file is released."""
-        if self._card is None:
+        chip = self._chip
+        if chip is None:
             return
-        self._card.power_off()
+        chip.power_off()
         self._powered = False
-        store, self._store, self._card = self._store, None, None
-        if store is not None:
+        store, self._store, self._card, self._psam = self._store, None, None, None
+        if isinstance(store, FileStore):
             store.close()
+        elif store is not None:
+            store.release()
         self._emit(CardEvent(EventKind.REMOVED, self.name))
 
     def toggle(self) -> None:
         """F2: the card in if it is out, out if it is in."""
-        if self._card is None:
+        if self._chip is None:
             self.insert()
         else:
             self.remove()
 
     def card_present(self) -> bool:
-        return self._card is not None
+        return self._chip is not None
 
     def peek_atr(self) -> bytes | None:
-        return self._card.atr if self._card else None
+        chip = self._chip
+        return chip.atr if chip is not None else None
 
-    def _inserted(self) -> VirtualCard:
-        if self._card is None:
+    def _inserted(self) -> Chip:
+        chip = self._chip
+        if chip is None:
             raise NoCardError()
-        return self._card
+        return chip
 
     def connect(self) -> bytes:
         card = self._inserted()
@@ -84,8 +125,9 @@ class VirtualReader(Reader):
         return atr
 
     def disconnect(self) -> None:
-        if self._card is not None and self._powered:
-            self._card.power_off()
+        chip = self._chip
+        if chip is not None and self._powered:
+            chip.power_off()
         self._powered = False
 
     def _exchange(self, apdu: bytes) -> bytes:

@@ -110,6 +110,10 @@ class CardFlow(ABC):
     def not_a_card(self) -> None:
         self._result(False, "not_ssc")
 
+    def counterfeit(self) -> None:
+        """The card failed INTERNAL AUTHENTICATE (part 7 §5.4): refused, nothing more sent."""
+        self._result(False, "counterfeit")
+
     def _ends_on_removal(self) -> bool:
         """Before the card is asked for, a removal changes nothing; after, it ends."""
         return not self.view.final and self.view.stage not in (

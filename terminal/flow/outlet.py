@@ -27,6 +27,7 @@ TITLES = {
     Operation.RESTORE_INITIAL: "menu_restore",
     Operation.CANCEL_PIN: "menu_cancel",
     Operation.ACTIVATE: "menu_activate",
+    Operation.UNBLOCK: "menu_unblock",
 }
 
 
