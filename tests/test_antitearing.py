@@ -21,13 +21,13 @@ from __future__ import annotations
 import json
 import random
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import card_child
 import pytest
 
 from cardio import pin
@@ -40,24 +40,6 @@ PY = sys.executable
 LIMIT = 15  # the largest try limit the format allows: more room between blocks
 
 A, B, WRONG = "123456", "975318", "000000"
-
-CHILD = r"""
-import os, sys
-from pathlib import Path
-from cardio.card.card import VirtualCard
-from cardio.card.store import FileStore
-
-apdus = [bytes.fromhex(a) for a in sys.argv[2:]]
-fs = FileStore(Path(sys.argv[1]))
-card = VirtualCard(fs.open(), fs)
-card.power_on()
-os.write(1, b"ready\n")
-i = 0
-while True:
-    response = card.execute(apdus[i % len(apdus)])
-    os.write(1, response[-2:].hex().encode() + b"\n")
-    i += 1
-"""
 
 
 @dataclass(frozen=True)
@@ -129,11 +111,7 @@ def run_and_kill(
     path: Path, commands: list[Command], rng: random.Random
 ) -> tuple[list[str], list[CardState]]:
     """Start the child, kill it at a random instant; its answers and the states seen meanwhile."""
-    child = subprocess.Popen(
-        [PY, "-c", CHILD, str(path), *(apdu(c).hex() for c in commands)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
+    child = card_child.start(path, [apdu(c) for c in commands])
     seen: list[CardState] = []
     try:
         assert child.stdout is not None

@@ -31,13 +31,13 @@ from __future__ import annotations
 import hmac
 import random
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import card_child
 import pytest
 
 from cardio import pin, security
@@ -53,25 +53,6 @@ A, B, WRONG = pin.INITIAL_PIN, "975318", "000000"
 CHALLENGE = bytes.fromhex("A1A2A3A4A5A6A7A8")  # every GET CHALLENGE answers it
 RAW = bytes.fromhex("0102030405060708")
 SSSE = bytes.fromhex("00A404000F") + "sx1.sh.社会保障".encode("gbk")
-
-CHILD = r"""
-import os, sys
-from pathlib import Path
-from cardio.card.card import VirtualCard
-from cardio.card.store import FileStore
-
-challenge = bytes.fromhex(sys.argv[2])
-apdus = [bytes.fromhex(a) for a in sys.argv[3:]]
-fs = FileStore(Path(sys.argv[1]))
-card = VirtualCard(fs.open(), fs, random=lambda n: challenge[:n])
-card.power_on()
-os.write(1, b"ready\n")
-i = 0
-while True:
-    response = card.execute(apdus[i % len(apdus)])
-    os.write(1, response[-2:].hex().encode() + b"\n")
-    i += 1
-"""
 
 
 # --- the model ------------------------------------------------------------------------
@@ -351,11 +332,7 @@ def run_and_kill(
     """Start the child, kill it `delay` s after its `after`th answer (or, when `early`,
     after start-up: anywhere through opening the file); its answers and the states
     loaded from the file meanwhile."""
-    child = subprocess.Popen(
-        [PY, "-c", CHILD, str(path), CHALLENGE.hex(), *(a.hex() for a in apdus)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
+    child = card_child.start(path, apdus, CHALLENGE)
     seen: list[CardState] = []
     lines: list[str] = []
     try:

@@ -12,13 +12,13 @@ for the user card's side.
 from __future__ import annotations
 
 import random
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from pcsc_stack import slot_name, unavailable
+from pcsc_stack import slot_name
+from scriptor_helpers import run_scriptor
 
 from cardio import pin, security
 from cardio.card import profiles, store
@@ -36,49 +36,6 @@ RAW = bytes.fromhex("0102030405060708")  # EXTERNAL AUTHENTICATE's raw data: any
 PUK_REFERENCE = 0x06  # EXTERNAL AUTHENTICATE P2 of the PUK (docs/card.md §5)
 # Part 4 §8.3.2 (docs/security.md A6): LD 03 ‖ the PIN in packed BCD ‖ 80 00.. to a block
 PIN_PLAIN = bytes.fromhex("03" + NEW_PIN + "80") + bytes(11)
-
-
-# --- scriptor (as tests/test_third_party.py drives it; no test imports another) --------
-
-
-def run_scriptor(reader: str, apdus: list[str], folder: Path) -> tuple[str, list[bytes]]:
-    """scriptor's output and the responses it shows, for these APDUs in a script file
-    sent to `reader` (a name with spaces is one argument: no shell)."""
-    scriptor = shutil.which("scriptor")
-    if scriptor is None:
-        unavailable("scriptor is not installed (Debian package pcsc-tools)")
-    assert scriptor is not None
-    script = folder / "script.txt"
-    script.write_text("".join(apdu + "\n" for apdu in apdus))
-    result = subprocess.run(
-        [scriptor, "-r", reader, str(script)], capture_output=True, text=True, timeout=30
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    commands, responses = parse_scriptor(result.stdout)
-    assert commands == apdus, result.stdout
-    return result.stdout, responses
-
-
-def parse_scriptor(stdout: str) -> tuple[list[str], list[bytes]]:
-    """('> ' command lines, responses): a response starts on a '< ' line, may wrap every
-    16 bytes, and ends on the line holding ' : ' (the status word's meaning)."""
-    commands: list[str] = []
-    responses: list[bytes] = []
-    current: list[str] | None = None
-    for line in stdout.splitlines():
-        if current is None:
-            if line.startswith("> "):
-                commands.append(line[2:].strip())
-            elif line.startswith("< "):
-                current = [line[2:]]
-        else:
-            current.append(line)
-        if current is not None and " : " in current[-1]:
-            current[-1] = current[-1].split(" : ", 1)[0]
-            responses.append(bytes.fromhex(" ".join(current)))
-            current = None
-    assert current is None, f"unfinished response in scriptor output:\n{stdout}"
-    return commands, responses
 
 
 def spaced(data: bytes) -> str:

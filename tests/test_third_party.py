@@ -8,14 +8,12 @@ file made from the same profile, so both start in the same state (docs/card.md Â
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from card_helpers import FCI_SSSE
-from pcsc_stack import unavailable
+from scriptor_helpers import parse_scriptor, run, run_scriptor, tool
 
 from cardio.card import profiles, store
 from cardio.readers import pcsc
@@ -40,21 +38,6 @@ APDUS = [
 ]
 
 
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        unavailable(
-            f"{name} is not installed (Debian package "
-            f"{'pcsc-tools' if name == 'scriptor' else 'opensc'})"
-        )
-    assert path is not None
-    return path
-
-
-def run(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=30)
-
-
 def cardio_send_card(path: Path, apdus: list[str]) -> list[bytes]:
     """The raw responses `cardio send --card` prints, one per APDU."""
     result = run(sys.executable, "-m", "cardio.cli", "send", "--card", str(path), *apdus)
@@ -64,31 +47,6 @@ def cardio_send_card(path: Path, apdus: list[str]) -> list[bytes]:
     ]
     assert len(responses) == len(apdus), result.stdout
     return responses
-
-
-def parse_scriptor(stdout: str) -> tuple[list[str], list[bytes]]:
-    """('> ' command lines, responses) of scriptor's output.
-
-    A response starts on a '< ' line and may wrap every 16 bytes; the line holding
-    ' : ' (the SW's meaning) ends it, and its last two bytes before ' : ' are SW1 SW2.
-    """
-    commands: list[str] = []
-    responses: list[bytes] = []
-    current: list[str] | None = None
-    for line in stdout.splitlines():
-        if current is None:
-            if line.startswith("> "):
-                commands.append(line[2:].strip())
-            elif line.startswith("< "):
-                current = [line[2:]]
-        else:
-            current.append(line)
-        if current is not None and " : " in current[-1]:
-            current[-1] = current[-1].split(" : ", 1)[0]
-            responses.append(bytes.fromhex(" ".join(current)))
-            current = None
-    assert current is None, f"unfinished response in scriptor output:\n{stdout}"
-    return commands, responses
 
 
 RECEIVED = re.compile(r"^Received \(SW1=0x([0-9A-F]{2}), SW2=0x([0-9A-F]{2})\)(:?)$")
@@ -198,17 +156,6 @@ def check_expected(responses: list[bytes]) -> None:
     assert responses[9] == bytes.fromhex("4E14") + bytes(20) + bytes.fromhex("9000")  # short name
     assert len(responses[10]) == 64 + 2 and responses[10][:2] == bytes.fromhex("0110")
     assert responses[12] == bytes.fromhex("C104010006069000")  # ACTIVE, INITIAL, 6 of 6
-
-
-def run_scriptor(reader: str, apdus: list[str], folder: Path) -> tuple[str, list[bytes]]:
-    """scriptor's output and the responses it shows, for these APDUs sent to `reader`."""
-    script = folder / "apdus.txt"
-    script.write_text("".join(apdu + "\n" for apdu in apdus))
-    result = run(tool("scriptor"), "-r", reader, str(script))
-    assert result.returncode == 0, result.stderr
-    commands, responses = parse_scriptor(result.stdout)
-    assert commands == apdus, result.stdout
-    return result.stdout, responses
 
 
 def test_scriptor_gets_what_cardio_send_card_gets(tmp_path, card_pair):

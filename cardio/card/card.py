@@ -11,7 +11,7 @@ import logging
 import secrets
 from collections.abc import Callable
 
-from cardio import pin, sw
+from cardio import pin, sw, t0
 from cardio.apdu import Apdu
 from cardio.card import files, update
 from cardio.card.keyed import KeyedCommands, df_label, keys_kept
@@ -32,7 +32,6 @@ from cardio.model import (
     SelectResponse,
 )
 from cardio.sw import CardError, Sw
-from cardio.trace import failure
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ MIN_DF_NAME, MAX_DF_NAME = 5, 16  # SELECT by name: Lc 05-10 (part 5 table 34)
 FID_LENGTH = 2
 NO_SFI = 0x1F  # READ RECORD P2 b8-b4 = 11111: RFU
 RECORD_RFU = 0xFF  # P1 = FF: RFU (part 3 §5.3)
-MAX_RESPONSE = 256  # a short Le's most (Le 00)
+MAX_RESPONSE = t0.MAX_RESPONSE  # a short Le's most (Le 00)
 MIN_PIN_BYTES, MAX_PIN_BYTES = 2, 8  # VERIFY's Lc (part 5 table 46): 4-16 digits
 CHANGE_MIN, CHANGE_MAX = 0x03, 0x11  # CHANGE PIN's Lc (part 5 table 10)
 Handler = Callable[["VirtualCard", Apdu], bytes]
@@ -88,21 +87,14 @@ class VirtualCard(KeyedCommands):
     # --- the one entry point --------------------------------------------------
 
     def execute(self, apdu: bytes) -> bytes:
-        """Response data || SW1 SW2, for any byte string at all."""
-        try:
-            data, status = self._dispatch(bytes(apdu))
-        except CardError as e:
-            data, status = b"", e.sw
-        except Exception as e:  # a bug: keep the card alive, and say so (never the bytes)
-            log.error("emulator error: %s", failure(e))
-            data, status = b"", Sw.NO_DIAGNOSIS
-        return data + sw.split(status)
+        """Response data || SW1 SW2, for any byte string at all (cardio/t0.py)."""
+        return t0.answer(self._dispatch, apdu, log)
 
     def _dispatch(self, raw: bytes) -> tuple[bytes, int]:
         session = self._session
         pending, session.pending = session.pending, b""
         challenge = session.challenge
-        t0 = self._state.t0_style
+        t0_style = self._state.t0_style
         # Spent by the next command, whatever it is. (No answer ever waits for GET
         # RESPONSE beside a challenge: GET CHALLENGE is case 2, answered directly.)
         session.challenge = None
@@ -112,24 +104,21 @@ class VirtualCard(KeyedCommands):
             raise CardError(Sw.CLA_NOT_SUPPORTED)
         if self._blocked_here() and apdu.ins != Ins.SELECT:
             raise CardError(Sw.APPLICATION_BLOCKED)  # part 7 §13.2: while it is current
-        if t0 and (apdu.cla, apdu.ins) == (Cla.ISO, Ins.GET_RESPONSE):
-            return self._get_response(apdu, pending)
+        if t0_style and (apdu.cla, apdu.ins) == (Cla.ISO, Ins.GET_RESPONSE):
+            return t0.get_response(apdu, pending, self._keep)
         handler = _COMMANDS.get((apdu.cla, apdu.ins))
         if self._state.real_only and (apdu.cla, apdu.ins) in _EXTENSIONS:
             handler = None  # docs/card.md §9: a real card does not know our commands
         if handler is None:
             raise CardError(self._unknown(apdu))
         data = handler(self, apdu)
-        if data and t0:
-            if apdu.has_data:
-                # Case 4 (part 2 §9.3.1.4): T=0 has no room for an answer after the
-                # command data; announce it and hand it out on GET RESPONSE.
-                session.pending = data
-                return b"", sw.bytes_available(len(data))
-            if apdu.le != len(data):
-                # Case 2 (part 2 §9.3.2.1): the data goes out only for the right P3.
-                raise CardError(sw.wrong_le(len(data)))
+        if t0_style:
+            return t0.t0_answer(apdu, data, self._keep)
         return data, Sw.OK
+
+    def _keep(self, data: bytes) -> None:
+        """What waits for GET RESPONSE (T=0 style)."""
+        self._session.pending = data
 
     # --- shared checks --------------------------------------------------------
 
@@ -452,22 +441,6 @@ class VirtualCard(KeyedCommands):
         answer = bytes((PIN_STATUS_TAG, len(value))) + value
         self._exact_le(apdu, len(answer))
         return answer
-
-    def _get_response(self, apdu: Apdu, pending: bytes) -> tuple[bytes, int]:
-        """Part 5 §6.6 and part 2 §9.3.3 (docs/card.md §6): what a 61xx announced."""
-        self._p1p2(apdu, 0, 0)
-        self._no_data(apdu)
-        if not pending:
-            raise CardError(Sw.NO_DIAGNOSIS)  # part 5 §6.6.4 and table 21: nothing waits
-        le = apdu.le
-        whole = le == len(pending)
-        if le is None or (le == MAX_RESPONSE and not whole) or le > len(pending):
-            self._session.pending = pending  # kept: Le 00 or too long -> 6Cxx (§6.6.4)
-            raise CardError(sw.wrong_le(len(pending)))
-        if whole:
-            return pending, Sw.OK
-        self._session.pending = pending[le:]
-        return pending[:le], sw.bytes_available(len(pending) - le)
 
 
 _COMMANDS: dict[tuple[int, int], Handler] = {

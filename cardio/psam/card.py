@@ -15,13 +15,12 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cardio import security, sw
+from cardio import security, t0
 from cardio.apdu import Apdu
 from cardio.model import Algorithm, CipherOp, PsamCla, PsamIns
 from cardio.model import PsamFid as Fid
 from cardio.psam.state import PsamState
 from cardio.sw import CardError, Sw
-from cardio.trace import failure
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ MIN_NAME, MAX_NAME = 5, 16  # part 9 table 11: Lc 05-10 for P1 04
 FID_LENGTH = 2
 FACTOR = security.FACTOR_LENGTH
 MAX_FACTORS = 3  # part 9 table 23: N = 0..3
-MAX_RESPONSE = 256
+MAX_RESPONSE = t0.MAX_RESPONSE
 MAX_CHAIN = 4096  # a multi-part MAC longer than this is no terminal's
 
 
@@ -157,15 +156,8 @@ class VirtualPsam:
     # --- the one entry point --------------------------------------------------
 
     def execute(self, apdu: bytes) -> bytes:
-        """Response data || SW1 SW2, for any byte string at all."""
-        try:
-            data, status = self._dispatch(bytes(apdu))
-        except CardError as e:
-            data, status = b"", e.sw
-        except Exception as e:  # a bug: keep the PSAM alive, and say so (never the bytes)
-            log.error("PSAM emulator error: %s", failure(e))
-            data, status = b"", Sw.NO_DIAGNOSIS
-        return data + sw.split(status)
+        """Response data || SW1 SW2, for any byte string at all (cardio/t0.py)."""
+        return t0.answer(self._dispatch, apdu, log)
 
     def _dispatch(self, raw: bytes) -> tuple[bytes, int]:
         session = self._session
@@ -174,40 +166,16 @@ class VirtualPsam:
         if apdu.cla not in tuple(PsamCla):
             raise CardError(Sw.CLA_NOT_SUPPORTED)
         if (apdu.cla, apdu.ins) == (PsamCla.ISO, PsamIns.GET_RESPONSE):
-            return self._get_response(apdu, pending)
+            return t0.get_response(apdu, pending, self._keep)
         handler = _COMMANDS.get((apdu.cla, apdu.ins))
         if handler is None:
             known = {ins for _, ins in _COMMANDS} | {PsamIns.GET_RESPONSE}
             raise CardError(Sw.CLA_NOT_SUPPORTED if apdu.ins in known else Sw.INS_NOT_SUPPORTED)
-        data = handler(self, apdu)
-        if data:
-            if apdu.has_data:
-                # Case 4 (part 2 §9.3.1.4): T=0 has no room for an answer after the
-                # command data; announce it and hand it out on GET RESPONSE.
-                session.pending = data
-                return b"", sw.bytes_available(len(data))
-            if apdu.le != len(data):
-                # Case 2 (part 2 §9.3.2.1): the data goes out only for the right P3.
-                raise CardError(sw.wrong_le(len(data)))
-        return data, Sw.OK
+        return t0.t0_answer(apdu, handler(self, apdu), self._keep)
 
-    def _get_response(self, apdu: Apdu, pending: bytes) -> tuple[bytes, int]:
-        """Part 5 §6.6 and part 2 §9.3.3, as the user card (docs/card.md §6)."""
-        if (apdu.p1, apdu.p2) != (0, 0):
-            raise CardError(Sw.WRONG_P1P2)
-        if apdu.data:
-            raise CardError(Sw.WRONG_LENGTH)
-        if not pending:
-            raise CardError(Sw.NO_DIAGNOSIS)
-        le = apdu.le
-        whole = le == len(pending)
-        if le is None or (le == MAX_RESPONSE and not whole) or le > len(pending):
-            self._session.pending = pending  # kept: Le 00 or too long -> 6Cxx
-            raise CardError(sw.wrong_le(len(pending)))
-        if whole:
-            return pending, Sw.OK
-        self._session.pending = pending[le:]
-        return pending[:le], sw.bytes_available(len(pending) - le)
+    def _keep(self, data: bytes) -> None:
+        """What waits for GET RESPONSE: a PSAM is a T=0 chip."""
+        self._session.pending = data
 
     # --- commands -------------------------------------------------------------
 
