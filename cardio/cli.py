@@ -84,7 +84,11 @@ def cmd_new_psam(args: argparse.Namespace, out: TextIO) -> int:
     from cardio.psam import state as psam_state
     from cardio.psam import store as psam_store
 
-    for option, given in (("--spec-version", args.spec_version), ("--real-only", args.real_only)):
+    for option, given in (
+        ("--spec-version", args.spec_version),
+        ("--real-only", args.real_only),
+        ("--serial", args.serial),
+    ):
         if given:
             raise UsageError(f"{option} is for user cards; leave it out with --profile psam")
     number = args.terminal_number or psam_state.DEFAULT_TERMINAL_NUMBER
@@ -109,6 +113,7 @@ def cmd_new(args: argparse.Namespace, out: TextIO) -> int:
         force=args.force,
         spec_version=args.spec_version,
         real_only=args.real_only,
+        serial=args.serial,
     )
     print(
         f"made {one_line(args.path)} from profile {args.profile} "
@@ -426,8 +431,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--spec-version",
         choices=SPEC_VERSIONS,
         default=None,
-        help="the card generation, EF05 record 03 (default: the profile's, "
-        f"{DEFAULT_SPEC_VERSION} for all but legacy-medical)",
+        help=f"the card generation, EF05 record 03 (default {DEFAULT_SPEC_VERSION})",
+    )
+    p.add_argument(
+        "--serial",
+        type=int,
+        metavar="N",
+        default=None,
+        help="another card of the profile's holder: this serial (1-99999999) in its "
+        "identification code and card number, so its ATR and keys are its own",
     )
     p.add_argument(
         "--real-only",

@@ -48,12 +48,32 @@ def load(name: str) -> CardState:
     return state.with_(profile=name)
 
 
-def make(name: str, *, spec_version: str | None = None, real_only: bool = False) -> CardState:
+MAX_SERIAL = 99_999_999  # the identification code's serial: 4 bytes of BCD
+
+
+def make(
+    name: str,
+    *,
+    spec_version: str | None = None,
+    real_only: bool = False,
+    serial: int | None = None,
+) -> CardState:
     """A new card of profile `name`: of the generation `spec_version` (EF05 tag 03; the
     profile's own if None), `real_only` or not, with historical bytes derived from its
-    identification code (part 2 §8.4; docs/card.md §1)."""
+    identification code (part 2 §8.4; docs/card.md §1). `serial` makes another card of
+    the same holder: that serial in the identification code (V2.0 table 10) and the card
+    number, so its ATR and every key differ (part 9 §7.3)."""
     state = load(name)
     card = state.card
+    if serial is not None:
+        if not 0 < serial <= MAX_SERIAL:
+            raise UsageError(f"a card serial is 1 to {MAX_SERIAL}; give another --serial")
+        code = card.identification_code
+        card = replace(
+            card,
+            identification_code=code[:8] + bytes.fromhex(f"{serial:08d}") + code[12:],
+            card_number=card.card_number[0] + f"{serial:08d}",
+        )
     if spec_version is not None and spec_version != card.spec_version:
         if spec_version not in SPEC_VERSIONS:
             raise UsageError(
@@ -85,7 +105,8 @@ def new_card(
     force: bool = False,
     spec_version: str | None = None,
     real_only: bool = False,
+    serial: int | None = None,
 ) -> CardState:
-    state = make(name, spec_version=spec_version, real_only=real_only)
+    state = make(name, spec_version=spec_version, real_only=real_only, serial=serial)
     store.create(path, state, force=force)
     return state
