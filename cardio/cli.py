@@ -22,7 +22,7 @@ from cardio.apdu import HexError, parse_hex, to_hex
 from cardio.card import profiles, store
 from cardio.card.state import CardState
 from cardio.errors import Exit, UsageError
-from cardio.model import DEFAULT_SPEC_VERSION, SPEC_VERSIONS, Category, Scheme
+from cardio.model import DEFAULT_SPEC_VERSION, SPEC_VERSIONS, Algorithm, Category, Scheme
 from cardio.readers.base import Reader
 from cardio.readers.virtual import VirtualReader
 from cardio.trace import command_line, response_line
@@ -31,6 +31,7 @@ from cardio.usage import OneLineParser, one_line, run_command, say
 if TYPE_CHECKING:
     from cardio.keysource import KeySource
 
+ALGORITHMS = {"sm4": Algorithm.SM4, "des": Algorithm.DES}  # `card new --algorithm`
 PSAM_PROFILE = "psam"  # `card new --profile psam`: not a user-card profile (cardio/psam)
 MAX_SCRIPT_BYTES = 8 << 20  # far more than any APDU script; /dev/zero must not eat memory
 
@@ -92,7 +93,7 @@ def cmd_new_psam(args: argparse.Namespace, out: TextIO) -> int:
         if given:
             raise UsageError(f"{option} is for user cards; leave it out with --profile psam")
     number = args.terminal_number or psam_state.DEFAULT_TERMINAL_NUMBER
-    state = psam_state.make(fixture_issuer(), number)
+    state = psam_state.make(fixture_issuer(ALGORITHMS[args.algorithm]), number)
     psam_store.create(args.path, state, force=args.force)
     print(
         f"made {one_line(args.path)}: a PSAM, terminal number {state.terminal_number}, "
@@ -114,6 +115,7 @@ def cmd_new(args: argparse.Namespace, out: TextIO) -> int:
         spec_version=args.spec_version,
         real_only=args.real_only,
         serial=args.serial,
+        algorithm=ALGORITHMS[args.algorithm],
     )
     print(
         f"made {one_line(args.path)} from profile {args.profile} "
@@ -432,6 +434,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=SPEC_VERSIONS,
         default=None,
         help=f"the card generation, EF05 record 03 (default {DEFAULT_SPEC_VERSION})",
+    )
+    p.add_argument(
+        "--algorithm",
+        choices=tuple(ALGORITHMS),
+        default="sm4",
+        help="the card's (or PSAM's) algorithm: sm4 (default) or des (3DES keys of the "
+        "DES test issuer; SSF33 is unpublished and not available)",
     )
     p.add_argument(
         "--serial",

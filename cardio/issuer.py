@@ -186,6 +186,7 @@ def load_issuer(path: Path) -> Issuer:
 
 
 TEST_ISSUER_FILE = "TEST-ONLY-issuer.json"
+TEST_DES_ISSUER_FILE = "TEST-ONLY-issuer-des.json"
 COUNTERFEIT_ISSUER_FILE = "TEST-ONLY-other-issuer.json"
 
 
@@ -194,8 +195,13 @@ def _fixture(name: str) -> Issuer:
     return parse_issuer(path.read_text("utf-8"), str(path))
 
 
-def fixture_issuer() -> Issuer:
-    """The public test issuer of the fixture cards (TEST ONLY; its mode does not matter)."""
+def fixture_issuer(algorithm: Algorithm = Algorithm.SM4) -> Issuer:
+    """The public test issuer of the fixture cards (TEST ONLY; its mode does not matter):
+    its SM4 masters, or those of its DES cards (double-length keys: two-key 3DES)."""
+    if algorithm is Algorithm.DES:
+        return _fixture(TEST_DES_ISSUER_FILE)
+    if algorithm is not Algorithm.SM4:
+        raise IssuerFileError(f"the test issuer has no {algorithm.name} keys; use SM4 or DES")
     return _fixture(TEST_ISSUER_FILE)
 
 

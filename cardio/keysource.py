@@ -113,20 +113,25 @@ def _card_key(alg: Algorithm, master: bytes, ident: bytes, historical: bytes) ->
 
 
 class MasterKeySource:
-    """The cryptograms from the issuer's master keys (cardio.security)."""
+    """The cryptograms from the issuer's master keys (cardio.security): one set per
+    algorithm the issuer's cards use (the test issuer: SM4 and DES)."""
 
-    def __init__(self, issuer: Issuer, terminal_number: str = DEFAULT_TERMINAL_NUMBER) -> None:
-        self._issuer = issuer
+    def __init__(
+        self, issuer: Issuer, *more: Issuer, terminal_number: str = DEFAULT_TERMINAL_NUMBER
+    ) -> None:
+        self._issuers = {i.algorithm: i for i in (issuer, *more)}
+        self._first = issuer
         self._terminal = _check_terminal_number(terminal_number)
 
     def __repr__(self) -> str:  # never the keys
-        return f"MasterKeySource({self._issuer!r}, {self._terminal})"
+        return f"MasterKeySource({list(self._issuers.values())!r}, {self._terminal})"
 
     def _key(self, name: KeyName, card: CardIdentity) -> bytes:
-        if card.algorithm is not self._issuer.algorithm:
-            raise _algorithm_mismatch(card.algorithm, self._issuer.algorithm, "the issuer")
+        issuer = self._issuers.get(card.algorithm)
+        if issuer is None:
+            raise _algorithm_mismatch(card.algorithm, self._first.algorithm, "the issuer")
         return _card_key(
-            card.algorithm, self._issuer.masters[name], card.identification_code, card.historical
+            card.algorithm, issuer.masters[name], card.identification_code, card.historical
         )
 
     def terminal_number(self) -> str:

@@ -28,7 +28,7 @@ from cardio import api_codes, identity, issuer, pin, resources, sw
 from cardio.errors import CardioError
 from cardio.issuer import KeyName
 from cardio.keysource import KeySource, MasterKeySource
-from cardio.model import Ins
+from cardio.model import Algorithm, Ins
 from cardio.pin_policy import Violation, check_new_pin
 from cardio.protocol import CardInfo, CounterfeitCardError, SocialSecurityCard
 from cardio.readers.base import Reader
@@ -139,7 +139,7 @@ def load_key(path: Path) -> KeySource:
 def fixture_master_key() -> KeySource:
     """The public test issuer of the fixture cards, only when asked for (--test-key). It
     is public, so its file's mode does not matter (a git checkout makes it 0644)."""
-    return MasterKeySource(issuer.fixture_issuer())
+    return MasterKeySource(issuer.fixture_issuer(), issuer.fixture_issuer(Algorithm.DES))
 
 
 def same_id(given: str, on_card: str | None) -> bool:

@@ -52,6 +52,7 @@ ZH: Mapping[str, str] = {
     "card_refused": "卡片拒绝了操作（{sw}），请到服务网点查询",
     "not_ssc": "这不是社会保障卡，请插入社会保障卡",
     "counterfeit": "此卡未通过真伪校验，请勿受理，请持卡人到社保卡服务网点核实",
+    "psam_failed": "PSAM卡无法校验此卡（算法或密钥不符），请检查PSAM卡",
     "press_enter": "按 确认 返回",
     "card_present": "已插卡",
     "no_card": "未插卡",
@@ -179,6 +180,7 @@ EN: Mapping[str, str] = {
     "not_ssc": "This is not a social security card; please insert one",
     "counterfeit": "This card failed the authenticity check: do not accept it; "
     "the holder should have it checked at a service outlet",
+    "psam_failed": "The PSAM cannot check this card (its algorithm or keys); check the PSAM",
     "press_enter": "Press Enter to go back",
     "card_present": "Card inserted",
     "no_card": "No card",

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from cardio.keysource import KeySourceError
 from cardio.outlet import Operation, Outcome, Outlet, OutletError, OutletLog
 from cardio.pin import PinFormatError
 from cardio.protocol import (
@@ -76,6 +77,7 @@ EXPECTED_ERRORS = (
     ReaderError,
     NotASocialSecurityCard,
     CounterfeitCardError,
+    KeySourceError,
     PinFormatError,
     OutletError,
     CardCommandError,
@@ -222,6 +224,9 @@ def deliver(
         flow.card_failed(reader_error_key(result))
     elif isinstance(result, (CardCommandError, PinFormatError)):
         flow.card_failed("card_unreadable")  # rule 1
+    elif isinstance(result, KeySourceError):
+        log.warning("the PSAM: %s", result)
+        flow.card_failed("psam_failed")  # the reader API's -2201/-2202/-27272
     else:
         flow.card_failed("work_failed")
     return None

@@ -24,6 +24,7 @@ from cardio.card import profiles, store
 from cardio.card.state import CardState
 from cardio.issuer import fixture_issuer
 from cardio.keysource import KeySource, MasterKeySource
+from cardio.model import Algorithm
 from cardio.readers.virtual import VirtualReader
 from cardio.resources import data_dir
 from host.api import SettlementHost
@@ -62,7 +63,7 @@ HOST_DB = "host.db"  # the host's database, in the test's tmp_path (beside the c
 def issuer_keys() -> KeySource:
     """The terminal's key source in tests: the fixture issuer's masters, computing what a
     PSAM holding them gives (tests/test_psam.py proves the two agree)."""
-    return MasterKeySource(fixture_issuer())
+    return MasterKeySource(fixture_issuer(), fixture_issuer(Algorithm.DES))
 
 
 class Default(enum.Enum):

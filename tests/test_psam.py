@@ -733,7 +733,7 @@ def sources(alg: Algorithm) -> tuple[MasterKeySource, PsamKeySource]:
     issuer = fixture_issuer() if alg is SM4 else des_issuer()
     reader = ChipReader(VirtualPsam(psam_state.make(issuer, TERMINAL)))
     reader.connect()
-    return MasterKeySource(issuer, TERMINAL), PsamKeySource(reader)
+    return MasterKeySource(issuer, terminal_number=TERMINAL), PsamKeySource(reader)
 
 
 def test_both_sources_are_key_sources(psam_reader: VirtualReader) -> None:
@@ -890,7 +890,7 @@ def test_bad_inputs_to_the_psam_source_are_refused_before_the_psam() -> None:
     with pytest.raises(security.SecurityInputError, match="single bytes"):
         psam.secure_apdu(KeyName.PUK, card, bytes(8), 0x184, 0x24, 0, 1, None)
     with pytest.raises(UsageError, match="terminal number"):
-        MasterKeySource(fixture_issuer(), "12")
+        MasterKeySource(fixture_issuer(), terminal_number="12")
 
 
 def test_a_psam_that_refuses_is_one_sentence() -> None:

@@ -55,7 +55,9 @@ def test_a_card_and_a_psam_in_two_slots(tmp_path: Path, served) -> None:
             card_state.historical,
         )
         r1, r2 = bytes(range(1, 9)), bytes(range(0x21, 0x29))
-        expected = MasterKeySource(fixture_issuer(), TERMINAL).internal_auth(identity, r1, r2)
+        expected = MasterKeySource(fixture_issuer(), terminal_number=TERMINAL).internal_auth(
+            identity, r1, r2
+        )
         assert source.internal_auth(identity, r1, r2) == expected
     finally:
         reader.close()

@@ -10,7 +10,7 @@ from cardio.card import store
 from cardio.card.state import NAME_BYTES, CardState, PinHash, PinState, historical_bytes
 from cardio.errors import UsageError
 from cardio.issuer import card_keys, counterfeit_issuer, fixture_issuer
-from cardio.model import SPEC_VERSIONS
+from cardio.model import SPEC_VERSIONS, Algorithm
 from cardio.pin import INITIAL_PIN
 from cardio.resources import data_dir
 
@@ -57,12 +57,14 @@ def make(
     spec_version: str | None = None,
     real_only: bool = False,
     serial: int | None = None,
+    algorithm: Algorithm = Algorithm.SM4,
 ) -> CardState:
     """A new card of profile `name`: of the generation `spec_version` (EF05 tag 03; the
     profile's own if None), `real_only` or not, with historical bytes derived from its
     identification code (part 2 §8.4; docs/card.md §1). `serial` makes another card of
     the same holder: that serial in the identification code (V2.0 table 10) and the card
-    number, so its ATR and every key differ (part 9 §7.3)."""
+    number, so its ATR and every key differ (part 9 §7.3). `algorithm`: SM4, or DES
+    (the SSSE's FCI says 01, the keys are the DES test issuer's)."""
     state = load(name)
     card = state.card
     if serial is not None:
@@ -89,11 +91,14 @@ def make(
     historical = historical_bytes(card.identification_code)
     # The card's own keys, from its issuer's masters (cardio/issuer.py): the counterfeit
     # profile's come from another issuer, so its authenticity check fails.
-    issuer = counterfeit_issuer() if name == COUNTERFEIT else fixture_issuer()
+    if name == COUNTERFEIT and algorithm is not Algorithm.SM4:
+        raise UsageError("the counterfeit profile is an SM4 card; leave --algorithm out")
+    issuer = counterfeit_issuer() if name == COUNTERFEIT else fixture_issuer(algorithm)
     return state.with_(
         card=card,
         real_only=real_only,
         historical=historical,
+        algorithm=algorithm,
         keys=card_keys(issuer, card.identification_code, historical),
     )
 
@@ -106,7 +111,10 @@ def new_card(
     spec_version: str | None = None,
     real_only: bool = False,
     serial: int | None = None,
+    algorithm: Algorithm = Algorithm.SM4,
 ) -> CardState:
-    state = make(name, spec_version=spec_version, real_only=real_only, serial=serial)
+    state = make(
+        name, spec_version=spec_version, real_only=real_only, serial=serial, algorithm=algorithm
+    )
     store.create(path, state, force=force)
     return state
