@@ -436,3 +436,13 @@ def test_identity_query_password_is_last_8_with_final_x_as_0():
     assert identity.query_password("11010519491231002X") == "12310020"
     assert identity.query_password("440524188001010014") == "01010014"
     assert identity.query_password("310104198503122174") == "03122174"
+
+
+def test_trace_hides_a_psam_cipher_data_pin_block():
+    """80 FA (part 9 §9.8) carries the PIN block a terminal has a PSAM encrypt: hidden."""
+    block = bytes.fromhex("0312345680") + bytes(11)
+    line = trace.mask_command(bytes.fromhex("80FA000010") + block)
+    assert line == "80 FA 00 00 10" + " **" * 16
+    assert "12 34 56" not in line
+    # the same bytes to a user card (CLA 00) are no PSAM command: shown
+    assert "12 34 56" in trace.mask_command(bytes.fromhex("00FA000010") + block)
