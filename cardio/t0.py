@@ -64,3 +64,34 @@ def get_response(apdu: Apdu, pending: bytes, keep: Callable[[bytes], None]) -> t
         return pending, Sw.OK
     keep(pending[le:])
     return pending[:le], sw.bytes_available(len(pending) - le)
+
+
+class Chip:
+    """Power and the one entry point, as both emulated chips have them: a reset or a
+    power-off forgets the session; `execute` answers any byte string (`answer`)."""
+
+    _log = logging.getLogger("cardio.chip")
+
+    @property
+    def atr(self) -> bytes:
+        raise NotImplementedError
+
+    def _fresh_session(self) -> None:
+        raise NotImplementedError
+
+    def _dispatch(self, raw: bytes) -> tuple[bytes, int]:
+        raise NotImplementedError
+
+    def power_on(self) -> bytes:
+        self._fresh_session()
+        return self.atr
+
+    def reset(self) -> bytes:
+        return self.power_on()
+
+    def power_off(self) -> None:
+        self._fresh_session()
+
+    def execute(self, apdu: bytes) -> bytes:
+        """Response data || SW1 SW2, for any byte string at all."""
+        return answer(self._dispatch, apdu, self._log)

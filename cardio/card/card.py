@@ -46,7 +46,7 @@ CHANGE_MIN, CHANGE_MAX = 0x03, 0x11  # CHANGE PIN's Lc (part 5 table 10)
 Handler = Callable[["VirtualCard", Apdu], bytes]
 
 
-class VirtualCard(KeyedCommands):
+class VirtualCard(KeyedCommands, t0.Chip):
     def __init__(
         self,
         state: CardState,
@@ -74,21 +74,10 @@ class VirtualCard(KeyedCommands):
     def atr(self) -> bytes:
         return ATR_PREFIX + self._state.historical
 
-    def power_on(self) -> bytes:
-        self._session = Session(self._mf)
-        return self.atr
-
-    def reset(self) -> bytes:
-        return self.power_on()
-
-    def power_off(self) -> None:
+    def _fresh_session(self) -> None:  # power on, reset, power off (cardio/t0.py)
         self._session = Session(self._mf)
 
-    # --- the one entry point --------------------------------------------------
-
-    def execute(self, apdu: bytes) -> bytes:
-        """Response data || SW1 SW2, for any byte string at all (cardio/t0.py)."""
-        return t0.answer(self._dispatch, apdu, log)
+    _log = log
 
     def _dispatch(self, raw: bytes) -> tuple[bytes, int]:
         session = self._session

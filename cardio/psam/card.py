@@ -120,7 +120,7 @@ class Session:
 Handler = Callable[["VirtualPsam", Apdu], bytes]
 
 
-class VirtualPsam:
+class VirtualPsam(t0.Chip):
     """A social security PSAM (part 9) in one environment holding `state`'s keys."""
 
     def __init__(
@@ -143,21 +143,10 @@ class VirtualPsam:
     def atr(self) -> bytes:
         return ATR_PREFIX + HISTORICAL_HEAD + _cn(self._state.serial[-4:])
 
-    def power_on(self) -> bytes:
-        self._session = Session(self._mf)
-        return self.atr
-
-    def reset(self) -> bytes:
-        return self.power_on()
-
-    def power_off(self) -> None:
+    def _fresh_session(self) -> None:  # power on, reset, power off (cardio/t0.py)
         self._session = Session(self._mf)
 
-    # --- the one entry point --------------------------------------------------
-
-    def execute(self, apdu: bytes) -> bytes:
-        """Response data || SW1 SW2, for any byte string at all (cardio/t0.py)."""
-        return t0.answer(self._dispatch, apdu, log)
+    _log = log
 
     def _dispatch(self, raw: bytes) -> tuple[bytes, int]:
         session = self._session
