@@ -97,3 +97,18 @@ def split_response(response: bytes) -> tuple[bytes, int]:
     if len(response) < 2:
         raise ValueError("a response has at least the two status bytes")
     return response[:-2], int.from_bytes(response[-2:], "big")
+
+
+SFI_RFU = 0x1F  # SFI 11111: RFU
+
+
+def binary_address(apdu: Apdu) -> tuple[int | None, int]:
+    """READ BINARY's P1 P2 (part 5 §6.9 table 29): P1 b8 = 1, an SFI in b5-b1 (b7-b6
+    00) and the offset in P2; else the current EF (None) at offset P1 P2. CardError
+    6A86 for an SFI that cannot be one."""
+    if apdu.p1 & 0x80:
+        sfi = apdu.p1 & 0x1F
+        if apdu.p1 & 0x60 or sfi in (0, SFI_RFU):
+            raise CardError(Sw.WRONG_P1P2)
+        return sfi, apdu.p2
+    return None, (apdu.p1 << 8) | apdu.p2

@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Callable
 
 from cardio import pin, sw, t0
-from cardio.apdu import Apdu
+from cardio.apdu import Apdu, binary_address
 from cardio.card import files, update
 from cardio.card.keyed import KeyedCommands, df_label, keys_kept
 from cardio.card.session import Session
@@ -309,17 +309,21 @@ class VirtualCard(KeyedCommands, t0.Chip):
         self._rebuild(ef.sfi, index)
         return b""
 
-    def _record_ef(self, sfi: int) -> files.Ef:
-        """The EF an SFI names (the current one for SFI 0), holding records."""
+    def _ef(self, sfi: int | None) -> files.Ef:
+        """The EF an SFI names in the current DF (6A82), or the current EF (6986)."""
         session = self._session
         if sfi:
             ef = session.df.ef_by_sfi(sfi)
             if ef is None:
                 raise CardError(Sw.FILE_NOT_FOUND)
-        elif session.ef is None:
+            return ef
+        if session.ef is None:
             raise CardError(Sw.NO_CURRENT_EF)
-        else:
-            ef = session.ef
+        return session.ef
+
+    def _record_ef(self, sfi: int) -> files.Ef:
+        """The EF an SFI names (the current one for SFI 0), holding records."""
+        ef = self._ef(sfi)
         if not ef.holds_records:
             raise CardError(Sw.INCOMPATIBLE_FILE)
         return ef
@@ -340,19 +344,8 @@ class VirtualCard(KeyedCommands, t0.Chip):
         is read under RKSSSE (V2.0 table 3): 6982 until its EXTERNAL AUTHENTICATE, then
         the file's bytes (zeros: they are defined, not yet written)."""
         self._no_data(apdu)
-        session = self._session
-        if apdu.p1 & 0x80:  # b8 = 1: an SFI in b5-b1, the offset in P2 (b7-b6 = 00)
-            sfi = apdu.p1 & 0x1F
-            if apdu.p1 & 0x60 or sfi in (0, NO_SFI):
-                raise CardError(Sw.WRONG_P1P2)
-            ef = session.df.ef_by_sfi(sfi)
-            if ef is None:
-                raise CardError(Sw.FILE_NOT_FOUND)
-            offset = apdu.p2
-        else:
-            if session.ef is None:
-                raise CardError(Sw.NO_CURRENT_EF)
-            ef, offset = session.ef, (apdu.p1 << 8) | apdu.p2
+        sfi, offset = binary_address(apdu)
+        ef = self._ef(sfi)
         if ef.holds_records or ef.size is None:
             raise CardError(Sw.INCOMPATIBLE_FILE)
         if offset >= ef.size:

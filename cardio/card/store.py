@@ -208,23 +208,30 @@ def _read(path: Path, name: str) -> CardState:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             raise _not_a_card_file(name, mode)
-        chunks: list[bytes] = []
-        size = 0
-        while size <= MAX_CARD_BYTES:
-            chunk = os.read(fd, MAX_CARD_BYTES + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
+        raw = read_at_most(fd, MAX_CARD_BYTES)
     except OSError as e:
         raise _cannot(name, "be read", e) from None
     finally:
         os.close(fd)
-    if size > MAX_CARD_BYTES:
+    if len(raw) > MAX_CARD_BYTES:
         raise CardFileError(
             name, "the file", f"is over {MAX_CARD_BYTES // 1024} KB, too large to be a card file"
         )
-    return decode(b"".join(chunks), name)
+    return decode(raw, name)
+
+
+def read_at_most(fd: int, limit: int) -> bytes:
+    """Up to limit + 1 bytes of an open file: one more than the limit says "too large"
+    without reading a huge file whole."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = os.read(fd, limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def decode(raw: bytes, name: str) -> CardState:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cardio import security, t0
-from cardio.apdu import Apdu
+from cardio.apdu import Apdu, binary_address
 from cardio.model import Algorithm, CipherOp, PsamCla, PsamIns
 from cardio.model import PsamFid as Fid
 from cardio.psam.state import PsamState
@@ -213,18 +213,16 @@ class VirtualPsam(t0.Chip):
         if apdu.data:
             raise CardError(Sw.WRONG_LENGTH)
         session = self._session
-        if apdu.p1 & 0x80:  # b8 = 1: an SFI in b5-b1, the offset in P2
-            sfi = apdu.p1 & 0x1F
-            if apdu.p1 & 0x60 or sfi in (0, 0x1F):
-                raise CardError(Sw.WRONG_P1P2)
-            ef = session.df.ef_by_sfi(sfi)
-            if ef is None:
+        sfi, offset = binary_address(apdu)
+        if sfi is not None:
+            found = session.df.ef_by_sfi(sfi)
+            if found is None:
                 raise CardError(Sw.FILE_NOT_FOUND)
-            offset = apdu.p2
+            ef = found
+        elif session.ef is None:
+            raise CardError(Sw.NO_CURRENT_EF)
         else:
-            if session.ef is None:
-                raise CardError(Sw.NO_CURRENT_EF)
-            ef, offset = session.ef, (apdu.p1 << 8) | apdu.p2
+            ef = session.ef
         if offset >= len(ef.data):
             raise CardError(Sw.WRONG_OFFSET)
         session.ef = ef  # an SFI makes the file current (ISO 7816-4)

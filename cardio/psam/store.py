@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cardio.card import store
-from cardio.card.store import CardPath, StoreError
+from cardio.card.store import CardPath, StoreError, read_at_most
 from cardio.errors import UsageError
 from cardio.psam.state import KIND, PsamFileError, PsamState
 
@@ -37,15 +37,7 @@ def _raw(path: Path) -> bytes | None:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        chunks: list[bytes] = []
-        size = 0
-        while size <= MAX_PSAM_BYTES:
-            chunk = os.read(fd, MAX_PSAM_BYTES + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks)
+        return read_at_most(fd, MAX_PSAM_BYTES)
     except OSError:
         return None
     finally:
