@@ -112,3 +112,19 @@ def binary_address(apdu: Apdu) -> tuple[int | None, int]:
             raise CardError(Sw.WRONG_P1P2)
         return sfi, apdu.p2
     return None, (apdu.p1 << 8) | apdu.p2
+
+
+def historical_bytes(atr: bytes) -> bytes:
+    """The historical bytes of an ATR (ISO 7816-3 §8.2; part 2 §8.3): T0's low nibble K
+    of them, after the interface bytes that T0 and each TDi announce."""
+    if len(atr) < 2:
+        return b""
+    k = atr[1] & 0x0F
+    index, y = 2, atr[1] >> 4
+    while True:
+        present = [bit for bit in range(4) if y & (1 << bit)]  # TA, TB, TC, TD
+        index += len(present)
+        if 3 not in present or index - 1 >= len(atr):
+            break
+        y = atr[index - 1] >> 4  # TDi: the next interface bytes
+    return atr[index : index + k]

@@ -32,6 +32,7 @@ class ApiCode(IntEnum):
     BAD_PARAMETER = -14  # 命令参数错
     NOT_GENUINE = -21  # 内部认证失败（用户卡不合法）: INTERNAL AUTHENTICATE's answer wrong
     KEY_LEVEL = -24  # PSAM卡密钥级别不够: the PSAM's key wants other dispersion factors
+    NO_PSAM = -2201  # 无PSAM卡: no PSAM, or it cannot be used
     PIN_CANCELLED = -31  # 用户取消密码输入
     PIN_TIMEOUT = -32  # 密码输入操作超时
     PIN_LENGTH = -33  # 输入密码长度错
@@ -48,6 +49,7 @@ MEANINGS: dict[int, str] = {
     ApiCode.BAD_PARAMETER: "bad parameter",
     ApiCode.NOT_GENUINE: "internal authentication failed (card not genuine)",
     ApiCode.KEY_LEVEL: "PSAM key level insufficient",
+    ApiCode.NO_PSAM: "no PSAM",
     ApiCode.PIN_CANCELLED: "PIN entry cancelled",
     ApiCode.PIN_TIMEOUT: "PIN entry timed out",
     ApiCode.PIN_LENGTH: "PIN length wrong",

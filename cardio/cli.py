@@ -25,7 +25,7 @@ from cardio.errors import Exit, UsageError
 from cardio.model import DEFAULT_SPEC_VERSION, SPEC_VERSIONS, Algorithm, Category, Scheme
 from cardio.readers.base import Reader
 from cardio.readers.virtual import VirtualReader
-from cardio.trace import command_line, response_line
+from cardio.trace import Responses, command_line
 from cardio.usage import OneLineParser, one_line, run_command, say
 
 if TYPE_CHECKING:
@@ -223,13 +223,15 @@ def open_reader(args: argparse.Namespace) -> Iterator[Reader]:
 
 def run_steps(reader: Reader, steps: Sequence[Step], out: TextIO) -> int:
     """Raw exchanges, like scriptor: what the card answers is shown as it is."""
+    responses = Responses()  # a PSAM's encrypted PIN blocks hidden
     for step in steps:
         if step.apdu is None:
             print("> reset", file=out)
             print("< " + to_hex(reader.reset()), file=out)
             continue
         print(command_line(step.apdu), file=out)
-        print(response_line(reader.transmit_raw(step.apdu)), file=out, flush=True)
+        answer = reader.transmit_raw(step.apdu)
+        print(responses.line(step.apdu, answer), file=out, flush=True)
     return Exit.OK
 
 
@@ -327,8 +329,6 @@ def _outlet_keys(args: argparse.Namespace) -> KeySource:
         return outlet.load_key(Path(args.key))
     from cardio.psam_source import open_psam
 
-    if args.psam == "":
-        raise UsageError("the --psam path is empty; give a PSAM file or a PSAM's reader")
     return open_psam(args.psam)
 
 

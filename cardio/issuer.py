@@ -132,7 +132,7 @@ def parse_issuer(text: str, where: str) -> Issuer:
     """An Issuer from the master-key file's text; `where` names the file in errors."""
     try:
         data: Any = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a file nested too deep
         raise IssuerFileError(f"{where}: not a JSON master-key file; check the file") from None
     if not isinstance(data, dict) or not isinstance(data.get("keys"), dict):
         raise IssuerFileError(

@@ -25,6 +25,7 @@ from cardio.errors import CardioError, UsageError
 from cardio.issuer import SPEC, Issuer, KeyName
 from cardio.model import Algorithm, CipherOp, PsamCla, PsamFid, PsamIns
 from cardio.readers.base import Reader
+from cardio.readers.errors import ReaderError
 
 __all__ = [
     "CardIdentity",
@@ -88,6 +89,12 @@ class KeySource(Protocol):
 class KeySourceError(CardioError):
     """A key source that cannot give what was asked: the PSAM refused, or holds other
     keys. One sentence; never a key byte."""
+
+
+def _unusable(error: ReaderError) -> KeySourceError:
+    unusable = KeySourceError(f"the PSAM cannot be used ({error}); check the PSAM and its reader")
+    unusable.api_code = api_codes.ApiCode.NO_PSAM
+    return unusable
 
 
 def _check_terminal_number(text: str) -> str:
@@ -177,6 +184,7 @@ class PsamKeySource:
         self._terminal: str | None = None
         self._algorithm = Algorithm.DES  # part 9 §5: 3F00 is the DES environment
         self._environment: int | None = None  # the last INITIALIZE ENVIRONMENT byte
+        self._lost = False  # its reader failed: connect again before the next use
 
     def __repr__(self) -> str:
         return f"PsamKeySource({self._reader.name})"
@@ -184,7 +192,13 @@ class PsamKeySource:
     # --- talking to the PSAM ------------------------------------------------------
 
     def _send(self, apdu: bytes) -> tuple[bytes, int]:
-        return split_response(self._reader.transmit(apdu))
+        try:
+            return split_response(self._reader.transmit(apdu))
+        except ReaderError as e:
+            # The PSAM's reader, not the holder's card: say so, and start it afresh next
+            # time (a PSAM put back is powered and selected again).
+            self._terminal, self._lost = None, True
+            raise _unusable(e) from None
 
     def _ok(self, apdu: bytes, what: str) -> bytes:
         data, status = self._send(apdu)
@@ -226,6 +240,12 @@ class PsamKeySource:
 
     def _ready(self) -> None:
         if self._terminal is None:
+            if self._lost:
+                try:
+                    self._reader.connect()
+                except ReaderError as e:
+                    raise _unusable(e) from None
+                self._lost = False
             self.start()
 
     def terminal_number(self) -> str:
@@ -234,7 +254,9 @@ class PsamKeySource:
             raise KeySourceError("the PSAM gave no terminal number; check the PSAM")
         return self._terminal
 
-    def _deliver(self, name: KeyName, card: CardIdentity, factor: bytes) -> None:
+    def _deliver(
+        self, name: KeyName, card: CardIdentity, factor: bytes, *, retried: bool = False
+    ) -> None:
         """DELIVERY SESSION KEY (part 9 §9.7): the card's factors deepest first, then the
         session factor padded with 00 to a block (as security.session_key pads it)."""
         self._ready()
@@ -270,9 +292,9 @@ class PsamKeySource:
         )
         what = f"DELIVERY SESSION KEY for {name}"
         _, status = self._send(apdu)
-        if status == sw.Sw.CONDITIONS_NOT_SATISFIED:  # reset since: enter DF01 again
-            self.start()
-            _, status = self._send(apdu)
+        if status == sw.Sw.CONDITIONS_NOT_SATISFIED and not retried:
+            self.start()  # reset since: DF01 and INITIALIZE ENVIRONMENT again, once
+            return self._deliver(name, card, factor, retried=True)
         if status == sw.Sw.DATA_NOT_FOUND:
             error = KeySourceError(
                 f"the PSAM holds no {name} key (type {spec.psam_type:02X}, identifier "

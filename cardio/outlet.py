@@ -34,6 +34,7 @@ from cardio.protocol import CardInfo, CounterfeitCardError, SocialSecurityCard
 from cardio.readers.base import Reader
 from cardio.resources import file_kind, private_folders
 from cardio.sw import Sw
+from cardio.trace import failure
 
 
 class Operation(StrEnum):
@@ -405,7 +406,9 @@ class Outlet:
             self._result(operation, info, id_number, f"refused: {e}", op, sent)
             raise
         except Exception as e:
-            self._result(operation, info, id_number, f"failed: {e}", op, sent)
+            # only our own errors' words: another's message may quote what it handled
+            reason = str(e) if isinstance(e, CardioError) else failure(e)
+            self._result(operation, info, id_number, f"failed: {reason}", op, sent)
             raise
         self._result(operation, info, id_number, f"{status:04X} {meaning}", op, sent)
         if status == Sw.MAC_WRONG:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cardio import api_codes, pin, sw
-from cardio.apdu import command, split_response
+from cardio.apdu import command, historical_bytes, split_response
 from cardio.errors import CardioError
 from cardio.issuer import SPEC, KeyName
 from cardio.keysource import CardIdentity, KeySource
@@ -163,21 +163,6 @@ def algorithm_of(fci: bytes, identification_code: bytes | None) -> Algorithm | N
     if identification_code is None:
         return None
     return Algorithm.SSF33 if identification_code[:1] == b"\x11" else Algorithm.DES
-
-
-def historical_of(atr: bytes) -> bytes:
-    """An ATR's historical bytes (ISO 7816-3 §8.2): T0's low nibble counts them, after
-    the interface bytes that T0 and each TDi announce."""
-    if len(atr) < 2:
-        return b""
-    count, at, indicator = atr[1] & 0x0F, 2, atr[1]
-    while True:
-        present = [indicator & bit for bit in (0x10, 0x20, 0x40, 0x80)]
-        at += sum(1 for p in present if p)
-        if not present[3] or at - 1 >= len(atr):
-            break
-        indicator = atr[at - 1]
-    return atr[at : at + count]
 
 
 def _cn(value: bytes) -> str:
@@ -454,7 +439,7 @@ class SocialSecurityCard:
         """What a key source needs: the algorithm (the SSSE's FCI), the identification
         code (EF05 01) and the ATR's historical bytes (the card factor, part 9 §7.3.3)."""
         algorithm = algorithm_of(self.fci, identification_code)
-        historical = historical_of(self.reader.peek_atr() or b"")
+        historical = historical_bytes(self.reader.peek_atr() or b"")
         if identification_code is None or algorithm is None or len(historical) != 13:
             raise CardioError(
                 "the card does not say its algorithm, identification code or card serial; "

@@ -39,12 +39,14 @@ def _names_a_file(spec: str) -> bool:
 def psam_reader(spec: str | None) -> Reader:
     """A PSAM file's virtual reader, or the PC/SC reader `spec` names (a name or an
     index, as --reader); None: the default virtual PSAM."""
+    if spec == "":
+        raise UsageError("the --psam path is empty; give a PSAM file or a PSAM's reader")
     if spec is None or _names_a_file(spec):
         from cardio.psam import store as psam_store
         from cardio.readers.virtual import VirtualReader
 
         path = default_psam() if spec is None else Path(spec)
-        make = f"make one with 'cardio card new --profile psam {path.name}'"
+        make = f"make one with 'cardio card new --profile psam {path}'"
         if path.is_dir():
             raise UsageError(f"{path} is a folder; give a PSAM file, or {make}")
         if not path.exists():

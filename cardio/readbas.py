@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cardio.apdu import historical_bytes
 from cardio.protocol import Basics
 
 SEPARATOR = "|"
@@ -32,22 +33,6 @@ NO_PSAM_TERMINAL_NUMBER = "0" * 12  # 6 bytes 00 as hex (API §1.3.2)
 NO_DEVICE_NUMBER = ""
 REGION_BYTES = 3  # cn 3: the city code at the start of the identification code (V2.0 table 10)
 CARD_NUMBER_LENGTH = 9  # API §10.4
-
-
-def historical_bytes(atr: bytes) -> bytes:
-    """The historical bytes of an ATR (ISO 7816-3 §8.2; part 2 §8.3): T0's low nibble K
-    of them, after the interface bytes that T0 and each TDi announce."""
-    if len(atr) < 2:
-        return b""
-    k = atr[1] & 0x0F
-    index, y = 2, atr[1] >> 4
-    while True:
-        present = [bit for bit in range(4) if y & (1 << bit)]  # TA, TB, TC, TD
-        index += len(present)
-        if 3 not in present or index - 1 >= len(atr):
-            break
-        y = atr[index - 1] >> 4  # TDi: the next interface bytes
-    return atr[index : index + k]
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,10 @@
 
 Used by the CLI (`send`, `script`), the vpcd bridge log (`serve -v`) and the
 terminal's trace (its file and the F12 pane), so one rule decides what is masked.
-Responses never carry PINs. A command is secret when it may carry a PIN (VERIFY,
+A user card's responses never carry PINs; a PSAM's answer to CIPHER DATA does (the
+encrypted PIN block, which with the issuer key and the card's challenge decrypts to the
+PIN): `Responses` hides its data, and that of the GET RESPONSEs that fetch it. A
+command is secret when it may carry a PIN (VERIFY,
 CHANGE / RESET REFERENCE DATA, the PBOC-style PIN change, a PSAM's CIPHER DATA) or a
 MAC (secure messaging, CLA 84): a MAC over a PIN, with the card's challenge from the
 same trace and the issuer key, gives the 6-digit PIN back by brute force in seconds.
@@ -86,8 +89,30 @@ def command_line(command: bytes) -> str:
     return "> " + mask_command(command)
 
 
-def response_line(response: bytes) -> str:
-    return "< " + to_hex(response)
+def response_line(response: bytes, hidden: bool = False) -> str:
+    """A response; `hidden`: its data as `**`, the status word shown."""
+    if not hidden or len(response) <= 2:
+        return "< " + to_hex(response)
+    return "< " + " ".join([MASK] * (len(response) - 2) + [to_hex(response[-2:])])
+
+
+_GET_RESPONSE = (0x00, 0xC0)
+
+
+class Responses:
+    """Which responses of one chip's session to hide: from a PSAM's CIPHER DATA on,
+    through the GET RESPONSEs that hand its answer out."""
+
+    def __init__(self) -> None:
+        self._hiding = False
+
+    def line(self, command: bytes, response: bytes) -> str:
+        head = tuple(command[:2])
+        if head == _CIPHER_DATA:
+            self._hiding = True
+        elif head != _GET_RESPONSE:
+            self._hiding = False
+        return response_line(response, hidden=self._hiding)
 
 
 def failure(error: BaseException) -> str:

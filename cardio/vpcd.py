@@ -33,7 +33,7 @@ from cardio.errors import CardioError
 from cardio.psam import store as psam_store
 from cardio.psam.card import VirtualPsam
 from cardio.psam.chip import Chip
-from cardio.trace import command_line, response_line
+from cardio.trace import Responses, command_line
 
 log = logging.getLogger("cardio.serve")
 
@@ -122,6 +122,7 @@ class Bridge:
     def __init__(self, card: Chip, verbose: bool = False) -> None:
         self.card = card
         self.verbose = verbose
+        self._responses = Responses()
 
     def answer(self, payload: bytes) -> bytes | None:
         """The reply to one frame, or None when vpcd expects none."""
@@ -142,13 +143,9 @@ class Bridge:
             return None
         response = self.card.execute(payload)
         if self.verbose:
-            log.info("%s", _psam_line(payload) if self._psam else command_line(payload))
-            log.info("%s", response_line(response))
+            log.info("%s", command_line(payload))
+            log.info("%s", self._responses.line(payload, response))
         return response
-
-    @property
-    def _psam(self) -> bool:
-        return isinstance(self.card, VirtualPsam)
 
     def serve(self, sock: socket.socket, guard: StopGuard) -> None:
         """Frames until the peer goes; a malformed frame drops the connection.
@@ -171,14 +168,6 @@ class Bridge:
                     write_frame(sock, reply)
                 finally:
                     guard.waiting = False
-
-
-def _psam_line(command: bytes) -> str:
-    """A PSAM command for the log: CIPHER DATA's data hidden, since a terminal sends the
-    PIN block (LD || PIN || 80 00..) in it to be encrypted (docs/psam.md)."""
-    if len(command) > 5 and command[:2] == b"\x80\xfa":
-        return "> " + " ".join(f"{b:02X}" for b in command[:5]) + " **" * (len(command) - 5)
-    return command_line(command)
 
 
 class Stop(Exception):

@@ -129,3 +129,22 @@ def test_p5_6_13_a_3_00_card_changed_to_3_00_protects_its_holder_data(tmp_path):
     assert prove(card, KeyName.RKSSSE) == OK
     assert send(card, "00 B2 08 30 14")[-2:] == OK
     fs.close()
+
+
+@pytest.mark.parametrize(
+    ("tag", "sfi_p2", "le"), [(5, "2C", "06"), (6, "2C", "06"), (0x0D, "34", "06")]
+)
+def test_p5_6_13_a_date_before_year_1000_is_6a80_and_the_file_still_loads(
+    tmp_path, tag, sfi_p2, le
+):
+    """The card file holds no date before 1000 (its loader refuses one): such a value is
+    refused before anything is written."""
+    card, path, fs = card_at(tmp_path)
+    assert prove(card, KeyName.UK) == OK
+    before = path.read_bytes()
+    p2 = f"{int(sfi_p2, 16) & 0xF8:02X}"  # by identifier
+    apdu = f"00 DC {tag:02X} {p2} {le} " + record(tag, h("00 01 01 01"))
+    assert send(card, apdu) == h("6A 80")
+    assert path.read_bytes() == before
+    fs.close()
+    store.read(path)  # loads

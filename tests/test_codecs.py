@@ -446,3 +446,16 @@ def test_trace_hides_a_psam_cipher_data_pin_block():
     assert "12 34 56" not in line
     # the same bytes to a user card (CLA 00) are no PSAM command: shown
     assert "12 34 56" in trace.mask_command(bytes.fromhex("00FA000010") + block)
+
+
+def test_a_psam_answer_to_cipher_data_is_hidden_with_its_get_responses():
+    """The PSAM's encryption of a PIN block decrypts back to the PIN with the issuer key
+    and the card's challenge: its data is hidden in traces, the status words shown."""
+    responses = trace.Responses()
+    cipher = bytes.fromhex("80FA000010") + bytes(16)
+    assert responses.line(cipher, bytes.fromhex("6110")) == "< 61 10"
+    hidden = responses.line(bytes.fromhex("00C0000010"), bytes(range(16)) + b"\x90\x00")
+    assert hidden == "< " + "** " * 16 + "90 00"
+    # the next command's answer is shown again
+    shown = responses.line(bytes.fromhex("0084000008"), bytes(range(8)) + b"\x90\x00")
+    assert shown == "< 00 01 02 03 04 05 06 07 90 00"

@@ -107,3 +107,17 @@ def test_the_counterfeit_profile_is_sm4_only(tmp_path: Path, capsys) -> None:
     assert cli.main([*argv, str(tmp_path / "x.json")]) == 2
     assert "counterfeit profile is an SM4 card" in capsys.readouterr().err
     assert profiles.make("counterfeit").algorithm is Algorithm.SM4
+
+
+def test_an_older_des_card_file_gets_the_des_test_issuers_keys(tmp_path: Path) -> None:
+    """A format-2 file (before each card held its keys) of a DES card loads with keys
+    of the DES test issuer, not of the SM4 one."""
+    import json
+
+    path = des_card(tmp_path)
+    doc = json.loads(path.read_text("utf-8"))
+    doc["version"] = 2
+    del doc["key_tries"], doc["application_blocked"], doc["secrets"]["keys"]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(doc, ensure_ascii=False), "utf-8")
+    assert store.read(old).keys == store.read(path).keys

@@ -17,6 +17,7 @@ from terminal_helpers import (
     ENABLED_PIN,
     enter,
     host_of,
+    issuer_keys,
     make_app,
     make_card,
     screen_text,
@@ -27,6 +28,7 @@ from cardio.card import profiles, store
 from cardio.errors import UsageError
 from cardio.issuer import fixture_issuer
 from cardio.keysource import PsamKeySource
+from cardio.protocol import SocialSecurityCard
 from cardio.psam import state as psam_state
 from cardio.psam import store as psam_store
 from cardio.psam_source import default_psam, open_psam
@@ -136,3 +138,61 @@ def test_psam_and_no_psam_together_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         cli.parse_args(["--psam", "x.json", "--no-psam"])
     assert exc.value.code == 2
+
+
+def test_the_keypad_outlet_resets_the_pin_of_a_3_00_card(tmp_path: Path) -> None:
+    """At the flow's read the holder's data of a 3.00 card is closed (no key yet): the
+    reset still asks the new PIN, and the outlet, reading under its key, resets it."""
+    from cardio.outlet import Operation, OutletLog
+    from terminal.equipment import Equipment, OutletSetup
+    from terminal.flow.outlet import OutletFlow
+    from terminal.flow.view import Stage
+    from terminal.worker import deliver, execute
+
+    card = tmp_path / "v3.json"
+    profiles.new_card("locked", card, spec_version="3.00")
+    ssn = store.read(card).holder.ssn
+    reader = VirtualReader(card)
+    setup = OutletSetup(issuer_keys(), "t", tmp_path / "outlet.log")
+    equipment = Equipment(reader, outlet=setup)
+    flow = OutletFlow(Operation.RESET_PIN)
+    command = flow.entered(ssn)
+    result, present = execute(equipment, command)
+    assert deliver(flow, result, present) is None
+    assert flow.view.stage is Stage.NEW_PIN
+    assert flow.entered("384950") is None
+    command = flow.entered("384950")
+    result, present = execute(equipment, command)
+    deliver(flow, result, present)
+    reader.close()
+    assert flow.view.success is True, flow.view
+    assert store.read(card).pin.matches("384950")
+    assert OutletLog(tmp_path / "outlet.log").path.exists()
+
+
+def test_a_psam_taken_out_is_the_psams_fault_and_is_used_again_once_back(tmp_path: Path) -> None:
+    """A PSAM reader that fails says the PSAM (psam_failed, the reader API's -2201), not
+    the holder's card; put back, the PSAM is powered and used again."""
+    from cardio.keysource import KeySourceError
+
+    card = make_card(tmp_path, "employee-enabled")
+    reader = VirtualReader(make_psam(tmp_path), shared_psam=True)
+    reader.connect()
+    keys = PsamKeySource(reader)
+    keys.start()
+    reader.remove()
+
+    def read() -> None:
+        holder = VirtualReader(card)
+        holder.connect()
+        try:
+            SocialSecurityCard(holder).read_info(keys)
+        finally:
+            holder.close()
+
+    with pytest.raises(KeySourceError, match="PSAM cannot be used") as failed:
+        read()
+    assert failed.value.api_code == -2201
+    reader.insert()
+    read()  # connected and started again
+    assert keys.terminal_number() == PSAM_NUMBER

@@ -305,8 +305,10 @@ class VirtualCard(KeyedCommands, t0.Chip):
             raise CardError(Sw.WRONG_LENGTH)  # the notice's length for this item
         if new[0] != old[0]:
             raise CardError(Sw.WRONG_DATA)  # a record keeps its identifier
-        self._save(update.apply(self._state, ef.where, new[0], new[2:]))
-        self._rebuild(ef.sfi, index)
+        changed = update.apply(self._state, ef.where, new[0], new[2:])
+        tree = files.build(changed)  # before the write: nothing may fail after it
+        self._save(changed)
+        self._rebuild(tree, ef.sfi, index)
         return b""
 
     def _ef(self, sfi: int | None) -> files.Ef:
@@ -328,10 +330,10 @@ class VirtualCard(KeyedCommands, t0.Chip):
             raise CardError(Sw.INCOMPATIBLE_FILE)
         return ef
 
-    def _rebuild(self, sfi: int, record: int) -> None:
-        """The file tree again from the changed state; the session points into it (the
+    def _rebuild(self, tree: files.Df, sfi: int, record: int) -> None:
+        """The file tree built from the changed state; the session points into it (the
         same DF, the updated EF current with the updated record: part 5 §6.13.1)."""
-        self._mf = files.build(self._state)
+        self._mf = tree
         session = self._session
         name = session.df.name
         df = self._mf.df_by_name(name) if name is not None else self._mf

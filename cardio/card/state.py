@@ -274,7 +274,11 @@ class CardState:
             keys=(
                 _keys(s.section("keys"))
                 if version >= 3
-                else card_keys(fixture_issuer(), card.identification_code, historical)
+                else card_keys(
+                    fixture_issuer(_old_algorithm(r, version)),
+                    card.identification_code,
+                    historical,
+                )
             ),
             t0_style=r.boolean("t0_style"),
             historical=historical,
@@ -297,6 +301,14 @@ def _version_2(r: _Fields, m: _Fields) -> dict[str, Any]:
         "medical_flags": flags,
         "insured_region": m.digits("region", 6),
     }
+
+
+def _old_algorithm(r: _Fields, version: int) -> Algorithm:
+    """An older file's algorithm (version 2 stores it; version 1 cards are SM4), so that
+    its keys come from the test issuer's masters of that algorithm."""
+    if version >= 2 and r.choice_int("algorithm", tuple(Algorithm)) == Algorithm.DES:
+        return Algorithm.DES
+    return Algorithm.SM4
 
 
 def _keys(k: _Fields) -> dict[KeyName, bytes]:

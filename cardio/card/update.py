@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from cardio.card.state import NAME_BYTES, CardState, split_name
+from cardio.card.state import MIN_YEAR, NAME_BYTES, CardState, split_name
 from cardio.model import SPEC_VERSIONS, Category, MedicalTag, Tag
 from cardio.sw import CardError, Sw
 
@@ -45,9 +45,12 @@ def _cn(value: bytes) -> str:
 def _date(value: bytes) -> dt.date:
     digits = _cn(value)
     try:
-        return dt.date(int(digits[:4]), int(digits[4:6]), int(digits[6:8]))
+        day = dt.date(int(digits[:4]), int(digits[4:6]), int(digits[6:8]))
     except ValueError:
         raise _bad() from None
+    if day.year < MIN_YEAR:  # the card file holds no earlier date (CardFileError)
+        raise _bad()
+    return day
 
 
 def _gbk(value: bytes) -> str:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from cardio.readers.transport import exchange
-from cardio.trace import command_line, response_line
+from cardio.trace import Responses, command_line
 
 Trace = Callable[[str], None]
 
@@ -48,6 +48,7 @@ class Reader(ABC):
 
     def __init__(self, trace: Trace | None = None) -> None:
         self.trace = trace
+        self._responses = Responses()  # what of the answers the trace hides
         self._listeners: list[Listener] = []
         self._listeners_lock = threading.Lock()
 
@@ -87,7 +88,7 @@ class Reader(ABC):
             self.trace(command_line(apdu))
         response = self._exchange(apdu)
         if self.trace:
-            self.trace(response_line(response))
+            self.trace(self._responses.line(apdu, response))
         return response
 
     def transmit(self, apdu: bytes) -> bytes:

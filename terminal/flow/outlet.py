@@ -70,7 +70,9 @@ class OutletFlow(CardFlow):
     def card_read(self, info: CardInfo, account: Account | None = None) -> RunOutlet | None:
         self.info = info
         self.account = account
-        if not same_id(self.id_number or "", info.ssn):
+        # A 3.00 card's holder data is read under the outlet's key when the operation runs
+        # (Outlet.run): unknown here (None) is no mismatch.
+        if info.ssn is not None and not same_id(self.id_number or "", info.ssn):
             # The outlet itself refuses it, so the refusal is logged like any other.
             return self._run(None)
         if self.operation is Operation.RESET_PIN:
