@@ -63,6 +63,17 @@ class CounterfeitCardError(CardioError):
         )
 
 
+class UncheckableCardError(CardioError):
+    """The card does not say what its check needs (algorithm, identification code, the
+    ATR's serial): it cannot be told genuine."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the card does not say its algorithm, identification code or card serial; "
+            "it cannot be checked: hand it back"
+        )
+
+
 class CardCommandError(CardioError):
     """The card refused a command the host needed."""
 
@@ -441,10 +452,7 @@ class SocialSecurityCard:
         algorithm = algorithm_of(self.fci, identification_code)
         historical = historical_bytes(self.reader.peek_atr() or b"")
         if identification_code is None or algorithm is None or len(historical) != 13:
-            raise CardioError(
-                "the card does not say its algorithm, identification code or card serial; "
-                "it cannot be checked: hand it back"
-            )
+            raise UncheckableCardError()
         return CardIdentity(algorithm, identification_code, historical)
 
     def authenticate_card(self, keys: KeySource, card: CardIdentity) -> None:

@@ -21,6 +21,7 @@ from cardio.protocol import (
     NotASocialSecurityCard,
     PinOutcome,
     SocialSecurityCard,
+    UncheckableCardError,
 )
 from cardio.readers.base import Reader
 from cardio.readers.errors import (
@@ -77,6 +78,7 @@ EXPECTED_ERRORS = (
     ReaderError,
     NotASocialSecurityCard,
     CounterfeitCardError,
+    UncheckableCardError,
     KeySourceError,
     PinFormatError,
     OutletError,
@@ -222,7 +224,7 @@ def deliver(
         flow.removed()
     elif isinstance(result, ReaderError):
         flow.card_failed(reader_error_key(result))
-    elif isinstance(result, (CardCommandError, PinFormatError)):
+    elif isinstance(result, (CardCommandError, PinFormatError, UncheckableCardError)):
         flow.card_failed("card_unreadable")  # rule 1
     elif isinstance(result, KeySourceError):
         log.warning("the PSAM: %s", result)

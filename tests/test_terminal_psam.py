@@ -10,6 +10,7 @@ receipt's terminal id is the PSAM's terminal number (`pos-terminal`'s default).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,23 @@ def test_a_psam_taken_out_is_the_psams_fault_and_is_used_again_once_back(tmp_pat
     reader.insert()
     read()  # connected and started again
     assert keys.terminal_number() == PSAM_NUMBER
+
+
+def test_a_card_that_cannot_be_checked_is_unreadable_not_a_terminal_failure(tmp_path: Path) -> None:
+    """No identification code to disperse from: UncheckableCardError, shown as an
+    unreadable card (rule 1), not as the terminal's own failure."""
+    from cardio.protocol import UncheckableCardError
+    from terminal.flow.pharmacy import PharmacyFlow, Purpose
+    from terminal.rules import Settings
+    from terminal.worker import deliver
+
+    reader = VirtualReader(make_card(tmp_path, "employee-new"))
+    reader.connect()
+    with pytest.raises(UncheckableCardError, match="cannot be checked"):
+        SocialSecurityCard(reader).identity(None)
+    reader.close()
+    flow = PharmacyFlow(Purpose.PAY, Settings(upgrade_date=dt.date(2020, 4, 13)))
+    flow.entered("1250")
+    flow.reading()
+    deliver(flow, UncheckableCardError())
+    assert [ln.key for ln in flow.view.lines][:1] == ["card_unreadable"]

@@ -77,14 +77,6 @@ class Df:
                 return found
         return None
 
-    def parent_of(self, target: Ef | Df) -> Df | None:
-        for child in self.children:
-            if child is target:
-                return self
-            if isinstance(child, Df) and (found := child.parent_of(target)):
-                return found
-        return None
-
     def fci(self) -> bytes:
         """`6F { 84 DF name, A5 {...} }` (part 5 §6.11.4 tables 36-38); the MF, which has
         no DF name, `6F { 83 3F00 }` as ISO 7816-4 has it."""

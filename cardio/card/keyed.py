@@ -16,7 +16,7 @@ from cardio.apdu import Apdu
 from cardio.card import files
 from cardio.card.session import Session
 from cardio.card.state import KEY_TRY_LIMIT, CardState, LifeCycle, PinHash, PinState
-from cardio.issuer import DF04, KEYS, SSSE, KeyName, KeySpec
+from cardio.issuer import DF04, KEYS, SPEC, SSSE, KeyName, KeySpec
 from cardio.model import MEDICAL_AID, SSSE_NAME, Algorithm
 from cardio.sw import CardError, Sw
 
@@ -45,10 +45,7 @@ def keys_kept(authenticated: set[KeyName], df: files.Df) -> set[KeyName]:
     DF and to what lies under it (part 7 §6.6 "until another application is selected")."""
     label = df_label(df)
     inside = {SSSE: {SSSE, DF04}, DF04: {DF04}}
-    return {k for k in authenticated if label in inside[_SPEC[k].df]}
-
-
-_SPEC = {k.name: k for k in KEYS}
+    return {k for k in authenticated if label in inside[SPEC[k].df]}
 
 
 class KeyedCommands:

@@ -109,7 +109,7 @@ class Session:
 
     df: Df
     ef: Ef | None = None
-    pending: bytes = b""  # data waiting for GET RESPONSE
+    pending: bytes = field(default=b"", repr=False)  # waits for GET RESPONSE: may be a MAC
     environment: int | None = None  # INITIALIZE ENVIRONMENT's byte
     key: bytes | None = field(default=None, repr=False)  # DELIVERY SESSION KEY's result
     can_encrypt: bool = False
