@@ -7,6 +7,8 @@ PCSC_STAMP := $(VENV)/.pcsc
 # What the real PC/SC tests need (Debian names); pyscard builds against libpcsclite.
 # tmux runs the terminal in a real terminal for one test.
 PCSC_DEBS := pcscd vsmartcard-vpcd pcsc-tools opensc libpcsclite-dev swig pkg-config tmux
+# The host's tests run a throw-away PostgreSQL cluster from Debian's server package.
+DB_DEBS := postgresql
 # The benchmark also runs vsmartcard's own virtual card, for comparison.
 BENCH_DEBS := vsmartcard-vpicc python3-pycryptodome
 
@@ -17,7 +19,7 @@ JOBS ?= auto
 PYTEST := env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(CURDIR)/$(VENV)/pycache \
 	$(BIN)/python -m pytest -n $(JOBS)
 
-.PHONY: run test check lint pcsc bench clean
+.PHONY: run test check lint pcsc db bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +36,10 @@ pcsc: $(STAMP)
 	  else echo "pcsc: pyscard is not installed; the PC/SC tests will say so"; fi; \
 	fi
 
+# Best effort like pcsc: without it the PostgreSQL tests skip (fail under CI=true).
+db:
+	@tools/system-deps.sh $(DB_DEBS)
+
 run: $(STAMP)
 	$(BIN)/pos-terminal
 
@@ -45,7 +51,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 # Everything, the slow and the PC/SC tests too.
-test: $(STAMP) pcsc lint
+test: $(STAMP) pcsc db lint
 	$(PYTEST)
 
 # The edit-run loop: all but the `slow` and `pcsc` tests.

@@ -12,6 +12,7 @@ from cardio import identity
 from cardio.errors import Exit, UsageError
 from cardio.usage import OneLineParser, run_command
 from host.api import Holder, HostError, format_fen
+from host.client import DEFAULT_INSTITUTION
 from host.sqlite import SqliteHost, default_db, seed_file
 
 
@@ -106,10 +107,40 @@ def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
     return Exit.OK
 
 
+DB_HELP = "host database: a SQLite file or a postgresql:// URL (default: user data folder)"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from host import desk
+    from host.server import add_serve_arguments
+
     parser = OneLineParser(prog="pos-host", description="The settlement host's desk.")
-    parser.add_argument("--db", metavar="PATH", help="host database (default: user data folder)")
+    parser.add_argument("--db", metavar="PATH|URL", help=DB_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = sub.add_parser("serve", help="the platform's transactions over HTTP")
+    add_serve_arguments(serve)
+    serve.add_argument(
+        "--policy", metavar="FILE", type=Path, help="the split policy (JSON; docs/host.md)"
+    )
+    serve.add_argument("--db", metavar="PATH|URL", default=argparse.SUPPRESS, help=DB_HELP)
+    serve.set_defaults(func=desk.cmd_serve)
+    reconcile = sub.add_parser("reconcile", help="a day's settlements per terminal; 3201/3202")
+    reconcile.add_argument("--date", metavar="YYYY-MM-DD", help="the day (default: today)")
+    reconcile.add_argument(
+        "--institution",
+        metavar="CODE",
+        default=DEFAULT_INSTITUTION,
+        help=f"the pharmacy's institution code (default {DEFAULT_INSTITUTION})",
+    )
+    reconcile.add_argument(
+        "--daybook",
+        metavar="FOLDER",
+        action="append",
+        help="a terminal's day-book folder (its user data folder's daybook/<id>), checked "
+        "with 3201 and 3202; may be given more than once",
+    )
+    reconcile.add_argument("--db", metavar="PATH|URL", default=argparse.SUPPRESS, help=DB_HELP)
+    reconcile.set_defaults(func=desk.cmd_reconcile)
     for name, func, text in (
         ("report-loss", cmd_report_loss, "verbal loss report (no PIN)"),
         ("cancel-loss", cmd_cancel_loss, "cancel a loss report"),

@@ -19,7 +19,8 @@ import json
 import os
 import sqlite3
 import stat
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
@@ -36,6 +37,7 @@ from host.api import (
     checked_amount,
     checked_text,
 )
+from host.store import PLATFORM_SCHEMA, Conflict, Row
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS holders (
@@ -119,7 +121,11 @@ class SqliteHost:
         If it cannot be opened, nothing is left behind: no new folder, no new file.
         """
         self.path = Path(path)
+        self.where = str(self.path)
         self._db: sqlite3.Connection | None = None
+        # One connection for every thread (pos-host serve runs requests in a pool):
+        # one unit of work at a time, as SQLite writes anyway.
+        self._lock = threading.RLock()
         made_folders: list[Path] = []
         made_file = False
         try:
@@ -294,7 +300,8 @@ class SqliteHost:
     def _guard(self) -> Iterator[None]:
         """A damaged or unreachable file is a HostError with what to do, wherever it shows."""
         try:
-            yield
+            with self._lock:
+                yield
         except sqlite3.Error as e:
             raise self._sqlite_error(e) from None
 
@@ -322,6 +329,20 @@ class SqliteHost:
                     db.execute("ROLLBACK")
                 raise
 
+    def prepare(self) -> None:
+        """The platform's tables (the same for PostgreSQL, host/store.py), made when the
+        platform engine first opens the database: the desk's read-only commands on an
+        older database still change nothing."""
+        with self._transaction() as db:
+            for statement in PLATFORM_SCHEMA:
+                db.execute(statement)
+
+    @contextmanager
+    def atomic(self) -> Iterator[_SqliteSql]:
+        """One unit of work of the platform engine (host/store.py's Store)."""
+        with self._transaction() as db:
+            yield _SqliteSql(db)
+
     def seed(self, path: Path) -> int:
         """Holders from a JSON file ({"holders": [{ssn, name, phone, scheme, balance_fen}]})."""
         try:
@@ -345,8 +366,8 @@ class SqliteHost:
                     f"{path}: the holder {mask_id(str(ssn))} is not usable; "
                     "correct it in the holders file"
                 )
-        with self._transaction() as db:
-            db.executemany(
+        with self.atomic() as sql:
+            sql.db.executemany(
                 "INSERT OR IGNORE INTO holders (ssn, name, phone, scheme, balance_fen) "
                 "VALUES (?, ?, ?, ?, ?)",
                 rows,
@@ -517,3 +538,25 @@ class SqliteHost:
 
     def cancel_loss(self, ssn: str) -> Holder:
         return self.set_lost(ssn, False)[0]
+
+
+class _SqliteSql:
+    """host/store.py's Sql over one SQLite connection inside its transaction."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def rows(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        return self.db.execute(sql, params).fetchall()
+
+    def one(self, sql: str, params: Sequence[object] = ()) -> Row | None:
+        row: Row | None = self.db.execute(sql, params).fetchone()
+        return row
+
+    def run(self, sql: str, params: Sequence[object] = ()) -> int:
+        try:
+            return self.db.execute(sql, params).rowcount
+        except sqlite3.IntegrityError as e:
+            if "UNIQUE" in str(e):  # the same key written first by a unit before this one
+                raise Conflict(str(e)) from None
+            raise

@@ -46,7 +46,6 @@ if TYPE_CHECKING:
     from cardio.keysource import KeySource
     from cardio.outlet import Operation
     from cardio.readers.base import CardEvent, Reader
-    from host.api import SettlementHost
     from terminal.equipment import OutletSetup
     from terminal.flow.base import CardFlow
     from terminal.flow.commands import Command
@@ -54,6 +53,7 @@ if TYPE_CHECKING:
     from terminal.flow.view import View
     from terminal.rules import Settings
     from terminal.screens.pos import Pos
+    from terminal.settlement import PlatformLink
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class Options:
     trace_file: Path | None = None
     phones: dict[str, str] | None = None
     outlet: OutletSetup | None = None
-    host: SettlementHost | None = None  # None: payments end at the card's authorisation
+    host: PlatformLink | None = None  # None: payments end at the card's authorisation
     keys: KeySource | None = None  # the PSAM each card is checked with; None: no check
     terminal_id: str = "POS-0001"
     receipts: Path | None = None
@@ -185,6 +185,23 @@ class PosApp(App[None], inherit_bindings=False):
         self.push_screen(MenuScreen())
         self.reader.watch()
         self.set_timer(IMPORT_DELAY, self._import_the_rest)
+        if self.options.host is not None:
+            self._recover()
+
+    @work(thread=True, group="host")
+    def _recover(self) -> None:
+        """Settlements an earlier run sent without seeing their answer are reversed first
+        (terminal/settlement.py); the host may be away: each payment tries again."""
+        link = self.options.host
+        if link is None:
+            return
+        try:
+            left = link.recover()
+        except Exception as e:  # never a crash at start: the next payment tries again
+            log.warning("pending reversals not sent yet: %s", failure(e))
+            return
+        if left:
+            log.warning("%d pending reversal(s) not confirmed yet; retried at each payment", left)
 
     def _import_the_rest(self) -> None:
         """What a transaction needs (the flows, the worker with the card protocol and the

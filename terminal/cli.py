@@ -30,7 +30,9 @@ from terminal.rules import Settings
 if TYPE_CHECKING:
     from cardio.keysource import KeySource
     from cardio.readers.base import Reader
-    from host.api import SettlementHost
+    from host.store import Store
+    from host.transport import Transport
+    from terminal.settlement import PlatformLink
 
 DEFAULT_PROFILE = "employee-new"
 NO_PSAM_ID = "POS-0001"  # a terminal without a PSAM has no terminal number of its own
@@ -192,6 +194,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     outlet.add_argument("--outlet-log", metavar="FILE", type=Path, help="the outlet log")
     settle = p.add_argument_group("settlement")
     settle.add_argument(
+        "--host",
+        metavar="URL",
+        default=None,
+        help="the settlement host's address, such as http://127.0.0.1:8765 "
+        "(pos-host serve); default: the embedded host",
+    )
+    settle.add_argument(
+        "--host-timeout",
+        metavar="SECONDS",
+        type=seconds,
+        default=10.0,
+        help="how long a host's answer may take before the terminal reverses the "
+        "settlement (default 10)",
+    )
+    settle.add_argument(
         "--host-db",
         metavar="PATH",
         type=Path,
@@ -216,15 +233,51 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.no_host and args.host_db is not None:
         p.error("--no-host and --host-db cannot go together; give one of them")
+    if args.host is not None and (args.no_host or args.host_db is not None):
+        p.error("--host goes alone: not with --no-host or --host-db")
+    if args.host is not None and not args.host.startswith(("http://", "https://")):
+        p.error(f"--host {args.host!r} is not an address; give one such as http://127.0.0.1:8765")
     if args.outlet and args.no_psam and not (args.key or args.test_key):
         p.error("--outlet --no-psam needs the issuer's keys: --key FILE (or --test-key)")
     return args
 
 
-def open_host(db: Path | None) -> SettlementHost:
+def open_host(
+    db: Path | None, terminal_id: str, *, url: str | None = None, timeout: float = 10.0
+) -> PlatformLink:
+    """The terminal's link to the platform: `pos-host serve` at `url`, or the embedded
+    host on its SQLite database."""
+    if url is not None:
+        from host.transport import HttpTransport
+
+        return link_over(HttpTransport(url, timeout=timeout), terminal_id)
     from host.sqlite import SqliteHost, default_db, seed_file
 
-    return SqliteHost(db or default_db(), seed=seed_file())
+    return embedded_link(SqliteHost(db or default_db(), seed=seed_file()), terminal_id)
+
+
+def embedded_link(store: Store, terminal_id: str) -> PlatformLink:
+    """The embedded host (host/platform.py over `store`), in process."""
+    from host.platform import Platform
+    from host.transport import EmbeddedTransport
+
+    return link_over(EmbeddedTransport(Platform(store).handle), terminal_id)
+
+
+def link_over(transport: Transport, terminal_id: str) -> PlatformLink:
+    """A client with this terminal's id; its pending reversals and its day-book in the
+    user data folder."""
+    from host.client import InsuranceClient
+    from host.daybook import DayBook
+    from terminal.journal import Journal
+    from terminal.settlement import PlatformLink
+
+    client = InsuranceClient(transport, device=terminal_id)
+    return PlatformLink(
+        client,
+        Journal(user_dir() / "pending" / terminal_id),
+        DayBook(user_dir() / "daybook" / terminal_id),
+    )
 
 
 def outlet_setup(args: argparse.Namespace, psam: KeySource | None) -> OutletSetup | None:
@@ -252,16 +305,18 @@ def build(args: argparse.Namespace) -> PosApp:
     """The app for these arguments; raises ReaderError / StoreError with a clear message."""
     settings = Settings(upgrade_date=args.upgrade_date)  # today: read at each decision
     psam = None if args.no_psam else open_psam(args.psam)
+    terminal_id = args.terminal_id or (psam.terminal_number() if psam is not None else NO_PSAM_ID)
     options = Options(
         settings,
         lang=args.lang,
         trace_file=args.trace,
         phones=load_phones(args.holders),
         outlet=outlet_setup(args, psam),
-        host=None if args.no_host else open_host(args.host_db),
+        host=None
+        if args.no_host
+        else open_host(args.host_db, terminal_id, url=args.host, timeout=args.host_timeout),
         keys=psam,
-        terminal_id=args.terminal_id
-        or (psam.terminal_number() if psam is not None else NO_PSAM_ID),
+        terminal_id=terminal_id,
         receipts=receipts_folder(args.receipts) if args.receipts is not None else None,
         timeout=args.timeout,
         card_timeout=args.card_timeout,

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from cardio.keysource import KeySource
     from cardio.readers.base import Reader
-    from host.api import SettlementHost
+    from terminal.settlement import PlatformLink
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class Equipment:
     outlet's keys and operator, and the terminal's ID."""
 
     reader: Reader
-    host: SettlementHost | None = None  # None: payments end at the card's authorisation
+    host: PlatformLink | None = None  # None: payments end at the card's authorisation
     # The PSAM (or the issuer's master keys) each card is checked with before any PIN:
     # INTERNAL AUTHENTICATE, and RKSSSE / RK1DF04 for the protected reads. None: no check
     keys: KeySource | None = field(default=None, repr=False)

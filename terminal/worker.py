@@ -38,7 +38,8 @@ from cardio.readers.errors import (
 )
 from cardio.resources import private_folders
 from cardio.trace import failure
-from host.api import Debit, HostError
+from host.api import HostError
+from host.client import PlatformRefused, Settlement
 from terminal.equipment import (
     BUSY_WAIT,
     Equipment,
@@ -48,6 +49,7 @@ from terminal.flow.commands import (
     Account,
     ChangePin,
     Command,
+    Presettle,
     ReadCard,
     RunOutlet,
     Settle,
@@ -57,6 +59,7 @@ from terminal.flow.outlet import OutletFlow
 from terminal.flow.pharmacy import PharmacyFlow
 from terminal.flow.receipt import Receipt
 from terminal.flow.view import Stage
+from terminal.settlement import NotThrough
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +76,7 @@ class WorkFailed(Exception):
     """An unexpected error in card work; only its type is kept (its details may hold PINs)."""
 
 
-Result = CardRead | PinOutcome | Outcome | Debit | Exception
+Result = CardRead | PinOutcome | Outcome | Settlement | Exception
 EXPECTED_ERRORS = (
     ReaderError,
     NotASocialSecurityCard,
@@ -84,6 +87,7 @@ EXPECTED_ERRORS = (
     OutletError,
     CardCommandError,
     HostError,
+    NotThrough,
 )
 
 
@@ -93,6 +97,8 @@ def execute(equipment: Equipment, command: Command) -> tuple[Result, bool]:
     try:
         if isinstance(command, Settle):  # the host's answer is waited for: money may move
             result = _settle(equipment, command)
+        elif isinstance(command, Presettle):  # the host only: the card waits meanwhile
+            result = _presettle(equipment, command)
         elif isinstance(command, ReadCard):  # the host is asked after the card: its own time
             info = equipment.slot.call(
                 lambda: _read(equipment), deadline=equipment.card_timeout or None
@@ -138,27 +144,39 @@ def _run(equipment: Equipment, command: Command) -> Result:
 
 
 def _account(equipment: Equipment, info: CardInfo) -> Account | None:
+    """What the platform says of the card's holder (1101): a lost card, the phone."""
     if equipment.host is None or not info.ssn:
         return None
-    holder = equipment.host.holder(info.ssn)
-    return Account(lost=holder.lost, phone=holder.phone) if holder else Account()
+    try:
+        person = equipment.host.person(info.ssn, info.card_number or "")
+    except PlatformRefused as e:
+        if e.kind == "lost":
+            return Account(lost=True)
+        raise
+    if person is None:
+        return Account()
+    return Account(lost=False, phone=person.phone, person=person)
 
 
-def _settle(equipment: Equipment, command: Settle) -> Debit:
-    """The debit, only while the card is still there; its receipt when it went through."""
+def _presettle(equipment: Equipment, command: Presettle) -> Settlement:
+    if equipment.host is None:
+        raise HostError("this terminal has no settlement host")
+    return equipment.host.presettle(command.person, command.amount_fen, command.card_number)
+
+
+def _settle(equipment: Equipment, command: Settle) -> Settlement:
+    """The settlement, only while the card is still there; its receipt when it went through."""
     if equipment.host is None:
         raise HostError("this terminal has no settlement host")
     if not equipment.slot.call(equipment.reader.card_present):
-        raise CardRemovedError()  # pulled out after authorisation: nothing is debited
-    debit = equipment.host.debit(
-        command.txn_id, equipment.terminal_id, command.card_number, command.ssn, command.amount_fen
-    )
-    if debit.ok and equipment.receipts is not None:
+        raise CardRemovedError()  # pulled out after authorisation: nothing is paid
+    settlement = equipment.host.settle(command.person, command.amount_fen, command.card_number)
+    if equipment.receipts is not None:
         try:
-            write_receipt(equipment.receipts, equipment.terminal_id, command, debit)
+            write_receipt(equipment.receipts, equipment.terminal_id, command, settlement)
         except OSError:  # the money moved: the screen still shows the receipt
             log.exception("the receipt file could not be written")
-    return debit
+    return settlement
 
 
 def _outlet(equipment: Equipment) -> Outlet:
@@ -167,8 +185,13 @@ def _outlet(equipment: Equipment) -> Outlet:
         raise OutletError("this terminal is not a service outlet; start it with --outlet")
 
     def phone_of(ssn: str) -> str | None:
-        holder = equipment.host.holder(ssn) if equipment.host is not None else None
-        return holder.phone if holder else None
+        if equipment.host is None:
+            return None
+        try:
+            person = equipment.host.person(ssn, "")
+        except HostError:  # S15's phone rule is checked without it
+            return None
+        return person.phone if person else None
 
     return Outlet(
         equipment.reader,
@@ -190,8 +213,16 @@ def deliver(
         return flow.card_read(result.info, result.account)
     if isinstance(result, PinOutcome) and isinstance(flow, PharmacyFlow):
         return flow.card_answer(result)
-    if isinstance(result, Debit) and isinstance(flow, PharmacyFlow):
-        flow.settled(result)
+    if isinstance(result, Settlement) and isinstance(flow, PharmacyFlow):
+        if flow.view.stage is Stage.SETTLING:
+            flow.settled(result)
+        else:
+            return flow.presettled(result)
+    elif isinstance(result, NotThrough) and isinstance(flow, PharmacyFlow):
+        flow.not_through(result.confirmed)
+    elif isinstance(result, PlatformRefused) and isinstance(flow, PharmacyFlow):
+        log.warning("settlement host refused: %s", result)
+        flow.refused(result.kind, _balance_of(result))
     elif isinstance(result, HostError) and isinstance(flow, PharmacyFlow):
         log.warning("settlement host: %s", result)
         if flow.view.stage is Stage.SETTLING:
@@ -256,11 +287,22 @@ READER_ERROR_KEYS: dict[type, str] = {
 }
 
 
-def write_receipt(folder: Path, terminal_id: str, command: Settle, debit: Debit) -> Path:
+def _balance_of(refusal: PlatformRefused) -> int | None:
+    """The balance a refusal for a short account names (output.setlinfo.balc)."""
+    from host.wire import WireError, fen_of
+
+    info = refusal.output.get("setlinfo")
+    if not isinstance(info, dict) or "balc" not in info:
+        return None
+    try:
+        return fen_of(info["balc"], "balc")
+    except WireError:
+        return None
+
+
+def write_receipt(folder: Path, terminal_id: str, command: Settle, settlement: Settlement) -> Path:
     """The receipt as a text file (terminal/flow/receipt.py): masked, never a PIN."""
-    receipt = Receipt.of(
-        terminal_id, command.txn_id, command.card_number, command.holder_name, debit
-    )
+    receipt = Receipt.of(terminal_id, settlement, command.card_number, command.holder_name)
     path = folder / receipt.file_name()
     write_private(path, receipt.text().encode("utf-8"))
     return path

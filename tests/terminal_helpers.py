@@ -27,10 +27,11 @@ from cardio.keysource import KeySource, MasterKeySource
 from cardio.model import Algorithm
 from cardio.readers.virtual import VirtualReader
 from cardio.resources import data_dir
-from host.api import SettlementHost
+from host.platform import Platform
 from host.sqlite import SqliteHost, seed_file
+from host.transport import EmbeddedTransport
 from terminal.app import Options, PosApp
-from terminal.cli import load_phones
+from terminal.cli import embedded_link, load_phones
 from terminal.rules import Settings
 
 INITIAL_PIN = "123456"  # fixtures/README.md: INITIAL cards
@@ -88,7 +89,7 @@ def make_app(
     upgrade_date: dt.date = UPGRADE_DATE,
     inserted: bool = True,
     trace_file: Path | None = None,
-    host: SettlementHost | None | Default = Default.HOST,
+    host: SqliteHost | None | Default = Default.HOST,
     terminal_id: str = "POS-0001",
     receipts: Path | None = None,
     reader: VirtualReader | None = None,
@@ -109,7 +110,7 @@ def make_app(
         lang=lang,
         trace_file=trace_file,
         phones=load_phones(None),
-        host=host,
+        host=None if host is None else embedded_link(host, terminal_id),
         keys=keys,
         terminal_id=terminal_id,
         receipts=receipts,
@@ -118,10 +119,14 @@ def make_app(
 
 
 def host_of(app: PosApp) -> SqliteHost:
-    """The app's settlement host (make_app's SqliteHost), to read its database."""
-    host = app.options.host
-    assert isinstance(host, SqliteHost), host
-    return host
+    """The app's settlement host's database (make_app's SqliteHost), to read it."""
+    link = app.options.host
+    assert link is not None
+    transport = link.client.transport
+    assert isinstance(transport, EmbeddedTransport), transport
+    platform = transport._handle.__self__  # type: ignore[attr-defined]
+    assert isinstance(platform, Platform) and isinstance(platform.store, SqliteHost)
+    return platform.store
 
 
 def balance_fen(app_or_host: PosApp | SqliteHost, profile: str) -> int:

@@ -23,6 +23,11 @@ INTERNAL = {
     "cardio.vpcd.Stop",
     "cardio.outlet._Unusable",
     "terminal.worker.WorkFailed",
+    # Control flow, never shown: a refusal becomes an answer, a collision a second run,
+    # a settlement without an answer the flow's "reversed" line.
+    "host.platform.Refused",
+    "host.store.Conflict",
+    "terminal.settlement.NotThrough",
 }
 # What a person gave that cannot be used: exit 2.
 USAGE = {

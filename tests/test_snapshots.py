@@ -5,13 +5,14 @@ ends on the host's receipt; `-no-host` screens are the `--no-host` configuration
 ends at the card's authorisation.
 
 Deterministic: fixed dates (Settings.today), card files from profiles (the fresh PIN salt
-is never shown), the host's clock fixed for the receipt's time (host.sqlite.now), no other
-clock on screen. Update with `pytest tests/test_snapshots.py --snapshot-update` and look at
-the SVGs before accepting them.
+is never shown), the platform's clock and ids fixed for the receipt (host.platform's
+local_now and random_digits), no other clock on screen. Update with
+`pytest tests/test_snapshots.py --snapshot-update` and look at the SVGs before accepting.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -31,11 +32,12 @@ from terminal_helpers import (
 )
 from textual.pilot import Pilot
 
-import host.sqlite
+import host.platform
 
 Steps = Callable[[Pilot], Awaitable[None]]
 
-RECEIPT_TIME = "2024-06-01T10:30:00+08:00"  # the host's clock (SNAPSHOT_TODAY), on a receipt
+# The platform's clock (SNAPSHOT_TODAY), on a receipt
+RECEIPT_TIME = dt.datetime(2024, 6, 1, 10, 30, tzinfo=dt.timezone(dt.timedelta(hours=8)))
 
 
 async def nothing(pilot: Pilot) -> None:
@@ -164,7 +166,8 @@ def test_screen(
     snap_compare, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lang: str, name: str
 ) -> None:
     profile, inserted, steps = SCREENS[name]
-    monkeypatch.setattr(host.sqlite, "now", lambda: RECEIPT_TIME)
+    monkeypatch.setattr(host.platform, "local_now", lambda: RECEIPT_TIME)
+    monkeypatch.setattr(host.platform, "random_digits", lambda n: "7" * n)
     card = make_card(tmp_path, profile)
     app = make_app(
         card,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cardio.outlet import Operation
+from host.client import Person
 
 
 @dataclass(frozen=True)
@@ -27,14 +28,22 @@ class ChangePin:
 
 
 @dataclass(frozen=True)
-class Settle:
-    """Debit the holder's personal account at the host (idempotent by txn_id)."""
+class Presettle:
+    """2101: how the bill splits between the pooled fund, the account and cash."""
 
-    txn_id: str
     amount_fen: int
     card_number: str
-    ssn: str
-    holder_name: str | None = None  # for the receipt
+    person: Person = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Settle:
+    """2102 under a pending reversal (terminal/settlement.py)."""
+
+    amount_fen: int
+    card_number: str
+    person: Person = field(repr=False)
+    holder_name: str | None = field(default=None, repr=False)  # for the receipt
 
 
 @dataclass(frozen=True)
@@ -46,7 +55,7 @@ class RunOutlet:
     new_pin: str | None = field(default=None, repr=False)
 
 
-Command = ReadCard | Verify | ChangePin | Settle | RunOutlet
+Command = ReadCard | Verify | ChangePin | Presettle | Settle | RunOutlet
 
 
 @dataclass(frozen=True)
@@ -55,3 +64,4 @@ class Account:
 
     lost: bool = False
     phone: str | None = None
+    person: Person | None = field(default=None, repr=False)  # None: the platform knows none

@@ -3,16 +3,24 @@ information (the stage diagram is in terminal/flow/__init__.py)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from enum import StrEnum
 
 from cardio.pin import PinFormatError, check_format
 from cardio.protocol import CardInfo, PinOutcome
-from host.api import Debit, DebitStatus, format_fen
+from host.api import format_fen
+from host.client import Settlement
 from terminal import rules
 from terminal.flow.base import CardFlow
-from terminal.flow.commands import Account, ChangePin, Command, ReadCard, Settle, Verify
+from terminal.flow.commands import (
+    Account,
+    ChangePin,
+    Command,
+    Presettle,
+    ReadCard,
+    Settle,
+    Verify,
+)
 from terminal.flow.receipt import Receipt
 from terminal.flow.view import MAX_AMOUNT_DIGITS, Line, Stage, Tone, View, line
 from terminal.rules import CardFacts, Decision, Settings
@@ -64,10 +72,11 @@ class PharmacyFlow(CardFlow):
         self.title = TITLES[purpose]
         self.settings = settings
         self._phone_of = phone_of
-        self.settles = settles  # a host debits the account; else authorising ends it
+        self.settles = settles  # a host settles the payment; else authorising ends it
         self.terminal_id = terminal_id
-        self.txn_id = uuid.uuid4().hex  # one payment, however often its debit is retried
         self.account: Account | None = None
+        self.split: Settlement | None = None  # the pre-settlement (2101), shown before the PIN
+        self._after_split: Decision | None = None  # what the card rules said, until then
         self._before: tuple[Line, ...] = ()
         self.amount_fen: int | None = None
         self.info: CardInfo | None = None
@@ -89,7 +98,24 @@ class PharmacyFlow(CardFlow):
         return line("amount", amount=format_fen(self.amount_fen or 0))
 
     def _context(self) -> tuple[Line, ...]:
-        return (self._amount_line(),) if self.amount_fen else ()
+        if not self.amount_fen:
+            return ()
+        return (self._amount_line(), *self._split_lines())
+
+    def _split_lines(self) -> tuple[Line, ...]:
+        """The pre-settlement's split and what the holder pays, on every prompt after it."""
+        s = self.split
+        if s is None:
+            return ()
+        return (
+            line(
+                "split",
+                fund=format_fen(s.fund_fen),
+                account=format_fen(s.acct_fen),
+                cash=format_fen(s.cash_fen),
+            ),
+            line("holder_pays", amount=format_fen(s.acct_fen + s.cash_fen)),
+        )
 
     def _removed_lines(self) -> tuple[Line, ...]:
         if self.purpose is Purpose.PAY:
@@ -109,38 +135,60 @@ class PharmacyFlow(CardFlow):
         if not self.settles:
             self._result(True, *before, "authorised", self._amount_line())
             return None
-        if info is None or not info.card_number or not info.ssn or not self.amount_fen:
+        person = self.account.person if self.account else None
+        if info is None or not info.card_number or person is None or not self.amount_fen:
             self._result(False, *before, "card_unreadable")
             return None
         self._forget_pins()
         self._before = before
         self._ask(Stage.SETTLING, line("settling"))
-        return Settle(self.txn_id, self.amount_fen, info.card_number, info.ssn, info.name)
+        return Settle(self.amount_fen, info.card_number, person, info.name)
 
-    def settled(self, debit: Debit) -> None:
-        """The host's answer to Settle."""
-        if debit.ok:
-            info = self.info
-            receipt = Receipt.of(
-                self.terminal_id,
-                self.txn_id,
-                info.card_number if info else None,
-                info.name if info else None,
-                debit,
-            )
-            self._result(True, *self._before, *receipt.lines(), keep=True)
-        elif debit.status is DebitStatus.INSUFFICIENT:
-            balance = format_fen(debit.balance_after_fen or 0)
+    def settled(self, settlement: Settlement) -> None:
+        """The host's answer to Settle (2102): the receipt."""
+        info = self.info
+        receipt = Receipt.of(
+            self.terminal_id,
+            settlement,
+            info.card_number if info else None,
+            info.name if info else None,
+        )
+        self._result(True, *self._before, *receipt.lines(), keep=True)
+
+    def refused(self, kind: str, balance_fen: int | None) -> None:
+        """The platform refused the pre-settlement or the settlement: nothing was paid."""
+        if kind == "insufficient":
+            balance = format_fen(balance_fen or 0)
             self._result(
                 False,
                 *self._before,
                 line("insufficient", Tone.ERROR, balance=balance),
                 self._amount_line(),
             )
-        elif debit.status is DebitStatus.LOST:
+        elif kind == "lost":
             self._result(False, line("lost", Tone.ERROR))
-        else:
+        elif kind == "unknown_person":
             self._result(False, line("no_account", Tone.ERROR))
+        elif self.view.stage is Stage.SETTLING:
+            self.settle_failed()
+        else:
+            self.host_unavailable()
+
+    def not_through(self, confirmed: bool) -> None:
+        """No answer to the settlement: it was reversed (or will be): the holder did not pay."""
+        self._result(
+            False,
+            *self._before,
+            line("reversed" if confirmed else "reversal_pending", Tone.ERROR),
+            self._amount_line(),
+            "not_debited",
+        )
+
+    def presettled(self, settlement: Settlement) -> Command | None:
+        """The split (2101) is in: shown, then what the card rules asked for."""
+        self.split = settlement
+        decision, self._after_split = self._after_split, None
+        return self._go_on(decision)
 
     def removed_before_debit(self) -> None:
         """The card was gone when the debit was due: nothing was debited. What the card
@@ -247,12 +295,27 @@ class PharmacyFlow(CardFlow):
         decision = rules.decide(facts, self.settings)
         if decision in _REFUSALS:
             self._result(False, *_REFUSALS[decision])
-        elif decision is Decision.FORCED_CHANGE:
+            return None
+        if self.purpose is Purpose.PAY and self.settles:
+            person = account.person if account else None
+            if person is None or not info.card_number or not self.amount_fen:
+                self._result(False, line("no_account", Tone.ERROR), self._amount_line())
+                return None
+            # 2101 before any PIN: the holder sees the split and what they pay first.
+            self._after_split = decision
+            self._ask(Stage.PRESETTLING, line("presettling"))
+            return Presettle(self.amount_fen, info.card_number, person)
+        return self._go_on(decision)
+
+    def _go_on(self, decision: Decision | None) -> Command | None:
+        facts = facts_of(self.info, lost=False) if self.info else None
+        if decision is Decision.FORCED_CHANGE:
             # S8: a payment or a change, the initial PIN is sent for the holder.
             self._forced = True
             self._ask_new_pin()
         elif decision is Decision.ASK_PIN or self.purpose is Purpose.CHANGE:
-            self._ask(Stage.PIN, *self._tries_hint(facts), self._pin_prompt())
+            hint = self._tries_hint(facts) if facts else ()
+            self._ask(Stage.PIN, *hint, self._pin_prompt())
         else:
             self._ask(Stage.CONFIRM_AMOUNT, line("no_pin"), line("confirm_amount"))
         return None

@@ -24,6 +24,7 @@ class Stage(StrEnum):
     NEW_PIN = "new-pin"
     CONFIRM_PIN = "confirm-pin"
     WORKING = "working"
+    PRESETTLING = "presettling"  # 2101: the split is asked before any PIN
     SETTLING = "settling"
     RESULT = "result"
     INFO = "info"

@@ -147,6 +147,7 @@ SCREENS: dict[Stage, type[StageScreen]] = {
     Stage.INSERT: WaitScreen,
     Stage.READING: WaitScreen,
     Stage.WORKING: WaitScreen,
+    Stage.PRESETTLING: WaitScreen,
     Stage.SETTLING: WaitScreen,
     Stage.CONFIRM_AMOUNT: WaitScreen,
     Stage.PIN: PinScreen,
