@@ -63,6 +63,7 @@ bench: $(STAMP) pcsc
 	$(BIN)/python bench/bench_verify.py
 	$(BIN)/python bench/bench_pcsc.py
 	$(BIN)/python bench/bench_terminal.py
+	$(BIN)/python bench/bench_host.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .bench

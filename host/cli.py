@@ -13,16 +13,17 @@ from cardio.errors import Exit, UsageError
 from cardio.usage import OneLineParser, run_command
 from host.api import Holder, HostError, format_fen
 from host.client import DEFAULT_INSTITUTION
-from host.sqlite import SqliteHost, default_db, seed_file
+from host.postgres import PostgresStore
+from host.sqlite import SqliteHost
 
 
-def open_host(db: str | None) -> SqliteHost:
-    if db is not None and not db.strip():  # an empty --db is a mistake, not the default
-        raise UsageError(
-            "the --db path is empty; give the host database's path, or leave "
-            "--db out for the default one"
-        )
-    return SqliteHost(Path(db) if db is not None else default_db(), seed=seed_file())
+def open_host(db: str | None) -> SqliteHost | PostgresStore:
+    """The host database `--db` names: a SQLite file, or a postgresql:// URL."""
+    from host.desk import open_store
+
+    store = open_store(db)
+    assert isinstance(store, (SqliteHost, PostgresStore))
+    return store
 
 
 def _ssn(args: argparse.Namespace) -> str:
@@ -68,7 +69,7 @@ def cmd_cancel_loss(args: argparse.Namespace, out: TextIO) -> int:
     return Exit.OK
 
 
-def _holder(host: SqliteHost, ssn: str) -> Holder:
+def _holder(host: SqliteHost | PostgresStore, ssn: str) -> Holder:
     holder = host.holder(ssn)
     if holder is None:
         raise HostError(
@@ -92,10 +93,13 @@ def cmd_balance(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
     ssn = _ssn(args)
+    from host.desk import settlements_of
+
     with open_host(args.db) as host:
         holder = _holder(host, ssn)
         rows = host.history(holder.ssn)
-    if not rows:
+        settled = settlements_of(host, holder.ssn)
+    if not rows and not settled:
         print("no payments yet", file=out)
     for t in rows:
         after = format_fen(t.balance_after_fen) if t.balance_after_fen is not None else "-"
@@ -104,6 +108,8 @@ def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
             f"{format_fen(t.amount_fen):>10}  balance {after:>10}  {t.txn_id}",
             file=out,
         )
+    for line in settled:
+        print(line, file=out)
     return Exit.OK
 
 

@@ -273,9 +273,10 @@ class InsuranceClient:
 
     # --- 2103 / 2601 ---------------------------------------------------------------------------
 
-    def cancel(self, setl_id: str, mdtrt_id: str, psn_no: str) -> Cancellation:
+    def cancel(self, setl_id: str, mdtrt_id: str, psn_no: str, msgid: str) -> Cancellation:
+        """2103 under the message id the caller chose and stored first (as settle)."""
         data = {"data": {"setl_id": setl_id, "mdtrt_id": mdtrt_id, "psn_no": psn_no}}
-        _, output = self._signed_call("2103", data)
+        output = self.call("2103", data, msgid)
         info = output.get("setlinfo")
         if not isinstance(info, dict):
             raise HostError("the host's cancellation answer has no setlinfo; check the host")

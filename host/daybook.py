@@ -86,6 +86,10 @@ class DayBook:
     def reversed(self, day: dt.date, msgid: str) -> None:
         self._append(day, {"event": "reversed", "msgid": msgid})
 
+    def restored(self, day: dt.date, setl_id: str) -> None:
+        """A cancellation reversed (2601 of a 2103): the settlement stands again."""
+        self._append(day, {"event": "restored", "setl_id": setl_id})
+
     def _events(self, day: dt.date) -> Iterator[dict[str, object]]:
         try:
             text = self.path(day).read_text("utf-8")
@@ -112,6 +116,8 @@ class DayBook:
                     settled[entry.setl_id] = entry
             elif event == "cancelled":
                 gone_setl.add(str(record.get("setl_id")))
+            elif event == "restored":
+                gone_setl.discard(str(record.get("setl_id")))
             elif event == "reversed":
                 gone_msg.add(str(record.get("msgid")))
         return [

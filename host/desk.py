@@ -11,7 +11,7 @@ from typing import TextIO
 from cardio.errors import Exit, UsageError
 from host.api import format_fen
 from host.platform import Platform
-from host.store import Store
+from host.store import Sql, Store
 
 
 def open_store(db: str | None) -> Store:
@@ -124,3 +124,29 @@ def _check_daybook(
     for row in client.details(day, book.rows(day)):
         print(f"  3202 {row.get('setl_id')}: {row.get('memo')}", file=out)
     return False
+
+
+def settlements_of(store: Store, ssn: str) -> list[str]:
+    """The holder's settlements through the platform, one line each (time, terminal,
+    status, bill, account share, balance after, settlement id)."""
+    with store.atomic() as sql:
+        if not _has_settlements(sql):
+            return []  # an older database the platform has not opened yet
+        rows = sql.rows(
+            "SELECT setl_time, sender, status, medfee_fen, acct_fen, balc_fen, setl_id "
+            "FROM settlements WHERE ssn = ? ORDER BY setl_time, setl_id",
+            (ssn,),
+        )
+    return [
+        f"{time}  {sender!s:<10} {str(status).upper():<14} {format_fen(_int(medfee)):>10}  "
+        f"account {format_fen(_int(acct)):>10}  balance {format_fen(_int(balc)):>10}  {setl_id}"
+        for time, sender, status, medfee, acct, balc, setl_id in rows
+    ]
+
+
+def _has_settlements(sql: Sql) -> bool:
+    try:
+        sql.one("SELECT 1 FROM settlements WHERE 1 = 0")
+    except Exception:  # noqa: BLE001 - "no such table", in each database's words
+        return False
+    return True

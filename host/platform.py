@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import random
 import secrets
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -48,6 +50,8 @@ MED_TYPE_PHARMACY = "41"  # 定点药店购药
 CLR_TYPE = "41"  # ours: the platform's code list was not found; clients copy it back
 CLR_WAY = "1"
 BALANCED, UNBALANCED = "0", "1"  # stmt_rslt: ours, as above
+MAX_BILL_FEN = 10**10 - 1  # ours: 99,999,999.99 yuan, far above any pharmacy bill
+MAX_LINES = 1000
 MAX_TRIES = 50  # a unit of work run again after a Conflict: far more than collisions need
 
 
@@ -64,7 +68,7 @@ class Refused(Exception):
 class Envelope:
     infno: str
     msgid: str
-    sender: str  # dev_no, or the institution when a client sends no device number
+    sender: str  # the institution and its device (sender_of)
     fixmedins_code: str
     opter: str
     sign_no: str
@@ -97,7 +101,8 @@ def envelope_of(request: Mapping[str, Any]) -> Envelope:
     infno = _text(request, "infno", limit=6)
     msgid = _text(request, "msgid", limit=30)
     fixmedins = _text(request, "fixmedins_code", limit=30)
-    sender = _text(request, "dev_no", required=False) or fixmedins
+    device = _text(request, "dev_no", required=False)
+    sender = sender_of(fixmedins, device)
     data = request.get("input")
     if not isinstance(data, dict):
         raise Refused("bad_request", "input is missing or not an object; send the input")
@@ -111,6 +116,12 @@ def envelope_of(request: Mapping[str, Any]) -> Envelope:
         _text(request, "mdtrtarea_admvs", required=False, limit=6),
         data,
     )
+
+
+def sender_of(fixmedins_code: str, device: str) -> str:
+    """Who sent a message: message ids are unique per terminal, and two pharmacies may
+    both have a counter named POS-1. A client without a device number is its institution."""
+    return f"{fixmedins_code}/{device}" if device else fixmedins_code
 
 
 def _digest(request: Mapping[str, Any]) -> str:
@@ -142,6 +153,7 @@ class Person:
     psn_no: str
 
 
+_BALANCE = "SELECT balance_fen FROM holders WHERE ssn = ?"
 _PERSON = "SELECT ssn, name, phone, scheme, balance_fen, lost FROM holders "
 
 
@@ -200,7 +212,7 @@ class Platform:
 
     def _once(self, request: Mapping[str, Any], env: Envelope, received: dt.datetime) -> Message:
         digest = _digest(request)
-        for _ in range(MAX_TRIES):
+        for attempt in range(MAX_TRIES):
             try:
                 with self.store.atomic() as sql:
                     earlier = sql.one(
@@ -224,6 +236,8 @@ class Platform:
                     )
                     return answer
             except Conflict:
+                # Two counters on one holder: wait a random moment, so they part ways.
+                time.sleep(random.random() * 0.002 * (attempt + 1))
                 continue
         raise HostError("the host is too busy to record this message; send it again")
 
@@ -334,7 +348,8 @@ class Platform:
         info = _node(env.input, "druginfo")
         psn_no = _text(info, "psn_no", limit=30)
         ssn = ssn_of(psn_no)
-        person = _person_of(sql.one(_PERSON + "WHERE ssn = ?", (ssn,))) if ssn else None
+        row = sql.one(_PERSON + "WHERE ssn = ?" + sql.lock, (ssn,)) if ssn else None
+        person = _person_of(row)
         if person is None:
             raise Refused("unknown_person", f"no insured person numbered {psn_no}")
         if person.lost:
@@ -353,6 +368,10 @@ class Platform:
             )
         if total <= 0:
             raise Refused("bad_request", "medfee_sumamt must be above 0")
+        if total > MAX_BILL_FEN:
+            raise Refused(
+                "bad_request", f"medfee_sumamt above {yuan(MAX_BILL_FEN)} yuan cannot be settled"
+            )
         use_account = _text(info, "acct_used_flag", required=False, limit=1) != "0"
         split = self.policy.split(insutype, lines, person.balance_fen, use_account)
         if split.refused:
@@ -458,7 +477,7 @@ class Platform:
         setl_id = _text(data, "setl_id", limit=30)
         psn_no = _text(data, "psn_no", limit=30)
         mdtrt_id = _text(data, "mdtrt_id", required=False, limit=30)
-        row = sql.one(_SETTLEMENT + "WHERE setl_id = ?", (setl_id,))
+        row = sql.one(_SETTLEMENT + "WHERE setl_id = ?" + sql.lock, (setl_id,))
         if row is None or row[2] != psn_no or (mdtrt_id and row[1] != mdtrt_id):
             raise Refused("not_found", f"no settlement {setl_id} of this person; check the id")
         settled = _Settled.of(row)
@@ -470,13 +489,9 @@ class Platform:
             raise Refused(
                 "not_today", f"settlement {setl_id} is not today's; only today's can be cancelled"
             )
-        balance = self._refund(sql, settled)
         cancel_id = _new_id("C", now)
-        sql.run(
-            "UPDATE settlements SET status = 'cancelled', ended_msgid = ?, cancel_setl_id = ? "
-            "WHERE setl_id = ? AND status = 'settled'",
-            (env.msgid, cancel_id, setl_id),
-        )
+        _end(sql, settled, "settled", "cancelled", env, cancel_id)
+        balance = self._refund(sql, settled)
         return {
             "setlinfo": {
                 "mdtrt_id": settled.mdtrt_id,
@@ -498,22 +513,29 @@ class Platform:
             "setldetail": [],
         }
 
-    def _refund(self, sql: Sql, settled: _Settled) -> int:
-        """The personal account gets back what the settlement took; the balance after."""
-        row = sql.one("SELECT balance_fen FROM holders WHERE ssn = ?", (settled.ssn,))
+    def _balance(self, sql: Sql, settled: _Settled) -> int:
+        row = sql.one(_BALANCE + sql.lock, (settled.ssn,))
         if row is None or type(row[0]) is not int:
             raise Refused("host_data", "the holder of this settlement is gone from the host")
-        balance = row[0] + settled.acct_fen
+        return row[0]
+
+    def _move(self, sql: Sql, settled: _Settled, before: int, after: int) -> None:
+        """The holder's balance from `before` to `after`, or Conflict if it moved meanwhile."""
         if (
-            settled.acct_fen
+            before != after
             and sql.run(
                 "UPDATE holders SET balance_fen = ? WHERE ssn = ? AND balance_fen = ?",
-                (balance, settled.ssn, row[0]),
+                (after, settled.ssn, before),
             )
             != 1
         ):
             raise Conflict(settled.ssn)
-        return balance
+
+    def _refund(self, sql: Sql, settled: _Settled) -> int:
+        """The personal account gets back what the settlement took; the balance after."""
+        balance = self._balance(sql, settled)
+        self._move(sql, settled, balance, balance + settled.acct_fen)
+        return balance + settled.acct_fen
 
     # --- 2601 reversal ------------------------------------------------------------------------
 
@@ -548,46 +570,30 @@ class Platform:
             return {}
         if first[0] != oinfno:
             raise Refused("bad_request", f"message {omsgid} was a {first[0]}, not a {oinfno}")
-        column = "msgid" if oinfno == SETTLE else "ended_msgid"
-        row = sql.one(_SETTLEMENT + f"WHERE sender = ? AND {column} = ?", (env.sender, omsgid))
+        by = (
+            "sender = ? AND msgid = ?"
+            if oinfno == SETTLE
+            else "ended_sender = ? AND ended_msgid = ?"
+        )
+        row = sql.one(_SETTLEMENT + "WHERE " + by + sql.lock, (env.sender, omsgid))
         if row is None:
             return {}  # it was refused: nothing moved, nothing to undo
         settled = _Settled.of(row)
         if settled.psn_no != psn_no:
             raise Refused("bad_request", f"message {omsgid} was for another person")
         if oinfno == SETTLE and settled.status == "settled":
+            _end(sql, settled, "settled", "reversed", env, None)
             self._refund(sql, settled)
-            sql.run(
-                "UPDATE settlements SET status = 'reversed', ended_msgid = ? WHERE setl_id = ?",
-                (env.msgid, settled.setl_id),
-            )
         elif oinfno == CANCEL and settled.status == "cancelled":
-            self._debit_again(sql, settled)
-            sql.run(
-                "UPDATE settlements SET status = 'settled', ended_msgid = NULL, "
-                "cancel_setl_id = NULL WHERE setl_id = ?",
-                (settled.setl_id,),
-            )
+            balance = self._balance(sql, settled)
+            if balance < settled.acct_fen:
+                raise Refused(
+                    "insufficient",
+                    "the refund of this cancellation was spent; it cannot be reversed",
+                )
+            _end(sql, settled, "cancelled", "settled", None, None)
+            self._move(sql, settled, balance, balance - settled.acct_fen)
         return {}
-
-    def _debit_again(self, sql: Sql, settled: _Settled) -> None:
-        row = sql.one("SELECT balance_fen FROM holders WHERE ssn = ?", (settled.ssn,))
-        if row is None or type(row[0]) is not int:
-            raise Refused("host_data", "the holder of this settlement is gone from the host")
-        if row[0] < settled.acct_fen:
-            raise Refused(
-                "insufficient",
-                "the refund of this cancellation was spent; it cannot be reversed",
-            )
-        if (
-            settled.acct_fen
-            and sql.run(
-                "UPDATE holders SET balance_fen = ? WHERE ssn = ? AND balance_fen = ?",
-                (row[0] - settled.acct_fen, settled.ssn, row[0]),
-            )
-            != 1
-        ):
-            raise Conflict(settled.ssn)
 
     # --- 3201 / 3202 reconciliation ---------------------------------------------------------
 
@@ -610,7 +616,7 @@ class Platform:
             params.append(insutype)
         if dev_no:
             query += " AND sender = ?"
-            params.append(dev_no)
+            params.append(sender_of(fixmedins_code, dev_no))
         return [_Settled.of(r) for r in sql.rows(query + " ORDER BY setl_time, setl_id", params)]
 
     def _totals(self, sql: Sql, env: Envelope, now: dt.datetime) -> Message:
@@ -711,8 +717,37 @@ class Platform:
         }
 
 
+def _end(
+    sql: Sql,
+    settled: _Settled,
+    was: str,
+    becomes: str,
+    by: Envelope | None,
+    cancel_id: str | None,
+) -> None:
+    """The settlement's status, first and guarded: a unit that finds it changed since it
+    read it (another reversal or cancellation at once) is run again, never refunds twice.
+    Refusals come before this: after it, the unit only writes."""
+    changed = sql.run(
+        "UPDATE settlements SET status = ?, ended_msgid = ?, ended_sender = ?, "
+        "cancel_setl_id = ? WHERE setl_id = ? AND status = ?",
+        (
+            becomes,
+            by.msgid if by else None,
+            by.sender if by else None,
+            cancel_id,
+            settled.setl_id,
+            was,
+        ),
+    )
+    if changed != 1:
+        raise Conflict(settled.setl_id)
+
+
 REVERSED_FIRST = "reversed-before-arrival"  # a messages row's digest: matches any message
 
+_BY_SETTLE = "WHERE sender = ? AND msgid = ?"
+_BY_CANCEL = "WHERE ended_sender = ? AND ended_msgid = ?"
 _SETTLEMENT = (
     "SELECT setl_id, mdtrt_id, psn_no, ssn, sender, msgid, fixmedins_code, insutype, "
     "medfee_fen, inscp_fen, ownpay_fen, dedc_fen, hifp_fen, acct_fen, cash_fen, balc_fen, "
@@ -755,12 +790,19 @@ class _Settled:
 def _lines(value: object) -> list[Line]:
     if not isinstance(value, list) or not value:
         raise Refused("bad_request", "input.drugdetail is missing or empty; send the bill's lines")
+    if len(value) > MAX_LINES:
+        raise Refused("bad_request", f"a bill has at most {MAX_LINES} lines; split it")
     lines = []
     for item in value:
         if not isinstance(item, dict):
             raise Refused("bad_request", "each line of input.drugdetail must be an object")
         code = _text(item, "med_list_codg", limit=50)
-        lines.append(Line(code, fen_of(item.get("det_item_fee_sumamt"), "det_item_fee_sumamt")))
+        fen = fen_of(item.get("det_item_fee_sumamt"), "det_item_fee_sumamt")
+        if fen > MAX_BILL_FEN:
+            raise Refused(
+                "bad_request", f"a line above {yuan(MAX_BILL_FEN)} yuan cannot be settled"
+            )
+        lines.append(Line(code, fen))
     return lines
 
 

@@ -9,6 +9,7 @@ the same message id committed meanwhile.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import queue
 import threading
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cardio.identity import mask_id
-from host.api import MAX_FEN, HostError
+from host.api import MAX_FEN, Holder, HostError, Transaction, checked_text
 from host.store import PLATFORM_SCHEMA, Conflict, Row
 
 if TYPE_CHECKING:
@@ -81,7 +82,8 @@ class PostgresStore:
         try:
             conn = psycopg.connect(self.url, connect_timeout=_CONNECT_TIMEOUT)
         except psycopg.OperationalError as e:
-            reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+            reason = lines[0].rsplit(": ", 1)[-1].strip() if lines else type(e).__name__
             raise HostError(
                 f"cannot reach the PostgreSQL database {self.where} ({reason}); "
                 "check that it runs and the URL is right"
@@ -167,6 +169,31 @@ class PostgresStore:
                 )
         return len(rows)
 
+    # --- the desk's commands (host/cli.py), as SqliteHost has them -------------------------
+
+    def holder(self, ssn: str) -> Holder | None:
+        ssn = checked_text("social security number", ssn).upper()
+        with self.atomic() as sql:
+            row = sql.one(_HOLDER + "WHERE ssn = ?", (ssn,))
+        return None if row is None else _holder_of(row)
+
+    def set_lost(self, ssn: str, lost: bool) -> tuple[Holder, bool]:
+        ssn = checked_text("social security number", ssn).upper()
+        with self.atomic() as sql:
+            row = sql.one(_HOLDER + "WHERE ssn = ? FOR UPDATE", (ssn,))
+            if row is None:
+                raise HostError(
+                    f"no holder with social security number {mask_id(ssn)}; check the number"
+                )
+            holder = _holder_of(row)
+            if holder.lost == lost:
+                return holder, False
+            sql.run("UPDATE holders SET lost = ? WHERE ssn = ?", (int(lost), ssn))
+        return dataclasses.replace(holder, lost=lost), True
+
+    def history(self, ssn: str) -> list[Transaction]:
+        return []  # the debits before the platform's transactions were SQLite's only
+
     def close(self) -> None:
         self._closed = True
         with self._lock:
@@ -181,8 +208,25 @@ class PostgresStore:
         self.close()
 
 
+_HOLDER = "SELECT ssn, name, phone, scheme, balance_fen, lost FROM holders "
+
+
+def _holder_of(row: Row) -> Holder:
+    ssn, name, phone, scheme, fen, lost = row
+    return Holder(
+        str(ssn),
+        str(name),
+        None if phone is None else str(phone),
+        str(scheme),
+        int(str(fen)),
+        bool(lost),
+    )
+
+
 class _PgSql:
     """host/store.py's Sql over one psycopg connection inside its transaction."""
+
+    lock = " FOR UPDATE"
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn

@@ -174,8 +174,10 @@ def _now() -> str:
     return datetime.now().strftime("%Y%m%d%H%M%S%f")[:17]  # the platform's yyyyMMddHHmmssSSS
 
 
-def error_answer(message: str) -> dict[str, Any]:
-    """The platform's failure envelope with `message` as err_msg."""
+def error_answer(message: str, kind: str = "host_error") -> dict[str, Any]:
+    """The platform's failure envelope with `message` as err_msg, and (ours, as the
+    engine's) err_type: `bad_request` for what the client sent, `host_error` for the
+    host's own passing trouble (a client may send the same message again)."""
     now = _now()
     return {
         "infcode": -1,
@@ -185,6 +187,7 @@ def error_answer(message: str) -> dict[str, Any]:
         "err_msg": message,
         "warn_msg": None,
         "output": None,
+        "err_type": kind,
     }
 
 
@@ -193,9 +196,11 @@ def _json(body: bytes, status: int = 200, *, close: bool = False) -> Response:
     return Response(body, status_code=status, headers=headers, media_type=JSON_TYPE)
 
 
-def _refuse(log: logging.Logger, message: str, *, close: bool = False) -> Response:
+def _refuse(
+    log: logging.Logger, message: str, *, close: bool = False, kind: str = "bad_request"
+) -> Response:
     log.info("bad request answered infcode -1: %s", message)
-    return _json(wire.dumps(error_answer(message)), close=close)
+    return _json(wire.dumps(error_answer(message, kind)), close=close)
 
 
 def _tag(request: Mapping[str, Any], key: str) -> str:
@@ -294,7 +299,7 @@ async def _read_body(request: Request, log: logging.Logger) -> bytes | Response:
             f"the request did not arrive whole within {BODY_TIMEOUT:g} seconds; "
             "send it again in one piece"
         )
-        return _refuse(log, message, close=True)
+        return _refuse(log, message, close=True, kind="host_error")  # may be the network's
     except ClientDisconnect:
         return Response(status_code=204)  # nobody to answer: uvicorn writes nothing
     if size > MAX_BODY:

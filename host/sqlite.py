@@ -168,12 +168,17 @@ class SqliteHost:
             try:
                 fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, FILE_MODE)
                 made_file = True
-            except FileExistsError:  # may we read and write it? (O_CREAT: a symlink's target)
-                fd = os.open(self.path, flags | os.O_CREAT, FILE_MODE)
-            try:
-                self._make_private(fd, self.path)
-            finally:
-                os.close(fd)
+                os.close(fd)  # new: nobody holds a lock on it yet
+            except FileExistsError:
+                # Never opened and closed here: on Linux, closing any descriptor of a file
+                # drops every lock this process holds on it, SQLite's too (another host in
+                # this process, pos-host serve beside a desk command), and a process that
+                # then thinks it is alone truncates the -shm under the others' mapping.
+                self._private_by_path(self.path)
+                if not os.access(self.path, os.R_OK | os.W_OK):
+                    raise PermissionError(
+                        errno.EACCES, "permission denied", str(self.path)
+                    ) from None
             self._companions_private()  # left by an earlier run, perhaps with a wider mode
         except OSError as e:
             self._undo(made_folders, made_file)
@@ -201,32 +206,29 @@ class SqliteHost:
         if not stat.S_ISREG(mode):
             raise self._not_regular(path, mode)
 
-    def _make_private(self, fd: int, path: Path) -> None:
+    def _private_if_there(self, path: Path) -> None:
+        try:
+            self._private_by_path(path)
+        except FileNotFoundError:
+            return
+
+    def _private_by_path(self, path: Path) -> None:
         """Exactly 0600 and a regular file: the database holds every holder's name, ID and
         phone, so a file made 0644 by hand or by an older version is made private before
-        anything is written to it; one we may not change is refused."""
-        info = os.fstat(fd)
+        anything is written to it; one we may not change is refused. By the path (stat and
+        chmod), never by a descriptor: see _prepare."""
+        info = os.stat(path)
         if not stat.S_ISREG(info.st_mode):
             raise self._not_regular(path, info.st_mode)
         if stat.S_IMODE(info.st_mode) != FILE_MODE:
             try:
-                os.fchmod(fd, FILE_MODE)
+                os.chmod(path, FILE_MODE)
             except PermissionError:
                 raise HostError(
                     f"{path} can be read by others and is not yours to make "
                     f"private; ask its owner to chmod 600 it, or give another "
                     "--db path"
                 ) from None
-
-    def _private_if_there(self, path: Path) -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
-        except FileNotFoundError:
-            return
-        try:
-            self._make_private(fd, path)
-        finally:
-            os.close(fd)
 
     def _companions_private(self) -> None:
         """SQLite's -wal, -shm and -journal, 0600 like the database: they hold its rows."""
@@ -542,6 +544,8 @@ class SqliteHost:
 
 class _SqliteSql:
     """host/store.py's Sql over one SQLite connection inside its transaction."""
+
+    lock = ""  # BEGIN IMMEDIATE and the host's lock: one unit of work at a time
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db

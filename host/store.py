@@ -53,6 +53,7 @@ PLATFORM_SCHEMA = (
         day            TEXT NOT NULL,
         status         TEXT NOT NULL,
         ended_msgid    TEXT,
+        ended_sender   TEXT,
         cancel_setl_id TEXT)""",
     "CREATE INDEX IF NOT EXISTS settlements_by_day ON settlements (day, fixmedins_code)",
 )
@@ -64,6 +65,10 @@ class Conflict(Exception):
 
 class Sql(Protocol):
     """The unit of work's statements; placeholders are `?`."""
+
+    # Appended to a SELECT of rows the unit will change: PostgreSQL's " FOR UPDATE" makes
+    # a second counter wait its turn instead of colliding; SQLite's units never overlap.
+    lock: str
 
     def rows(self, sql: str, params: Sequence[object] = ()) -> list[Row]: ...
 

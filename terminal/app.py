@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from cardio.readers.base import CardEvent, Reader
     from terminal.equipment import OutletSetup
     from terminal.flow.base import CardFlow
+    from terminal.flow.clerk import Clerk
     from terminal.flow.commands import Command
     from terminal.flow.pharmacy import PharmacyFlow, Purpose
     from terminal.flow.view import View
@@ -127,6 +128,8 @@ class PosApp(App[None], inherit_bindings=False):
             card_timeout=options.card_timeout,
         )
         menu: tuple[str, ...] = ("menu_pay", "menu_change", "menu_info")
+        if options.host is not None and not options.outlet:  # the clerk's: 4 and 5
+            menu = (*menu, "menu_setl_cancel", "menu_day_end")
         if options.outlet:
             from terminal.flow.outlet import TITLES as OUTLET_TITLES
 
@@ -268,10 +271,21 @@ class PosApp(App[None], inherit_bindings=False):
             self.cancel_flow()
 
     def _menu_key(self, name: str) -> None:
-        choices = menu_choices(outlet=self.options.outlet is not None)
+        outlet = self.options.outlet is not None
+        choices = menu_choices(outlet=outlet, clerk=self.options.host is not None and not outlet)
         if name == "cancel":
             self.confirm_quit()
         elif name in choices:
+            from terminal.flow.clerk import CancelFlow, Clerk, DayEndFlow
+
+            choice = choices[name]
+            if isinstance(choice, Clerk):  # the host only: the reader plays no part
+                self.start_flow(
+                    CancelFlow()
+                    if choice is Clerk.CANCEL
+                    else DayEndFlow(terminal_id=self.options.terminal_id)
+                )
+                return
             if self.equipment.slot.busy:  # a command that never answered still holds the reader
                 self.bell_once()
                 self._menu(self.t("reader_busy"))
@@ -279,7 +293,6 @@ class PosApp(App[None], inherit_bindings=False):
             from cardio.outlet import Operation
             from terminal.flow.outlet import OutletFlow
 
-            choice = choices[name]
             self.start_flow(
                 OutletFlow(choice) if isinstance(choice, Operation) else self._pharmacy_flow(choice)
             )
@@ -441,12 +454,14 @@ class PosApp(App[None], inherit_bindings=False):
     # --- card and host commands -------------------------------------------------------------
 
     def _run(self, command: Command | None) -> None:
+        from terminal.flow.clerk import CLERK_COMMANDS
         from terminal.flow.commands import ReadCard, Settle
 
         flow = self.flow
         if flow is None:
             return
-        if command is None or (not self.card_present and not isinstance(command, Settle)):
+        needs_card = not isinstance(command, (Settle, *CLERK_COMMANDS))
+        if command is None or (not self.card_present and needs_card):
             if not self.card_present and flow.removed():  # pulled while it was asked
                 self._show(flow)
             return
@@ -603,8 +618,9 @@ class PosApp(App[None], inherit_bindings=False):
         self.push_screen(ConfirmScreen(self.t("quit_question"), self.t("quit_hint")), done)
 
 
-def menu_choices(*, outlet: bool) -> dict[str, Purpose | Operation]:
-    """What each key of the menu starts (imported at the first key, not for the menu)."""
+def menu_choices(*, outlet: bool, clerk: bool = False) -> dict[str, Purpose | Operation | Clerk]:
+    """What each key of the menu starts (imported at the first key, not for the menu);
+    `clerk`: the pharmacy's 4 and 5, which need a host."""
     if outlet:
         from cardio.outlet import Operation
 
@@ -615,9 +631,17 @@ def menu_choices(*, outlet: bool) -> dict[str, Purpose | Operation]:
             "4": Operation.ACTIVATE,
             "5": Operation.UNBLOCK,
         }
+    from terminal.flow.clerk import Clerk
     from terminal.flow.pharmacy import Purpose
 
-    return {"1": Purpose.PAY, "2": Purpose.CHANGE, "3": Purpose.INFO}
+    choices: dict[str, Purpose | Operation | Clerk] = {
+        "1": Purpose.PAY,
+        "2": Purpose.CHANGE,
+        "3": Purpose.INFO,
+    }
+    if clerk:
+        choices.update({"4": Clerk.CANCEL, "5": Clerk.DAY_END})
+    return choices
 
 
 _SCREENS_SEE: type[Pos] = PosApp  # mypy checks that the app gives its screens all of Pos

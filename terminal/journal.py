@@ -11,10 +11,11 @@ number is personal data); names are the message ids, which are ours.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cardio.resources import private_folders
@@ -26,12 +27,19 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 class Pending:
     msgid: str
     psn_no: str
-    infno: str = "2102"
+    infno: str = "2102"  # or 2103, a cancellation
+    setl_id: str = ""  # a cancellation's settlement: the day-book keeps it if reversed
 
 
 class Journal:
+    """Each pending file stays open and locked (flock) while its settlement is in flight:
+    another terminal run with the same id, recovering, skips a file it cannot lock, so it
+    never reverses a settlement whose answer is still awaited. A killed process's lock
+    goes with it."""
+
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self._held: dict[str, int] = {}
 
     def _path(self, msgid: str) -> Path:
         if not _NAME.match(msgid):
@@ -39,27 +47,32 @@ class Journal:
         return self.folder / f"{msgid}.json"
 
     def add(self, pending: Pending) -> None:
-        """Durable before it returns: the file and its folder entry are on disk."""
+        """Durable before it returns: the file and its folder entry are on disk. The file
+        stays open and locked until `remove`."""
         private_folders(self.folder)
         path = self._path(pending.msgid)
-        data = json.dumps(
-            {"msgid": pending.msgid, "psn_no": pending.psn_no, "infno": pending.infno}
-        ).encode()
-        fd = os.open(
-            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-        )
+        data = json.dumps(asdict(pending)).encode()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(path, flags, 0o600)
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # new file: nobody else holds it
             os.write(fd, data)
             os.fsync(fd)
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        self._held[pending.msgid] = fd
         _fsync_folder(self.folder)
 
     def remove(self, msgid: str) -> None:
+        fd = self._held.pop(msgid, None)
         try:
             os.unlink(self._path(msgid))
         except FileNotFoundError:
             return
+        finally:
+            if fd is not None:
+                os.close(fd)
         _fsync_folder(self.folder)
 
     def pending(self) -> list[Pending]:
@@ -70,15 +83,36 @@ class Journal:
             return []
         found = []
         for name in names:
-            if not name.endswith(".json"):
-                continue
-            try:
-                doc = json.loads((self.folder / name).read_text("utf-8"))
-                item = Pending(str(doc["msgid"]), str(doc["psn_no"]), str(doc.get("infno", "2102")))
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-            found.append(item)
+            if not name.endswith(".json") or name[: -len(".json")] in self._held:
+                continue  # ours, in flight: its answer or its own reversal decides
+            item = self._read_unlocked(self.folder / name)
+            if item is not None:
+                found.append(item)
         return found
+
+    @staticmethod
+    def _read_unlocked(path: Path) -> Pending | None:
+        """The pending settlement in `path`, unless another process holds it in flight."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return None  # another terminal with this id waits for its answer
+            doc = json.loads(os.read(fd, 4096).decode("utf-8"))
+            return Pending(
+                str(doc["msgid"]),
+                str(doc["psn_no"]),
+                str(doc.get("infno", "2102")),
+                str(doc.get("setl_id", "")),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        finally:
+            os.close(fd)
 
 
 def _fsync_folder(folder: Path) -> None:

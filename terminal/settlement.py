@@ -14,14 +14,17 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from host.api import HostError
 from host.client import Cancellation, InsuranceClient, Person, PlatformRefused, Settlement
 from host.daybook import DayBook, Entry, Totals
-from host.transport import HostUnreachable, NoAnswer
+from host.transport import HostUnreachable
 from terminal.journal import Journal, Pending
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+CANCEL = "2103"
 
 # Seconds between the tries of a reversal: quick at first (a lost answer on a healthy
 # host), then patient; about a minute in all before the holder is told and the terminal
@@ -29,13 +32,19 @@ log = logging.getLogger(__name__)
 REVERSAL_WAITS = (0.0, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 
+# The refusals a reversal meets for good; any other (a host's passing fault, a refusal
+# without a kind) is tried again.
+FINAL_REFUSALS = frozenset({"bad_request", "msgid_reused", "insufficient", "host_data"})
+
+
 class NotThrough(Exception):
     """No answer came to the settlement: it was reversed (`confirmed`), or the reversal
     is still pending and will be sent again; either way the holder did not pay."""
 
-    def __init__(self, confirmed: bool) -> None:
-        super().__init__("reversed" if confirmed else "reversal pending")
+    def __init__(self, confirmed: bool, msgid: str = "") -> None:
+        super().__init__(f"{msgid} {'reversed' if confirmed else 'reversal pending'}")
         self.confirmed = confirmed
+        self.msgid = msgid  # the message without an answer
 
 
 @dataclass(frozen=True)
@@ -78,30 +87,42 @@ class PlatformLink:
     # --- the settlement -------------------------------------------------------------------
 
     def settle(self, person: Person, amount_fen: int, card_number: str) -> Settlement:
+        return self._signed(lambda: self._settle_once(person, amount_fen, card_number))
+
+    def _signed(self, once: Callable[[], T]) -> T:
+        """Once signed in for the day; again, once, when the host has forgotten the
+        sign-in (refused: nothing moved)."""
         self.client.signed_in()
         try:
-            return self._settle_once(person, amount_fen, card_number)
+            return once()
         except PlatformRefused as e:
             if e.kind != "sign_in":
                 raise
-        self.client.sign_in()  # the host forgot our sign-in: refused, nothing moved
-        return self._settle_once(person, amount_fen, card_number)
+        self.client.sign_in()
+        return once()
 
     def _settle_once(self, person: Person, amount_fen: int, card_number: str) -> Settlement:
         msgid = self.client.new_msgid()
         pending = Pending(msgid, person.psn_no)
-        self.journal.add(pending)
-        try:
-            settlement = self.client.settle(person, amount_fen, card_number, msgid)
-        except NoAnswer:
-            log.warning("no answer to settlement %s: reversing it", msgid)
-            raise NotThrough(self._reverse(pending)) from None
-        except (HostUnreachable, PlatformRefused):
-            self.journal.remove(msgid)  # it never arrived, or it was refused: nothing moved
-            raise
+        settlement = self._pending(
+            pending, lambda: self.client.settle(person, amount_fen, card_number, msgid)
+        )
         self.daybook.settled(self.today(), settlement)  # before the pending reversal goes
         self.journal.remove(msgid)
         return settlement
+
+    def _pending(self, pending: Pending, send: Callable[[], T]) -> T:
+        """`send()` with its reversal written down first; the pending file stays for the
+        caller to remove once the answer is recorded."""
+        self.journal.add(pending)
+        try:
+            return send()
+        except (HostUnreachable, PlatformRefused):
+            self.journal.remove(pending.msgid)  # never arrived, or refused: nothing moved
+            raise
+        except HostError:  # NoAnswer, or an answer that cannot be used: it may have gone
+            log.warning("no usable answer to %s %s: reversing it", pending.infno, pending.msgid)
+            raise NotThrough(self._reverse(pending), pending.msgid) from None
 
     def today(self) -> dt.date:
         return self.client.clock().date()
@@ -126,15 +147,18 @@ class PlatformLink:
                     },
                     msgid,
                 )
-            except (NoAnswer, HostUnreachable):
-                continue
             except PlatformRefused as e:
-                if e.kind == "host_error":
-                    continue
+                if e.kind not in FINAL_REFUSALS:
+                    continue  # a passing fault of the host's: the same reversal again
                 # Refused for good (a message the host cannot reverse): a person must look.
                 log.error("reversal of %s refused: %s", pending.msgid, e)
                 return False
-            self.daybook.reversed(self.today(), pending.msgid)  # if it was recorded
+            except HostError:  # no answer, unreachable, an answer that cannot be used
+                continue
+            if pending.infno == CANCEL:
+                self.daybook.restored(self.today(), pending.setl_id)  # if it was recorded
+            else:
+                self.daybook.reversed(self.today(), pending.msgid)  # if it was recorded
             self.journal.remove(pending.msgid)
             log.info("settlement %s reversed", pending.msgid)
             return True
@@ -162,8 +186,19 @@ class PlatformLink:
         return self.daybook.find(self.today(), digits)
 
     def cancel(self, entry: Entry) -> Cancellation:
-        cancellation = self.client.cancel(entry.setl_id, entry.mdtrt_id, entry.psn_no)
+        """2103 under a pending reversal, like a settlement: no answer, and the cancellation
+        is reversed (the settlement stands, as the day-book says)."""
+        return self._signed(lambda: self._cancel_once(entry))
+
+    def _cancel_once(self, entry: Entry) -> Cancellation:
+        msgid = self.client.new_msgid()
+        pending = Pending(msgid, entry.psn_no, CANCEL, entry.setl_id)
+        cancellation = self._pending(
+            pending,
+            lambda: self.client.cancel(entry.setl_id, entry.mdtrt_id, entry.psn_no, msgid),
+        )
         self.daybook.cancelled(self.today(), entry.setl_id)
+        self.journal.remove(msgid)
         return cancellation
 
     def reconcile(self, day: dt.date | None = None) -> Reconciliation:

@@ -6,6 +6,7 @@ and `deliver` on its message, tests call both directly.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 from dataclasses import dataclass
@@ -39,18 +40,29 @@ from cardio.readers.errors import (
 from cardio.resources import private_folders
 from cardio.trace import failure
 from host.api import HostError
-from host.client import PlatformRefused, Settlement
+from host.client import Cancellation, PlatformRefused, Settlement
 from terminal.equipment import (
     BUSY_WAIT,
     Equipment,
 )
 from terminal.flow.base import CardFlow
+from terminal.flow.clerk import (
+    CLERK_COMMANDS,
+    ClerkFlow,
+    DayEnd,
+    Found,
+    reconciliation_file_name,
+    reconciliation_text,
+)
 from terminal.flow.commands import (
     Account,
+    CancelSettlement,
     ChangePin,
     Command,
+    FindSettlement,
     Presettle,
     ReadCard,
+    Reconcile,
     RunOutlet,
     Settle,
     Verify,
@@ -59,7 +71,7 @@ from terminal.flow.outlet import OutletFlow
 from terminal.flow.pharmacy import PharmacyFlow
 from terminal.flow.receipt import Receipt
 from terminal.flow.view import Stage
-from terminal.settlement import NotThrough
+from terminal.settlement import NotThrough, Reconciliation
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +88,7 @@ class WorkFailed(Exception):
     """An unexpected error in card work; only its type is kept (its details may hold PINs)."""
 
 
-Result = CardRead | PinOutcome | Outcome | Settlement | Exception
+Result = CardRead | PinOutcome | Outcome | Settlement | Found | Cancellation | DayEnd | Exception
 EXPECTED_ERRORS = (
     ReaderError,
     NotASocialSecurityCard,
@@ -95,7 +107,9 @@ def execute(equipment: Equipment, command: Command) -> tuple[Result, bool]:
     """One command; never raises. Returns the result and whether the card is still in."""
     result: Result
     try:
-        if isinstance(command, Settle):  # the host's answer is waited for: money may move
+        if isinstance(command, CLERK_COMMANDS):  # the host only: no card
+            result = _clerk(equipment, command)
+        elif isinstance(command, Settle):  # the host's answer is waited for: money may move
             result = _settle(equipment, command)
         elif isinstance(command, Presettle):  # the host only: the card waits meanwhile
             result = _presettle(equipment, command)
@@ -179,6 +193,30 @@ def _settle(equipment: Equipment, command: Settle) -> Settlement:
     return settlement
 
 
+def _clerk(equipment: Equipment, command: FindSettlement | CancelSettlement | Reconcile) -> Result:
+    """The clerk's (terminal/flow/clerk.py): a lookup in the day-book, a cancellation
+    (2103, sent once: no answer is reported, never retried), the end of day."""
+    link = equipment.host
+    if link is None:
+        raise HostError("this terminal has no settlement host")
+    if isinstance(command, FindSettlement):
+        return Found(tuple(link.todays(command.digits)))
+    if isinstance(command, CancelSettlement):
+        return link.cancel(command.entry)
+    reconciliation = link.reconcile()
+    printed: bool | None = None
+    if equipment.receipts is not None:
+        try:
+            write_reconciliation(
+                equipment.receipts, equipment.terminal_id, reconciliation, link.client.clock()
+            )
+            printed = True
+        except OSError:  # the screen still shows it, and says it was not printed
+            log.exception("the reconciliation file could not be written")
+            printed = False
+    return DayEnd(reconciliation, printed)
+
+
 def _outlet(equipment: Equipment) -> Outlet:
     setup = equipment.outlet
     if setup is None:
@@ -209,6 +247,13 @@ def deliver(
 ) -> Command | None:
     """Hand a command's result to the flow; returns the flow's next command, if any.
     Every failure becomes a catalogue key: the screen never shows an exception's text."""
+    if isinstance(flow, ClerkFlow):  # the host's answer (or none) to the clerk's command
+        if isinstance(result, HostError):
+            log.warning("clerk's command, the host: %s", result)
+        elif isinstance(result, Exception):
+            log.warning("clerk's command failed: %s", failure(result))
+        flow.answer(result)
+        return None
     if isinstance(result, CardRead):
         return flow.card_read(result.info, result.account)
     if isinstance(result, PinOutcome) and isinstance(flow, PharmacyFlow):
@@ -308,6 +353,23 @@ def write_receipt(folder: Path, terminal_id: str, command: Settle, settlement: S
     return path
 
 
+def write_reconciliation(
+    folder: Path, terminal_id: str, reconciliation: Reconciliation, when: dt.datetime
+) -> Path:
+    """The end of day as a text file beside the receipts (0600): never overwritten; a
+    second one in the same second gets a number."""
+    data = reconciliation_text(terminal_id, reconciliation, when).encode("utf-8")
+    name = reconciliation_file_name(reconciliation, when)
+    for n in range(1, 100):
+        path = folder / (name if n == 1 else name.replace(".txt", f"-{n}.txt"))
+        try:
+            write_private(path, data)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(folder / name)
+
+
 def write_private(path: Path, data: bytes) -> None:
     """A new file only its owner can read (names and card numbers are personal data), in
     a folder made 0700 if it is new; never through a symlink planted at its name."""
@@ -326,4 +388,5 @@ __all__ = [
     "execute",
     "reader_error_key",
     "write_receipt",
+    "write_reconciliation",
 ]

@@ -10,7 +10,7 @@ import pcsc_stack as stack_module
 import pilot_waits
 import pytest
 
-pytest_plugins = ["pg_fixtures"]
+pytest_plugins = ["pg_fixtures", "tmux_helpers"]
 PCSC_GROUP = "pcsc"  # pytest-xdist: all PC/SC tests on one worker, around one pcscd
 
 

@@ -238,6 +238,7 @@ class _HookedSql:
     def __init__(self, inner: Sql, hook: Callable[[str], None]) -> None:
         self.inner = inner
         self.hook = hook
+        self.lock = inner.lock
 
     def rows(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         self.hook(sql)

@@ -137,6 +137,18 @@ def balance_fen(app_or_host: PosApp | SqliteHost, profile: str) -> int:
     return holder.balance_fen
 
 
+def settled_rows(host: SqliteHost, ssn: str) -> list[tuple[int, int, str]]:
+    """The holder's settlements that stand at the host: (bill, balance after, sender), in
+    the order they were made."""
+    with host.atomic() as sql:
+        rows = sql.rows(
+            "SELECT medfee_fen, balc_fen, sender FROM settlements WHERE ssn = ? "
+            "AND status = 'settled' ORDER BY setl_time, rowid",
+            (ssn,),
+        )
+    return [(int(str(a)), int(str(b)), str(c)) for a, b, c in rows]
+
+
 def card_state(card: Path) -> CardState:
     return store.read(card)
 

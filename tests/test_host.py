@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import host.sqlite as host_sqlite
 from cardio import identity
 from cardio.card import profiles
 from cardio.resources import HOME_VARIABLE
@@ -131,7 +132,7 @@ def test_sqlite_host_is_usable_where_a_settlement_host_is_expected(host):
 
 
 def test_seed_file_is_the_one_the_cli_uses():
-    assert json.loads(cli.seed_file().read_text("utf-8")) == SEED_DOC
+    assert json.loads(host_sqlite.seed_file().read_text("utf-8")) == SEED_DOC
 
 
 def test_every_holder_matches_a_card_profile():
@@ -168,7 +169,7 @@ def test_holder_unknown_is_none(host):
 
 def test_default_database_lives_under_shebao_pos_home():
     home = Path(os.environ[HOME_VARIABLE])
-    assert cli.default_db() == home / "host.sqlite3"
+    assert host_sqlite.default_db() == home / "host.sqlite3"
     h = cli.open_host(None)
     try:
         assert h.path == home / "host.sqlite3"

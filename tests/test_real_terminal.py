@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tmux_helpers import Tmux
 
 from cardio.card import profiles, store
 from cardio.card.state import PinState
@@ -22,80 +20,6 @@ from cardio.resources import data_dir
 pytestmark = pytest.mark.slow  # a real terminal (tmux): waits until the screen stays put
 
 NEW_PIN = "802613"  # passes S15 for the employee-new holder (born 1985-03-12)
-WAIT = 20.0
-STEADY = 0.5  # how long a screen must stay put to count as settled
-
-
-class Tmux:
-    def __init__(self, command: list[str]) -> None:
-        self.socket = f"shebao-{uuid.uuid4().hex[:8]}"
-        env_cmd = ["env", "LANG=C.UTF-8", "LC_ALL=C.UTF-8", "TERM=xterm-256color", *command]
-        self._tmux(
-            "new-session",
-            "-d",
-            "-s",
-            "pos",
-            "-x",
-            "80",
-            "-y",
-            "24",
-            " ".join(_quote(c) for c in env_cmd),
-        )
-
-    def _tmux(self, *args: str) -> str:
-        return subprocess.run(
-            ["tmux", "-u", "-L", self.socket, *args], check=True, capture_output=True, text=True
-        ).stdout
-
-    def screen(self) -> str:
-        return self._tmux("capture-pane", "-p", "-t", "pos")
-
-    def keys(self, *keys: str) -> None:
-        self._tmux("send-keys", "-t", "pos", *keys)
-
-    def type(self, digits: str) -> None:
-        self.keys(*digits)
-
-    def wait_for(self, *phrases: str, timeout: float = WAIT) -> str:
-        return self.wait_until(
-            lambda shown: all(p in shown for p in phrases), phrases, timeout=timeout
-        )
-
-    def wait_until(
-        self, ok: Callable[[str], bool], what: object = "the expected screen", timeout: float = WAIT
-    ) -> str:
-        deadline = time.monotonic() + timeout
-        shown = ""
-        while time.monotonic() < deadline:
-            shown = self.screen()
-            if ok(shown):
-                return shown
-            time.sleep(0.1)
-        raise AssertionError(f"never showed {what}; the screen was:\n{shown}")
-
-    def stays(self, *phrases: str, seconds: float = STEADY) -> None:
-        """The phrases stay on screen for `seconds` (keys sent before are handled by then)."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            shown = self.screen()
-            if not all(p in shown for p in phrases):
-                raise AssertionError(f"{phrases} went away; the screen was:\n{shown}")
-            time.sleep(0.1)
-
-    def close(self) -> None:
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "'\\''") + "'"
-
-
-@pytest.fixture
-def tmux_available() -> None:
-    if shutil.which("tmux") is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("tmux is required under CI=true (make test installs it)")
-        pytest.skip("tmux is not installed")
 
 
 def test_forced_change_then_payment_in_a_real_terminal(tmp_path: Path, tmux_available: None):
@@ -154,7 +78,8 @@ def _ssn_of(profile: str) -> str:
 
 
 def _debits(ssn: str) -> list[str]:
-    """The holder's DEBITED payments, as `pos-host history` (same SHEBAO_POS_HOME) lists them."""
+    """The holder's settlements that stand, as `pos-host history` (same SHEBAO_POS_HOME)
+    lists them."""
     home = Path(os.environ["SHEBAO_POS_HOME"])
     assert (home / "host.sqlite3").is_file(), "the app's host database is not in SHEBAO_POS_HOME"
     pos_host = Path(sys.executable).parent / "pos-host"
@@ -165,7 +90,7 @@ def _debits(ssn: str) -> list[str]:
         text=True,
         timeout=30,
     ).stdout
-    return [row for row in out.splitlines() if " DEBITED " in row]
+    return [row for row in out.splitlines() if " SETTLED " in row]
 
 
 def _start_payment(term: Tmux) -> None:

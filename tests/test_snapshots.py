@@ -33,6 +33,7 @@ from terminal_helpers import (
 from textual.pilot import Pilot
 
 import host.platform
+from terminal.app import PosApp
 
 Steps = Callable[[Pilot], Awaitable[None]]
 
@@ -131,6 +132,37 @@ async def trace_open(pilot: Pilot) -> None:
     await type_digits(pilot, ENABLED_PIN[:3])
 
 
+async def _paid_for_the_clerk(pilot: Pilot) -> str:
+    """A payment with the platform's clock and ids fixed, and the terminal's day too (the
+    client's clock names the day-book's day); the receipt closed. Its settlement id."""
+    app = pilot.app
+    assert isinstance(app, PosApp) and app.options.host is not None
+    link = app.options.host
+    link.client.clock = lambda: RECEIPT_TIME
+    await start_payment(pilot)
+    await enter(pilot, ENABLED_PIN)
+    await enter(pilot, "")  # the receipt: 确认
+    return str(link.todays("7777")[0].setl_id)
+
+
+async def setl_cancel_confirm(pilot: Pilot) -> None:
+    setl_id = await _paid_for_the_clerk(pilot)
+    await pilot.press("4")
+    await settle(pilot)
+    await enter(pilot, setl_id[-6:])
+
+
+async def setl_cancel_done(pilot: Pilot) -> None:
+    await setl_cancel_confirm(pilot)
+    await enter(pilot, "")
+
+
+async def day_end_balanced(pilot: Pilot) -> None:
+    await _paid_for_the_clerk(pilot)
+    await pilot.press("5")
+    await settle(pilot)
+
+
 # name: (profile, inserted, steps); a name ending in -no-host runs without a settlement host
 SCREENS: dict[str, tuple[str, bool, Steps]] = {
     "menu-card-in": ("employee-enabled", True, nothing),
@@ -157,6 +189,9 @@ SCREENS: dict[str, tuple[str, bool, Steps]] = {
     "card-removed": ("employee-enabled", True, removed),
     "quit-question": ("employee-enabled", True, quit_question),
     "trace-open": ("employee-enabled", True, trace_open),
+    "setl-cancel-confirm": ("employee-enabled", True, setl_cancel_confirm),
+    "setl-cancel-done": ("employee-enabled", True, setl_cancel_done),
+    "day-end-balanced": ("employee-enabled", True, day_end_balanced),
 }
 
 

@@ -342,10 +342,12 @@ def test_a_host_database_we_cannot_make_private_is_refused(
     db.touch()
     db.chmod(0o644)
 
-    def not_yours(fd: int, mode: int) -> None:
+    def not_yours(path: object, mode: int, **kwargs: object) -> None:
         raise PermissionError(1, "Operation not permitted")
 
-    monkeypatch.setattr(os, "fchmod", not_yours)
+    # By path: the host never opens and closes its database to change its mode (that
+    # would drop SQLite's locks of another connection in this process).
+    monkeypatch.setattr(os, "chmod", not_yours)
     with pytest.raises(HostError) as caught:
         SqliteHost(db, seed=SEED)
     monkeypatch.undo()

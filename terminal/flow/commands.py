@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from cardio.outlet import Operation
 from host.client import Person
+from host.daybook import Entry
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,37 @@ class RunOutlet:
     new_pin: str | None = field(default=None, repr=False)
 
 
-Command = ReadCard | Verify | ChangePin | Presettle | Settle | RunOutlet
+@dataclass(frozen=True)
+class FindSettlement:
+    """The clerk's: today's standing settlements of this terminal whose id ends with
+    `digits` (the day-book, PlatformLink.todays)."""
+
+    digits: str
+
+
+@dataclass(frozen=True)
+class CancelSettlement:
+    """The clerk's: 2103 of one of today's settlements, once confirmed."""
+
+    entry: Entry = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Reconcile:
+    """The clerk's: the end of day (3201, and 3202 when the totals differ)."""
+
+
+Command = (
+    ReadCard
+    | Verify
+    | ChangePin
+    | Presettle
+    | Settle
+    | RunOutlet
+    | FindSettlement
+    | CancelSettlement
+    | Reconcile
+)
 
 
 @dataclass(frozen=True)
