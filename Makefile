@@ -58,7 +58,7 @@ test: $(STAMP) pcsc db lint
 check: $(STAMP) lint
 	$(PYTEST) -m "not slow and not pcsc"
 
-bench: $(STAMP) pcsc
+bench: $(STAMP) pcsc db
 	@tools/system-deps.sh $(BENCH_DEBS)
 	$(BIN)/python bench/bench_verify.py
 	$(BIN)/python bench/bench_pcsc.py

@@ -89,6 +89,15 @@ _KINDS = (
 )
 
 
+def fsync_folder(folder: Path) -> None:
+    """A folder's entries on disk: after a file is made, renamed or removed in it."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def file_kind(mode: int) -> str:
     """What a file that is not a regular one is, for a message: "a named pipe"."""
     return next((name for test, name in _KINDS if test(mode)), "a special file")

@@ -10,7 +10,6 @@ the same message id committed meanwhile.
 from __future__ import annotations
 
 import dataclasses
-import json
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -19,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cardio.identity import mask_id
-from host.api import MAX_FEN, Holder, HostError, Transaction, checked_text
-from host.store import PLATFORM_SCHEMA, Conflict, Row
+from host.api import Holder, HostError, Transaction, checked_text
+from host.store import PLATFORM_SCHEMA, Conflict, Row, holder_rows
 
 if TYPE_CHECKING:
     import psycopg
@@ -145,21 +144,8 @@ class PostgresStore:
         """The tables are made when the store opens."""
 
     def seed(self, path: Path) -> int:
-        """Holders from the same JSON file as SQLite's (host/sqlite.py's seed)."""
-        try:
-            doc = json.loads(Path(path).read_text("utf-8"))
-            rows = [
-                (h["ssn"].upper(), h["name"], h.get("phone"), h["scheme"], int(h["balance_fen"]))
-                for h in doc["holders"]
-            ]
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise HostError(
-                f"{path}: not a usable holders file ({type(e).__name__}); "
-                "give a JSON file of holders"
-            ) from None
-        for ssn, _name, _phone, _scheme, fen in rows:
-            if not 0 <= fen <= MAX_FEN:
-                raise HostError(f"{path}: the holder {mask_id(str(ssn))} is not usable")
+        """Holders from the same JSON file as SQLite's (host/store.py holder_rows)."""
+        rows = holder_rows(path)
         with self.atomic() as sql:
             for row in rows:
                 sql.run(

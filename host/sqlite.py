@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import errno
-import json
 import os
 import sqlite3
 import stat
@@ -28,7 +27,6 @@ from types import TracebackType
 from cardio.identity import mask_id
 from cardio.resources import file_kind, private_folders
 from host.api import (
-    MAX_FEN,
     Debit,
     DebitStatus,
     Holder,
@@ -37,7 +35,7 @@ from host.api import (
     checked_amount,
     checked_text,
 )
-from host.store import PLATFORM_SCHEMA, Conflict, Row
+from host.store import PLATFORM_SCHEMA, Conflict, Row, holder_rows
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS holders (
@@ -347,27 +345,7 @@ class SqliteHost:
 
     def seed(self, path: Path) -> int:
         """Holders from a JSON file ({"holders": [{ssn, name, phone, scheme, balance_fen}]})."""
-        try:
-            doc = json.loads(Path(path).read_text("utf-8"))
-            rows = [
-                (h["ssn"].upper(), h["name"], h.get("phone"), h["scheme"], int(h["balance_fen"]))
-                for h in doc["holders"]
-            ]
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise HostError(
-                f"{path}: not a usable holders file ({type(e).__name__}); "
-                "give a JSON file of holders"
-            ) from None
-        for ssn, name, phone, scheme, fen in rows:
-            if (
-                not all(isinstance(v, str) and v for v in (ssn, name, scheme))
-                or not (phone is None or isinstance(phone, str))
-                or not 0 <= fen <= MAX_FEN
-            ):
-                raise HostError(
-                    f"{path}: the holder {mask_id(str(ssn))} is not usable; "
-                    "correct it in the holders file"
-                )
+        rows = holder_rows(path)
         with self.atomic() as sql:
             sql.db.executemany(
                 "INSERT OR IGNORE INTO holders (ssn, name, phone, scheme, balance_fen) "

@@ -8,11 +8,14 @@ runs the whole unit again, so a collision is never an error the terminal sees.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Protocol
 
-from host.api import HostError
+from cardio.identity import mask_id
+from host.api import MAX_FEN, HostError
 
 Row = tuple[object, ...]
 
@@ -112,5 +115,30 @@ def ssn_of(psn_no: str) -> str | None:
     return psn_no[len(PSN_PREFIX) :] if psn_no.startswith(PSN_PREFIX) else None
 
 
-class StoreError(HostError):
-    """The database cannot be used: the sentence says what to do."""
+HolderRow = tuple[str, str, str | None, str, int]
+
+
+def holder_rows(path: Path) -> list[HolderRow]:
+    """The holders a new database is seeded with, from a JSON file
+    ({"holders": [{ssn, name, phone, scheme, balance_fen}]}), each checked."""
+    try:
+        doc = json.loads(Path(path).read_text("utf-8"))
+        rows = [
+            (h["ssn"].upper(), h["name"], h.get("phone"), h["scheme"], int(h["balance_fen"]))
+            for h in doc["holders"]
+        ]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise HostError(
+            f"{path}: not a usable holders file ({type(e).__name__}); give a JSON file of holders"
+        ) from None
+    for ssn, name, phone, scheme, fen in rows:
+        if (
+            not all(isinstance(v, str) and v for v in (ssn, name, scheme))
+            or not (phone is None or isinstance(phone, str))
+            or not 0 <= fen <= MAX_FEN
+        ):
+            raise HostError(
+                f"{path}: the holder {mask_id(str(ssn))} is not usable; "
+                "correct it in the holders file"
+            )
+    return rows

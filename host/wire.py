@@ -35,8 +35,10 @@ def _write(value: object, out: list[str], depth: int) -> None:
     # By hand: the stdlib encoder writes floats only, and money must keep its digits.
     if depth > _MAX_DEPTH:
         raise WireError("the message is nested too deep; send a flatter message")
-    if value is None or isinstance(value, (bool, str)):
-        out.append(json.dumps(value, ensure_ascii=False))
+    if isinstance(value, str):
+        out.append(_string(value))
+    elif value is None or isinstance(value, bool):
+        out.append("null" if value is None else "true" if value else "false")
     elif isinstance(value, int):
         out.append(str(value))
     elif isinstance(value, Decimal):
@@ -48,7 +50,7 @@ def _write(value: object, out: list[str], depth: int) -> None:
         for i, (key, item) in enumerate(value.items()):
             if i:
                 out.append(",")
-            out.append(json.dumps(str(key), ensure_ascii=False))
+            out.append(_string(str(key)))
             out.append(":")
             _write(item, out, depth + 1)
         out.append("}")
@@ -61,6 +63,10 @@ def _write(value: object, out: list[str], depth: int) -> None:
         out.append("]")
     else:
         raise TypeError(f"{type(value).__name__} cannot be sent")
+
+
+# The stdlib encoder's own string function (ensure_ascii=False): one call, no new encoder
+_string = json.encoder.encode_basestring
 
 
 def loads(data: bytes | str) -> Any:

@@ -18,7 +18,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cardio.resources import private_folders
+from cardio.resources import fsync_folder, private_folders
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 
@@ -62,7 +62,7 @@ class Journal:
             os.close(fd)
             raise
         self._held[pending.msgid] = fd
-        _fsync_folder(self.folder)
+        fsync_folder(self.folder)
 
     def remove(self, msgid: str) -> None:
         fd = self._held.pop(msgid, None)
@@ -73,7 +73,7 @@ class Journal:
         finally:
             if fd is not None:
                 os.close(fd)
-        _fsync_folder(self.folder)
+        fsync_folder(self.folder)
 
     def pending(self) -> list[Pending]:
         """What is still to be reversed; a damaged file is skipped (and kept for a person)."""
@@ -113,11 +113,3 @@ class Journal:
             return None
         finally:
             os.close(fd)
-
-
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -23,6 +23,7 @@ from typing import Protocol
 
 from cardio.card.state import CardFileError, CardState
 from cardio.errors import CardioError, Exit
+from cardio.resources import fsync_folder
 
 FILE_MODE = 0o600
 MAX_CARD_BYTES = 1 << 20  # a card file is about 1 KB: anything this big is some other file
@@ -268,14 +269,6 @@ def _parse_int(text: str) -> int | HugeNumber:
 # --- writing ------------------------------------------------------------------------------
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -313,7 +306,7 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
     # Renamed: the new file is what readers see. If this fsync fails it may not survive a
     # power cut, so the caller is told the write failed and keeps its old state in memory.
-    _fsync_dir(path.parent)
+    fsync_folder(path.parent)
 
 
 # --- the lock -----------------------------------------------------------------------------

@@ -6,12 +6,15 @@ run. PIN digits live in a flow only while they are being collected, and leave in
 one command.
 
     view.py      the view model: Stage, View, Line/line(), Tone; typed(), what a stage takes
-    commands.py  what a flow asks the worker to run (ReadCard, Verify, ChangePin, Settle,
-                 RunOutlet) and the host's word on the holder (Account)
+    commands.py  what a flow asks the worker to run (ReadCard, Verify, ChangePin,
+                 Presettle, Settle, RunOutlet, the clerk's) and the host's word on the
+                 holder (Account)
     base.py      CardFlow: what every flow shares (results, notices, a card pulled out,
                  the new PIN's two steps)
     pharmacy.py  PharmacyFlow: a payment, a PIN change, the card's information
     outlet.py    OutletFlow: the service outlet's operations (--outlet)
+    clerk.py     CancelFlow, DayEndFlow: the clerk's cancellation and end of day (menu
+                 4 and 5 with a host; their stages are drawn there)
     receipt.py   Receipt: a payment's receipt, as screen lines and as the --receipts file
 
 Stages and transitions, as the code makes them. [Command]: what the worker runs on the
@@ -22,6 +25,10 @@ Payment (menu 1: PharmacyFlow, Purpose.PAY)
     AMOUNT          --Enter, an amount----------------------> INSERT
     INSERT          --a card is in--------------------------> READING [ReadCard]
     READING         --read: lost, not activated, locked-----> RESULT
+    READING         --read, with a host---------------------> PRESETTLING [Presettle, 2101]
+    PRESETTLING     --refused (short account, lost), no host-> RESULT
+    PRESETTLING     --the split-----------------------------> as READING below, the split and
+                                                              个人支付 on every prompt after
     READING         --read: forced change (S8)--------------> NEW_PIN (forced_change)
     READING         --read: the PIN is in use---------------> PIN
     READING         --read: no PIN (S4)---------------------> CONFIRM_AMOUNT
@@ -35,9 +42,10 @@ Payment (menu 1: PharmacyFlow, Purpose.PAY)
     WORKING         --locked, not activated, refused--------> RESULT
     WORKING         --accepted------------------------------> authorised
     CONFIRM_AMOUNT  --Enter---------------------------------> authorised
-    authorised: without a host RESULT (authorised); with one SETTLING [Settle] (a card
-                that gave no number or ID: RESULT), then --the host's answer--> RESULT
-                (a receipt, kept until 确认; or a refusal)
+    authorised: without a host RESULT (authorised); with one SETTLING [Settle, 2102 under
+                a pending reversal] (a card that gave no number or ID: RESULT), then
+                --the host's answer--> RESULT (a receipt, kept until 确认; a refusal; or,
+                no answer, reversed: terminal/settlement.py)
 
 PIN change (menu 2: PharmacyFlow, Purpose.CHANGE)
     INSERT          --a card is in--------------------------> READING [ReadCard]

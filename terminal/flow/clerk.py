@@ -39,6 +39,7 @@ from host.daybook import Entry
 from host.transport import HostUnreachable
 from terminal.flow.base import CardFlow
 from terminal.flow.commands import Account, CancelSettlement, FindSettlement, Reconcile
+from terminal.flow.receipt import split_line
 from terminal.flow.view import Line, Stage, Tone, View, line
 from terminal.settlement import NotThrough, Reconciliation
 
@@ -145,12 +146,7 @@ class CancelFlow(ClerkFlow):
             line("receipt_setl", setl_id=entry.setl_id),
             line("setl_time", time=entry.time[:19].replace("T", " ")),
             line("amount", amount=format_fen(entry.medfee_fen)),
-            line(
-                "split",
-                fund=format_fen(entry.fund_fen),
-                account=format_fen(entry.acct_fen),
-                cash=format_fen(entry.cash_fen),
-            ),
+            split_line(entry.fund_fen, entry.acct_fen, entry.cash_fen),
         )
 
     def answer(self, result: object) -> None:
@@ -258,12 +254,7 @@ class DayEndFlow(ClerkFlow):
         lines = [
             line("day_end_of", day=r.day.isoformat(), terminal=self.terminal_id),
             line("day_end_totals", count=t.count, total=format_fen(t.medfee_fen)),
-            line(
-                "split",
-                fund=format_fen(t.fund_fen),
-                account=format_fen(t.acct_fen),
-                cash=format_fen(t.cash_fen),
-            ),
+            split_line(t.fund_fen, t.acct_fen, t.cash_fen),
         ]
         if r.balanced:
             lines.append(line("day_end_balanced", Tone.OK))

@@ -21,7 +21,7 @@ from terminal.flow.commands import (
     Settle,
     Verify,
 )
-from terminal.flow.receipt import Receipt
+from terminal.flow.receipt import Receipt, split_line
 from terminal.flow.view import MAX_AMOUNT_DIGITS, Line, Stage, Tone, View, line
 from terminal.rules import CardFacts, Decision, Settings
 
@@ -108,12 +108,7 @@ class PharmacyFlow(CardFlow):
         if s is None:
             return ()
         return (
-            line(
-                "split",
-                fund=format_fen(s.fund_fen),
-                account=format_fen(s.acct_fen),
-                cash=format_fen(s.cash_fen),
-            ),
+            split_line(s.fund_fen, s.acct_fen, s.cash_fen),
             line("holder_pays", amount=format_fen(s.acct_fen + s.cash_fen)),
         )
 

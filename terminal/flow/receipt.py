@@ -12,6 +12,16 @@ from host.client import Settlement
 from terminal.flow.view import Line, Tone, line
 
 
+def split_line(fund_fen: int, acct_fen: int, cash_fen: int) -> Line:
+    """统筹 / 个账 / 现金: how a bill splits, on every screen that shows one."""
+    return line(
+        "split",
+        fund=format_fen(fund_fen),
+        account=format_fen(acct_fen),
+        cash=format_fen(cash_fen),
+    )
+
+
 @dataclass(frozen=True)
 class Receipt:
     terminal_id: str
@@ -57,12 +67,7 @@ class Receipt:
         return (
             line("authorised", Tone.OK),
             line("amount", amount=format_fen(self.amount_fen)),
-            line(
-                "split",
-                fund=format_fen(self.fund_fen),
-                account=format_fen(self.acct_fen),
-                cash=format_fen(self.cash_fen),
-            ),
+            split_line(self.fund_fen, self.acct_fen, self.cash_fen),
             line("balance_after", amount=format_fen(self.balance_fen)),
             line("receipt_setl", setl_id=self.setl_id),
             line("receipt_terminal", terminal=self.terminal_id, time=self.shown_time),
