@@ -157,12 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
         who = p.add_mutually_exclusive_group(required=True)
         who.add_argument("--ssn", metavar="N", help="social security number")
         who.add_argument("--id", metavar="N", help="ID number (the same 18 characters)")
-        p.add_argument(
-            "--db",
-            metavar="PATH",
-            default=argparse.SUPPRESS,
-            help="host database (default: user data folder)",
-        )
+        p.add_argument("--db", metavar="PATH|URL", default=argparse.SUPPRESS, help=DB_HELP)
         p.set_defaults(func=func)
     return parser
 

@@ -38,8 +38,11 @@ def open_platform(db: str | None, policy: Path | None = None) -> Platform:
 
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
-    from host.server import run_serve
+    from host.server import parse_faults, parse_listen, run_serve
 
+    parse_listen(args.listen)  # what was given is checked before a database is made
+    if args.faults is not None:
+        parse_faults(args.faults, args.faults_seed)
     platform = open_platform(args.db, args.policy)
     try:
         return run_serve(args, platform.handle)
@@ -49,22 +52,36 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
 
 def _day(text: str) -> dt.date:
     try:
+        if len(text) != len("2026-11-30"):
+            raise ValueError(text)
         return dt.date.fromisoformat(text)
     except ValueError:
         raise UsageError(f"--date {text!r} is not a date; give one such as 2026-11-30") from None
+
+
+def _daybook_folder(text: str) -> Path:
+    """A terminal's day-book folder; its name is the terminal's id (daybook/<id>)."""
+    folder = Path(text).resolve()
+    if not folder.is_dir():
+        raise UsageError(f"{text} is not a day-book folder; give a terminal's daybook/<id>")
+    return folder
 
 
 def cmd_reconcile(args: argparse.Namespace, out: TextIO) -> int:
     """The day's settlements per terminal as the host has them; with --daybook, each
     terminal's own record checked against them as the platform does (3201, then 3202
     when the totals differ). Exit 0 when every terminal given is balanced."""
-    day = _day(args.date) if args.date else dt.date.today()
+    day = _day(args.date) if args.date is not None else dt.date.today()
+    institution = args.institution.strip()
+    if not institution or len(institution) > 30:
+        raise UsageError("--institution needs the pharmacy's code, 1 to 30 characters")
+    folders = [_daybook_folder(f) for f in args.daybook or ()]
     platform = open_platform(args.db)
     try:
-        _print_host_totals(platform, day, args.institution, out)
+        _print_host_totals(platform, day, institution, out)
         balanced = True
-        for folder in args.daybook or ():
-            balanced &= _check_daybook(platform, day, args.institution, Path(folder), out)
+        for folder in folders:
+            balanced &= _check_daybook(platform, day, institution, folder, out)
     finally:
         platform.store.close()
     return Exit.OK if balanced else Exit.FAILED
@@ -105,8 +122,6 @@ def _check_daybook(
     from host.daybook import DayBook
     from host.transport import EmbeddedTransport
 
-    if not folder.is_dir():
-        raise UsageError(f"{folder} is not a day-book folder; give a terminal's daybook/<id>")
     terminal = folder.name  # the terminal's id: pos-terminal keeps daybook/<id>/
     client = InsuranceClient(
         EmbeddedTransport(platform.handle), device=terminal, institution=institution

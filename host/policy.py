@@ -27,7 +27,15 @@ from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from pathlib import Path
 
+from cardio.errors import Exit
 from host.api import HostError
+
+
+class PolicyError(HostError):
+    """A policy file that cannot be used: what was given, so exit 2."""
+
+    exit_code = Exit.USAGE
+
 
 POOL_FUND = "310100"  # fund_pay_type: the employees' pooled fund
 RESIDENT_POOL_FUND = "390100"
@@ -109,12 +117,12 @@ def load(path: Path) -> Policy:
     try:
         doc = json.loads(Path(path).read_text("utf-8"), parse_float=Decimal)
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise HostError(
+        raise PolicyError(
             f"{path}: not a usable policy file ({type(e).__name__}); give a JSON policy file"
         ) from None
     types = doc.get("insutypes") if isinstance(doc, dict) else None
     if not isinstance(types, dict) or not types:
-        raise HostError(f'{path}: the policy has no "insutypes" object; add one')
+        raise PolicyError(f'{path}: the policy has no "insutypes" object; add one')
     rules = {str(k): _rule(path, str(k), v) for k, v in types.items()}
     rules.setdefault("*", DEFAULT.rules["*"])
     return Policy(rules)
@@ -122,7 +130,7 @@ def load(path: Path) -> Policy:
 
 def _rule(path: Path, insutype: str, doc: object) -> Rule:
     def bad(what: str) -> HostError:
-        return HostError(f"{path}: insurance type {insutype}: {what}; correct the policy file")
+        return PolicyError(f"{path}: insurance type {insutype}: {what}; correct the policy file")
 
     if not isinstance(doc, dict):
         raise bad("is not an object")

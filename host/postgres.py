@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cardio.errors import UsageError
 from cardio.identity import mask_id
 from host.api import Holder, HostError, Transaction, checked_text
 from host.store import PLATFORM_SCHEMA, Conflict, Row, holder_rows
@@ -54,13 +55,22 @@ def _shown(url: str) -> str:
 class PostgresStore:
     def __init__(self, url: str, *, seed: Path | None = None) -> None:
         try:
-            import psycopg  # noqa: F401  (optional: pip install 'shebao-pos[postgres]')
+            import psycopg  # (optional: pip install 'shebao-pos[postgres]')
         except ImportError:
             raise HostError(
                 "PostgreSQL needs psycopg; install it with pip install 'psycopg[binary]'"
             ) from None
         self.url = url
         self.where = _shown(url)
+        try:
+            params = psycopg.conninfo.conninfo_to_dict(url)
+            if "port" in params:
+                int(str(params["port"]))
+        except (psycopg.ProgrammingError, ValueError):
+            raise UsageError(
+                f"{self.where} is not a usable PostgreSQL URL; give one such as "
+                "postgresql://user@127.0.0.1:5432/dbname"
+            ) from None
         self._idle: queue.LifoQueue[psycopg.Connection[Any]] = queue.LifoQueue()
         self._all: list[psycopg.Connection[Any]] = []
         self._slots = threading.BoundedSemaphore(POOL_SIZE)

@@ -640,7 +640,8 @@ def test_reversing_a_cancellation_restores_the_settlement(store: Store, pos: Ter
     assert balance(store, LI) == START[LI]
 
 
-# BUG (host/platform.py, Platform._reverse): a cancellation made at another counter than
+# Was a bug, fixed (host/platform.py, Platform._reverse): a cancellation made at another
+# counter than
 # the settlement is looked up with the 2601's sender as the *settlement's* sender, so it is
 # not found, and the 2601 answers success having restored nothing.
 def test_reversing_a_cancellation_made_at_another_counter_restores_it(
@@ -820,7 +821,7 @@ def _plan() -> list[list[int]]:
     return plan
 
 
-# BUG (host/platform.py, Platform._once, MAX_TRIES; PostgreSQL, "same" holder): the
+# Was a bug, fixed (host/platform.py, Platform._once, MAX_TRIES; PostgreSQL, "same" holder): the
 # balance is compare-and-set and a loser runs its whole unit again at once, with no wait
 # and no queue; 8 counters on one holder make some unit lose 20-30 times in a row, and now
 # and then 50: that counter is answered host_error "the host is too busy ... send it
@@ -972,7 +973,8 @@ def test_a_settlement_meeting_a_reversal_of_it_at_once_is_refused(
 # --- amounts the database cannot hold ------------------------------------------------------
 
 
-# BUG (host/platform.py, Platform._bill; host/wire.py, fen_of): an amount up to 10**18 yuan
+# Was a bug, fixed (host/platform.py, Platform._bill; host/wire.py, fen_of): an amount
+# up to 10**18 yuan
 # passes fen_of, but its fen do not fit a 64-bit integer: SQLite raises OverflowError out of
 # Platform.handle (a traceback, not an answer) and PostgreSQL answers host_error ("try
 # again") for what is the client's mistake.

@@ -42,6 +42,7 @@ from terminal_helpers import (
     rendered_text,
     screen_text,
     settle,
+    settled_rows,
     start_payment,
     toggle_card,
     trace_pane_lines,
@@ -52,7 +53,7 @@ from textual.widgets import Button
 
 from cardio.card import store
 from cardio.card.state import CardFileError, LifeCycle, PinState
-from host.api import DebitStatus, format_fen
+from host.api import format_fen
 from terminal import strings
 from terminal.app import PosApp
 from terminal.cli import build, main, parse_args
@@ -129,7 +130,7 @@ def seeded_fen(profile: str) -> int:
 def debits(app: PosApp, profile: str) -> list[int]:
     """What the host debited from the holder's account, in fen, in order."""
     ssn = holders()[profile]["ssn"]
-    return [t.amount_fen for t in host_of(app).history(ssn) if t.status is DebitStatus.DEBITED]
+    return [fen for fen, _, _ in settled_rows(host_of(app), ssn)]
 
 
 def receipt_lines(lang: str, amount_fen: int, after_fen: int) -> list[str]:
@@ -162,30 +163,78 @@ def assert_receipt(
 
 
 def assert_paid_without_pin(app: PosApp, profile: str) -> str:
-    """After 确认 on a card without PIN (12.50 yuan): the receipt, or, for pension-new
-    (its account holds 0.00), the host's refusal, nothing debited. 未启用密码 either way."""
-    if seeded_fen(profile) >= 1250:
-        text = assert_receipt(app, profile)
-    else:
+    """After 确认 on a card without PIN (12.50 yuan): the receipt, 未启用密码 kept on it."""
+    text = assert_receipt(app, profile)
+    assert ZH["no_pin"] in text
+    return text
+
+
+def short_of_money(profile: str) -> bool:
+    """The holder's account cannot pay 12.50 (pension-new: it holds 0.00)."""
+    return seeded_fen(profile) < 1250
+
+
+async def assert_refused_first_and_the_rule_without_host(
+    card: Path, profile: str, today: dt.date
+) -> None:
+    """A card without PIN whose account cannot pay the 12.50. With the host, the
+    pre-settlement (2101) refuses it as soon as the card is read, before any prompt: no
+    PIN, no forced change, no 确认, nothing settled. The card rule it goes by (no PIN: S4,
+    S8 not forcing it) shows where the card alone decides, on a --no-host terminal:
+    未启用密码 and 确认, then the authorisation."""
+    app = make_app(card, today=today)
+    async with app.run_test(size=SIZE) as pilot:
+        await start_payment(pilot)
         assert app.flow is not None and app.flow.view.stage is Stage.RESULT
         assert app.flow.view.success is False
         text = screen_text(app)
         assert "个人账户余额不足（0.00 元），未扣款" in text
         assert amount_line("zh") in text
-        assert AUTHORISED["zh"] not in text
+        for absent in (
+            ZH["no_pin"],
+            CONFIRM_AMOUNT["zh"],
+            ZH["enter_pin"],
+            ZH["forced_change"],
+            ZH["new_pin"],
+            AUTHORISED["zh"],
+        ):
+            assert absent not in text, absent
         assert debits(app, profile) == []
-    assert ZH["no_pin"] in text
-    return text
+        assert balance_fen(app, profile) == seeded_fen(profile)
+    app = make_app(card, today=today, host=None)
+    async with app.run_test(size=SIZE) as pilot:
+        await start_payment(pilot)
+        assert app.flow is not None and app.flow.view.stage is Stage.CONFIRM_AMOUNT
+        text = screen_text(app)
+        assert ZH["no_pin"] in text
+        assert CONFIRM_AMOUNT["zh"] in text
+        assert amount_line("zh") in text
+        for absent in (ZH["enter_pin"], ZH["forced_change"], ZH["new_pin"], AUTHORISED["zh"]):
+            assert absent not in text, absent
+        await confirm(pilot)
+        assert app.flow is not None and app.flow.view.stage is Stage.RESULT
+        assert app.flow.view.success is True
+        text = screen_text(app)
+        assert ZH["no_pin"] in text
+        assert AUTHORISED["zh"] in text
+        assert amount_line("zh") in text
+        for absent in (CONFIRM_AMOUNT["zh"], ZH["enter_pin"], ZH["forced_change"], ZH["new_pin"]):
+            assert absent not in text, absent
 
 
 @pytest.mark.parametrize("profile", ["resident-new", "pension-new", "legacy-medical", "disabled"])
 async def test_s4_s8_s12_s16_payment_without_pin(tmp_path: Path, profile: str) -> None:
     """S4 (INITIAL, not forced), S8 (390/170 out of scope), S12 (category L), S16
     (DISABLED): no PIN asked; the amount is shown with 未启用密码 for the holder to
-    confirm, nothing reaches the host before 确认; then the host debits it (pension-new,
-    whose account holds nothing, is refused); card file byte for byte as before."""
+    confirm, nothing is settled before 确认; then the host settles it; card file byte for
+    byte as before. pension-new's account holds nothing: the host refuses it before any
+    prompt, and its rule is checked without a host."""
     card = make_card(tmp_path, profile)
     before = file_bytes(card)
+    if short_of_money(profile):
+        await assert_refused_first_and_the_rule_without_host(card, profile, AFTER_UPGRADE)
+        assert file_bytes(card) == before
+        return
     app = make_app(card, today=AFTER_UPGRADE)
     async with app.run_test(size=SIZE) as pilot:
         await start_payment(pilot)
@@ -199,7 +248,7 @@ async def test_s4_s8_s12_s16_payment_without_pin(tmp_path: Path, profile: str) -
         assert ZH["forced_change"] not in text
         assert ZH["new_pin"] not in text
         assert file_bytes(card) == before
-        assert host_of(app).history(holders()[profile]["ssn"]) == []  # nothing before 确认
+        assert debits(app, profile) == []  # nothing before 确认
         await confirm(pilot)
         text = assert_paid_without_pin(app, profile)
         assert CONFIRM_AMOUNT["zh"] not in text
@@ -238,9 +287,15 @@ async def test_s8_forced_only_for_310_category_1_from_the_upgrade_date(
 ) -> None:
     """S8/S9/S12: only a 310, category 1, INITIAL card on or after the upgrade date is made
     to change its PIN; every other INITIAL card pays with no PIN, as S4 says (the amount
-    confirmed with 确认, then debited; pension-new's empty account refused)."""
+    confirmed with 确认, then settled; pension-new's empty account is refused before any
+    prompt, and its rule is checked without a host)."""
     card = make_card(tmp_path, profile)
     before = file_bytes(card)
+    if short_of_money(profile):
+        assert not forced
+        await assert_refused_first_and_the_rule_without_host(card, profile, today)
+        assert file_bytes(card) == before
+        return
     app = make_app(card, today=today)
     async with app.run_test(size=SIZE) as pilot:
         await start_payment(pilot)

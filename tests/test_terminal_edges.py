@@ -24,6 +24,7 @@ from terminal_helpers import (
     OTHER_PIN,
     UPGRADE_DATE,
     card_state,
+    embedded_link,
     enter,
     entry_text,
     file_bytes,
@@ -33,6 +34,7 @@ from terminal_helpers import (
     new_host,
     screen_text,
     settle,
+    settled_rows,
     start_payment,
     toggle_card,
 )
@@ -43,7 +45,6 @@ from textual.screen import ModalScreen
 from cardio.card.state import PinState
 from cardio.readers.base import CardEvent, EventKind
 from cardio.readers.virtual import VirtualReader
-from host.api import DebitStatus
 from host.sqlite import SqliteHost, seed_file
 from terminal import strings
 from terminal.app import Options, PosApp
@@ -167,7 +168,7 @@ def pos(
     options = Options(
         settings,
         lang=lang,
-        host=host or new_host(tmp_path),
+        host=embedded_link(host or new_host(tmp_path), "POS-0001"),
         keys=issuer_keys(),
         timeout=timeout,
         card_timeout=card_timeout,
@@ -189,7 +190,7 @@ async def wait_until(pilot: Pilot, condition: Callable[[], bool], timeout: float
 
 
 def debits(host: SqliteHost, profile: str) -> int:
-    return sum(1 for t in host.history(ssn_of(profile)) if t.status is DebitStatus.DEBITED)
+    return len(settled_rows(host, ssn_of(profile)))
 
 
 def on_menu(app: PosApp) -> bool:
@@ -898,7 +899,7 @@ async def test_17_trace_and_receipts_are_private(tmp_path: Path) -> None:
     receipts = tmp_path / "rc"
     options = Options(
         settings,
-        host=new_host(tmp_path),
+        host=embedded_link(new_host(tmp_path), "POS-0001"),
         keys=issuer_keys(),
         trace_file=trace,
         receipts=receipts,
@@ -947,12 +948,20 @@ async def test_1_f2_during_change_pin_keeps_the_result(tmp_path: Path) -> None:
 
 
 class DownHost(SqliteHost):
-    """A real host whose holder lookup fails, as a host that is down would."""
+    """A real host, seeded and its tables made, whose database then fails (`down`), as a
+    host that is down would: every unit of work of the platform engine raises, so every
+    transaction is answered host_error."""
 
-    def holder(self, ssn: str):  # type: ignore[override]
-        from host.api import HostError
+    down = False
+    failures = 0
 
-        raise HostError("connection refused")
+    def atomic(self):  # type: ignore[override]
+        if self.down:
+            from host.api import HostError
+
+            self.failures += 1
+            raise HostError("connection refused")
+        return super().atomic()
 
 
 @pytest.mark.parametrize(
@@ -962,16 +971,33 @@ class DownHost(SqliteHost):
 async def test_11_host_down_says_what_could_not_be_checked(
     tmp_path: Path, key: str, expected: str
 ) -> None:
-    """A PIN change or card information cannot check a lost card either: it says so,
-    without 未扣款 (nothing was being paid) and without the host's English reason."""
+    """The host's database is down when the card is read (1101 answered host_error): a
+    payment, a PIN change or card information cannot check a lost card either. It says
+    so (a payment with 未扣款 and the amount, the others without it: nothing was being
+    paid), without the host's English reason, and ends there: no PIN asked, the card
+    untouched, nothing settled."""
     card = make_card(tmp_path, "employee-enabled")
-    app = pos(card, tmp_path, host=DownHost(tmp_path / "h.db", seed=seed_file()))
+    before = file_bytes(card)
+    host = DownHost(tmp_path / "h.db", seed=seed_file())
+    app = pos(card, tmp_path, host=host)
+    host.down = True
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press(key)
         await settle(pilot)
         if key == "1":
             await enter(pilot, "1250")
+        assert app.flow is not None and app.flow.view.stage is Stage.RESULT
+        assert app.flow.view.success is False
         text = screen_text(app)
         assert strings.text("zh", expected) in text
         assert "connection refused" not in text
         assert ("未扣款" in text) == (key == "1")
+        assert (amount_line() in text) == (key == "1")
+        for absent in (ZH["enter_pin"], ZH["enter_old_pin"], ZH["new_pin"], ZH["no_pin"]):
+            assert absent not in text, absent
+        assert ZH["authorised"] not in text
+        assert ZH["lost"] not in text
+    assert host.failures >= 1  # the engine met the failing database
+    assert file_bytes(card) == before
+    host.down = False
+    assert debits(host, "employee-enabled") == 0

@@ -24,14 +24,16 @@ from terminal_helpers import (
     enter,
     file_bytes,
     holders,
+    host_of,
     make_card,
     screen_text,
     settle,
+    settled_rows,
     start_payment,
 )
 
 from cardio.resources import user_dir
-from host.api import DebitStatus
+from host.client import DEFAULT_INSTITUTION as INSTITUTION
 from host.sqlite import SqliteHost, default_db
 from terminal import strings
 from terminal.cli import build, main, parse_args
@@ -179,7 +181,8 @@ async def test_without_no_host_a_payment_is_debited(tmp_path: Path, where: str) 
     user data folder's database), seeded with the fixture holders; employee-enabled pays
     12.50 with its PIN and the screen is the receipt (balance 1268.00, terminal 310000000001,
     the default PSAM's);
-    the database, opened again, holds the one debit."""
+    the database, opened again, holds the one settlement that stands, from this terminal,
+    and the account down by 12.50."""
     profile = "employee-enabled"
     card = make_card(tmp_path, profile)
     argv = ["--card", str(card)]
@@ -190,8 +193,7 @@ async def test_without_no_host_a_payment_is_debited(tmp_path: Path, where: str) 
     args = parse_args(argv)
     assert not args.no_host
     app = build(args)
-    host = app.options.host
-    assert isinstance(host, SqliteHost)
+    host = host_of(app)  # the embedded platform's database
     assert host.path == db
     async with app.run_test(size=SIZE) as pilot:
         await start_payment(pilot, "1250")
@@ -213,9 +215,15 @@ async def test_without_no_host_a_payment_is_debited(tmp_path: Path, where: str) 
         assert isinstance(app.screen, MenuScreen) and app.flow is None
     other = SqliteHost(db)
     try:
-        history = other.history(ssn_of(profile))
-        assert [(t.status, t.amount_fen, t.balance_after_fen, t.terminal_id) for t in history] == [
-            (DebitStatus.DEBITED, 1250, 126800, "310000000001")
+        assert settled_rows(other, ssn_of(profile)) == [
+            (1250, 126800, f"{INSTITUTION}/310000000001")
         ]
+        holder = other.holder(ssn_of(profile))
+        assert holder is not None and holder.balance_fen == 128050 - 1250
+        with other.atomic() as sql:
+            [(setl_id,)] = sql.rows(
+                "SELECT setl_id FROM settlements WHERE ssn = ?", (ssn_of(profile),)
+            )
+        assert f"结算号 {setl_id}" in text  # the receipt named the settlement
     finally:
         other.close()

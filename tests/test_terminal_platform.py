@@ -374,7 +374,7 @@ def test_a_reversal_refused_by_a_passing_host_fault_is_tried_again(
     host_db: HostDb,
     links: Callable[..., PlatformLink],
 ) -> None:
-    """BUG (terminal/settlement.py _reverse, host/server.py error_answer): the 2102's
+    """Was a bug, fixed (terminal/settlement.py _reverse, host/server.py error_answer): the 2102's
     answer is lost; the first 2601 meets a passing host fault (`--faults error=1`:
     infcode -1 "injected fault", not handled; the server's own refusals carry no
     err_type). The terminal takes any refusal but kind "host_error" as final: it stops
@@ -428,7 +428,7 @@ def test_an_unreadable_settlement_answer_is_reversed_not_called_undebited(
     host_db: HostDb,
     links: Callable[..., PlatformLink],
 ) -> None:
-    """BUG (terminal/settlement.py _settle_once): the host settled (infcode 0) but its
+    """Was a bug, fixed (terminal/settlement.py _settle_once): the host settled (infcode 0) but its
     answer cannot be read (no setlinfo: InsuranceClient._settlement raises a plain
     HostError). _settle_once lets it through untouched: the pending reversal stays, and
     the flow says 结算失败，未扣款 (settle_failed) although the money is debited until the
@@ -786,7 +786,8 @@ def test_a_payment_against_a_postgresql_host(
 def test_a_desk_command_beside_a_serving_host_does_not_kill_it(
     tmp_path: Path, links: Callable[..., PlatformLink]
 ) -> None:
-    """BUG (host/sqlite.py): `pos-host serve` on a SQLite --db while the desk opens the same
+    """Was a bug, fixed (host/sqlite.py): `pos-host serve` on a SQLite --db while the desk
+    opens the same
     database (what `pos-host report-loss`, `balance`, `history`, `reconcile` do: a
     SqliteHost opened and closed). SqliteHost.__init__ opens and closes the -shm and -wal
     files after its connection is open (`_companions_private`, line 144), which drops
@@ -838,7 +839,7 @@ def test_a_second_terminal_with_the_same_id_never_reverses_a_settlement_in_fligh
     host_db: HostDb,
     links: Callable[..., PlatformLink],
 ) -> None:
-    """BUG (terminal/settlement.py, terminal/journal.py): two `pos-terminal` runs with
+    """Was a bug, fixed (terminal/settlement.py, terminal/journal.py): two `pos-terminal` runs with
     one terminal id (the default POS-0001 of every terminal without a PSAM) in one user
     data folder share the journal user_dir()/pending/<id>. Terminal A's 2102 is at the
     host, settled, its answer on the way (delay=2); terminal B starts a payment, and its
