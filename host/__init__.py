@@ -1,5 +1,8 @@
-"""The settlement host: holders' personal accounts, payments, loss reports (S18).
+"""The settlement host as the medical-insurance platform: its numbered transactions
+(host/platform.py) over SQLite or PostgreSQL, in process or over HTTP (`pos-host
+serve`), and the desk's commands (loss reports S18, balances, reconciliation).
+docs/host.md says what it does. Never imports textual.
 
-Behind a small interface (`host.api.SettlementHost`), so a networked host can
-replace the embedded SQLite one later. Never imports textual.
+`SqliteHost.debit` (host/api.py's SettlementHost) is the account debit from before the
+platform's transactions; the terminal no longer uses it.
 """

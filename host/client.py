@@ -10,8 +10,8 @@ reversed, host/client.py's `reverse`, with the message id `settle` returned).
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -100,7 +100,8 @@ class InsuranceClient:
         self.institution_name = institution_name
         self.region = region
         self.clock = clock
-        self._sequence = secrets.randbelow(10000)  # restarts in one second: other ids
+        self._sequence = 0
+        self._second = ""
         self._lock = threading.Lock()
         self._sign_no = ""
         self._signed_day: dt.date | None = None
@@ -108,11 +109,27 @@ class InsuranceClient:
     # --- envelopes ------------------------------------------------------------------------
 
     def new_msgid(self) -> str:
-        """Institution (12) + time (14) + a sequence number (4): 30 characters."""
+        """Institution (12) + time (14) + a sequence number (4): 30 characters.
+
+        The sequence is at least the tenth of a millisecond within the second: a terminal
+        restarted within the same second (its counter lost) starts above every number the
+        earlier run used, unless that run sent faster than one message a 0.1 ms."""
         with self._lock:
-            self._sequence = (self._sequence + 1) % 10000
+            for _ in range(3000):
+                now = self.clock()
+                second = f"{now:%Y%m%d%H%M%S}"
+                tick = now.microsecond // 100
+                if second != self._second:
+                    self._second, self._sequence = second, tick
+                    break
+                if self._sequence < 9999:
+                    self._sequence = max(self._sequence + 1, tick)
+                    break
+                time.sleep(0.001)  # this second's numbers are spent: the next second's
+            else:
+                raise HostError("the clock stands still: no new message id; check the clock")
             sequence = self._sequence
-        return f"{self.institution[:12]:<12}{self.clock():%Y%m%d%H%M%S}{sequence:04d}"
+        return f"{self.institution[:12]:<12}{second}{sequence:04d}"
 
     def envelope(
         self, infno: str, data: dict[str, Any], msgid: str | None = None

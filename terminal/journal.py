@@ -64,6 +64,13 @@ class Journal:
         self._held[pending.msgid] = fd
         fsync_folder(self.folder)
 
+    def release(self, msgid: str) -> None:
+        """Its answer will not come: the file stays for a later reversal (recover), no
+        longer held as in flight."""
+        fd = self._held.pop(msgid, None)
+        if fd is not None:
+            os.close(fd)
+
     def remove(self, msgid: str) -> None:
         fd = self._held.pop(msgid, None)
         try:

@@ -152,6 +152,7 @@ class PlatformLink:
                     continue  # a passing fault of the host's: the same reversal again
                 # Refused for good (a message the host cannot reverse): a person must look.
                 log.error("reversal of %s refused: %s", pending.msgid, e)
+                self.journal.release(pending.msgid)
                 return False
             except HostError:  # no answer, unreachable, an answer that cannot be used
                 continue
@@ -162,6 +163,7 @@ class PlatformLink:
             self.journal.remove(pending.msgid)
             log.info("settlement %s reversed", pending.msgid)
             return True
+        self.journal.release(pending.msgid)  # recover() sends it again later
         return False
 
     def recover(self) -> int:

@@ -32,6 +32,7 @@ INTERNAL = {
 # What a person gave that cannot be used: exit 2.
 USAGE = {
     "cardio.errors.UsageError",
+    "host.policy.PolicyError",
     "cardio.card.state.CardFileError",
     "cardio.card.profiles.UnknownProfileError",
     "cardio.card.store.CardPathError",
