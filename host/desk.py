@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TextIO
 
 from cardio.errors import Exit, UsageError
-from host.api import format_fen
+from host.api import HostError, format_fen
 from host.platform import Platform
 from host.store import Sql, Store
 
@@ -152,11 +152,24 @@ def settlements_of(store: Store, ssn: str) -> list[str]:
             "FROM settlements WHERE ssn = ? ORDER BY setl_time, setl_id",
             (ssn,),
         )
-    return [
-        f"{time}  {sender!s:<10} {str(status).upper():<14} {format_fen(_int(medfee)):>10}  "
-        f"account {format_fen(_int(acct)):>10}  balance {format_fen(_int(balc)):>10}  {setl_id}"
-        for time, sender, status, medfee, acct, balc, setl_id in rows
-    ]
+    lines = []
+    for time, sender, status, medfee, acct, balc, setl_id in rows:
+        fen = [_row_amount(store, setl_id, v) for v in (medfee, acct, balc)]
+        lines.append(
+            f"{time!s}  {sender!s:<10} {str(status).upper():<14} {format_fen(fen[0]):>10}  "
+            f"account {format_fen(fen[1]):>10}  balance {format_fen(fen[2]):>10}  {setl_id!s}"
+        )
+    return lines
+
+
+def _row_amount(store: Store, setl_id: object, value: object) -> int:
+    """A settlement row's amount; a row edited by hand is one line naming it."""
+    if type(value) is int:
+        return value
+    raise HostError(
+        f"{store.where}: the settlement row {str(setl_id)[:30]!r} has an amount that is not "
+        "a whole number of fen; correct or delete that row, or restore the database"
+    )
 
 
 def _has_settlements(sql: Sql) -> bool:

@@ -670,3 +670,25 @@ def test_reconcile_and_history_over_postgresql(pg_url, user, tmp_path):
         "周** (3101**********0397): personal account balance 0.00 yuan"
     )
     assert ZHOU not in out and NAMES[ZHOU] not in out
+
+
+def test_a_settlement_row_edited_by_hand_is_one_line_naming_it(tmp_path: Path) -> None:
+    """`history` of a holder whose settlement row holds text where fen belong: one line
+    naming the row, exit 1, never a traceback."""
+    import sqlite3
+
+    db = tmp_path / "host.db"
+    store = open_store(str(db))
+    Platform(store)  # makes the platform's tables
+    store.close()
+    con = sqlite3.connect(db)
+    con.execute(
+        "INSERT INTO settlements VALUES ('S-EDITED', 'M1', 'P310101197911020480', "
+        "'310101197911020480', 'X/1', 'm', 'X', '310', 'twelve', 0, 0, 0, 0, 0, 0, 0, "
+        "'2026-11-30 10:00:00', '2026-11-30', 'settled', NULL, NULL, NULL)"
+    )
+    con.commit()
+    con.close()
+    done = pos_host("--db", str(db), "history", "--ssn", "310101197911020480")
+    line = one_line_error(done, 1)
+    assert "'S-EDITED'" in line and "correct or delete that row" in line
