@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from cardio import identity, vpcd
+from cardio import clone, identity, record, replay, vpcd
 from cardio.apdu import HexError, parse_hex, to_hex
 from cardio.card import profiles, store
 from cardio.card.state import CardState
@@ -304,19 +304,87 @@ def cmd_readers(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    from cardio import control, faults
+
     logging.basicConfig(level=logging.INFO, format="cardio serve: %(message)s", stream=sys.stderr)
     try:
         vpcd_at = vpcd.parse_address(args.vpcd) if args.vpcd is not None else None
         listen_at = vpcd.parse_address(args.listen) if args.listen is not None else None
     except ValueError as e:
         raise UsageError(str(e)) from None
-    return vpcd.serve(
-        store.card_path(args.card),
+    paths = [store.card_path(card) for card in args.card]
+    armed = [faults.parse_slotted(spec) for spec in args.faults]
+    for index, path in enumerate(paths):
+        if path in paths[:index]:
+            raise UsageError(
+                f"{args.card[index]} is given twice; each slot needs a card of its own"
+            )
+    if listen_at is not None:
+        # Reversed mode: Debian's vpcd makes pcscd abort when a card goes (README).
+        if len(paths) > 1 or armed or args.control is not None:
+            raise UsageError(
+                "--listen serves one card, without --control or --faults (pcscd aborts "
+                "there when a card goes); use --vpcd for several cards and remote control"
+            )
+        return vpcd.serve(
+            paths[0], listen=listen_at, verbose=args.verbose, random_seed=args.random_seed
+        )
+    if args.control == "":
+        raise UsageError("the --control path is empty; give the socket's path")
+    sock_path: Path | None = (
+        Path(args.control).absolute() if args.control else control.default_path(paths[0])
+    )
+    if (
+        sock_path is not None
+        and args.control is None
+        and len(os.fsencode(sock_path)) > control.SUN_PATH_MAX
+    ):
+        logging.getLogger("cardio.serve").warning(
+            "no control socket: %s is over %d bytes; give a shorter one with --control PATH",
+            sock_path,
+            control.SUN_PATH_MAX,
+        )
+        sock_path = None
+    return vpcd.serve_cards(
+        paths,
         vpcd=vpcd_at,
-        listen=listen_at,
         verbose=args.verbose,
         random_seed=args.random_seed,
+        control=sock_path,
+        faults=armed,
     )
+
+
+def cmd_ctl(args: argparse.Namespace, out: TextIO) -> int:
+    from cardio import control, faults
+
+    action: str = args.action
+    words = list(args.words)
+    usage = {
+        "status": 0,
+        "insert": 1,
+        "remove": 1,
+        "clear": 1,
+        "watch": 1,
+        "fault": 2,
+        "swap": 2,
+    }
+    needs = usage[action]
+    if len(words) > needs or (action in ("clear", "watch", "fault", "swap") and len(words) < needs):
+        shapes = {0: "", 1: " SLOT", 2: " SLOT FILE" if action == "swap" else " SLOT SPEC"}
+        optional = " [SLOT]" if action in ("insert", "remove") else shapes[needs]
+        raise UsageError(f"write it as: cardio ctl {action}{optional}")
+    if words and not (words[0].isascii() and words[0].isdigit()):
+        raise UsageError(f"{words[0]!r} is not a slot number (0, 1, ...)")
+    if action == "fault":
+        faults.parse(words[1])  # a bad spec is told here, with exit 2
+    if action == "swap":
+        path = store.card_path(words[1])
+        if not path.is_file():
+            raise UsageError(f"{words[1]}: no such card file; give the card file to put in")
+        words[1] = os.fspath(path)
+    line = " ".join([action, *words])
+    return control.request(control.resolve(args.control), line, out, follow=action == "watch")
 
 
 def _outlet_keys(args: argparse.Namespace) -> KeySource:
@@ -466,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="the card or PSAM file")
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(func=cmd_show)
+    clone.add_parser(card_sub)
 
     p = sub.add_parser("send", help="send APDUs to a card")
     _card_or_reader(p)
@@ -476,6 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
     _card_or_reader(p)
     p.add_argument("file", help="one hex APDU a line, '#' comments, 'reset'")
     p.set_defaults(func=cmd_script)
+    record.add_parser(sub)
+    replay.add_parser(sub)
 
     p = sub.add_parser(
         "read-bas",
@@ -514,8 +585,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("readers", help="list PC/SC readers and their cards")
     p.set_defaults(func=cmd_readers)
 
-    p = sub.add_parser("serve", help="plug a card or PSAM file into pcscd through vpcd")
-    p.add_argument("card", metavar="CARD.json", help="card or PSAM file")
+    p = sub.add_parser(
+        "serve", help="plug card or PSAM files into pcscd through vpcd, one per slot"
+    )
+    p.add_argument(
+        "card",
+        metavar="CARD.json",
+        nargs="+",
+        help="card or PSAM files: the first in slot 0 (PORT), the next in slot 1 (PORT+1), ...",
+    )
     where = p.add_mutually_exclusive_group()
     where.add_argument(
         "--vpcd",
@@ -528,9 +606,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="vpcd's reversed mode: wait for vpcd here (host default 127.0.0.1)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log each APDU, PINs masked")
+    p.add_argument(
+        "--control",
+        metavar="PATH",
+        help="the control socket for 'cardio ctl' (default .CARD.json.ctl beside the first card)",
+    )
+    p.add_argument(
+        "--faults",
+        metavar="[SLOT:]SPEC",
+        action="append",
+        default=[],
+        help="arm a fault from the start (repeatable): mute, delay=MS, remove-after=N, tear, "
+        "sw=INS:SW, flip, then ,p=P ,count=N|*",
+    )
     # Tests only (docs/card.md §7): GET CHALLENGE from random.Random(N), not secrets.
     p.add_argument("--random-seed", type=int, metavar="N", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "ctl",
+        help="control a running 'cardio serve': insert, remove, swap, faults",
+        description="status | insert [SLOT] | remove [SLOT] | swap SLOT FILE | "
+        "fault SLOT SPEC | clear SLOT | watch SLOT",
+    )
+    p.add_argument(
+        "--control",
+        metavar="PATH",
+        help="serve's control socket, or its first card file (default $CARDIO_CONTROL)",
+    )
+    p.add_argument(
+        "action", choices=["status", "insert", "remove", "swap", "fault", "clear", "watch"]
+    )
+    p.add_argument("words", nargs="*", metavar="ARG", help="SLOT, then FILE or SPEC")
+    p.set_defaults(func=cmd_ctl)
     return parser
 
 

@@ -2,8 +2,11 @@
 
 Debian's pcscd ignores PCSCLITE_CSOCK_NAME: one daemon per machine, on
 /run/pcscd/pcscd.comm. When none runs, the suite starts its own (`pcscd -f -c DIR`, a
-reader.conf naming vpcd on a port pair it picks) and stops it after. vpcd opens its
-port for slot 0 and the next one for slot 1.
+reader.conf naming vpcd on ports it picks) and stops it after. vpcd opens its
+port for slot 0 and the next one for slot 1, and no more: Debian builds it with two slots,
+and a second reader.conf entry does not add any (the driver keeps one table of slots for
+all its readers: measured, the second entry's ports replace the first's). The two ports
+after the pair are picked free too: a test puts a fake vpcd there for a third card.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +31,8 @@ VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
 PCSCD_SOCKET = Path("/run/pcscd/pcscd.comm")
 DEBIAN_VPCD_PORT = 35963
 READER_NAME = "Virtual PCD"  # vpcd names its slots "<FRIENDLYNAME> 00 00" and "... 00 01"
+SLOTS_PER_READER = 2  # Debian's vpcd build: VPCDSLOTS
+SPARE_PORTS = 2  # free ports after the pair: slots 2 and 3 of `cardio serve A B C D`
 WAIT = 15.0
 
 
@@ -54,8 +60,8 @@ def slot_name(slot: int) -> str:
     return f"{READER_NAME} 00 {slot:02d}"
 
 
-def _port_pair_free(port: int) -> bool:
-    for p in (port, port + 1):
+def _port_pair_free(port: int, count: int = SLOTS_PER_READER + SPARE_PORTS) -> bool:
+    for p in range(port, port + count):
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
@@ -66,10 +72,11 @@ def _port_pair_free(port: int) -> bool:
 
 
 def pick_port_pair(start: int = 36200) -> int:
-    for port in range(start, start + 400, 2):
+    step = SLOTS_PER_READER + SPARE_PORTS
+    for port in range(start, start + 400, step):
         if _port_pair_free(port):
             return port
-    raise RuntimeError("no two free TCP ports for vpcd")
+    raise RuntimeError(f"no {step} free TCP ports in a row for vpcd")
 
 
 def _readers() -> list[str] | None:
@@ -127,6 +134,34 @@ class ServedCard:
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+
+@dataclass
+class ServedSet:
+    """A `cardio serve A B ...` process: card i in slot i, and its control socket."""
+
+    paths: list[Path]
+    readers: list[str]
+    proc: subprocess.Popen
+    log: Path
+    control: Path
+
+    def output(self) -> str:
+        return self.log.read_text("utf-8", "replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def ctl(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """`cardio ctl --control SOCKET ARGS...`, its output captured."""
+        return subprocess.run(
+            [sys.executable, "-m", "cardio.cli", "ctl", "--control", str(self.control), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
 
 MACHINE_LOCK = Path("/tmp/shebao-pos-pcsc.lock")
@@ -247,6 +282,65 @@ class PcscStack:
                     f"card not seen in {reader}; serve log:\n{served.output()}"
                 ) from None
         return served
+
+    def serve_set(self, paths: list[Path], *extra: str, wait: bool = True) -> ServedSet:
+        """Several cards in one `cardio serve`, slot 0 on, with a control socket here
+        (a short path: a socket's may have 107 bytes at most). Slots past vpcd's two are
+        on ports PORT+2 on, where nothing listens unless the test puts a fake vpcd there;
+        only the cards of pcscd's slots are waited for."""
+        self._serial += 1
+        log = self.workdir / f"serve-set-{self._serial}.log"
+        control = self.workdir / f"ctl-{self._serial}.sock"
+        out = open(log, "ab")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cardio.cli",
+                "serve",
+                *map(str, paths),
+                "--vpcd",
+                f"127.0.0.1:{self.port}",
+                "--control",
+                str(control),
+                *extra,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        out.close()
+        readers = [slot_name(i) for i in range(min(len(paths), SLOTS_PER_READER))]
+        served = ServedSet(list(paths), readers, proc, log, control)
+        self.served.append(served)  # type: ignore[arg-type]  # stop() is all close() uses
+        if wait:
+            try:
+                for reader in readers:
+                    wait_for(lambda r=reader: card_present(r), f"the card in {reader}")
+                wait_for(control.exists, "the control socket")
+            except TimeoutError:
+                served.stop()
+                raise TimeoutError(f"cards not seen; serve log:\n{served.output()}") from None
+        return served
+
+    @contextlib.contextmanager
+    def serving_sets(self) -> Iterator[Callable[..., ServedSet]]:
+        """serve_set for one test: what it started is stopped, and its slots seen empty,
+        before the next test serves its own."""
+        started: list[ServedSet] = []
+
+        def start(paths: list[Path], *extra: str, wait: bool = True) -> ServedSet:
+            served = self.serve_set(paths, *extra, wait=wait)
+            started.append(served)
+            return served
+
+        try:
+            yield start
+        finally:
+            for served in started:
+                with contextlib.suppress(Exception):
+                    served.stop()
+                for reader in served.readers:
+                    self.wait_removed(reader)
 
     def wait_removed(self, reader: str) -> None:
         wait_for(lambda: not card_present(reader), f"{reader} to be empty")
