@@ -508,7 +508,11 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument("--out", required=True, metavar="FILE", help="the session script to write")
     p.add_argument("--from-trace", metavar="TRACE", help="a trace file (pos-terminal --trace)")
-    p.add_argument("--control", metavar="PATH", help="cardio serve's control socket")
+    p.add_argument(
+        "--control",
+        metavar="PATH",
+        help="cardio serve's control socket, or its first card file (as cardio ctl)",
+    )
     p.add_argument("--slot", type=int, default=0, metavar="N", help="the served slot (default 0)")
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run)
@@ -520,16 +524,20 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         raise UsageError("give --from-trace or --control, not both")
     if args.slot < 0:
         raise UsageError("--slot is a slot number, 0 or more")
-    if args.from_trace is None and args.control is None:
+    if args.from_trace is None and args.control is None and not os.environ.get("CARDIO_CONTROL"):
         raise UsageError(
-            "give --from-trace TRACE, or --control PATH (the socket cardio serve opened)"
+            "give --from-trace TRACE, or --control PATH (cardio serve's socket or its first "
+            "card file)"
         )
     lines: Iterable[str]
     if args.from_trace is not None:
         lines = read_text(args.from_trace, "trace").splitlines()
         name = args.from_trace
     else:
-        lines = watch_lines(args.control, args.slot)
+        from cardio import control
+
+        # The socket, or the first card file it sits beside, or $CARDIO_CONTROL: as ctl.
+        lines = watch_lines(str(control.resolve(args.control)), args.slot)
         name = f"slot {args.slot}"
     with private_output(args.out, force=args.force) as script:
 
