@@ -115,8 +115,23 @@ def wait_for(condition, what: str, timeout: float = WAIT) -> None:
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+class _Serving:
+    """What a `cardio serve` process a test started offers: its log, a stop."""
+
+    proc: subprocess.Popen
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text("utf-8", "replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+
 @dataclass
-class ServedCard:
+class ServedCard(_Serving):
     """A `cardio serve` process plugging one card file into a vpcd slot."""
 
     path: Path
@@ -124,20 +139,12 @@ class ServedCard:
     proc: subprocess.Popen
     log: Path
 
-    def output(self) -> str:
-        return self.log.read_text("utf-8", "replace")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
-
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 
 
 @dataclass
-class ServedSet:
+class ServedSet(_Serving):
     """A `cardio serve A B ...` process: card i in slot i, and its control socket."""
 
     paths: list[Path]
@@ -145,14 +152,6 @@ class ServedSet:
     proc: subprocess.Popen
     log: Path
     control: Path
-
-    def output(self) -> str:
-        return self.log.read_text("utf-8", "replace")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
 
     def ctl(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """`cardio ctl --control SOCKET ARGS...`, its output captured."""
