@@ -27,7 +27,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -265,11 +265,17 @@ def _connect(address: tuple[str, int], guard: StopGuard) -> socket.socket:
         guard.waiting = False
 
 
-def _connections_out(address: tuple[str, int], guard: StopGuard) -> Iterator[socket.socket]:
-    """Forward mode: connect to vpcd, again and again, backing off while it is away."""
+def connect_with_backoff(
+    address: tuple[str, int],
+    guard: StopGuard,
+    label: str = "",
+    wanted: Callable[[], bool] = lambda: True,
+) -> socket.socket | None:
+    """Forward mode: connected to vpcd, backing off while it is away (said once); None
+    once the card is no longer `wanted` (pulled out meanwhile)."""
     delay = BACKOFF_START
     waiting_said = False
-    while True:
+    while wanted():
         try:
             sock = _connect(address, guard)
         except UnicodeError:  # parse_address refuses such names; serve() may be called directly
@@ -281,13 +287,16 @@ def _connections_out(address: tuple[str, int], guard: StopGuard) -> Iterator[soc
             if not waiting_said:
                 if isinstance(e, socket.gaierror):  # it may appear (a container starting)
                     log.warning(
-                        "waiting for vpcd at %s: the host name does not resolve (%s); check --vpcd",
+                        "%swaiting for vpcd at %s: the host name does not resolve (%s); "
+                        "check --vpcd",
+                        label,
                         _where(*address),
                         e.strerror,
                     )
                 else:
                     log.warning(
-                        "waiting for vpcd at %s (%s); is pcscd running with the vpcd driver?",
+                        "%swaiting for vpcd at %s (%s); is pcscd running with the vpcd driver?",
+                        label,
                         _where(*address),
                         e.strerror or e,
                     )
@@ -297,8 +306,17 @@ def _connections_out(address: tuple[str, int], guard: StopGuard) -> Iterator[soc
             continue
         sock.settimeout(None)
         _tune(sock)
+        return sock
+    return None
+
+
+def _connections_out(address: tuple[str, int], guard: StopGuard) -> Iterator[socket.socket]:
+    """Forward mode: connect to vpcd, again and again, backing off while it is away."""
+    while True:
+        sock = connect_with_backoff(address, guard)
+        if sock is None:  # cannot happen: always wanted
+            return
         log.info("card inserted into vpcd at %s", _where(*address))
-        delay, waiting_said = BACKOFF_START, False
         yield sock
 
 
@@ -812,41 +830,7 @@ class Slot:
 
     def _connect(self) -> socket.socket | None:
         """Connected to vpcd, or None once the card is pulled out meanwhile."""
-        delay = BACKOFF_START
-        waiting_said = False
-        while self.wanted:
-            try:
-                sock = _connect(self.address, self.guard)
-            except UnicodeError:
-                raise ServeError(
-                    f"cannot connect to vpcd at {_where(*self.address)}: not a valid host "
-                    f"name; give an IP address such as {VPCD_HOST}"
-                ) from None
-            except OSError as e:
-                if not waiting_said:
-                    if isinstance(e, socket.gaierror):  # it may appear (a container starting)
-                        log.warning(
-                            "%swaiting for vpcd at %s: the host name does not resolve (%s); "
-                            "check --vpcd",
-                            self.label,
-                            _where(*self.address),
-                            e.strerror,
-                        )
-                    else:
-                        log.warning(
-                            "%swaiting for vpcd at %s (%s); is pcscd running with the vpcd driver?",
-                            self.label,
-                            _where(*self.address),
-                            e.strerror or e,
-                        )
-                    waiting_said = True
-                self.guard.sleep(delay)
-                delay = min(delay * 2, BACKOFF_MAX)
-                continue
-            sock.settimeout(None)
-            _tune(sock)
-            return sock
-        return None
+        return connect_with_backoff(self.address, self.guard, self.label, lambda: self.wanted)
 
     def _serve_link(self, sock: socket.socket) -> None:
         with self._lock:
