@@ -143,6 +143,13 @@ def journal_files() -> list[str]:
     return sorted(os.listdir(folder)) if folder.exists() else []
 
 
+def assert_nothing_moved(host_db: HostDb) -> None:
+    """No settlement, the balance as seeded, nothing left to reverse."""
+    assert host_db.settlements() == []
+    assert host_db.balance(SSN) == START_BALANCE
+    assert journal_files() == []
+
+
 def settings() -> Settings:
     return Settings(upgrade_date=UPGRADE_DATE, today=AFTER_UPGRADE)
 
@@ -328,9 +335,7 @@ def test_a_settlement_the_host_refused_leaves_nothing_pending(
     assert pad.stage is Stage.RESULT
     assert pad.keys == ["settle_failed", "amount"]
     assert routed.sent == ["2102"]
-    assert host_db.settlements() == []
-    assert host_db.balance(SSN) == START_BALANCE
-    assert journal_files() == []
+    assert_nothing_moved(host_db)
 
 
 @pytest.mark.slow
@@ -651,9 +656,7 @@ def test_insufficient_balance_is_refused_at_the_pre_settlement(
     assert pad.keys == ["insufficient", "amount"]
     assert pad.shown() == [text("insufficient", balance="1280.50"), "金额 2000.00 元"]
     assert card_state(card).tries_left == tries
-    assert host_db.settlements() == []
-    assert host_db.balance(SSN) == START_BALANCE
-    assert journal_files() == []
+    assert_nothing_moved(host_db)
 
 
 @pytest.mark.slow
@@ -691,9 +694,7 @@ def test_a_card_reported_lost_at_the_desk_is_refused_at_card_read(
     assert pad.stage is Stage.RESULT
     assert pad.sent == ["ReadCard"]
     assert pad.keys == ["lost"]
-    assert host_db.settlements() == []
-    assert host_db.balance(SSN) == START_BALANCE
-    assert journal_files() == []
+    assert_nothing_moved(host_db)
 
 
 # --- the command line ---------------------------------------------------------------------
