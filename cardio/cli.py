@@ -304,7 +304,7 @@ def cmd_readers(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
-    from cardio import control, faults
+    from cardio import control, faults, slots
 
     logging.basicConfig(level=logging.INFO, format="cardio serve: %(message)s", stream=sys.stderr)
     try:
@@ -345,7 +345,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
             control.SUN_PATH_MAX,
         )
         sock_path = None
-    return vpcd.serve_cards(
+    return slots.serve_cards(
         paths,
         vpcd=vpcd_at,
         verbose=args.verbose,

@@ -33,7 +33,8 @@ from cardio import faults
 from cardio.errors import CardioError, Exit, UsageError
 
 if TYPE_CHECKING:
-    from cardio.vpcd import Slot, StopGuard
+    from cardio.slots import Slot
+    from cardio.vpcd import StopGuard
 
 SUN_PATH_MAX = 107  # bytes of a Unix socket's path on Linux (sun_path is 108, NUL included)
 MAX_LINE = 4096

@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -106,10 +107,13 @@ def test_sw_answers_the_chosen_status_word_unexecuted(
 
 def test_flip_corrupts_one_byte_of_the_answer(tmp_path, pcsc_stack, serve_set, client_of) -> None:
     path = new_card(tmp_path)
-    served = serve_set([path])
+    served = serve_set([path], "--verbose")
     ok(served.ctl("fault", "0", "flip"))
     client = client_of(served.readers[0])
     hr, answer = client.transmit(SELECT_SSSE)
+    log = served.output()
+    assert answer.hex(" ").upper() in log  # the log shows the answer the reader got
+    assert SELECTED.hex(" ").upper() not in log.split("fault flip")[0]
     assert hr == 0 and len(answer) == len(SELECTED)
     differ = [i for i in range(len(answer)) if answer[i] != SELECTED[i]]
     assert len(differ) == 1 and differ[0] < len(SELECTED) - 2  # a data byte, SW kept
@@ -252,3 +256,78 @@ def test_scriptor_shows_the_chosen_sw_and_the_flipped_byte(tmp_path, pcsc_stack,
     assert responses[0] in (h("96 83"), h("69 7C"))
     assert responses[1] == SELECTED  # both spent
     assert store.read(path) == before
+
+
+# scriptor (pcsc-tools) as the terminal software under test: one script, each fault
+SCRIPT = [SELECT_SSSE_HEX, "00 20 00 00 03 11 22 33", "00 20 00 00"]
+SCRIPTOR_GONE = ("Transaction failed", "Card was removed")  # its words for a card gone
+
+
+@dataclass
+class Seen:
+    """What scriptor showed: its exit status, the answers it printed, its last words."""
+
+    returncode: int
+    answers: list[bytes]
+    stderr: str
+    seconds: float
+
+
+def scriptor_under(served, fault: str, tmp_path: Path) -> Seen:
+    """Run SCRIPT through scriptor with `fault` armed; a run still waiting after 2 s
+    (a mute card) is ended as a holder would: the card pulled out."""
+    from scriptor_helpers import parse_scriptor, tool
+
+    ok(served.ctl("fault", "0", fault))
+    script = tmp_path / "script.txt"
+    script.write_text("".join(line + "\n" for line in SCRIPT))
+    start = time.monotonic()
+    child = subprocess.Popen(
+        [tool("scriptor"), "-r", served.readers[0], str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = child.communicate(timeout=2)
+    except subprocess.TimeoutExpired:
+        assert "an answer withheld" in ok(served.ctl("status"))
+        ok(served.ctl("remove"))
+        out, err = child.communicate(timeout=10)
+    finally:
+        child.kill()
+    _, answers = parse_scriptor(out)
+    return Seen(child.returncode, answers, err, time.monotonic() - start)
+
+
+@pytest.mark.parametrize("fault", ["delay=600", "remove-after=1", "tear=old", "tear=new", "mute"])
+def test_scriptor_sees_each_fault_as_a_real_reader_shows_it(
+    tmp_path, pcsc_stack, serve_set, fault
+) -> None:
+    path = new_card(tmp_path)
+    before = store.read(path)
+    served = serve_set([path])
+    seen = scriptor_under(served, fault, tmp_path)
+    after = store.read(path)
+    log = served.output()
+    if fault == "delay=600":  # slow, and otherwise the card: the wrong PIN costs its try
+        assert seen.returncode == 0, seen.stderr
+        assert seen.answers == [SELECTED, h("63 C5"), h("63 C5")]
+        assert seen.seconds >= 0.6
+        assert after.tries_left == before.tries_left - 1
+        assert "answer held 600 ms" in log
+        return
+    assert seen.returncode != 0  # the script stops where the card went
+    assert any(words in seen.stderr for words in SCRIPTOR_GONE), seen.stderr
+    if fault == "remove-after=1":  # pulled after the SELECT: the VERIFY never reached it
+        assert seen.answers == [SELECTED]
+        assert after == before
+    elif fault == "mute":  # no answer at all, until the card was pulled
+        assert seen.answers == [b""] and seen.seconds >= 2
+        assert after == before
+    else:  # power lost in the VERIFY's write: no answer, and the old or the new state
+        assert seen.answers == [SELECTED, b""]
+        assert after.tries_left == before.tries_left - (fault == "tear=new")
+        assert after.card == before.card and after.holder == before.holder
+        assert f"came back in the {fault[5:]} state" in log
+    assert "11 22 33" not in log

@@ -10,6 +10,7 @@ The fake vpcd and the `cardio serve` process are in vpcd_fakes.py.
 
 from __future__ import annotations
 
+import random
 import re
 import signal
 import socket
@@ -57,10 +58,8 @@ from vpcd_fakes import (
     serving,
 )
 
-from cardio import cli, vpcd
+from cardio import cli, slots, vpcd
 from cardio.card import profiles, store
-from cardio.card.card import VirtualCard
-from cardio.card.store import FileStore
 
 # --- the card file --------------------------------------------------------------------
 
@@ -117,6 +116,12 @@ class ScriptedSocket:
     def sendall(self, data: bytes) -> None:
         self.writes.append(bytes(data))
 
+    def __enter__(self) -> ScriptedSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.closed = True
+
     def send(self, data: bytes) -> int:
         self.writes.append(bytes(data))
         return len(data)
@@ -126,13 +131,19 @@ class ScriptedSocket:
 
 
 @contextmanager
-def open_card(path: Path) -> Iterator[VirtualCard]:
-    with FileStore(path) as file_store:
-        yield VirtualCard(file_store.open(), file_store)
+def open_card(path: Path) -> Iterator[vpcd.Held]:
+    held = vpcd.hold(path, None, random.Random())
+    with held.cards:
+        yield held
+
+
+def serve_link(held: vpcd.Held, sock: socket.socket | ScriptedSocket) -> None:
+    """What `cardio serve` does with one connection to vpcd (forward mode)."""
+    slots.Slot(0, ("127.0.0.1", 0), held).serve_link(sock)  # type: ignore[arg-type]
 
 
 def run_bridge(path: Path, stream: bytes) -> bytes:
-    """Bridge.serve on one end of a socketpair: we write `stream` and close our sending
+    """A slot on one end of a socketpair: we write `stream` and close our sending
     side; everything the bridge wrote back before it returned."""
     with open_card(path) as card:
         ours, theirs = socket.socketpair()
@@ -141,7 +152,7 @@ def run_bridge(path: Path, stream: bytes) -> bytes:
         def run() -> None:
             try:
                 with theirs:
-                    vpcd.Bridge(card).serve(theirs, vpcd.StopGuard())
+                    serve_link(card, theirs)
             except BaseException as e:
                 failures.append(e)
 
@@ -155,14 +166,14 @@ def run_bridge(path: Path, stream: bytes) -> bytes:
         finally:
             ours.close()
             thread.join(DEADLINE)
-    assert not thread.is_alive(), "Bridge.serve did not return at end of stream"
+    assert not thread.is_alive(), "the slot did not return at end of stream"
     assert failures == []
     return received
 
 
 @contextmanager
 def bridged(path: Path) -> Iterator[VpcdLink]:
-    """Bridge.serve in a thread; we talk to it as vpcd. On leaving, the bridge must
+    """A slot in a thread; we talk to it as vpcd. On leaving, the bridge must
     return at end of stream without having sent anything more."""
     with open_card(path) as card:
         ours, theirs = socket.socketpair()
@@ -171,7 +182,7 @@ def bridged(path: Path) -> Iterator[VpcdLink]:
         def run() -> None:
             try:
                 with theirs:
-                    vpcd.Bridge(card).serve(theirs, vpcd.StopGuard())
+                    serve_link(card, theirs)
             except BaseException as e:
                 failures.append(e)
 
@@ -185,7 +196,7 @@ def bridged(path: Path) -> Iterator[VpcdLink]:
         finally:
             ours.close()
             thread.join(DEADLINE)
-    assert not thread.is_alive(), "Bridge.serve did not return at end of stream"
+    assert not thread.is_alive(), "the slot did not return at end of stream"
     assert failures == []
 
 
@@ -323,7 +334,7 @@ def test_each_reply_is_one_frame_written_with_one_send(card_path: Path) -> None:
         ]
     )
     with open_card(card_path) as card:
-        vpcd.Bridge(card).serve(sock, vpcd.StopGuard())  # returns at end of stream
+        serve_link(card, sock)  # returns at end of stream
     assert sock.writes == [
         frame(expected_atr(card_path)),
         frame(PIN_DATA_FRESH),
