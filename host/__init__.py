@@ -2,7 +2,4 @@
 (host/platform.py) over SQLite or PostgreSQL, in process or over HTTP (`pos-host
 serve`), and the desk's commands (loss reports S18, balances, reconciliation).
 docs/host.md says what it does. Never imports textual.
-
-`SqliteHost.debit` (host/api.py's SettlementHost) is the account debit from before the
-platform's transactions; the terminal no longer uses it.
 """

@@ -97,17 +97,9 @@ def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
 
     with open_host(args.db) as host:
         holder = _holder(host, ssn)
-        rows = host.history(holder.ssn)
         settled = settlements_of(host, holder.ssn)
-    if not rows and not settled:
+    if not settled:
         print("no payments yet", file=out)
-    for t in rows:
-        after = format_fen(t.balance_after_fen) if t.balance_after_fen is not None else "-"
-        print(
-            f"{t.time}  {t.terminal_id:<10} {t.status.value:<14} "
-            f"{format_fen(t.amount_fen):>10}  balance {after:>10}  {t.txn_id}",
-            file=out,
-        )
     for line in settled:
         print(line, file=out)
     return Exit.OK

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from cardio.errors import UsageError
 from cardio.identity import mask_id
-from host.api import Holder, HostError, Transaction, checked_text
+from host.api import Holder, HostError, checked_text
 from host.store import PLATFORM_SCHEMA, Conflict, Row, holder_rows
 
 if TYPE_CHECKING:
@@ -186,9 +186,6 @@ class PostgresStore:
                 return holder, False
             sql.run("UPDATE holders SET lost = ? WHERE ssn = ?", (int(lost), ssn))
         return dataclasses.replace(holder, lost=lost), True
-
-    def history(self, ssn: str) -> list[Transaction]:
-        return []  # the debits before the platform's transactions were SQLite's only
 
     def close(self) -> None:
         self._closed = True

@@ -1,19 +1,19 @@
 """The embedded settlement host: one SQLite database file (stdlib sqlite3).
 
-A debit is one SQL transaction (BEGIN IMMEDIATE ... COMMIT), idempotent by its
-transaction id: a retry after a crash or a timeout finds the first answer and never
-debits twice. WAL with synchronous=FULL: a committed payment survives a crash.
+Each unit of work of the platform engine (host/platform.py) is one SQL transaction
+(BEGIN IMMEDIATE ... COMMIT). WAL with synchronous=FULL: a committed settlement survives
+a crash. A `transactions` table left by the account debit of older versions is never
+read, changed or dropped.
 
 The file holds personal data: it must be a regular file, and it and its -wal and -shm
 are made 0600 on every open (an existing wider file too; one we may not change is
-refused), in folders made 0700. Every row read is checked, so a hand-edited row is a
-HostError naming that row, never a traceback.
+refused), in folders made 0700. Every holder row read is checked, so a hand-edited row
+is a HostError naming that row, never a traceback.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import errno
 import os
 import sqlite3
@@ -26,15 +26,7 @@ from types import TracebackType
 
 from cardio.identity import mask_id
 from cardio.resources import file_kind, private_folders
-from host.api import (
-    Debit,
-    DebitStatus,
-    Holder,
-    HostError,
-    Transaction,
-    checked_amount,
-    checked_text,
-)
+from host.api import Holder, HostError, checked_text
 from host.store import PLATFORM_SCHEMA, Conflict, Row, holder_rows
 
 SCHEMA = """
@@ -46,17 +38,6 @@ CREATE TABLE IF NOT EXISTS holders (
     balance_fen INTEGER NOT NULL CHECK (balance_fen >= 0),
     lost        INTEGER NOT NULL DEFAULT 0 CHECK (lost IN (0, 1))
 );
-CREATE TABLE IF NOT EXISTS transactions (
-    txn_id            TEXT PRIMARY KEY,
-    terminal_id       TEXT NOT NULL,
-    card_number       TEXT NOT NULL,
-    ssn               TEXT NOT NULL,
-    amount_fen        INTEGER NOT NULL CHECK (amount_fen > 0),
-    time              TEXT NOT NULL,
-    status            TEXT NOT NULL,
-    balance_after_fen INTEGER
-);
-CREATE INDEX IF NOT EXISTS transactions_by_ssn ON transactions (ssn, time);
 """
 
 FILE_MODE = 0o600
@@ -65,12 +46,6 @@ _COMPANIONS = ("-wal", "-shm", "-journal")  # SQLite's files beside the database
 HOLDER_BY_SSN = (
     "SELECT rowid, ssn, name, phone, scheme, balance_fen, lost FROM holders WHERE ssn = ?"
 )
-_TRANSACTIONS = (
-    "SELECT rowid, txn_id, terminal_id, card_number, ssn, amount_fen, time, "
-    "status, balance_after_fen FROM transactions "
-)
-TRANSACTIONS_BY_SSN = _TRANSACTIONS + "WHERE ssn = ? ORDER BY time, rowid"
-TRANSACTION_BY_ID = _TRANSACTIONS + "WHERE txn_id = ?"
 
 # SQLite's primary result codes (the low byte of sqlite_errorcode)
 _SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
@@ -89,10 +64,6 @@ def seed_file() -> Path:
     from cardio.resources import data_dir
 
     return data_dir("holders") / "holders.json"
-
-
-def now() -> str:
-    return dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
 def _os_reason(e: OSError) -> str:
@@ -387,43 +358,6 @@ class SqliteHost:
             raise bad("has a lost flag that is neither 0 nor 1")
         return Holder(ssn, name, phone, scheme, fen, bool(lost))
 
-    def _transaction_of(self, row: tuple[object, ...]) -> Transaction:
-        rowid, txn_id, terminal_id, card_number, ssn, amount, time, status, after = row
-        label = (
-            f"payment {txn_id[:40]!r}"
-            if isinstance(txn_id, str) and txn_id
-            else "a payment without a transaction id"
-        )
-
-        def bad(what: str) -> HostError:
-            return self._bad_row("transactions", rowid, label, what)
-
-        if not isinstance(txn_id, str) or not txn_id:
-            raise bad("has no transaction id as text")
-        if not isinstance(terminal_id, str):
-            raise bad("has a terminal id that is not text")
-        if not isinstance(card_number, str):
-            raise bad("has a card number that is not text")
-        if not isinstance(ssn, str):
-            raise bad("has a social security number that is not text")
-        if type(amount) is not int or amount <= 0:
-            raise bad("has an amount that is not a whole number of fen above 0")
-        if not isinstance(time, str):
-            raise bad("has a time that is not text")
-        try:
-            dt.datetime.fromisoformat(time)
-        except ValueError:
-            raise bad("has a time that is not an ISO date and time") from None
-        if status not in {s.value for s in DebitStatus}:
-            raise bad("has a status that is none of " + ", ".join(DebitStatus))
-        if after is None and status != DebitStatus.UNKNOWN_HOLDER:
-            raise bad("has no balance after the payment")
-        if after is not None and (type(after) is not int or after < 0):
-            raise bad("has a balance after that is not a whole number of fen at or above 0")
-        return Transaction(
-            txn_id, terminal_id, card_number, ssn, amount, time, DebitStatus(status), after
-        )
-
     # --- reads ----------------------------------------------------------------------
 
     def holder(self, ssn: str) -> Holder | None:
@@ -432,69 +366,7 @@ class SqliteHost:
             row = self._conn.execute(HOLDER_BY_SSN, (ssn,)).fetchone()
         return None if row is None else self._holder_of(row)
 
-    def history(self, ssn: str) -> list[Transaction]:
-        ssn = checked_text("social security number", ssn).upper()
-        with self._guard():
-            rows = self._conn.execute(TRANSACTIONS_BY_SSN, (ssn,)).fetchall()
-        return [self._transaction_of(r) for r in rows]
-
-    def total_fen(self) -> tuple[int, int]:
-        """(sum of balances, sum of debited amounts): their sum never changes."""
-        with self._guard():
-            balances = self._conn.execute(
-                "SELECT COALESCE(SUM(balance_fen), 0) FROM holders"
-            ).fetchone()[0]
-            debited = self._conn.execute(
-                "SELECT COALESCE(SUM(amount_fen), 0) FROM transactions WHERE status = 'DEBITED'"
-            ).fetchone()[0]
-        return balances, debited
-
     # --- writes ---------------------------------------------------------------------
-
-    def debit(
-        self, txn_id: str, terminal_id: str, card_number: str, ssn: str, amount_fen: int
-    ) -> Debit:
-        # Checked before the transaction: a bad argument writes nothing.
-        txn_id = checked_text("transaction id", txn_id)
-        terminal_id = checked_text("terminal id", terminal_id)
-        card_number = checked_text("card number", card_number, empty=True)
-        ssn = checked_text("social security number", ssn).upper()
-        amount_fen = checked_amount(amount_fen)
-        with self._transaction() as db:
-            earlier = db.execute(TRANSACTION_BY_ID, (txn_id,)).fetchone()
-            if earlier is not None:
-                first = self._transaction_of(earlier)
-                if (first.amount_fen, first.ssn) != (amount_fen, ssn):
-                    raise HostError(
-                        f"transaction {txn_id} was already used for another payment; "
-                        "start a new payment"
-                    )
-                return Debit(
-                    txn_id,
-                    first.status,
-                    first.amount_fen,
-                    first.balance_after_fen,
-                    first.time,
-                    replayed=True,
-                )
-            row = db.execute(HOLDER_BY_SSN, (ssn,)).fetchone()
-            holder = None if row is None else self._holder_of(row)
-            if holder is None:
-                status, after = DebitStatus.UNKNOWN_HOLDER, None
-            elif holder.lost:
-                status, after = DebitStatus.LOST, holder.balance_fen
-            elif holder.balance_fen < amount_fen:
-                status, after = DebitStatus.INSUFFICIENT, holder.balance_fen
-            else:
-                status, after = DebitStatus.DEBITED, holder.balance_fen - amount_fen
-                db.execute("UPDATE holders SET balance_fen = ? WHERE ssn = ?", (after, ssn))
-            stamp = now()
-            db.execute(
-                "INSERT INTO transactions (txn_id, terminal_id, card_number, ssn, amount_fen, "
-                "time, status, balance_after_fen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (txn_id, terminal_id, card_number, ssn, amount_fen, stamp, status.value, after),
-            )
-        return Debit(txn_id, status, amount_fen, after, stamp)
 
     def set_lost(self, ssn: str, lost: bool) -> tuple[Holder, bool]:
         """The holder's card reported lost (True) or back in use (False): the holder as it

@@ -14,7 +14,7 @@ from typing import Any
 
 from host import wire
 from host.platform import Platform
-from host.store import Row, Sql, Store
+from host.store import Row, Sql, Store, psn_no_of
 
 Message = dict[str, Any]
 
@@ -180,6 +180,18 @@ def bill(
             for i, ((code, _), amount) in enumerate(zip(lines, amounts, strict=True))
         ],
     }
+
+
+def counter(store: Store, dev_no: str = "POS-1", clock: Clock | None = None) -> Terminal:
+    """A terminal signed in on a new engine over `store` (the default policy)."""
+    terminal = Terminal(Platform(store, clock=clock or Clock()), dev_no=dev_no)
+    terminal.sign_in()
+    return terminal
+
+
+def pay(terminal: Terminal, ssn: str, amount: str, msgid: str | None = None) -> Message:
+    """A 2102 for the holder (insured under 310): one line of `amount` yuan."""
+    return terminal.settle(bill(psn_no_of(ssn), (("X0001", amount),)), msgid)
 
 
 # --- the store's rows ------------------------------------------------------------------

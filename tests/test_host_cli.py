@@ -9,15 +9,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from platform_helpers import DAY_ONE, INSTITUTION, Clock, Message, counter, pay
 
 from cardio.resources import HOME_VARIABLE
 from host import cli
-from host.api import DebitStatus
 from host.sqlite import SqliteHost
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,12 +85,20 @@ def x_holder(db: Path, tmp_path: Path) -> None:
     h.close()
 
 
-def debit(db: Path, txn: str, ssn: str, amount: int, terminal: str = "POS-01"):
+def settle(db: Path, ssn: str, amount: str, terminal: str = "POS-01", minute: int = 0) -> Message:
+    """A 2102 of `amount` yuan through the engine on the database file, at 10:`minute`."""
     h = SqliteHost(db, seed=SEED)
     try:
-        return h.debit(txn, terminal, "A93230742", ssn, amount)
+        return pay(counter(h, terminal, Clock(DAY_ONE.replace(minute=minute))), ssn, amount)
     finally:
         h.close()
+
+
+def balc(answer: Message) -> Decimal:
+    """The balance after a 2102 that went through."""
+    assert answer["infcode"] == 0, answer
+    after: Decimal = answer["output"]["setlinfo"]["balc"]
+    return after
 
 
 def default_db() -> Path:
@@ -106,7 +116,7 @@ def test_report_loss_by_ssn_then_balance_says_reported_lost(db):
     assert ok("balance", "--ssn", ZHANG, "--db", str(db)) == (
         "张* (3101**********2174): personal account balance 500.00 yuan; card reported lost\n"
     )
-    assert debit(db, "after-report", ZHANG, 100).status is DebitStatus.LOST
+    assert settle(db, ZHANG, "1.00")["err_type"] == "lost"
     assert not default_db().exists()
 
 
@@ -127,7 +137,7 @@ def test_report_loss_by_id_with_lower_case_x(db, tmp_path):
     assert ok("balance", "--ssn", X_SSN, "--db", str(db)) == (
         "欧阳** (1101**********118X): personal account balance 123.45 yuan; card reported lost\n"
     )
-    assert debit(db, "x-lost", X_SSN, 1).status is DebitStatus.LOST
+    assert settle(db, X_SSN, "0.01")["err_type"] == "lost"
     out = ok("cancel-loss", "--id", X_SSN.lower(), "--db", str(db))
     assert out == "loss report cancelled: the card of 欧阳** (1101**********118X) works again\n"
     assert ok("balance", "--ssn", X_SSN.lower(), "--db", str(db)).endswith("card in use\n")
@@ -140,8 +150,7 @@ def test_cancel_loss(db):
     assert ok("balance", "--ssn", ZHANG, "--db", str(db)) == (
         "张* (3101**********2174): personal account balance 500.00 yuan; card in use\n"
     )
-    d = debit(db, "after-cancel", ZHANG, 100)
-    assert (d.status, d.balance_after_fen) == (DebitStatus.DEBITED, 49900)
+    assert balc(settle(db, ZHANG, "1.00")) == Decimal("499.00")
 
 
 def test_cancel_loss_of_a_card_never_reported(db):
@@ -179,20 +188,20 @@ def test_balance_output_is_exact(db, ssn, line):
 
 
 def test_balance_after_payments(db):
-    debit(db, "b-1", LI, 12345)
-    debit(db, "b-2", LI, 5)
-    debit(db, "b-3", LI, 999999)  # refused
+    balc(settle(db, LI, "123.45"))
+    balc(settle(db, LI, "0.05"))
+    assert settle(db, LI, "9999.99")["err_type"] == "insufficient"
     assert ok("balance", "--ssn", LI, "--db", str(db)) == (
         "李** (3101**********0480): personal account balance 1157.00 yuan; card in use\n"
     )
-    debit(db, "b-4", LI, 115699)
+    assert balc(settle(db, LI, "1156.99")) == Decimal("0.01")
     assert ok("balance", "--id", LI, "--db", str(db)) == (
         "李** (3101**********0480): personal account balance 0.01 yuan; card in use\n"
     )
 
 
 def test_db_before_or_after_the_subcommand_is_the_same_file(db):
-    debit(db, "where-1", ZHANG, 1)
+    balc(settle(db, ZHANG, "0.01"))
     expected = "张* (3101**********2174): personal account balance 499.99 yuan; card in use\n"
     assert ok("--db", str(db), "balance", "--ssn", ZHANG) == expected
     assert ok("balance", "--db", str(db), "--ssn", ZHANG) == expected
@@ -212,32 +221,119 @@ def test_without_db_the_default_lives_under_shebao_pos_home():
 # --- history ---------------------------------------------------------------------------
 
 
-def test_history_lists_debited_and_refused_rows(db):
-    debit(db, "hist-1", ZHANG, 1250, "POS-01")
-    debit(db, "hist-2", ZHANG, 60000, "POS-02")  # INSUFFICIENT
-    debit(db, "hist-other", LI, 100)
-    h = SqliteHost(db)
-    h.report_loss(ZHANG)
-    h.close()
-    debit(db, "hist-3", ZHANG, 10, "POS-03")  # LOST
+def test_history_lists_the_settlements_oldest_first(db):
+    """Only what the engine settled, by the time it was settled (not by when it was sent):
+    refusals (a short account, a lost card) and other holders' settlements are not listed."""
+    late = balc(settle(db, ZHANG, "12.50", "POS-02", minute=5))
+    assert settle(db, ZHANG, "600.00", "POS-01", minute=0)["err_type"] == "insufficient"
+    balc(settle(db, LI, "1.00", minute=1))
+    ok("report-loss", "--ssn", ZHANG, "--db", str(db))
+    assert settle(db, ZHANG, "0.10", "POS-03", minute=2)["err_type"] == "lost"
     ok("cancel-loss", "--ssn", ZHANG, "--db", str(db))
-    debit(db, "hist-4", ZHANG, 48750, "POS-01")
+    early = balc(settle(db, ZHANG, "487.50", "POS-01", minute=1))
+    assert (late, early) == (Decimal("487.50"), Decimal("0.00"))
     h = SqliteHost(db)
-    times = [t.time for t in h.history(ZHANG)]
-    h.close()
+    try:
+        with h.atomic() as sql:
+            ids = sql.rows("SELECT setl_id FROM settlements WHERE ssn = ? ORDER BY msgid", (ZHANG,))
+    finally:
+        h.close()
+    [(late_id,), (early_id,)] = ids  # in the order they were sent
     out = ok("history", "--ssn", ZHANG, "--db", str(db))
-    lines = out.splitlines()
-    assert [line.split() for line in lines] == [
-        [times[0], "POS-01", "DEBITED", "12.50", "balance", "487.50", "hist-1"],
-        [times[1], "POS-02", "INSUFFICIENT", "600.00", "balance", "487.50", "hist-2"],
-        [times[2], "POS-03", "LOST", "0.10", "balance", "487.50", "hist-3"],
-        [times[3], "POS-01", "DEBITED", "487.50", "balance", "0.00", "hist-4"],
+    assert [line.split() for line in out.splitlines()] == [
+        ["2026-11-30", "10:01:00", f"{INSTITUTION}/POS-01", "SETTLED", "487.50"]
+        + ["account", "487.50", "balance", "0.00", early_id],
+        ["2026-11-30", "10:05:00", f"{INSTITUTION}/POS-02", "SETTLED", "12.50"]
+        + ["account", "12.50", "balance", "487.50", late_id],
     ]
     assert ok("history", "--id", ZHANG, "--db", str(db)) == out
 
 
 def test_history_without_payments(db):
     assert ok("history", "--ssn", CHEN, "--db", str(db)) == "no payments yet\n"
+
+
+# --- a database made by an older version -----------------------------------------------
+
+# The account debit of older versions kept its payments in a `transactions` table beside
+# the holders. Such a database still opens and works; that table is left as it is.
+OLD_TABLE = """
+CREATE TABLE transactions (
+    txn_id            TEXT PRIMARY KEY,
+    terminal_id       TEXT NOT NULL,
+    card_number       TEXT NOT NULL,
+    ssn               TEXT NOT NULL,
+    amount_fen        INTEGER NOT NULL CHECK (amount_fen > 0),
+    time              TEXT NOT NULL,
+    status            TEXT NOT NULL,
+    balance_after_fen INTEGER
+);
+CREATE INDEX transactions_by_ssn ON transactions (ssn, time);
+"""
+
+OLD_PAYMENTS = [
+    ("pay-1", "POS-01", "A93230742", ZHANG, 1250, "2025-03-01T09:00:01+08:00", "DEBITED", 48750),
+    (
+        "pay-2",
+        "POS-02",
+        "A93230742",
+        ZHANG,
+        90000,
+        "2025-03-01T09:05:00+08:00",
+        "INSUFFICIENT",
+        48750,
+    ),
+]
+
+
+def old_database(db: Path) -> None:
+    """The holders as every version made them, then the old table and its payments."""
+    SqliteHost(db, seed=SEED).close()
+    con = sqlite3.connect(db)
+    try:
+        con.executescript(OLD_TABLE)
+        con.executemany("INSERT INTO transactions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", OLD_PAYMENTS)
+        con.execute("UPDATE holders SET balance_fen = 48750 WHERE ssn = ?", (ZHANG,))
+        con.commit()
+    finally:
+        con.close()
+
+
+def old_table(db: Path) -> list[tuple[object, ...]]:
+    """The `transactions` table's definition, its indexes', and its rows."""
+    con = sqlite3.connect(db)
+    try:
+        return [
+            *con.execute(
+                "SELECT type, name, sql FROM sqlite_schema WHERE tbl_name = 'transactions' "
+                "ORDER BY name"
+            ),
+            *con.execute("SELECT rowid, * FROM transactions ORDER BY rowid"),
+        ]
+    finally:
+        con.close()
+
+
+def test_a_database_with_the_old_debit_table_opens_and_works(db):
+    old_database(db)
+    before = old_table(db)
+    assert len(before) == 3 + len(OLD_PAYMENTS)  # the table, its key, its index; the rows
+    zhang = "张* (3101**********2174): personal account balance {} yuan; card in use\n"
+    assert ok("balance", "--ssn", ZHANG, "--db", str(db)) == zhang.format("487.50")
+    assert ok("history", "--ssn", ZHANG, "--db", str(db)) == "no payments yet\n"
+    assert balc(settle(db, ZHANG, "7.50")) == Decimal("480.00")
+    assert ok("balance", "--id", ZHANG, "--db", str(db)) == zhang.format("480.00")
+    [line] = ok("history", "--ssn", ZHANG, "--db", str(db)).splitlines()
+    assert line.split()[2:-1] == [
+        f"{INSTITUTION}/POS-01",
+        "SETTLED",
+        "7.50",
+        "account",
+        "7.50",
+        "balance",
+        "480.00",
+    ]
+    assert old_table(db) == before
 
 
 # --- errors ----------------------------------------------------------------------------
@@ -344,8 +440,8 @@ def test_pin_is_rejected(db, command):
 @pytest.mark.slow  # a CLI run per field and command
 def test_output_never_shows_the_full_id_or_name(db, tmp_path):
     x_holder(db, tmp_path)
-    for i, ssn in enumerate((ZHANG, LI, X_SSN)):
-        debit(db, f"mask-{i}", ssn, 100)
+    for ssn in (ZHANG, LI, X_SSN):
+        balc(settle(db, ssn, "1.00"))
     runs = []
     for ssn in (ZHANG, LI, CHEN, WANG, X_SSN):
         for flag, number in (("--ssn", ssn), ("--id", ssn.lower())):

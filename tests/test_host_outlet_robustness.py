@@ -8,7 +8,8 @@
   AUTHENTICATE, whose try counter the card writes), the result line after.
 - Personal data is private: the host database (and its -wal/-shm) 0600, the outlet log
   0600, in folders made 0700 (folders that already existed are left alone).
-- The host API checks its input at the boundary: one HostError each, nothing written.
+- The host's desk methods check the number at the boundary: one HostError each, nothing
+  written.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from contextlib import suppress
 from pathlib import Path
 
 import pytest
+from platform_helpers import counter, pay
 
 from cardio.card import profiles, store
 from cardio.card.state import PinState
@@ -235,29 +237,8 @@ def test_pos_host_user_data_folder_that_is_a_file(tmp_path: Path) -> None:
 
 # --- 13: rows edited by hand ----------------------------------------------------------------
 
-# The host's schema without its constraints: a database made or edited by hand. The
-# index is there too, so opening it writes nothing.
-LOOSE_SCHEMA = """
-CREATE TABLE holders (ssn, name, phone, scheme, balance_fen, lost);
-CREATE TABLE transactions (txn_id, terminal_id, card_number, ssn, amount_fen, time, status,
-                           balance_after_fen);
-CREATE INDEX transactions_by_ssn ON transactions (ssn, time);
-"""
-
-PAYMENTS = [
-    ("pay-1", "POS-01", "A93230742", ZHANG, 1250, "2025-03-01T09:00:01+08:00", "DEBITED", 48750),
-    (
-        "pay-2",
-        "POS-02",
-        "A93230742",
-        ZHANG,
-        90000,
-        "2025-03-01T09:05:00+08:00",
-        "INSUFFICIENT",
-        48750,
-    ),
-    ("pay-3", "POS-01", "A93230742", LI, 100, "2025-03-01T09:06:00+08:00", "DEBITED", 127950),
-]
+# The host's schema without its constraints: a database made or edited by hand.
+LOOSE_SCHEMA = "CREATE TABLE holders (ssn, name, phone, scheme, balance_fen, lost);"
 
 
 def loose_db(path: Path) -> None:
@@ -273,8 +254,6 @@ def loose_db(path: Path) -> None:
                 for h in doc["holders"]
             ],
         )
-        con.executemany("INSERT INTO transactions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", PAYMENTS)
-        con.execute("UPDATE holders SET balance_fen = 48750 WHERE ssn = ?", (ZHANG,))
         con.commit()
     finally:
         con.close()
@@ -317,33 +296,6 @@ HOLDER_ROWS = {
     "lost-is-text": ("UPDATE holders SET lost = 'yes' WHERE ssn = ?", "lost flag"),
 }
 
-TRANSACTION_ROWS = {
-    # case: (SQL on payment pay-1, words the error has)
-    "time-not-iso": ("UPDATE transactions SET time = 'yesterday' WHERE txn_id = ?", "ISO"),
-    "time-is-null": ("UPDATE transactions SET time = NULL WHERE txn_id = ?", "time"),
-    "time-is-a-number": ("UPDATE transactions SET time = 20250301 WHERE txn_id = ?", "time"),
-    "amount-is-text": ("UPDATE transactions SET amount_fen = 'ten' WHERE txn_id = ?", "amount"),
-    "amount-is-zero": ("UPDATE transactions SET amount_fen = 0 WHERE txn_id = ?", "amount"),
-    "status-unknown": ("UPDATE transactions SET status = 'MAYBE' WHERE txn_id = ?", "status"),
-    "status-is-null": ("UPDATE transactions SET status = NULL WHERE txn_id = ?", "status"),
-    "after-is-null": (
-        "UPDATE transactions SET balance_after_fen = NULL WHERE txn_id = ?",
-        "balance after",
-    ),
-    "after-is-text": (
-        "UPDATE transactions SET balance_after_fen = 'x' WHERE txn_id = ?",
-        "balance after",
-    ),
-    "terminal-is-null": (
-        "UPDATE transactions SET terminal_id = NULL WHERE txn_id = ?",
-        "terminal id",
-    ),
-    "card-is-a-blob": (
-        "UPDATE transactions SET card_number = x'00ff' WHERE txn_id = ?",
-        "card number",
-    ),
-}
-
 
 @pytest.mark.parametrize("case", list(HOLDER_ROWS))
 def test_a_holder_row_that_does_not_parse_is_one_line_naming_it(
@@ -371,34 +323,6 @@ def test_a_holder_row_that_does_not_parse_is_one_line_naming_it(
     assert pos_host("balance", "--ssn", LI, "--db", str(db)).returncode == 0  # others work
 
 
-@pytest.mark.parametrize("case", list(TRANSACTION_ROWS))
-def test_a_payment_row_that_does_not_parse_is_one_line_naming_it(
-    tmp_path: Path, home: Path, case: str
-) -> None:
-    db = tmp_path / "host.db"
-    loose_db(db)
-    sql, word = TRANSACTION_ROWS[case]
-    edit(db, sql, "pay-1")
-    rowid = rowid_of(db, "transactions", "txn_id", "pay-1")
-    before = snapshot(tmp_path, home)
-    done = pos_host("history", "--ssn", ZHANG, "--db", str(db))
-    assert_one_line(
-        done, 1, str(db), f"transactions row {rowid}", "'pay-1'", word, "correct or delete that row"
-    )
-    assert snapshot(tmp_path, home) == before
-    assert pos_host("balance", "--ssn", ZHANG, "--db", str(db)).returncode == 0
-    assert pos_host("history", "--ssn", LI, "--db", str(db)).returncode == 0
-
-
-def test_a_payment_row_without_a_transaction_id(tmp_path: Path) -> None:
-    db = tmp_path / "host.db"
-    loose_db(db)
-    rowid = rowid_of(db, "transactions", "txn_id", "pay-2")
-    edit(db, "UPDATE transactions SET txn_id = NULL WHERE txn_id = ?", "pay-2")
-    done = pos_host("history", "--ssn", ZHANG, "--db", str(db))
-    assert_one_line(done, 1, f"transactions row {rowid}", "without a transaction id")
-
-
 @pytest.mark.parametrize(
     ("sql", "word"),
     [
@@ -419,21 +343,23 @@ def test_the_hosts_own_schema_edited_by_hand(
     assert snapshot(tmp_path, home) == before
 
 
-def test_a_debit_against_a_row_that_does_not_parse_writes_nothing(tmp_path: Path) -> None:
+def test_a_settlement_against_a_row_that_does_not_parse_moves_nothing(tmp_path: Path) -> None:
+    """The engine refuses a 2102 for a holder whose row does not parse (host_data), and
+    changes no balance and records no settlement; the others still pay."""
     db = tmp_path / "host.db"
     loose_db(db)
     edit(db, "UPDATE holders SET balance_fen = 'lots' WHERE ssn = ?", ZHANG)
-    edit(db, "UPDATE transactions SET status = 'MAYBE' WHERE txn_id = ?", "pay-3")
-    before = rows(db)
     host = SqliteHost(db)
     try:
-        with pytest.raises(HostError, match="holders row .* balance"):
-            host.debit("new-1", "POS-01", "A93230742", ZHANG, 100)
-        with pytest.raises(HostError, match="transactions row .* status"):
-            host.debit("pay-3", "POS-01", "A93230742", LI, 100)  # a replay reads the row
+        pos = counter(host)
+        before = rows(db)
+        answer = pay(pos, ZHANG, "1.00")
+        assert (answer["infcode"], answer["err_type"]) == (-1, "host_data")
+        assert ZHANG not in answer["err_msg"] and ZHANG_MASKED in answer["err_msg"]
+        assert rows(db) == before
+        assert pay(pos, LI, "1.00")["infcode"] == 0
     finally:
         host.close()
-    assert rows(db) == before
 
 
 # --- 17: private files --------------------------------------------------------------------
@@ -454,7 +380,7 @@ def test_host_database_and_its_journal_are_0600_in_0700_folders(tmp_path: Path, 
     db = tmp_path / "new" / "deeper" / "host.sqlite3"
     host = SqliteHost(db, seed=SEED)
     try:
-        host.debit("mode-1", "POS-01", "A93230742", ZHANG, 100)
+        assert pay(counter(host), ZHANG, "1.00")["infcode"] == 0
         wal, shm = Path(f"{db}-wal"), Path(f"{db}-shm")
         assert wal.exists() and shm.exists()  # while it is open
         assert (mode(db), mode(wal), mode(shm)) == (0o600, 0o600, 0o600)
@@ -760,56 +686,19 @@ def test_outlet_log_errors_are_outlet_errors(tmp_path: Path) -> None:
         log.record(OPERATOR, Operation.ACTIVATE, None, "refused: test")
 
 
-# --- 18: the host API checks its input ------------------------------------------------------
+# --- 18: the desk's methods check their input ---------------------------------------------
 
 
 def rows(db: Path) -> tuple[list[tuple], list[tuple]]:
+    """The holders and the engine's settlements, as they are on disk."""
     con = sqlite3.connect(db)
     try:
         return (
             con.execute("SELECT rowid, * FROM holders ORDER BY rowid").fetchall(),
-            con.execute("SELECT rowid, * FROM transactions ORDER BY rowid").fetchall(),
+            con.execute("SELECT rowid, * FROM settlements ORDER BY rowid").fetchall(),
         )
     finally:
         con.close()
-
-
-GOOD = {
-    "txn_id": "t-1",
-    "terminal_id": "POS-01",
-    "card_number": "A93230742",
-    "ssn": ZHANG,
-    "amount_fen": 100,
-}
-
-BAD_DEBITS = [
-    # (argument, value, words in the error)
-    ("txn_id", None, "transaction id is missing"),
-    ("txn_id", "", "transaction id is empty"),
-    ("txn_id", "   ", "transaction id is empty"),
-    ("txn_id", 17, "transaction id must be text"),
-    ("txn_id", b"t-1", "transaction id must be text"),
-    ("txn_id", "t-\udcff", "transaction id has characters"),
-    ("terminal_id", None, "terminal id is missing"),
-    ("terminal_id", 1, "terminal id must be text"),
-    ("terminal_id", "", "terminal id is empty"),
-    ("card_number", None, "card number is missing"),
-    ("card_number", 93230742, "card number must be text"),
-    ("ssn", None, "social security number is missing"),
-    ("ssn", "", "social security number is empty"),
-    ("ssn", 310104198503122174, "social security number must be text"),
-    ("amount_fen", 2**63, "cannot be recorded"),
-    ("amount_fen", 2**64 + 5, "cannot be recorded"),
-    ("amount_fen", 10**30, "cannot be recorded"),
-    ("amount_fen", -1, "above 0"),
-    ("amount_fen", 0, "above 0"),
-    ("amount_fen", True, "whole number"),
-    ("amount_fen", False, "whole number"),
-    ("amount_fen", 100.0, "whole number"),
-    ("amount_fen", 0.5, "whole number"),
-    ("amount_fen", "100", "whole number"),
-    ("amount_fen", None, "whole number"),
-]
 
 
 @pytest.fixture
@@ -817,32 +706,10 @@ def host_db(tmp_path: Path) -> Iterator[tuple[SqliteHost, Path]]:
     db = tmp_path / "host.sqlite3"
     host = SqliteHost(db, seed=SEED)
     try:
-        host.debit("earlier", "POS-01", "A93230742", ZHANG, 250)
+        assert pay(counter(host), ZHANG, "2.50")["infcode"] == 0
         yield host, db
     finally:
         host.close()
-
-
-@pytest.mark.parametrize(
-    ("name", "value", "words"), BAD_DEBITS, ids=[f"{n}={v!r}"[:40] for n, v, _ in BAD_DEBITS]
-)
-def test_debit_input_is_checked_and_nothing_written(
-    host_db, name: str, value: object, words: str
-) -> None:
-    host, db = host_db
-    before = rows(db)
-    with pytest.raises(HostError, match=words) as caught:
-        host.debit(**{**GOOD, name: value})
-    assert "\n" not in str(caught.value)
-    assert rows(db) == before
-    assert host.debit(**GOOD).ok  # the id is still free: nothing was recorded
-
-
-def test_the_largest_amount_that_fits_is_refused_as_insufficient(host_db) -> None:
-    host, db = host_db
-    d = host.debit(**{**GOOD, "amount_fen": 2**63 - 1})
-    assert d.status.value == "INSUFFICIENT" and d.amount_fen == 2**63 - 1
-    assert host.history(ZHANG)[-1].amount_fen == 2**63 - 1
 
 
 BAD_SSNS = [
@@ -856,7 +723,7 @@ BAD_SSNS = [
 ]
 
 
-@pytest.mark.parametrize("method", ["holder", "report_loss", "cancel_loss", "history"])
+@pytest.mark.parametrize("method", ["holder", "report_loss", "cancel_loss"])
 @pytest.mark.parametrize(("ssn", "words"), BAD_SSNS, ids=[repr(s)[:20] for s, _ in BAD_SSNS])
 def test_ssn_is_checked_and_nothing_written(host_db, method: str, ssn: object, words: str) -> None:
     host, db = host_db

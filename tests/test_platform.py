@@ -50,7 +50,7 @@ from platform_helpers import (
 from host import policy as policy_module
 from host import wire
 from host.api import HostError
-from host.platform import Platform
+from host.platform import MAX_BILL_FEN, Platform
 from host.postgres import PostgresStore
 from host.sqlite import SqliteHost, seed_file
 from host.store import Store
@@ -332,6 +332,29 @@ def test_short_balance_is_refused_under_the_default_policy(store: Store, pos: Te
     # Exactly the balance is paid, to the fen.
     assert setlinfo(pos.settle(bill(psn_no, [("X0001", "50.00")])))["balc"] == Decimal("0.00")
     assert balance(store, ZHOU) == 0 and money_total(store) == total
+
+
+def test_a_bill_for_an_unknown_person_is_refused_and_kept(store: Store, pos: Terminal) -> None:
+    """A psn_no no holder has: refused, nothing moves, and the same message again gets
+    the same refusal."""
+    total = money_total(store)
+    msgid = new_msgid()
+    first = pos.settle(bill(f"P{UNKNOWN}"), msgid)
+    refused(first, "unknown_person", "no insured person")
+    assert wire.dumps(pos.settle(bill(f"P{UNKNOWN}"), msgid)) == wire.dumps(first)
+    refused(pos.settle(bill("not-a-psn-no")), "unknown_person")
+    assert settlements(store) == [] and money_total(store) == total
+
+
+def test_the_largest_bill_is_refused_as_short_and_one_fen_more_as_too_large(
+    store: Store, pos: Terminal
+) -> None:
+    psn_no = pos.psn_no(LI)
+    largest = str(Decimal(MAX_BILL_FEN) / 100)
+    refused(pos.settle(bill(psn_no, [("X0001", largest)])), "insufficient", largest)
+    too_large = str(Decimal(MAX_BILL_FEN + 1) / 100)
+    refused(pos.settle(bill(psn_no, [("X0001", too_large)])), "bad_request", "cannot be settled")
+    assert balance(store, LI) == START[LI] and settlements(store) == []
 
 
 # Worked by hand, policy 310: pool 0.7 of the "X" items above a 10.00 deductible, rounded
