@@ -305,6 +305,7 @@ def cmd_readers(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     from cardio import control, faults, slots
+    from cardio.psam import store as psam_store
 
     logging.basicConfig(level=logging.INFO, format="cardio serve: %(message)s", stream=sys.stderr)
     try:
@@ -329,10 +330,18 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         return vpcd.serve(
             paths[0], listen=listen_at, verbose=args.verbose, random_seed=args.random_seed
         )
+    for index, fault in armed:
+        if index >= len(paths):
+            raise UsageError(
+                f"--faults names slot {index}, but slots go from 0 to {len(paths) - 1}"
+            )
+        if fault.kind is faults.Kind.TEAR and psam_store.is_psam_file(paths[index]):
+            raise UsageError(f"--faults: slot {index} holds a PSAM, which never writes: no tear")
     if args.control == "":
         raise UsageError("the --control path is empty; give the socket's path")
+    # As for ctl: a card file names the socket beside it, never a place to make one.
     sock_path: Path | None = (
-        Path(args.control).absolute() if args.control else control.default_path(paths[0])
+        control.resolve(args.control).absolute() if args.control else control.default_path(paths[0])
     )
     if (
         sock_path is not None
@@ -380,11 +389,14 @@ def cmd_ctl(args: argparse.Namespace, out: TextIO) -> int:
         faults.parse(words[1])  # a bad spec is told here, with exit 2
     if action == "swap":
         path = store.card_path(words[1])
-        if not path.is_file():
+        if not path.exists():
             raise UsageError(f"{words[1]}: no such card file; give the card file to put in")
+        if not path.is_file():
+            raise UsageError(f"{words[1]} is not a regular file; give the card file to put in")
         words[1] = os.fspath(path)
-    line = " ".join([action, *words])
-    return control.request(control.resolve(args.control), line, out, follow=action == "watch")
+    if action == "watch":
+        return control.watch(control.resolve(args.control), int(words[0]), out)
+    return control.request(control.resolve(args.control), " ".join([action, *words]), out)
 
 
 def _outlet_keys(args: argparse.Namespace) -> KeySource:

@@ -51,6 +51,10 @@ ALLOWED: frozenset[tuple[int, int]] = frozenset(
 )
 
 
+class NothingToCloneError(CardioError):
+    """The card answered, but not as a social security card: no file is made."""
+
+
 class ForbiddenCommandError(CardioError):
     """A command outside the allow-list: a bug in the cloning code, stopped here."""
 
@@ -251,6 +255,12 @@ def clone(reader: Reader, *, base: str = DEFAULT_BASE, new_pin: str | None = Non
     card.select_application()  # NotASocialSecurityCard: nothing to copy
     lines: list[str] = []
     ef05 = card.read_file(Fid.EF05, tuple(f.tag for f in CARD_FIELDS))
+    if all(read.value is None for read in ef05.values()):
+        status = " ".join(sorted({f"{read.sw:04X}" for read in ef05.values()}))
+        raise NothingToCloneError(
+            f"the card in {one_line(reader.name)} gave none of EF05's records ({status}): "
+            "it is not a holder's social security card (a PSAM?); put one in"
+        )
     data = replace(state.card, **_take(CARD_FIELDS, ef05, lines))
     holder = state.holder
     version = data.spec_version
@@ -354,6 +364,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     new_pin = _new_pin(args.pin)
     if not args.path:
         raise UsageError("the card path is empty; give the card file to make")
+    store.check_creatable(args.path, force=args.force)  # said before the card is read
     reader: Reader
     if args.card is not None:
         from cardio.readers.virtual import VirtualReader

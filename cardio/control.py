@@ -10,8 +10,11 @@ one reply line each, `ok ...` or `error ...`:
     fault SLOT SPEC         arm a fault (cardio/faults.py)
     clear SLOT              disarm every fault of the slot
     watch SLOT              `ok ...`, then the slot's exchanges as trace lines (`> `
-                            command and `< ` response, PINs masked; `reset` at each
-                            power-on or reset), one a line, until the client goes
+                            command and `< ` response, PINs masked; `reset ATR` at
+                            each power-on or reset; `# ` notes: a fault that fired,
+                            a removal, a swap), one a line, until the client goes;
+                            `end ...` when serve stops. A watcher that does not keep
+                            up is dropped without it: its stream was cut.
 
 Commands run in the serve process's main thread, between its waits for signals.
 """
@@ -24,7 +27,7 @@ import os
 import selectors
 import socket
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -40,6 +43,8 @@ SUN_PATH_MAX = 107  # bytes of a Unix socket's path on Linux (sun_path is 108, N
 MAX_LINE = 4096
 REPLY_TIMEOUT = 30.0  # s: a swap waits for a card command, never this long
 ENV = "CARDIO_CONTROL"
+END_LINE = b"end cardio serve stopped\n"  # a watch stream's last line when nothing was lost
+WATCH_BUFFER = 1 << 20  # bytes a watcher may fall behind by (the kernel may give less)
 
 
 class ControlError(CardioError):
@@ -168,6 +173,8 @@ class ControlServer:
             client.inbox = bytearray(rest)
             self._reply(client, self.handle(line.decode("utf-8", "replace").strip(), client))
             if client.watching is not None and client in self.clients:
+                with contextlib.suppress(OSError):  # room for a burst while it catches up
+                    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, WATCH_BUFFER)
                 client.watching.watch(client.sock)  # after its `ok`: trace lines follow it
         if len(client.inbox) > MAX_LINE:
             self._reply(client, f"error a command is one line of at most {MAX_LINE} bytes")
@@ -196,6 +203,9 @@ class ControlServer:
 
     def close(self) -> None:
         for client in list(self.clients):
+            if client.watching is not None:  # the stream is whole: say so (never block)
+                with contextlib.suppress(OSError):
+                    client.sock.send(END_LINE, socket.MSG_DONTWAIT)
             self._close(client)
         if self.server is not None:
             self.server.close()
@@ -306,41 +316,88 @@ def connect(path: Path) -> socket.socket:
     return sock
 
 
-def _read_line(sock: socket.socket, path: Path) -> str:
-    data = bytearray()
-    while not data.endswith(b"\n"):
-        try:
-            chunk = sock.recv(MAX_LINE)
-        except TimeoutError:
-            raise ControlError(
-                f"cardio serve at {path} did not answer within {REPLY_TIMEOUT:g} s"
-            ) from None
-        if not chunk:
-            raise ControlError(f"cardio serve at {path} closed the connection without an answer")
-        data += chunk
-    return data.decode("utf-8", "replace").rstrip("\n")
-
-
-def request(path: Path, line: str, out: TextIO, *, follow: bool = False) -> int:
-    """Send one command, print the reply; 0 on `ok`, 1 (the server's line) on `error`.
-    `follow` (watch): then every line the server sends, until it or we stop."""
+def request(path: Path, line: str, out: TextIO) -> int:
+    """Send one command, print the reply; 0 on `ok`, 1 (the server's line) on `error`."""
     if "\n" in line or "\r" in line:
         raise UsageError("a command is one line: no line breaks in a file name or spec")
-    with connect(path) as sock:
+    with connect(path) as sock, sock.makefile("r", encoding="utf-8", errors="replace") as lines:
         try:
             sock.sendall(line.encode() + b"\n")
         except OSError as e:
             raise ControlError(f"cardio serve at {path} went away ({e.strerror})") from None
-        reply = _read_line(sock, path)
-        if not reply.startswith("ok"):
-            raise ControlError(reply.removeprefix("error ").strip() or "the server said no")
-        print(reply, file=out, flush=True)
-        if follow:
-            sock.settimeout(None)
-            try:
-                with sock.makefile("r", encoding="utf-8", errors="replace") as lines:
-                    for trace in lines:
-                        print(trace.rstrip("\n"), file=out, flush=True)
-            except KeyboardInterrupt:  # Ctrl-C is how a watch ends: nothing went wrong
-                return Exit.OK
+        print(_reply(lines, path), file=out, flush=True)
+    return Exit.OK
+
+
+def _reply(lines: TextIO, path: Path) -> str:
+    """The server's reply line: `ok ...`, or a ControlError with its `error ...`."""
+    try:
+        reply = lines.readline(MAX_LINE)
+    except TimeoutError:
+        raise ControlError(
+            f"cardio serve at {path} did not answer within {REPLY_TIMEOUT:g} s"
+        ) from None
+    except OSError as e:
+        raise ControlError(f"cardio serve at {path} went away ({e.strerror})") from None
+    if not reply.endswith("\n"):
+        raise ControlError(f"cardio serve at {path} closed the connection without an answer")
+    reply = reply.rstrip("\n")
+    if not reply.startswith("ok"):
+        raise ControlError(reply.removeprefix("error ").strip() or "the server said no")
+    return reply
+
+
+class WatchCut(ControlError):
+    """A watch stream ended without serve's `end` line: lines may be missing."""
+
+
+class Watch:
+    """`watch SLOT` on a serve's control socket: connected and acknowledged as it is made
+    (a ControlError otherwise, before the caller has made anything), then `lines()`."""
+
+    def __init__(self, path: Path, slot: int) -> None:
+        self.path = path
+        self.sock = connect(path)
+        self.stream = self.sock.makefile("r", encoding="utf-8", errors="replace", newline="\n")
+        try:
+            self.sock.sendall(f"watch {slot}\n".encode())
+            self.reply = _reply(self.stream, path)
+        except BaseException:
+            self.close()
+            raise
+        self.sock.settimeout(None)  # a session may be quiet for hours
+
+    def lines(self) -> Iterator[str]:
+        """Each trace line as it comes, until serve's `end` line; WatchCut when the stream
+        stops without it (serve dropped this watcher, which fell behind, or died)."""
+        for line in self.stream:
+            if line.startswith("end ") and line.endswith("\n"):
+                return
+            yield line
+        raise WatchCut(
+            f"the stream from cardio serve at {self.path} was cut (this watcher fell "
+            "behind and was dropped, or serve died): lines after that point are missing"
+        )
+
+    def close(self) -> None:
+        self.stream.close()
+        self.sock.close()
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def watch(path: Path, slot: int, out: TextIO) -> int:
+    """`cardio ctl watch SLOT`: the reply, then every line until serve stops (0), the
+    stream is cut (1) or Ctrl-C (0)."""
+    with Watch(path, slot) as stream:
+        print(stream.reply, file=out, flush=True)
+        try:
+            for line in stream.lines():
+                print(line.rstrip("\n"), file=out, flush=True)
+        except KeyboardInterrupt:  # Ctrl-C is how a watch ends: nothing went wrong
+            return Exit.OK
     return Exit.OK

@@ -2,7 +2,8 @@
 
 One SPEC is one fault, then optional `,p=P` (the chance, 0 < P <= 1, that an APDU it
 applies to gets it; default 1) and `,count=N` (how many times it fires, default 1;
-`count=*` for every time):
+`count=*` for every time); remove-after takes neither. Faults add up, but a slot holds
+one tear and one remove-after at a time: a new one replaces the old.
 
     mute              no answer at all: the reader waits (pcscd has no timeout of its own)
     delay=MS          the answer only after MS milliseconds
@@ -12,7 +13,7 @@ applies to gets it; default 1) and `,count=N` (how many times it fires, default 
     sw=INS:SW         answer status word SW (4 hex digits) to instruction INS, unexecuted
     flip              one byte of the answer corrupted (XOR FF)
 
-What a fault does to a frame is the vpcd bridge's business (cardio/vpcd.py); the tear
+What a fault does to a frame is the slot's business (cardio/slots.py); the tear
 itself is here, since it has to cut a file write short exactly as lost power would.
 """
 
@@ -144,6 +145,8 @@ def parse(spec: str) -> Fault:
             raise _bad(spec, "sw needs INS:SW, e.g. sw=20:6983")
         fault.ins = _hex(spec, ins, 1, "INS")[0]
         fault.sw = _hex(spec, sw, 2, "SW")
+    if kind is Kind.REMOVE_AFTER and options:
+        raise _bad(spec, "remove-after fires once, after N APDUs: it takes no ,p= or ,count=")
     for option in options:
         key, eq, setting = (part.strip() for part in option.partition("="))
         if key == "p" and eq:

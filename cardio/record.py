@@ -51,7 +51,6 @@ import argparse
 import contextlib
 import os
 import re
-import socket
 import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -290,13 +289,18 @@ def _check_cells(cells: list[str], where: str, *, allow_mask: bool) -> None:
 
 
 def record_lines(
-    lines: Iterable[str], write: Callable[[str], None], *, name: str, strict: bool = True
+    lines: Iterable[str],
+    write: Callable[[str], None] | Recorder,
+    *,
+    name: str,
+    strict: bool = True,
 ) -> int:
-    """Record a trace of `name` (a file's lines, or a watch stream); returns the number of
-    commands. A trace has no reset markers: one is put at the start. Not `strict` (a live
-    stream, which must not end a recording over one odd line): a line not understood is
-    a note that says so, without its text (it might hold what the trace failed to mask)."""
-    recorder = Recorder(write)
+    """Record a trace of `name` (a file's lines, or a watch stream) with `write` (a new
+    Recorder over it) or a Recorder; returns the number of commands. A trace that does
+    not begin with a reset gets one at the start. Not `strict` (a live stream, which
+    must not end a recording over one odd line): a line not understood is a note that
+    says so, without its text (it might hold what the trace failed to mask)."""
+    recorder = write if isinstance(write, Recorder) else Recorder(write)
     first = True
     try:
         for number, line in enumerate(lines, start=1):
@@ -468,33 +472,6 @@ def private_output(path: str, *, force: bool) -> Iterator[TextIO]:
         yield out
 
 
-def watch_lines(control: str, slot: int) -> Iterator[str]:
-    """Trace lines of one served slot from `cardio serve`'s control socket (`watch SLOT`:
-    `> `/`< ` lines and `reset`), until the server closes it. A first `ok ...` line is
-    the server's acknowledgement; `error ...` its refusal."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(control)
-    except OSError as e:
-        sock.close()
-        raise CardioError(
-            f"{one_line(control)}: cannot reach cardio serve's control socket ({e.strerror}); "
-            "start 'cardio serve' or give its --control path"
-        ) from None
-    with sock, sock.makefile("r", encoding="utf-8", errors="replace", newline="\n") as stream:
-        sock.sendall(f"watch {slot}\n".encode())
-        first = True
-        for line in stream:
-            if first:
-                first = False
-                word = line.strip().split(" ")[0].lower()
-                if word == "error":
-                    raise CardioError(f"cardio serve refused: {one_line(line.strip())}")
-                if word == "ok":
-                    continue
-            yield line
-
-
 # --- the command ------------------------------------------------------------------------------
 
 
@@ -529,29 +506,45 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
             "give --from-trace TRACE, or --control PATH (cardio serve's socket or its first "
             "card file)"
         )
-    lines: Iterable[str]
     if args.from_trace is not None:
-        lines = read_text(args.from_trace, "trace").splitlines()
-        name = args.from_trace
-    else:
-        from cardio import control
+        trace = read_text(args.from_trace, "trace").splitlines()
+        return _record(trace, args, out, name=args.from_trace, strict=True)
+    from cardio import control
 
-        # The socket, or the first card file it sits beside, or $CARDIO_CONTROL: as ctl.
-        lines = watch_lines(str(control.resolve(args.control)), args.slot)
-        name = f"slot {args.slot}"
+    # The socket, or the first card file it sits beside, or $CARDIO_CONTROL: as ctl.
+    # Watched (and acknowledged) before the script exists: a refusal leaves no file.
+    with control.Watch(control.resolve(args.control), args.slot) as watch:
+        return _record(watch.lines(), args, out, name=f"slot {args.slot}", strict=False)
+
+
+def _record(
+    lines: Iterable[str], args: argparse.Namespace, out: TextIO, *, name: str, strict: bool
+) -> int:
+    from cardio.control import WatchCut
+
     with private_output(args.out, force=args.force) as script:
 
         def write(text: str) -> None:
             script.write(text + "\n")
             script.flush()
 
+        recorder = Recorder(write)
+        ended = ""
         try:
-            count = record_lines(lines, write, name=name, strict=args.from_trace is not None)
+            record_lines(lines, recorder, name=name, strict=strict)
         except KeyboardInterrupt:  # the way a live recording ends: what came is kept
-            count = -1
-    plural = "" if count == 1 else "s"
-    done = f"{count} command{plural}" if count >= 0 else "the session until Ctrl+C"
-    print(f"recorded {done} into {one_line(args.out)}", file=out)
+            ended = " (ended by Ctrl+C)"
+        except WatchCut as e:
+            recorder.note("cut: the live stream stopped here; commands after this are missing")
+            plural = "" if recorder.commands == 1 else "s"
+            raise CardioError(
+                f"{e}; {one_line(args.out)} holds the first {recorder.commands} command{plural}"
+            ) from None
+    plural = "" if recorder.commands == 1 else "s"
+    print(
+        f"recorded {recorder.commands} command{plural} into {one_line(args.out)}{ended}",
+        file=out,
+    )
     return Exit.OK
 
 

@@ -113,20 +113,27 @@ class Slot:
                 return f"slot {self.index} already holds {self.held.path.name}"
             self.wanted = True
         log.info("%scard inserted (ctl)", self.label)
+        self._tell("# card inserted (ctl insert)")
         return f"slot {self.index}: {self.held.path.name} inserted"
 
-    def remove(self, why: str = "ctl") -> str:
+    def remove(self, why: str = "ctl remove") -> str:
+        """The card out of the reader. An armed remove-after goes with it: it has
+        happened, in a way."""
         with self._lock:
             if not self.wanted:
                 return f"slot {self.index} is already empty"
             self.wanted = False
+            disarmed = self._to_removal is not None and why != "remove-after"
             self._to_removal = None
             sock = self._sock
         if sock is not None:
             with contextlib.suppress(OSError):  # gone already: the same thing
                 sock.shutdown(socket.SHUT_RDWR)
         log.info("%scard pulled out (%s)", self.label, why)
-        return f"slot {self.index}: {self.held.path.name} removed"
+        self._tell(f"# card pulled out ({why})")
+        return f"slot {self.index}: {self.held.path.name} removed" + (
+            ", its remove-after disarmed" if disarmed else ""
+        )
 
     def swap(self, path: Path) -> str:
         """Another card into this reader, as a holder would: out, the new one in. The new
@@ -136,7 +143,7 @@ class Slot:
             raise ServeError(f"{path.name} is already in slot {self.index}")
         new = hold(path, self.random_seed, self.rng)
         was_in = self.wanted
-        self.remove("ctl swap")
+        removed = self.remove("ctl swap")
         if not self._idle.wait(SWAP_WAIT):
             new.cards.close()
             if was_in:
@@ -153,22 +160,32 @@ class Slot:
             old.cards.close()  # its lock released: another program may have that card now
             self.wanted = True
         log.info("%s%s swapped for %s", self.label, old.path.name, path.name)
-        return f"slot {self.index}: {old.path.name} out, {path.name} in"
+        self._tell(f"# swap: {old.path.name} out, {path.name} in")
+        disarmed = ", its remove-after disarmed" if removed.endswith("disarmed") else ""
+        return f"slot {self.index}: {old.path.name} out, {path.name} in{disarmed}"
 
     def arm(self, fault: Fault) -> str:
+        """Faults add up; a tear and a remove-after are one each per slot: a new one
+        replaces the old, and the reply says so."""
+        replaced: str | None = None
         with self._lock:
             if fault.kind is Kind.TEAR:
                 if self.held.tearing is None:
                     raise ServeError(
                         f"slot {self.index} holds a PSAM, which never writes: it cannot tear"
                     )
+                if self.held.tearing.armed is not None:
+                    replaced = self.held.tearing.armed.spec()
                 self.held.tearing.armed = fault
             elif fault.kind is Kind.REMOVE_AFTER:
+                if self._to_removal is not None:
+                    replaced = f"remove-after={self._to_removal}"
                 self._to_removal = fault.after
             else:
                 self.faults.append(fault)
         log.warning("%sfault armed: %s", self.label, fault.spec())
-        return f"slot {self.index}: {fault.spec()} armed"
+        instead = f" (instead of {replaced})" if replaced else ""
+        return f"slot {self.index}: {fault.spec()} armed{instead}"
 
     def clear(self) -> str:
         with self._lock:
@@ -295,7 +312,7 @@ class Slot:
             with self._lock:
                 reply = self.bridge.control(payload[0])
             if payload[0] in (POWER_ON, RESET):
-                self._tell("reset")
+                self._tell("reset " + to_hex(self.held.chip.atr))  # a new build may change it
             return reply
         with self._lock:
             fired = [f for f in self.faults if f.applies(payload) and f.fire(self.rng)]
@@ -326,21 +343,25 @@ class Slot:
                 reply = bytes(corrupt)
                 self._fault_log("flip", payload, f"byte {at} of the answer flipped")
             line = self._responses.line(payload, reply)  # as the reader gets it, faults and all
+            if Kind.DELAY in kinds:
+                delay = kinds[Kind.DELAY]
+                self._fault_log(delay.name, payload, f"answer held {delay.delay_ms} ms")
         command = command_line(payload)
         if self.verbose:
             log.info("%s%s", self.label, command)
             log.info("%s%s", self.label, line)
         self._tell(command, line)
         if Kind.DELAY in kinds:
-            delay = kinds[Kind.DELAY]
-            self._fault_log(delay.name, payload, f"answer held {delay.delay_ms} ms")
             end = time.monotonic() + delay.delay_ms / 1000
             while self.wanted and (left := end - time.monotonic()) > 0:
                 self.guard.sleep(min(IDLE_POLL, left))  # a remove or swap need not wait
         return reply
 
     def _fault_log(self, what: str, payload: bytes, effect: str) -> None:
+        """Logged with its APDU (masked), and told to watchers as a note, so a recording
+        says which answer was made up, before the exchange it changed."""
         log.warning("%sfault %s on %s: %s", self.label, what, mask_command(payload), effect)
+        self._tell(f"# fault {what}: {effect}")
 
     def _torn(self, payload: bytes, lost: PowerLost) -> None:
         """Power lost mid-write: no answer, the card out and its RAM gone; the file is

@@ -237,3 +237,26 @@ def test_a_payment_recorded_on_the_card_replays_on_its_clone_without_difference(
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines()[-1].endswith("no differences")
+
+
+def test_a_psam_is_not_cloned_and_no_file_is_made(tmp_path: Path) -> None:
+    from cardio.psam import state as psam_state
+    from cardio.psam import store as psam_store
+
+    psam = tmp_path / "psam.json"
+    psam_store.create(psam, psam_state.make(fixture_issuer(), "440300000007"))
+    copy = tmp_path / "copy.json"
+    done = cli("--card", str(psam), str(copy))
+    assert done.returncode == 1, done.stdout
+    assert "gave none of EF05's records" in done.stderr
+    assert len(done.stderr.splitlines()) == 1 and done.stdout == ""
+    assert not copy.exists()
+
+
+def test_an_existing_file_is_refused_before_the_card_is_read(tmp_path: Path) -> None:
+    copy = tmp_path / "copy.json"
+    copy.write_text("mine", "utf-8")
+    done = cli("--card", str(tmp_path / "no-such-card.json"), str(copy))
+    assert done.returncode != 0
+    assert "already exists" in done.stderr and "no-such-card" not in done.stderr
+    assert copy.read_text("utf-8") == "mine"

@@ -320,7 +320,8 @@ def test_scriptor_sees_each_fault_as_a_real_reader_shows_it(
     assert seen.returncode != 0  # the script stops where the card went
     assert any(words in seen.stderr for words in SCRIPTOR_GONE), seen.stderr
     if fault == "remove-after=1":  # pulled after the SELECT: the VERIFY never reached it
-        assert seen.answers == [SELECTED]
+        # vpcd, writing to a link we closed, gives an empty answer or fails the transmit
+        assert seen.answers in ([SELECTED], [SELECTED, b""])
         assert after == before
     elif fault == "mute":  # no answer at all, until the card was pulled
         assert seen.answers == [b""] and seen.seconds >= 2

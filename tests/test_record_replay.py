@@ -123,6 +123,36 @@ def test_replay_against_the_same_build_shows_no_difference_and_leaves_the_card(s
     assert not any(p in done.stdout + done.stderr for p in PIN_HEX)
 
 
+def test_a_trace_of_two_card_sessions_replays_as_two(tmp_path: Path) -> None:
+    """pos-terminal --trace appends; each power-up is a `reset ATR` line in it, so the
+    second session's PIN status (not verified: a new session) replays as recorded."""
+    card = tmp_path / "card.json"
+    profiles.new_card("employee-enabled", card)
+    lines = pay(card)
+    second = VirtualReader(card, trace=lines.append)
+    try:
+        second.connect()
+        second.transmit(bytes.fromhex("00A404000F7378312E73682EC9E7BBE1B1A3D5CF00"))
+        assert second.transmit(bytes.fromhex("00200000")) == bytes.fromhex("63C6")
+    finally:
+        second.close()
+    assert sum(line.startswith("reset 3B") for line in lines) == 2  # one per session
+    trace = tmp_path / "trace.log"
+    script = tmp_path / "two.apdu"
+    trace.write_text("\n".join(lines) + "\n", "utf-8")
+    assert record.main(["--from-trace", str(trace), "--out", str(script)]) == 0
+    assert script.read_text("utf-8").count("\nreset\n") == 2
+    done = replay_cli(str(script), "--card", str(card), "--pin", PIN)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # the same trace without its session marks runs both sessions as one: a difference
+    merged = tmp_path / "merged.log"
+    merged.write_text("\n".join(x for x in lines if not x.startswith("reset")) + "\n", "utf-8")
+    one = tmp_path / "one.apdu"
+    assert record.main(["--from-trace", str(merged), "--out", str(one)]) == 0
+    differs = replay_cli(str(one), "--card", str(card), "--pin", PIN)
+    assert differs.returncode == 1 and "63 C6" in differs.stdout
+
+
 def test_without_pin_the_verify_is_skipped_and_said_once(session) -> None:
     card, script = session
     done = replay_cli(str(script), "--card", str(card))
@@ -374,39 +404,94 @@ def test_bad_trace_lines_are_named(lines: list[str], message: str) -> None:
         recorded(lines)
 
 
-def test_record_from_the_control_socket_watch_stream(tmp_path: Path) -> None:
-    """`--control PATH --slot N`: `watch N` asked, lines recorded until the server closes."""
-    path = tmp_path / "ctl"
+def fake_control(path: Path, stream: bytes) -> tuple[threading.Thread, list[bytes]]:
+    """A control socket at `path` that answers one client's request with `stream`, then
+    closes; what it was asked."""
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(path))
     server.listen(1)
     asked: list[bytes] = []
 
     def serve() -> None:
-        conn, _ = server.accept()
-        with conn:
-            asked.append(conn.recv(100))
-            conn.sendall(
-                b"ok watching slot 1\nreset\n> 00 84 00 00 08\n< 01 02 90 00\n"
-                b"> 00 20 00 00 03 802613\n"  # not understood: left out, text and all
-            )
+        with server:
+            conn, _ = server.accept()
+            with conn:
+                asked.append(conn.recv(100))
+                conn.sendall(stream)
 
     thread = threading.Thread(target=serve)
     thread.start()
+    return thread, asked
+
+
+LIVE = (
+    b"ok watching slot 1\nreset 3B 6D 00\n> 00 84 00 00 08\n< 01 02 90 00\n"
+    b"> 00 20 00 00 03 802613\n"  # not understood: left out, text and all
+    b"# fault sw=20:6983: answered 69 83 unexecuted\n"
+)
+
+
+def test_record_from_the_control_socket_watch_stream(tmp_path: Path, capsys) -> None:
+    """`--control PATH --slot N`: `watch N` asked, lines recorded until serve's end line."""
+    path = tmp_path / "ctl"
+    thread, asked = fake_control(path, LIVE + b"end cardio serve stopped\n")
     script = tmp_path / "live.apdu"
     try:
         assert record.main(["--control", str(path), "--slot", "1", "--out", str(script)]) == 0
     finally:
         thread.join(10)
-        server.close()
     assert asked == [b"watch 1\n"]
     assert script.read_text("utf-8").splitlines() == [
         record.HEADER,
         "reset",
+        "#atr 3B 6D 00",
         GET_CHALLENGE,
         "#< .. .. 90 00",
         "# line 4 of the stream was not understood: left out",
+        "# fault sw=20:6983: answered 69 83 unexecuted",
     ]
+    assert "recorded 1 command into" in capsys.readouterr().out
+
+
+def test_a_live_stream_cut_short_is_said_in_the_script_and_the_exit(tmp_path: Path, capsys) -> None:
+    """No `end` line: serve dropped a watcher that fell behind (or died). The script keeps
+    what came, says where it was cut, and the exit is 1."""
+    path = tmp_path / "ctl"
+    thread, _ = fake_control(path, LIVE)
+    script = tmp_path / "live.apdu"
+    try:
+        assert record.main(["--control", str(path), "--slot", "1", "--out", str(script)]) == 1
+    finally:
+        thread.join(10)
+    lines = script.read_text("utf-8").splitlines()
+    assert lines[3:5] == [GET_CHALLENGE, "#< .. .. 90 00"]
+    assert lines[-1].startswith("# cut: the live stream stopped here")
+    err = capsys.readouterr().err
+    assert "was cut" in err and "holds the first 1 command" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("stream", [None, b"error there is no slot 5; slots go from 0 to 0\n"])
+def test_a_watch_refused_or_unreachable_leaves_no_script(
+    tmp_path: Path, stream: bytes | None
+) -> None:
+    path = tmp_path / "ctl"
+    thread = fake_control(path, stream)[0] if stream is not None else None
+    script = tmp_path / "live.apdu"
+    try:
+        done = cli("cardio.record", "--control", str(path), "--slot", "5", "--out", str(script))
+    finally:
+        if thread is not None:
+            thread.join(10)
+    assert done.returncode == 1, done.stderr
+    assert ("no slot 5" if stream else "no cardio serve listens") in done.stderr
+    assert not script.exists()  # so the retry needs no --force
+
+
+def test_record_refuses_a_control_path_too_long_for_a_socket(tmp_path: Path) -> None:
+    done = cli("cardio.record", "--control", "/tmp/" + "x" * 200, "--out", str(tmp_path / "s"))
+    assert done.returncode == 2
+    assert "at most 107 bytes" in done.stderr and "(None)" not in done.stderr
 
 
 # --- bad input: one line, exit 2 ------------------------------------------------------------

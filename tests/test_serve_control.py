@@ -9,9 +9,11 @@ a vpcd built with more slots would take it. Bad input and a missing server need 
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import pytest
 from card_helpers import FCI_SSSE, h
 from card_helpers import SELECT_SSSE as SELECT_SSSE_HEX
 from pcsc_stack import wait_for
-from vpcd_fakes import FakeVpcd, assert_lock_free, expected_atr, free_port
+from vpcd_fakes import FakeVpcd, Served, assert_lock_free, expected_atr, free_port
 
 from cardio.card import profiles, store
 from cardio.card.store import CardInUseError, FileStore
@@ -139,7 +141,7 @@ def test_ctl_remove_and_insert_are_card_events(tmp_path, pcsc_stack, serve_set) 
         events.close()
     assert atr_of(reader) == expected_atr(path)
     log = served.output()
-    assert "card pulled out (ctl)" in log and "card inserted (ctl)" in log
+    assert "card pulled out (ctl remove)" in log and "card inserted (ctl)" in log
 
 
 @pytest.mark.pcsc
@@ -256,8 +258,9 @@ def test_watch_streams_the_exchanges_as_trace_lines(tmp_path, pcsc_stack, serve_
         "> 00 20 00 00 03 ** ** **",
         "< 63 C5",
     ]
+    atr = "reset " + expected_atr(path).hex(" ").upper()  # a power-up, if pcscd made one
     assert set(lines) - {"> " + SELECT_SSSE_HEX, "< " + FCI_SSSE + " 90 00"} <= {
-        "reset",
+        atr,
         "> 00 20 00 00 03 ** ** **",
         "< 63 C5",
     }
@@ -337,6 +340,10 @@ def test_bad_ctl_input_is_one_line_and_status_2(tmp_path, idle_serve) -> None:
     assert "cardio ctl clear SLOT" in refused(cardio(*control, "clear"), 2)
     assert "cardio ctl swap SLOT FILE" in refused(cardio(*control, "swap", "0"), 2)
     assert "no such card file" in refused(cardio(*control, "swap", "0", "nope.json"), 2)
+    line = refused(cardio(*control, "swap", "0", str(tmp_path)), 2)
+    assert "is not a regular file" in line
+    line = refused(cardio(*control, "fault", "0", "remove-after=3,p=0.5"), 2)
+    assert "remove-after fires once" in line
     assert "invalid choice" in refused(cardio(*control, "explode"), 2)
     # the server's own refusals: status 1, its error line
     assert "there is no slot 3" in refused(cardio(*control, "insert", "3"), 1)
@@ -365,13 +372,142 @@ def test_bad_serve_arguments_are_one_line(tmp_path) -> None:
     assert "given twice" in refused(cardio("serve", str(card), str(card), "--vpcd", port), 2)
     line = refused(cardio("serve", str(card), str(other), "--listen", port), 2)
     assert "--listen serves one card" in line
-    line = refused(cardio("serve", str(card), "--faults", "2:mute", "--vpcd", port), 1)
+    line = refused(cardio("serve", str(card), "--faults", "2:mute", "--vpcd", port), 2)
     assert "--faults names slot 2" in line
+    psam = new_psam(tmp_path)
+    line = refused(cardio("serve", str(card), str(psam), "--faults", "1:tear", "--vpcd", port), 2)
+    assert "slot 1 holds a PSAM" in line
+    line = refused(cardio("serve", str(card), "--faults", "remove-after=2,count=2"), 2)
+    assert "takes no ,p= or ,count=" in line
     assert "no fault 'melt'" in refused(cardio("serve", str(card), "--faults", "melt"), 2)
     long = "/tmp/" + "y" * 110
     line = refused(cardio("serve", str(card), "--control", long, "--vpcd", port), 2)
     assert "at most 107 bytes" in line
     assert_lock_free(card)
+
+
+def test_serve_given_a_card_file_as_control_makes_the_socket_beside_it(
+    tmp_path, idle_serve
+) -> None:
+    """As ctl and record take it: the card file names the socket beside it."""
+    card = new_card(tmp_path, "card")
+    other = new_card(tmp_path, "other", serial=2)
+    idle_serve(str(other), "--control", str(card))
+    sock = tmp_path / ".card.json.ctl"
+    wait_for(sock.exists, "the control socket beside card.json")
+    assert "other.json" in ok(cardio("ctl", "--control", str(card), "status"))
+    assert store.read(card)  # the card file is a card file still
+
+
+def test_one_tear_and_one_remove_after_per_slot_and_a_removal_disarms(tmp_path, idle_serve) -> None:
+    card = new_card(tmp_path, "card")
+    idle_serve(str(card))
+    control = ("ctl", "--control", str(card))
+    wait_for(lambda: cardio(*control, "status").returncode == 0, "the control socket")
+    assert ok(cardio(*control, "fault", "0", "remove-after=5")).endswith("armed\n")
+    again = ok(cardio(*control, "fault", "0", "remove-after=2"))
+    assert again == "ok slot 0: remove-after=2 armed (instead of remove-after=5)\n"
+    ok(cardio(*control, "fault", "0", "tear=old"))
+    assert "(instead of tear=old)" in ok(cardio(*control, "fault", "0", "tear=new,count=2"))
+    ok(cardio(*control, "fault", "0", "flip"))
+    ok(cardio(*control, "fault", "0", "flip"))  # the others add up
+    status = ok(cardio(*control, "status"))
+    assert "faults flip flip tear=new,count=2 remove-after=2" in status
+    removed = ok(cardio(*control, "remove"))
+    assert removed == "ok slot 0: card.json removed, its remove-after disarmed\n"
+    assert "remove-after" not in ok(cardio(*control, "status"))
+
+
+def read_watch(sock: Path, slot: int = 0) -> tuple[threading.Thread, list[str], list[Exception]]:
+    """`watch SLOT` in a thread (cardio.control.Watch): its lines, and how it ended."""
+    from cardio.control import Watch
+
+    watch = Watch(sock, slot)
+    lines: list[str] = []
+    ended: list[Exception] = []
+
+    def run() -> None:
+        try:
+            with watch:
+                lines.extend(line.rstrip("\n") for line in watch.lines())
+        except Exception as e:
+            ended.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, lines, ended
+
+
+def test_a_watch_tells_the_atr_each_fault_and_swap_and_ends_with_serve(tmp_path) -> None:
+    """What `cardio record` needs from a live stream: the ATR at each power-up, a note
+    before each exchange a fault changed, a note at a swap, and `end` when serve stops,
+    so that a stream cut short can be told from a whole one."""
+    card = new_card(tmp_path, "card")
+    other = new_card(tmp_path, "other", serial=2)
+    vpcd = FakeVpcd()
+    sock = tmp_path / "c.sock"
+    served = Served(card, "--vpcd", vpcd.address, "--control", str(sock))
+    try:
+        link = vpcd.accept()
+        wait_for(sock.exists, "the control socket")
+        thread, lines, ended = read_watch(sock)
+        link.control(1)  # power on
+        atr = link.get_atr()
+        assert link.apdu(SELECT_SSSE) == SELECTED
+        ok(cardio("ctl", "--control", str(sock), "fault", "0", "sw=20:6983"))
+        assert link.apdu(VERIFY_WRONG) == h("69 83")
+        ok(cardio("ctl", "--control", str(sock), "swap", "0", str(other)))
+        wait_for(lambda: any(line.startswith("# swap") for line in lines), "the swap's note")
+    finally:
+        served.stop()
+        vpcd.close()
+    thread.join(10)
+    assert ended == []  # `end` came: the stream is whole
+    assert lines[0] == "reset " + atr.hex(" ").upper()
+    fault = lines.index("# fault sw=20:6983: answered 69 83 unexecuted")
+    assert lines[fault + 1 : fault + 3] == ["> 00 20 00 00 03 ** ** **", "< 69 83"]
+    assert "# swap: card.json out, other.json in" in lines
+    assert "11 22 33" not in "\n".join(lines)
+
+
+def test_a_watcher_that_falls_behind_is_cut_and_a_recording_says_so(tmp_path) -> None:
+    """serve never lets a watcher slow the card: one that stops reading is dropped. Its
+    `cardio record` then exits 1 and the script ends with a `# cut` note."""
+    card = new_card(tmp_path, "card")
+    vpcd = FakeVpcd()
+    sock = tmp_path / "c.sock"
+    script = tmp_path / "live.apdu"
+    served = Served(card, "--vpcd", vpcd.address, "--control", str(sock))
+    recorder = None
+    try:
+        link = vpcd.accept()
+        wait_for(sock.exists, "the control socket")
+        recorder = subprocess.Popen(
+            [*CLI, "record", "--control", str(sock), "--out", str(script)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_for(script.exists, "the script file")
+        link.control(1)
+        os.kill(recorder.pid, signal.SIGSTOP)  # a recorder that falls behind
+        sent = 0
+        while "did not keep up" not in served.stderr and sent < 200_000:
+            link.apdu(SELECT_SSSE)
+            sent += 1
+        os.kill(recorder.pid, signal.SIGCONT)
+        out, err = recorder.communicate(timeout=30)
+    finally:
+        if recorder is not None and recorder.poll() is None:
+            recorder.kill()
+        served.stop()
+        vpcd.close()
+    assert "did not keep up" in served.stderr
+    assert recorder.returncode == 1, out + err
+    assert "was cut" in err and len(err.strip().splitlines()) == 1
+    recorded = script.read_text("utf-8")
+    assert recorded.splitlines()[-1].startswith("# cut: the live stream stopped here")
+    assert 0 < recorded.count("\n" + SELECT_SSSE_HEX) < sent
 
 
 # --- in process: fault specs and the tear ----------------------------------------------
@@ -393,7 +529,8 @@ def test_fault_specs_parse_and_show_back() -> None:
     assert faults.parse_slotted("1:tear=new")[0] == 1
     assert faults.parse_slotted("mute")[0] == 0
     for bad in ("", "mute=1", "delay=0", "delay=x", "tear=half", "sw=20", "sw=2G:6983",
-                "flip,p=0", "flip,count=0", "flip,often"):  # fmt: skip
+                "flip,p=0", "flip,count=0", "flip,often", "remove-after=1,p=0.5",
+                "remove-after=1,count=*"):  # fmt: skip
         with pytest.raises(faults.UsageError):
             faults.parse(bad)
 

@@ -900,7 +900,8 @@ async def test_f2_removed_on_the_result_keeps_the_result(tmp_path: Path) -> None
 
 # An APDU line, or a failure's reader API number (docs/card.md §8): never a PIN digit.
 HEX_LINE = re.compile(
-    r"^([<>]( ([0-9A-F]{2}|\*\*))+|# api -\d+ [A-Za-z/() ]+(, \d tr(y|ies) left)?)$"
+    r"^([<>]( ([0-9A-F]{2}|\*\*))+|reset( [0-9A-F]{2})+"
+    r"|# api -\d+ [A-Za-z/() ]+(, \d tr(y|ies) left)?)$"
 )
 VERIFY_MASKED = "> 00 20 00 00 03 ** ** **"
 CHANGE_MASKED = "> 80 5E 01 00 07 ** ** ** FF ** ** **"

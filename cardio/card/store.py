@@ -440,11 +440,8 @@ def create(path: CardPath, state: CardState, *, force: bool = False) -> None:
     """
     name = os.fspath(path)
     target = card_path(path)
-    if not target.parent.is_dir():
-        raise StoreError(f"{target.parent}: no such folder; create it first")
+    linked = check_creatable(path, force=force)  # before the lock file is made
     lock = CardLock(target, name)
-    linked = _is_link(name)
-    _check_replaceable(target, name, force, linked=linked)  # before the lock file is made
     lock.acquire()
     try:
         _check_replaceable(target, name, force, linked=linked)
@@ -454,6 +451,18 @@ def create(path: CardPath, state: CardState, *, force: bool = False) -> None:
             raise _cannot(name, "be written", e) from None
     finally:
         lock.release()
+
+
+def check_creatable(path: CardPath, *, force: bool = False) -> bool:
+    """Whether `create` could write there (StoreError saying why not), so that a command
+    can refuse before its work (reading a real card); True when the path is a link."""
+    name = os.fspath(path)
+    target = card_path(path)
+    if not target.parent.is_dir():
+        raise StoreError(f"{target.parent}: no such folder; create it first")
+    linked = _is_link(name)
+    _check_replaceable(target, name, force, linked=linked)
+    return linked
 
 
 def _is_link(name: str) -> bool:

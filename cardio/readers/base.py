@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from cardio.apdu import to_hex
 from cardio.readers.transport import exchange
 from cardio.trace import Responses, command_line
 
@@ -49,6 +50,7 @@ class Reader(ABC):
     def __init__(self, trace: Trace | None = None) -> None:
         self.trace = trace
         self._responses = Responses()  # what of the answers the trace hides
+        self._session_marked = False  # the trace's last line is this session's `reset`
         self._listeners: list[Listener] = []
         self._listeners_lock = threading.Lock()
 
@@ -82,8 +84,17 @@ class Reader(ABC):
     def peek_atr(self) -> bytes | None:
         return None
 
+    def _session(self, atr: bytes) -> bytes:
+        """A new card session (power-up or reset), marked in the trace with its ATR: a
+        trace of several sessions records and replays as several (cardio record)."""
+        if self.trace and not self._session_marked:  # a reset right after power-up: one
+            self.trace("reset " + to_hex(atr))
+        self._session_marked = True
+        return atr
+
     def transmit_raw(self, apdu: bytes) -> bytes:
         """Exactly one exchange, traced with PIN bytes masked."""
+        self._session_marked = False
         if self.trace:
             self.trace(command_line(apdu))
         response = self._exchange(apdu)

@@ -229,7 +229,7 @@ class PcscReader(Reader):
         _check(hr)
         self._card, self._protocol = card, protocol
         self._atr = self._read_atr()
-        return self._atr
+        return self._session(self._atr)
 
     def _read_atr(self) -> bytes:
         hr, _reader, _state, _protocol, atr = scard.SCardStatus(self._card)
@@ -248,7 +248,7 @@ class PcscReader(Reader):
         _check(hr, during_command=True)
         self._protocol = protocol
         self._atr = self._read_atr()
-        return self._atr
+        return self._session(self._atr)
 
     def disconnect(self) -> None:
         card, self._card = self._card, None

@@ -117,12 +117,13 @@ class VirtualReader(Reader):
         if not self._powered:
             card.power_on()
             self._powered = True
+            return self._session(card.atr)
         return card.atr
 
     def reset(self) -> bytes:
         atr = self._inserted().reset()
         self._powered = True
-        return atr
+        return self._session(atr)
 
     def disconnect(self) -> None:
         chip = self._chip
