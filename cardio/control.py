@@ -44,6 +44,7 @@ MAX_LINE = 4096
 REPLY_TIMEOUT = 30.0  # s: a swap waits for a card command, never this long
 ENV = "CARDIO_CONTROL"
 END_LINE = b"end cardio serve stopped\n"  # a watch stream's last line when nothing was lost
+END_TIMEOUT = 2.0  # s: a watcher behind by a full buffer has this long to take `end`
 WATCH_BUFFER = 1 << 20  # bytes a watcher may fall behind by (the kernel may give less)
 
 
@@ -203,9 +204,11 @@ class ControlServer:
 
     def close(self) -> None:
         for client in list(self.clients):
-            if client.watching is not None:  # the stream is whole: say so (never block)
-                with contextlib.suppress(OSError):
-                    client.sock.send(END_LINE, socket.MSG_DONTWAIT)
+            if client.watching is not None:  # the stream is whole: say so
+                client.watching.unwatch(client.sock)  # the slots are stopped: no more lines
+                with contextlib.suppress(OSError):  # a watcher dropped or gone: nothing to say
+                    client.sock.settimeout(END_TIMEOUT)  # one that reads gets it whole
+                    client.sock.sendall(END_LINE)
             self._close(client)
         if self.server is not None:
             self.server.close()
@@ -371,7 +374,9 @@ class Watch:
         """Each trace line as it comes, until serve's `end` line; WatchCut when the stream
         stops without it (serve dropped this watcher, which fell behind, or died)."""
         for line in self.stream:
-            if line.startswith("end ") and line.endswith("\n"):
+            if not line.endswith("\n"):
+                break  # a line cut short is no line: it could be half a command
+            if line.startswith("end "):
                 return
             yield line
         raise WatchCut(

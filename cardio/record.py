@@ -56,13 +56,16 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from cardio.apdu import to_hex
 from cardio.errors import CardioError, Exit, UsageError
 from cardio.model import Cla, Ins, PsamCla, PsamIns
 from cardio.trace import MASK, mask_command, secret
 from cardio.usage import OneLineParser, one_line, run_command
+
+if TYPE_CHECKING:
+    from cardio.control import Watch
 
 VERSION = 1
 HEADER = f"# cardio-record {VERSION}"
@@ -507,19 +510,23 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
             "card file)"
         )
     if args.from_trace is not None:
+        # The whole trace first: a bad line is told before any script exists.
+        lines: list[str] = []
         trace = read_text(args.from_trace, "trace").splitlines()
-        return _record(trace, args, out, name=args.from_trace, strict=True)
+        count = record_lines(trace, lines.append, name=args.from_trace)
+        with private_output(args.out, force=args.force) as script:
+            script.write("".join(line + "\n" for line in lines))
+        return _recorded(count, args.out, out)
     from cardio import control
 
     # The socket, or the first card file it sits beside, or $CARDIO_CONTROL: as ctl.
     # Watched (and acknowledged) before the script exists: a refusal leaves no file.
     with control.Watch(control.resolve(args.control), args.slot) as watch:
-        return _record(watch.lines(), args, out, name=f"slot {args.slot}", strict=False)
+        return _record_live(watch, args, out)
 
 
-def _record(
-    lines: Iterable[str], args: argparse.Namespace, out: TextIO, *, name: str, strict: bool
-) -> int:
+def _record_live(watch: Watch, args: argparse.Namespace, out: TextIO) -> int:
+    """The script written line by line as the stream comes, so Ctrl+C keeps what came."""
     from cardio.control import WatchCut
 
     with private_output(args.out, force=args.force) as script:
@@ -529,22 +536,24 @@ def _record(
             script.flush()
 
         recorder = Recorder(write)
-        ended = ""
         try:
-            record_lines(lines, recorder, name=name, strict=strict)
+            record_lines(watch.lines(), recorder, name=f"slot {args.slot}", strict=False)
         except KeyboardInterrupt:  # the way a live recording ends: what came is kept
-            ended = " (ended by Ctrl+C)"
+            return _recorded(recorder.commands, args.out, out, " (ended by Ctrl+C)")
         except WatchCut as e:
             recorder.note("cut: the live stream stopped here; commands after this are missing")
-            plural = "" if recorder.commands == 1 else "s"
             raise CardioError(
-                f"{e}; {one_line(args.out)} holds the first {recorder.commands} command{plural}"
+                f"{e}; {one_line(args.out)} holds the first {_commands(recorder.commands)}"
             ) from None
-    plural = "" if recorder.commands == 1 else "s"
-    print(
-        f"recorded {recorder.commands} command{plural} into {one_line(args.out)}{ended}",
-        file=out,
-    )
+    return _recorded(recorder.commands, args.out, out)
+
+
+def _commands(count: int) -> str:
+    return f"{count} command" + ("" if count == 1 else "s")
+
+
+def _recorded(count: int, path: str, out: TextIO, how: str = "") -> int:
+    print(f"recorded {_commands(count)} into {one_line(path)}{how}", file=out)
     return Exit.OK
 
 

@@ -206,20 +206,25 @@ class Slot:
 
     def _tell(self, *lines: str) -> None:
         """Trace lines to whoever watches (`ctl watch`): a watcher that does not keep up
-        is dropped rather than let slow the card."""
+        is dropped rather than let slow the card. Under the lock, so that the main thread
+        (unwatch, then close) never closes a socket we are writing to."""
         if not self._watchers:
             return
         data = "".join(line + "\n" for line in lines).encode()
-        for sock in list(self._watchers):
-            try:
-                sent = sock.send(data, socket.MSG_DONTWAIT)
-            except OSError:
-                sent = -1
-            if sent != len(data):
-                self.unwatch(sock)
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                log.warning("%sa watcher did not keep up and was dropped", self.label)
+        with self._lock:
+            for sock in list(self._watchers):
+                try:
+                    sent = sock.send(data, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:  # it went away (EPIPE, ECONNRESET): nothing was lost to it
+                    self._watchers.remove(sock)
+                    continue
+                if sent != len(data):
+                    self._watchers.remove(sock)
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+                    log.warning("%sa watcher did not keep up and was dropped", self.label)
 
     # --- the slot's own thread ---------------------------------------------------
 
@@ -378,6 +383,7 @@ class Slot:
                 self._dead = True  # its store is closed: only a swap fills the slot
                 self.last_tear = f"came back in the {state} state, and cannot be served: {e}"
                 self._fault_log("tear", payload, self.last_tear)
+                self._tell(command_line(payload), "# card pulled out (tear)")
                 return
             if self.held.tearing is not None:
                 self.held.tearing.armed = armed  # what is left of a tear with a count

@@ -416,6 +416,43 @@ def test_verified_session_lasts_while_connected(tmp_path, served, reader_factory
     assert reader.transmit(STATUS) == OK
 
 
+def test_the_trace_marks_each_session_before_its_first_command(tmp_path, served, pcsc_stack):
+    """`reset ATR` before a session's first command (cardio record replays sessions as
+    sessions), also when the reader connects by itself after a card went, and with the
+    new card's ATR."""
+    first = new_card(tmp_path, "first")
+    second = tmp_path / "second.json"
+    profiles.new_card("employee-new", second, serial=2)
+    assert expected_atr(first) != expected_atr(second)
+    card = served(first)
+    lines: list[str] = []
+    reader = PcscReader(card.reader, trace=lines.append)
+    then = None
+    try:
+        assert reader.transmit_raw(STATUS) == h("63 C6")  # no connect(): it connects itself
+        card.kill()
+        pcsc_stack.wait_removed(card.reader)
+        with pytest.raises(ReaderError):
+            reader.transmit_raw(STATUS)
+        then = pcsc_stack.serve(second, 0)  # stopped here: `served` waits for an empty slot
+        assert reader.transmit_raw(STATUS) == h("63 C6")
+    finally:
+        reader.close()
+        if then is not None:
+            then.stop()
+            pcsc_stack.wait_removed(then.reader)
+    status = to_hex(STATUS)
+    assert lines == [
+        "reset " + to_hex(expected_atr(first)),
+        "> " + status,
+        "< 63 C6",
+        "> " + status,  # sent as the card went: no answer
+        "reset " + to_hex(expected_atr(second)),
+        "> " + status,
+        "< 63 C6",
+    ]
+
+
 # --- typed errors ----------------------------------------------------------------------
 
 

@@ -471,6 +471,28 @@ def test_a_live_stream_cut_short_is_said_in_the_script_and_the_exit(tmp_path: Pa
     assert len(err.strip().splitlines()) == 1
 
 
+def test_a_line_cut_short_at_the_end_of_a_stream_is_not_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "ctl"
+    thread, _ = fake_control(path, b"ok watching slot 0\nreset 3B 00\n> 00 A4 04 00 0F 73 78")
+    script = tmp_path / "live.apdu"
+    try:
+        assert record.main(["--control", str(path), "--out", str(script)]) == 1
+    finally:
+        thread.join(10)
+    text = script.read_text("utf-8")
+    assert "00 A4" not in text  # half a command would be sent by scriptor
+    assert text.splitlines()[-1].startswith("# cut")
+
+
+def test_a_bad_trace_line_leaves_no_script(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.log"
+    trace.write_text("> 00 84 00 00 08\n< 01 02 90 00\nnonsense\n", "utf-8")
+    script = tmp_path / "s.apdu"
+    done = cli("cardio.record", "--from-trace", str(trace), "--out", str(script))
+    assert done.returncode == 2 and "trace.log:3" in done.stderr
+    assert not script.exists()
+
+
 @pytest.mark.parametrize("stream", [None, b"error there is no slot 5; slots go from 0 to 0\n"])
 def test_a_watch_refused_or_unreachable_leaves_no_script(
     tmp_path: Path, stream: bytes | None

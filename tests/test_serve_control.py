@@ -513,6 +513,34 @@ def test_a_watcher_that_falls_behind_is_cut_and_a_recording_says_so(tmp_path) ->
 # --- in process: fault specs and the tear ----------------------------------------------
 
 
+def test_a_watcher_that_leaves_is_let_go_and_one_that_lags_is_dropped(tmp_path, caplog) -> None:
+    import logging
+    import random
+    import socket
+
+    from cardio.slots import Slot
+    from cardio.vpcd import hold
+
+    slot = Slot(0, ("127.0.0.1", 1), hold(new_card(tmp_path, "card"), None, random.Random()))
+    gone, gone_peer = socket.socketpair()
+    lagging, lagging_peer = socket.socketpair()
+    try:
+        slot.watch(gone)
+        slot.watch(lagging)
+        gone_peer.close()  # Ctrl-C of a ctl watch
+        with caplog.at_level(logging.INFO, logger="cardio"):
+            slot._tell("> 00 A4 04 00 00")
+            assert "did not keep up" not in caplog.text  # it left: it lost nothing
+            assert slot._watchers == [lagging]
+            while slot._watchers:  # the lagging one never reads
+                slot._tell("> " + "00 " * 1000)
+        assert "a watcher did not keep up and was dropped" in caplog.text
+    finally:
+        slot.held.cards.close()
+        for sock in (gone, lagging, lagging_peer):
+            sock.close()
+
+
 def test_fault_specs_parse_and_show_back() -> None:
     from cardio import faults
 

@@ -387,6 +387,9 @@ def test_the_trace_gets_masked_lines_only(
     ]
     for line in trace[1:-1]:
         assert COMMAND_LINE.fullmatch(line) or RESPONSE_LINE.fullmatch(line), line
+    reader.disconnect()
+    reader.connect()  # another session, though no command came between
+    assert trace[-2:] == [trace[0], trace[0]]  # the reset's session, then this one
     compact = "".join(trace).replace(" ", "")
     for digits in ("123456", "908172", "112233"):
         assert digits not in compact

@@ -92,8 +92,14 @@ class Reader(ABC):
         self._session_marked = True
         return atr
 
+    def _ready(self) -> None:
+        """Connect first where a reader does so by itself (PC/SC after a failed command):
+        before the command is traced, so the new session's `reset` line comes first."""
+        return None  # the others need the caller's connect()
+
     def transmit_raw(self, apdu: bytes) -> bytes:
         """Exactly one exchange, traced with PIN bytes masked."""
+        self._ready()
         self._session_marked = False
         if self.trace:
             self.trace(command_line(apdu))

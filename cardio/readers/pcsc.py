@@ -252,12 +252,16 @@ class PcscReader(Reader):
 
     def disconnect(self) -> None:
         card, self._card = self._card, None
+        self._session_marked = False  # the next connect is another session, maybe card
         if card is not None:
             scard.SCardDisconnect(card, scard.SCARD_UNPOWER_CARD)
 
-    def _exchange(self, apdu: bytes) -> bytes:
+    def _ready(self) -> None:
         if self._card is None:
             self.connect()
+
+    def _exchange(self, apdu: bytes) -> bytes:
+        self._ready()
         hr, response = scard.SCardTransmit(self._card, self._protocol, list(apdu))
         if _code(hr) != 0:
             self._card = None  # the handle is dead with the card

@@ -130,6 +130,7 @@ class VirtualReader(Reader):
         if chip is not None and self._powered:
             chip.power_off()
         self._powered = False
+        self._session_marked = False  # the next connect is another session, maybe card
 
     def _exchange(self, apdu: bytes) -> bytes:
         card = self._inserted()
