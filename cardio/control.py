@@ -172,11 +172,19 @@ class ControlServer:
         while b"\n" in client.inbox and client.watching is None:
             line, _, rest = bytes(client.inbox).partition(b"\n")
             client.inbox = bytearray(rest)
-            self._reply(client, self.handle(line.decode("utf-8", "replace").strip(), client))
-            if client.watching is not None and client in self.clients:
-                with contextlib.suppress(OSError):  # room for a burst while it catches up
-                    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, WATCH_BUFFER)
-                client.watching.watch(client.sock)  # after its `ok`: trace lines follow it
+            reply = self.handle(line.decode("utf-8", "replace").strip(), client)
+            if client.watching is None:
+                self._reply(client, reply)
+                continue
+            with contextlib.suppress(OSError):  # room for a burst while it catches up
+                client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, WATCH_BUFFER)
+
+            def greet(client: _Client = client, reply: str = reply) -> bool:
+                self._reply(client, reply)
+                return client in self.clients
+
+            # its `ok`, then every trace line from the next exchange on: none lost between
+            client.watching.watch(client.sock, greet)
         if len(client.inbox) > MAX_LINE:
             self._reply(client, f"error a command is one line of at most {MAX_LINE} bytes")
             self._close(client)

@@ -12,7 +12,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -196,9 +196,12 @@ class Slot:
         log.info("%sfaults cleared", self.label)
         return f"slot {self.index}: faults cleared"
 
-    def watch(self, sock: socket.socket) -> None:
+    def watch(self, sock: socket.socket, greet: Callable[[], bool] = lambda: True) -> None:
+        """Trace lines to `sock` from now on, after `greet` (the control socket's `ok`
+        line; False: the client went) under the same lock as the lines: nothing between."""
         with self._lock:
-            self._watchers.append(sock)
+            if greet():
+                self._watchers.append(sock)
 
     def unwatch(self, sock: socket.socket) -> None:
         with self._lock, contextlib.suppress(ValueError):
