@@ -9,12 +9,13 @@ one reply line each, `ok ...` or `error ...`:
     swap SLOT FILE          another card file into that reader (FILE absolute)
     fault SLOT SPEC         arm a fault (cardio/faults.py)
     clear SLOT              disarm every fault of the slot
-    watch SLOT              `ok ...`, then the slot's exchanges as trace lines (`> `
-                            command and `< ` response, PINs masked; `reset ATR` at
-                            each power-on or reset; `# ` notes: a fault that fired,
-                            a removal, a swap), one a line, until the client goes;
-                            `end ...` when serve stops. A watcher that does not keep
-                            up is dropped without it: its stream was cut.
+    watch SLOT              `ok ...`, `atr ATR` when a card is in, then the slot's
+                            exchanges as trace lines (`> ` command and `< `
+                            response, PINs masked; `reset ATR` at each power-on or
+                            reset; `# ` notes: a fault that fired, a removal, a
+                            swap), one a line, until the client goes; `end ...`
+                            when serve stops. A watcher that does not keep up is
+                            dropped without it: its stream was cut.
 
 Commands run in the serve process's main thread, between its waits for signals.
 """

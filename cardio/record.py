@@ -193,7 +193,8 @@ def step_lines(step: Step) -> list[str]:
 
 
 class Recorder:
-    """Turns trace lines (`> ` command, `< ` response, `reset [ATR]`, `#` notes) into
+    """Turns trace lines (`> ` command, `< ` response, `reset [ATR]`, `#` notes, and a
+    watch's first `atr ATR`: the card in the slot as it began) into
     script lines, written as soon as each exchange is complete (a recorder stopped by
     Ctrl+C leaves a usable script)."""
 
@@ -203,6 +204,7 @@ class Recorder:
         self._pending_head: tuple[int, int] | None = None
         self._chain_volatile = False  # the last answer was volatile data behind 61xx
         self.commands = 0
+        self.started = False  # a reset written: the session's start
         write(HEADER)
 
     def _flush(self) -> None:
@@ -213,6 +215,7 @@ class Recorder:
 
     def reset(self, atr: bytes | None = None) -> None:
         self._flush()
+        self.started = True
         self._chain_volatile = False
         step = Step(StepKind.RESET, 0)
         self._write_step(step.with_atr(atr) if atr is not None else step)
@@ -266,13 +269,16 @@ class Recorder:
             self.command(text[1:].split(), where)
         elif mark == "<":
             self.response(text[1:].split(), where)
-        elif text.strip().lower().split(" ")[0] == "reset":
-            rest = text.strip()[5:].split()
+        elif text.strip().lower().split(" ")[0] in ("reset", "atr"):
+            word, *rest = text.strip().split()
             atr = None
             if rest:
                 _check_cells(rest, where, allow_mask=False)
                 atr = bytes.fromhex("".join(rest))
-            self.reset(atr)
+            if word.lower() == "reset" or not self.started:
+                self.reset(atr)  # `atr`: the card a watch found in the slot, as it starts
+            else:
+                self.note(f"atr {to_hex(atr or b'')}")
         elif text.startswith("#"):
             self.note(text.lstrip("# "))
         else:
@@ -309,7 +315,7 @@ def record_lines(
         for number, line in enumerate(lines, start=1):
             if first and line.strip():
                 first = False
-                if line.strip().lower().split(" ")[0] != "reset":
+                if line.strip().lower().split(" ")[0] not in ("reset", "atr"):
                     recorder.reset()
             try:
                 recorder.feed(line, f"{name}:{number}")

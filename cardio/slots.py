@@ -200,12 +200,19 @@ class Slot:
         """Trace lines to `sock` from now on, after `greet` (the control socket's `ok`
         line; False: the client went) under the same lock as the lines: nothing between."""
         with self._lock:
-            if greet():
-                self._watchers.append(sock)
+            if not greet():
+                return
+            self._watchers.append(sock)
+            if self.wanted and self._sock is not None:  # the card is in: which one
+                self._tell_one(sock, "atr " + to_hex(self.held.chip.atr))
 
     def unwatch(self, sock: socket.socket) -> None:
         with self._lock, contextlib.suppress(ValueError):
             self._watchers.remove(sock)
+
+    def _tell_one(self, sock: socket.socket, line: str) -> None:
+        with contextlib.suppress(OSError):  # a fresh socket has room; gone: nothing lost
+            sock.send((line + "\n").encode(), socket.MSG_DONTWAIT)
 
     def _tell(self, *lines: str) -> None:
         """Trace lines to whoever watches (`ctl watch`): a watcher that does not keep up

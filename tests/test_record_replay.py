@@ -372,6 +372,19 @@ def test_a_watch_stream_keeps_its_resets_and_atr_and_a_volatile_get_response() -
     ]
 
 
+def test_a_watchs_first_atr_line_is_the_sessions_start() -> None:
+    """A watch that began with the card in says which (`atr`): the script's first reset
+    carries it, so a replay compares it; a later `atr` line is only a note."""
+    out: list[str] = []
+    record.record_lines(
+        ["atr 3B 6D 00", "> 00 84 00 00 08", "< 01 02 90 00", "atr 3B 6D 01"],
+        out.append,
+        name="t",
+    )
+    assert out == [record.HEADER, "reset", "#atr 3B 6D 00", GET_CHALLENGE, "#< .. .. 90 00",
+                   "# atr 3B 6D 01"]  # fmt: skip
+
+
 def test_an_empty_answer_is_recorded_as_none() -> None:
     out = recorded(["> 00 B0 00 00 02", "< ", "> 00 A4 00 00 02 3F 00", "<"])
     assert out[2:] == [

@@ -258,9 +258,10 @@ def test_watch_streams_the_exchanges_as_trace_lines(tmp_path, pcsc_stack, serve_
         "> 00 20 00 00 03 ** ** **",
         "< 63 C5",
     ]
-    atr = "reset " + expected_atr(path).hex(" ").upper()  # a power-up, if pcscd made one
-    assert set(lines) - {"> " + SELECT_SSSE_HEX, "< " + FCI_SSSE + " 90 00"} <= {
-        atr,
+    atr = expected_atr(path).hex(" ").upper()
+    assert lines[0] == "atr " + atr  # the card in the slot as the watch began
+    assert set(lines[1:]) - {"> " + SELECT_SSSE_HEX, "< " + FCI_SSSE + " 90 00"} <= {
+        "reset " + atr,  # a power-up, if pcscd made one
         "> 00 20 00 00 03 ** ** **",
         "< 63 C5",
     }
@@ -450,6 +451,8 @@ def test_a_watch_tells_the_atr_each_fault_and_swap_and_ends_with_serve(tmp_path)
     try:
         link = vpcd.accept()
         wait_for(sock.exists, "the control socket")
+        in_vpcd = "card card.json inserted, no faults"
+        wait_for(lambda: in_vpcd in cardio("ctl", "--control", str(sock), "status").stdout, "in")
         thread, lines, ended = read_watch(sock)
         link.control(1)  # power on
         atr = link.get_atr()
@@ -463,7 +466,8 @@ def test_a_watch_tells_the_atr_each_fault_and_swap_and_ends_with_serve(tmp_path)
         vpcd.close()
     thread.join(10)
     assert ended == []  # `end` came: the stream is whole
-    assert lines[0] == "reset " + atr.hex(" ").upper()
+    # the card in the slot as the watch began, then its power-up
+    assert lines[:2] == ["atr " + atr.hex(" ").upper(), "reset " + atr.hex(" ").upper()]
     fault = lines.index("# fault sw=20:6983: answered 69 83 unexecuted")
     assert lines[fault + 1 : fault + 3] == ["> 00 20 00 00 03 ** ** **", "< 69 83"]
     assert "# swap: card.json out, other.json in" in lines
