@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import signal
 import socket
 import subprocess
@@ -25,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+from host_server_helpers import listening_url
 
 from cardio.errors import UsageError
 from host import server, wire
@@ -38,7 +38,6 @@ from host.transport import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-START_DEADLINE = 15.0  # s for a child to say it listens: generous, a loaded CI machine
 SECRET = "310104198503122174"  # personal data that must never reach a log or an answer
 
 CHILD = r"""
@@ -108,15 +107,7 @@ def start(tmp: Path, *options: str, env: dict[str, str] | None = None) -> Served
             stderr=stderr,
             text=True,
         )
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], START_DEADLINE)
-    line = proc.stdout.readline() if ready else ""
-    found = re.search(r"listening on (http://\S+)", line)
-    if not found:
-        proc.kill()
-        proc.wait()
-        pytest.fail(f"the server did not start: {line!r} {err.read_text()}")
-    return Served(proc, found.group(1), calls, err)
+    return Served(proc, listening_url(proc, err), calls, err)
 
 
 @pytest.fixture
