@@ -199,6 +199,13 @@ class Pad:
         return [strings.text("zh", x.key, **dict(x.params)) for x in self.flow.view.lines]
 
 
+def paying(tmp_path: Path, link: PlatformLink) -> Pad:
+    """A pad over a new card of PROFILE and `link`, a payment of 12.50 begun: at the PIN."""
+    pad = Pad(make_card(tmp_path, PROFILE), link)
+    pad.pay("1250")
+    return pad
+
+
 def http_app(card: Path, link: PlatformLink, trace: Path | None = None) -> PosApp:
     """`pos-terminal --card CARD --host URL --terminal-id POS-0042`, with fixed dates."""
     options = Options(
@@ -323,10 +330,8 @@ def test_a_settlement_the_host_refused_leaves_nothing_pending(
     answer: no reversal is sent, nothing is pending, nothing moved."""
     healthy = servers()
     failing = servers("--faults", "error=1")
-    card = make_card(tmp_path, PROFILE)
     link = links(healthy.url)
-    pad = Pad(card, link)
-    pad.pay("1250")
+    pad = paying(tmp_path, link)
     routed = Routed(
         HttpTransport(healthy.url, timeout=5.0), {"2102": HttpTransport(failing.url, timeout=5.0)}
     )
@@ -350,10 +355,8 @@ def test_a_reversal_whose_answer_is_lost_too_is_sent_again_under_its_msgid(
     (the first answer, replayed) and the flow says reversed; refunded exactly once."""
     healthy = servers()
     lossy = servers("--faults", "drop-reply=1")
-    card = make_card(tmp_path, PROFILE)
     link = links(healthy.url)
-    pad = Pad(card, link)
-    pad.pay("1250")
+    pad = paying(tmp_path, link)
     routed = Routed(
         HttpTransport(healthy.url, timeout=5.0),
         {
@@ -389,10 +392,8 @@ def test_a_reversal_refused_by_a_passing_host_fault_is_tried_again(
     healthy = servers()
     lossy = servers("--faults", "drop-reply=1")
     faulty = servers("--faults", "error=1")
-    card = make_card(tmp_path, PROFILE)
     link = links(healthy.url)
-    pad = Pad(card, link)
-    pad.pay("1250")
+    pad = paying(tmp_path, link)
     routed = Routed(
         HttpTransport(healthy.url, timeout=5.0),
         {
@@ -440,10 +441,8 @@ def test_an_unreadable_settlement_answer_is_reversed_not_called_undebited(
     next payment or start reverses it. Like an answer that is not JSON
     (host/transport.py), an unusable answer is no answer: reverse now, say so."""
     server = servers()
-    card = make_card(tmp_path, PROFILE)
     link = links(server.url)
-    pad = Pad(card, link)
-    pad.pay("1250")
+    pad = paying(tmp_path, link)
     link.client.transport = Mangled(HttpTransport(server.url, timeout=5.0))
     pad.enter(ENABLED_PIN)
     assert pad.stage is Stage.RESULT
@@ -477,10 +476,8 @@ def test_an_unconfirmed_reversal_stays_pending_until_the_host_is_back(
     pre-settlement) reverses it: the journal is empty, the balance restored."""
     first = servers()
     lossy = servers("--faults", "drop-reply=1")
-    card = make_card(tmp_path, PROFILE)
     link = links(first.url)
-    pad = Pad(card, link)
-    pad.pay("1250")
+    pad = paying(tmp_path, link)
     assert pad.stage is Stage.PIN
     first.stop()  # only the lossy one is left
     link.client.transport = HttpTransport(lossy.url, timeout=30.0)
@@ -625,9 +622,7 @@ def test_a_host_gone_after_the_split_moves_nothing(
     be sent (HostUnreachable), so nothing is pending and the flow says the settlement
     failed, nothing debited."""
     server = servers()
-    card = make_card(tmp_path, PROFILE)
-    pad = Pad(card, links(server.url))
-    pad.pay("1250")
+    pad = paying(tmp_path, links(server.url))
     assert pad.stage is Stage.PIN
     assert server.stop() == 0
     pad.enter(ENABLED_PIN)
@@ -670,9 +665,7 @@ def test_a_card_reported_lost_at_the_desk_is_refused_at_card_read(
     prompt: the 2102 is refused (lost), nothing pending, nothing moved. The next payment
     stops at the card read (1101 says lost): no pre-settlement, no PIN."""
     server = servers()
-    card = make_card(tmp_path, PROFILE)
-    pad = Pad(card, links(server.url))
-    pad.pay("1250")
+    pad = paying(tmp_path, links(server.url))
     assert pad.stage is Stage.PIN
     desk = subprocess.run(
         [sys.executable, "-m", "host.cli", "--db", server.db, "report-loss", "--ssn", SSN],
@@ -750,10 +743,8 @@ def test_a_payment_against_a_postgresql_host(
     settlement id is the database's one settled row, and the balance is down by 12.50;
     then a lost answer on the same database is reversed."""
     server = servers(db=pg_db.db)
-    card = make_card(tmp_path, PROFILE)
     link = links(server.url)
-    pad = Pad(card, link)
-    pad.pay("1250")
+    pad = paying(tmp_path, link)
     assert pad.stage is Stage.PIN
     assert pad.shown()[1:3] == [SPLIT_1250, HOLDER_PAYS_1250]
     assert pg_db.settlements() == []
